@@ -1,0 +1,567 @@
+//! The napi binding: a thin layer over `skysync-core`. Paths cross as latin1 strings (one char per byte), so
+//! names that are not UTF-8 survive byte for byte; JavaScript converts for display only.
+
+#![deny(clippy::all)]
+
+use std::collections::HashMap;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use napi::bindgen_prelude::*;
+use napi::sys;
+use napi_derive::napi;
+use skysync_core as core;
+
+/// A path as raw bytes, carried to and from JavaScript as a latin1 string.
+pub struct BytePath(pub Vec<u8>);
+
+impl TypeName for BytePath {
+    fn type_name() -> &'static str {
+        "string"
+    }
+    fn value_type() -> ValueType {
+        ValueType::String
+    }
+}
+
+impl ValidateNapiValue for BytePath {}
+
+impl ToNapiValue for BytePath {
+    unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> Result<sys::napi_value> {
+        let mut out = std::ptr::null_mut();
+        check_status!(unsafe {
+            sys::napi_create_string_latin1(env, val.0.as_ptr().cast(), val.0.len() as isize, &mut out)
+        })?;
+        Ok(out)
+    }
+}
+
+impl FromNapiValue for BytePath {
+    unsafe fn from_napi_value(env: sys::napi_env, value: sys::napi_value) -> Result<Self> {
+        let mut len = 0usize;
+        check_status!(unsafe { sys::napi_get_value_string_latin1(env, value, std::ptr::null_mut(), 0, &mut len) })?;
+        let mut buf = vec![0u8; len + 1];
+        let mut written = 0usize;
+        check_status!(unsafe {
+            sys::napi_get_value_string_latin1(env, value, buf.as_mut_ptr().cast(), len + 1, &mut written)
+        })?;
+        buf.truncate(written);
+        Ok(BytePath(buf))
+    }
+}
+
+fn join(root: &Path, rel: &[u8]) -> PathBuf {
+    root.join(std::ffi::OsStr::from_bytes(rel))
+}
+
+#[napi(object)]
+#[derive(Clone, Copy)]
+pub struct ChunkParams {
+    pub min_size: u32,
+    pub avg_size: u32,
+    pub max_size: u32,
+}
+
+impl From<core::ChunkParams> for ChunkParams {
+    fn from(p: core::ChunkParams) -> Self {
+        ChunkParams { min_size: p.min_size, avg_size: p.avg_size, max_size: p.max_size }
+    }
+}
+
+fn params_of(p: Option<ChunkParams>) -> Result<core::ChunkParams> {
+    let p = match p {
+        Some(p) => core::ChunkParams { min_size: p.min_size, avg_size: p.avg_size, max_size: p.max_size },
+        None => core::DEFAULT_PARAMS,
+    };
+    p.validate().map_err(|e| Error::new(Status::InvalidArg, e))?;
+    Ok(p)
+}
+
+/// The chunk parameters skysync uses unless told otherwise.
+#[napi]
+pub fn default_chunk_params() -> ChunkParams {
+    core::DEFAULT_PARAMS.into()
+}
+
+/// A file's content as chunks. `chunks` packs each chunk as a 32-byte BLAKE3 id followed by its length
+/// (u32 little endian), 36 bytes a chunk, so a 1 GB file's recipe crosses as one buffer.
+#[napi(object)]
+pub struct Recipe {
+    pub size: f64,
+    pub digest: Buffer,
+    pub chunks: Buffer,
+}
+
+fn pack_chunks(chunks: &[core::ChunkRef]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(chunks.len() * 36);
+    for c in chunks {
+        out.extend_from_slice(&c.id);
+        out.extend_from_slice(&c.len.to_le_bytes());
+    }
+    out
+}
+
+fn unpack_chunks(buf: &[u8]) -> Result<Vec<core::ChunkRef>> {
+    if buf.len() % 36 != 0 {
+        return Err(Error::new(Status::InvalidArg, "packed chunks must be a multiple of 36 bytes".to_string()));
+    }
+    Ok(buf
+        .chunks_exact(36)
+        .map(|c| core::ChunkRef { id: c[..32].try_into().unwrap(), len: u32::from_le_bytes(c[32..].try_into().unwrap()) })
+        .collect())
+}
+
+fn recipe_js(r: &core::Recipe) -> Recipe {
+    Recipe { size: r.size as f64, digest: r.digest.to_vec().into(), chunks: pack_chunks(&r.chunks).into() }
+}
+
+#[napi(object)]
+pub struct Entry {
+    #[napi(ts_type = "string")]
+    pub path: BytePath,
+    #[napi(ts_type = "'file' | 'dir' | 'symlink'")]
+    pub kind: String,
+    pub mode: u32,
+    pub size: f64,
+    /// Whole seconds and nanoseconds apart: a nanosecond mtime does not fit a double.
+    pub mtime_sec: f64,
+    pub mtime_nsec: u32,
+    #[napi(ts_type = "string | undefined")]
+    pub target: Option<BytePath>,
+}
+
+fn entry_js(e: &core::Entry) -> Entry {
+    Entry {
+        path: BytePath(e.path().to_vec()),
+        kind: e.meta.kind.as_str().to_string(),
+        mode: e.meta.mode as u32,
+        size: e.meta.size as f64,
+        mtime_sec: e.meta.mtime_ns.div_euclid(1_000_000_000) as f64,
+        mtime_nsec: e.meta.mtime_ns.rem_euclid(1_000_000_000) as u32,
+        target: e.target().map(|t| BytePath(t.to_vec())),
+    }
+}
+
+#[napi(object)]
+pub struct Change {
+    #[napi(ts_type = "'added' | 'modified' | 'typechanged' | 'deleted'")]
+    pub status: String,
+    /// The entry now (for a deletion: the entry as it was).
+    pub entry: Entry,
+    #[napi(ts_type = "'file' | 'dir' | 'symlink' | undefined")]
+    pub prev_kind: Option<String>,
+    /// The recipe the file had at the last sync, when it was a chunked file.
+    pub prev_recipe: Option<Recipe>,
+}
+
+#[napi(object)]
+pub struct ScanWarning {
+    #[napi(ts_type = "'unreadable' | 'special' | 'ignore-file'")]
+    pub kind: String,
+    #[napi(ts_type = "string")]
+    pub path: BytePath,
+    pub message: String,
+}
+
+#[napi(object)]
+pub struct ScanStats {
+    pub entries: u32,
+    pub files: u32,
+    pub dirs: u32,
+    pub symlinks: u32,
+    pub bytes: f64,
+    pub ignored: u32,
+    pub unchanged: u32,
+    pub duration_ms: f64,
+    #[napi(ts_type = "'gitignore' | 'skyignore'")]
+    pub ignore_mode: String,
+}
+
+#[napi(object, object_from_js = false)]
+pub struct ScanResult {
+    pub tree: Tree,
+    pub changes: Vec<Change>,
+    pub warnings: Vec<ScanWarning>,
+    pub stats: ScanStats,
+}
+
+/// A scanned tree with the recipes of its files: what the last sync left. Lives in Rust; JavaScript holds a
+/// handle and asks for single entries.
+#[napi]
+#[derive(Clone)]
+pub struct Tree {
+    inner: Arc<RwLock<core::Snapshot>>,
+    chunk_index: Arc<RwLock<Option<HashMap<[u8; 32], (u32, u32, u64)>>>>,
+}
+
+impl Tree {
+    fn wrap(s: core::Snapshot) -> Tree {
+        Tree { inner: Arc::new(RwLock::new(s)), chunk_index: Arc::new(RwLock::new(None)) }
+    }
+}
+
+#[napi(object)]
+pub struct ChunkLocation {
+    #[napi(ts_type = "string")]
+    pub path: BytePath,
+    /// Index of the chunk within the file's recipe.
+    pub index: u32,
+    pub offset: f64,
+}
+
+#[napi]
+impl Tree {
+    #[napi(factory)]
+    pub fn empty(params: Option<ChunkParams>) -> Result<Tree> {
+        Ok(Tree::wrap(core::Snapshot::empty(params_of(params)?)))
+    }
+
+    /// Loads a saved tree. A damaged file is an error whose message starts with "corrupted snapshot".
+    #[napi(factory)]
+    pub fn load(path: String) -> Result<Tree> {
+        core::Snapshot::load(Path::new(&path))
+            .map(Tree::wrap)
+            .map_err(|e| Error::new(Status::GenericFailure, format!("{path}: {e}")))
+    }
+
+    #[napi]
+    pub fn save(&self, path: String) -> Result<()> {
+        self.inner
+            .read()
+            .unwrap()
+            .save(Path::new(&path))
+            .map_err(|e| Error::new(Status::GenericFailure, format!("{path}: cannot save snapshot: {e}")))
+    }
+
+    #[napi(getter)]
+    pub fn size(&self) -> u32 {
+        self.inner.read().unwrap().len() as u32
+    }
+
+    #[napi(getter)]
+    pub fn params(&self) -> ChunkParams {
+        self.inner.read().unwrap().params.into()
+    }
+
+    #[napi]
+    pub fn entry(&self, #[napi(ts_arg_type = "string")] path: BytePath) -> Option<Entry> {
+        let s = self.inner.read().unwrap();
+        s.find(&path.0).map(|i| entry_js(&s.entries()[i]))
+    }
+
+    /// Every entry, in path order. For tests and listings; the sync path never needs it.
+    #[napi]
+    pub fn entries(&self) -> Vec<Entry> {
+        self.inner.read().unwrap().entries().iter().map(entry_js).collect()
+    }
+
+    #[napi]
+    pub fn recipe(&self, #[napi(ts_arg_type = "string")] path: BytePath) -> Option<Recipe> {
+        let s = self.inner.read().unwrap();
+        s.find(&path.0).and_then(|i| s.recipe_of(i)).map(|r| recipe_js(&r))
+    }
+
+    /// Records a file's recipe; false when the path is not a scanned file or the sizes disagree.
+    #[napi]
+    pub fn set_recipe(&self, #[napi(ts_arg_type = "string")] path: BytePath, chunks: Buffer) -> Result<bool> {
+        let chunks = unpack_chunks(&chunks)?;
+        let mut s = self.inner.write().unwrap();
+        *self.chunk_index.write().unwrap() = None;
+        Ok(match s.find(&path.0) {
+            Some(i) => s.set_recipe(i, &chunks),
+            None => false,
+        })
+    }
+
+    /// Forgets a file's recipe so the next scan reports it again.
+    #[napi]
+    pub fn forget(&self, #[napi(ts_arg_type = "string")] path: BytePath) {
+        let mut s = self.inner.write().unwrap();
+        if let Some(i) = s.find(&path.0) {
+            s.forget(i);
+        }
+    }
+
+    /// Where each chunk (packed 32-byte ids) can be found in this tree, or null.
+    #[napi]
+    pub fn locate_chunks(&self, ids: Buffer) -> Result<Vec<Option<ChunkLocation>>> {
+        if ids.len() % 32 != 0 {
+            return Err(Error::new(Status::InvalidArg, "ids must be a multiple of 32 bytes".to_string()));
+        }
+        let s = self.inner.read().unwrap();
+        {
+            let mut idx = self.chunk_index.write().unwrap();
+            if idx.is_none() {
+                let mut map = HashMap::new();
+                for (ei, e) in s.entries().iter().enumerate() {
+                    if let Some(cs) = s.chunks_of(ei) {
+                        let _ = e;
+                        let mut off = 0u64;
+                        for (ci, c) in cs.iter().enumerate() {
+                            map.entry(c.id).or_insert((ei as u32, ci as u32, off));
+                            off += c.len as u64;
+                        }
+                    }
+                }
+                *idx = Some(map);
+            }
+        }
+        let idx = self.chunk_index.read().unwrap();
+        let map = idx.as_ref().unwrap();
+        Ok(ids
+            .chunks_exact(32)
+            .map(|id| {
+                let id: [u8; 32] = id.try_into().unwrap();
+                map.get(&id).map(|&(ei, ci, off)| ChunkLocation {
+                    path: BytePath(s.entries()[ei as usize].path().to_vec()),
+                    index: ci,
+                    offset: off as f64,
+                })
+            })
+            .collect())
+    }
+}
+
+pub struct ScanTask {
+    root: PathBuf,
+    previous: Option<Tree>,
+    params: core::ChunkParams,
+}
+
+pub struct ScanDone {
+    snapshot: core::Snapshot,
+    prev: Option<Tree>,
+    changes: Vec<core::Change>,
+    warnings: Vec<core::Warning>,
+    ignored: u64,
+    duration_ms: f64,
+}
+
+impl Task for ScanTask {
+    type Output = ScanDone;
+    type JsValue = ScanResult;
+
+    fn compute(&mut self) -> Result<ScanDone> {
+        let t0 = std::time::Instant::now();
+        let out = core::scan_tree(&self.root).map_err(|e| Error::new(Status::GenericFailure, e.to_string()))?;
+        let warnings = out.warnings.clone();
+        let ignored = out.ignored;
+        let empty;
+        let prev_guard;
+        let prev: &core::Snapshot = match &self.previous {
+            Some(t) => {
+                prev_guard = t.inner.read().unwrap();
+                &prev_guard
+            }
+            None => {
+                empty = core::Snapshot::empty(self.params);
+                &empty
+            }
+        };
+        let (snapshot, changes) = prev.diff(out, self.params);
+        Ok(ScanDone {
+            snapshot,
+            prev: self.previous.clone(),
+            changes,
+            warnings,
+            ignored,
+            duration_ms: t0.elapsed().as_secs_f64() * 1000.0,
+        })
+    }
+
+    fn resolve(&mut self, _env: Env, done: ScanDone) -> Result<ScanResult> {
+        let prev_lock = done.prev.as_ref().map(|t| t.inner.read().unwrap());
+        let mut stats = ScanStats {
+            entries: done.snapshot.len() as u32,
+            files: 0,
+            dirs: 0,
+            symlinks: 0,
+            bytes: 0.0,
+            ignored: done.ignored as u32,
+            unchanged: 0,
+            duration_ms: done.duration_ms,
+            ignore_mode: done.snapshot.ignore_mode.map(|m| m.as_str()).unwrap_or("gitignore").to_string(),
+        };
+        for e in done.snapshot.entries() {
+            match e.meta.kind {
+                core::Kind::File => {
+                    stats.files += 1;
+                    stats.bytes += e.meta.size as f64;
+                }
+                core::Kind::Dir => stats.dirs += 1,
+                core::Kind::Symlink => stats.symlinks += 1,
+            }
+        }
+        let changes: Vec<Change> = done
+            .changes
+            .iter()
+            .map(|c| {
+                let prev_entry = c.prev_index.and_then(|i| prev_lock.as_ref().map(|p| (p, i)));
+                let entry = match c.index {
+                    Some(i) => entry_js(&done.snapshot.entries()[i]),
+                    None => {
+                        let (p, i) = prev_entry.unwrap();
+                        entry_js(&p.entries()[i])
+                    }
+                };
+                Change {
+                    status: c.kind.as_str().to_string(),
+                    entry,
+                    prev_kind: prev_entry.map(|(p, i)| p.entries()[i].meta.kind.as_str().to_string()),
+                    prev_recipe: prev_entry.and_then(|(p, i)| p.recipe_of(i)).map(|r| recipe_js(&r)),
+                }
+            })
+            .collect();
+        stats.unchanged = stats.entries - done.changes.iter().filter(|c| c.index.is_some()).count() as u32;
+        drop(prev_lock);
+        let warnings = done
+            .warnings
+            .into_iter()
+            .map(|w| ScanWarning {
+                kind: match w.kind {
+                    core::WarningKind::Unreadable => "unreadable",
+                    core::WarningKind::Special => "special",
+                    core::WarningKind::BadIgnoreFile => "ignore-file",
+                }
+                .to_string(),
+                path: BytePath(w.path),
+                message: w.message,
+            })
+            .collect();
+        Ok(ScanResult { tree: Tree::wrap(done.snapshot), changes, warnings, stats })
+    }
+}
+
+/// Walks `root` with its ignore rules and compares it with `previous` (the tree of the last sync). Only what
+/// changed crosses into JavaScript; the returned tree carries recipes over for unchanged files.
+#[napi(ts_return_type = "Promise<ScanResult>")]
+pub fn scan(root: String, previous: Option<&Tree>, params: Option<ChunkParams>) -> Result<AsyncTask<ScanTask>> {
+    Ok(AsyncTask::new(ScanTask { root: PathBuf::from(root), previous: previous.cloned(), params: params_of(params)? }))
+}
+
+pub struct ChunkTask {
+    root: PathBuf,
+    paths: Vec<Vec<u8>>,
+    params: core::ChunkParams,
+}
+
+#[napi(object)]
+pub struct ChunkOutcome {
+    pub recipe: Option<Recipe>,
+    pub error: Option<String>,
+}
+
+impl Task for ChunkTask {
+    type Output = Vec<std::io::Result<core::Recipe>>;
+    type JsValue = Vec<ChunkOutcome>;
+
+    fn compute(&mut self) -> Result<Self::Output> {
+        let abs: Vec<PathBuf> = self.paths.iter().map(|p| join(&self.root, p)).collect();
+        Ok(core::chunk_files(&abs, self.params))
+    }
+
+    fn resolve(&mut self, _env: Env, out: Self::Output) -> Result<Self::JsValue> {
+        Ok(out
+            .into_iter()
+            .map(|r| match r {
+                Ok(r) => ChunkOutcome { recipe: Some(recipe_js(&r)), error: None },
+                Err(e) => ChunkOutcome { recipe: None, error: Some(e.to_string()) },
+            })
+            .collect())
+    }
+}
+
+/// Chunks files under `root` in parallel. One outcome per path, in order: a recipe or the read error.
+#[napi(ts_return_type = "Promise<ChunkOutcome[]>")]
+pub fn chunk_files(
+    root: String,
+    #[napi(ts_arg_type = "string[]")] paths: Vec<BytePath>,
+    params: Option<ChunkParams>,
+) -> Result<AsyncTask<ChunkTask>> {
+    Ok(AsyncTask::new(ChunkTask {
+        root: PathBuf::from(root),
+        paths: paths.into_iter().map(|p| p.0).collect(),
+        params: params_of(params)?,
+    }))
+}
+
+#[napi]
+pub fn chunk_buffer(data: Buffer, params: Option<ChunkParams>) -> Result<Recipe> {
+    Ok(recipe_js(&core::chunk_bytes(&data, params_of(params)?)))
+}
+
+/// Chunk lengths for a buffer, for golden vectors and the fallback's tests.
+#[napi]
+pub fn cut_points(data: Buffer, params: Option<ChunkParams>) -> Result<Vec<u32>> {
+    Ok(core::chunk::cut_points(&data, params_of(params)?).into_iter().map(|l| l as u32).collect())
+}
+
+#[napi]
+pub fn blake3(data: Buffer) -> Buffer {
+    core::chunk::chunk_id(&data).to_vec().into()
+}
+
+/// The whole-file digest of a packed recipe.
+#[napi]
+pub fn recipe_digest(chunks: Buffer) -> Result<Buffer> {
+    Ok(core::chunk::recipe_digest(&unpack_chunks(&chunks)?).to_vec().into())
+}
+
+#[napi]
+pub struct ZstdEncoder {
+    inner: Option<core::compress::Compressor>,
+}
+
+#[napi]
+impl ZstdEncoder {
+    #[napi(constructor)]
+    pub fn new(level: i32) -> Result<Self> {
+        Ok(ZstdEncoder { inner: Some(core::compress::Compressor::new(level).map_err(io_err)?) })
+    }
+
+    #[napi]
+    pub fn write(&mut self, input: Buffer) -> Result<Buffer> {
+        Ok(self.enc()?.write(&input).map_err(io_err)?.into())
+    }
+
+    #[napi]
+    pub fn flush(&mut self) -> Result<Buffer> {
+        Ok(self.enc()?.flush().map_err(io_err)?.into())
+    }
+
+    #[napi]
+    pub fn finish(&mut self) -> Result<Buffer> {
+        let enc = self.inner.take().ok_or_else(|| Error::new(Status::GenericFailure, "encoder finished".to_string()))?;
+        Ok(enc.finish().map_err(io_err)?.into())
+    }
+}
+
+impl ZstdEncoder {
+    fn enc(&mut self) -> Result<&mut core::compress::Compressor> {
+        self.inner.as_mut().ok_or_else(|| Error::new(Status::GenericFailure, "encoder finished".to_string()))
+    }
+}
+
+#[napi]
+pub struct ZstdDecoder {
+    inner: core::compress::Decompressor,
+}
+
+#[napi]
+impl ZstdDecoder {
+    /// `max_output` bounds what one `write` may produce, so a hostile stream cannot exhaust memory.
+    #[napi(constructor)]
+    pub fn new(max_output: u32) -> Result<Self> {
+        Ok(ZstdDecoder { inner: core::compress::Decompressor::new(max_output as usize).map_err(io_err)? })
+    }
+
+    #[napi]
+    pub fn write(&mut self, input: Buffer) -> Result<Buffer> {
+        Ok(self.inner.write(&input).map_err(io_err)?.into())
+    }
+}
+
+fn io_err(e: std::io::Error) -> Error {
+    Error::new(Status::GenericFailure, e.to_string())
+}

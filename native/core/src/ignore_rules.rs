@@ -1,0 +1,90 @@
+//! Ignore rules with git's semantics, chosen the way SkyPilot chooses them:
+//! a `.skyignore` at the root means `.skyignore` files at every level and nothing else; otherwise `.gitignore`
+//! at every level plus the root's `.git/info/exclude`. The user's global excludes never apply, and a directory
+//! need not be a git repository.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use ignore::gitignore::{Gitignore, GitignoreBuilder};
+use ignore::Match;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IgnoreMode {
+    SkyIgnore,
+    GitIgnore,
+}
+
+impl IgnoreMode {
+    pub fn detect(root: &Path) -> IgnoreMode {
+        if root.join(".skyignore").is_file() {
+            IgnoreMode::SkyIgnore
+        } else {
+            IgnoreMode::GitIgnore
+        }
+    }
+
+    pub fn file_name(self) -> &'static str {
+        match self {
+            IgnoreMode::SkyIgnore => ".skyignore",
+            IgnoreMode::GitIgnore => ".gitignore",
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IgnoreMode::SkyIgnore => "skyignore",
+            IgnoreMode::GitIgnore => "gitignore",
+        }
+    }
+}
+
+/// One level of rules: the matcher of one ignore file and the length of its directory's relative path prefix
+/// (including the trailing slash), so a candidate path is matched relative to the file that holds the rule.
+pub struct RuleLevel {
+    matcher: Gitignore,
+    prefix_len: usize,
+    parent: Option<Arc<RuleLevel>>,
+}
+
+pub type RuleChain = Option<Arc<RuleLevel>>;
+
+/// Loads one ignore file into a new innermost level. Returns the chain unchanged when the file has no rules, and
+/// a warning for lines git would also reject.
+pub fn push_level(
+    chain: &RuleChain,
+    dir_abs: &Path,
+    rel_prefix_len: usize,
+    file: &Path,
+) -> (RuleChain, Option<String>) {
+    let mut builder = GitignoreBuilder::new(dir_abs);
+    // Git's own default: patterns are case-sensitive on Linux.
+    builder.case_insensitive(false).ok();
+    let warning = builder.add(file).map(|e| format!("{}: {}", file.display(), e));
+    match builder.build() {
+        Ok(matcher) if !matcher.is_empty() => (
+            Some(Arc::new(RuleLevel { matcher, prefix_len: rel_prefix_len, parent: chain.clone() })),
+            warning,
+        ),
+        Ok(_) => (chain.clone(), warning),
+        Err(e) => (chain.clone(), Some(format!("{}: {}", file.display(), e))),
+    }
+}
+
+/// Git's precedence: the innermost file with a matching rule decides; within a file the last match wins.
+pub fn is_ignored(chain: &RuleChain, rel_path: &Path, rel_bytes_len: usize, is_dir: bool) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = rel_path.as_os_str().as_bytes();
+    debug_assert_eq!(bytes.len(), rel_bytes_len);
+    let mut level = chain.as_ref();
+    while let Some(l) = level {
+        let candidate = Path::new(std::ffi::OsStr::from_bytes(&bytes[l.prefix_len.min(bytes.len())..]));
+        match l.matcher.matched(candidate, is_dir) {
+            Match::Ignore(_) => return true,
+            Match::Whitelist(_) => return false,
+            Match::None => {}
+        }
+        level = l.parent.as_ref();
+    }
+    false
+}

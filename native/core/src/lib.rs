@@ -1,0 +1,16 @@
+//! skysync's hot path as a plain Rust crate: the napi binding in `../binding` is a thin layer over it.
+//!
+//! Data path: `scan` (walk + ignore rules) -> `snapshot` (compare with the last sync) -> `chunk` (FastCDC +
+//! BLAKE3 over what changed) -> `compress` (zstd stream for the wire).
+
+pub mod chunk;
+pub mod compress;
+pub mod ignore_rules;
+pub mod scan;
+pub mod snapshot;
+pub mod tree;
+
+pub use chunk::{chunk_bytes, chunk_file, chunk_files, chunk_reader, ChunkParams, ChunkRef, Recipe, DEFAULT_PARAMS};
+pub use scan::{scan_tree, ScanError, ScanOutput, Warning, WarningKind};
+pub use snapshot::{Change, ChangeKind, LoadError, Snapshot};
+pub use tree::{Entry, Kind, Meta};

@@ -1,0 +1,250 @@
+//! The parallel tree walk. Symlinks are recorded, never followed; sockets, FIFOs and devices are skipped and
+//! reported; unreadable directories are reported and remembered so that their old contents are not mistaken for
+//! deletions.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use crate::ignore_rules::{is_ignored, push_level, IgnoreMode, RuleChain};
+use crate::tree::{Entry, Kind, Meta};
+
+#[derive(Debug)]
+pub enum ScanError {
+    RootMissing(PathBuf),
+    RootNotDirectory(PathBuf),
+    RootUnreadable(PathBuf, io::Error),
+}
+
+impl std::fmt::Display for ScanError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ScanError::RootMissing(p) => write!(f, "{}: no such directory; check the path", p.display()),
+            ScanError::RootNotDirectory(p) => {
+                write!(f, "{}: not a directory; give the directory to sync", p.display())
+            }
+            ScanError::RootUnreadable(p, e) => {
+                write!(f, "{}: cannot read directory ({e}); check its permissions", p.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for ScanError {}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WarningKind {
+    Unreadable,
+    Special,
+    BadIgnoreFile,
+}
+
+#[derive(Clone, Debug)]
+pub struct Warning {
+    pub kind: WarningKind,
+    pub path: Vec<u8>,
+    pub message: String,
+}
+
+pub struct ScanOutput {
+    /// Sorted by path bytes.
+    pub entries: Vec<Entry>,
+    pub warnings: Vec<Warning>,
+    /// Relative paths of directories that could not be listed.
+    pub unreadable_dirs: Vec<Vec<u8>>,
+    pub ignore_mode: IgnoreMode,
+    /// Filesystem clock (coarse) when the walk began: anything modified at or after it is racy.
+    pub started_ns: i64,
+    pub ignored: u64,
+}
+
+pub fn coarse_now_ns() -> i64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // The kernel stamps files from the coarse clock, so compare against the same clock.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) };
+    ts.tv_sec as i64 * 1_000_000_000 + ts.tv_nsec as i64
+}
+
+fn meta_of(md: &fs::Metadata, kind: Kind) -> Meta {
+    Meta {
+        size: if kind == Kind::Dir { 0 } else { md.size() },
+        mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
+        ctime_ns: md.ctime() * 1_000_000_000 + md.ctime_nsec(),
+        ino: md.ino(),
+        mode: (md.mode() & 0o7777) as u16,
+        kind,
+    }
+}
+
+struct Walk<'a> {
+    mode: IgnoreMode,
+    out: Mutex<Vec<Entry>>,
+    warnings: Mutex<Vec<Warning>>,
+    unreadable: Mutex<Vec<Vec<u8>>>,
+    ignored: std::sync::atomic::AtomicU64,
+    _root: &'a Path,
+}
+
+impl Walk<'_> {
+    fn warn(&self, kind: WarningKind, path: &[u8], message: String) {
+        self.warnings.lock().unwrap().push(Warning { kind, path: path.to_vec(), message });
+    }
+
+    fn dir<'s>(&'s self, scope: &rayon::Scope<'s>, abs: PathBuf, rel: Vec<u8>, chain: RuleChain) {
+        let listing = match fs::read_dir(&abs) {
+            Ok(l) => l,
+            Err(e) => {
+                self.warn(WarningKind::Unreadable, &rel, format!("cannot read directory: {e}"));
+                self.unreadable.lock().unwrap().push(rel);
+                return;
+            }
+        };
+        let mut children: Vec<fs::DirEntry> = Vec::new();
+        let mut has_rules_file = false;
+        let rules_name = self.mode.file_name().as_bytes();
+        for item in listing {
+            match item {
+                Ok(de) => {
+                    if de.file_name().as_bytes() == rules_name {
+                        has_rules_file = true;
+                    }
+                    children.push(de);
+                }
+                Err(e) => {
+                    self.warn(WarningKind::Unreadable, &rel, format!("error while listing: {e}"));
+                }
+            }
+        }
+        let prefix_len = if rel.is_empty() { 0 } else { rel.len() + 1 };
+        let mut chain = chain;
+        if has_rules_file {
+            let (c, w) = push_level(&chain, &abs, prefix_len, &abs.join(self.mode.file_name()));
+            chain = c;
+            if let Some(w) = w {
+                self.warn(WarningKind::BadIgnoreFile, &rel, w);
+            }
+        }
+        let mut local: Vec<Entry> = Vec::with_capacity(children.len());
+        let mut path_buf: Vec<u8> = Vec::with_capacity(prefix_len + 64);
+        for de in children {
+            let name = de.file_name();
+            path_buf.clear();
+            if !rel.is_empty() {
+                path_buf.extend_from_slice(&rel);
+                path_buf.push(b'/');
+            }
+            path_buf.extend_from_slice(name.as_bytes());
+            let ft = match de.file_type() {
+                Ok(t) => t,
+                Err(e) => {
+                    self.warn(WarningKind::Unreadable, &path_buf, format!("cannot stat: {e}"));
+                    continue;
+                }
+            };
+            let is_dir = ft.is_dir();
+            if is_ignored(&chain, Path::new(OsStr::from_bytes(&path_buf)), path_buf.len(), is_dir) {
+                self.ignored.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                continue;
+            }
+            if ft.is_socket() || ft.is_fifo() || ft.is_block_device() || ft.is_char_device() {
+                let what = if ft.is_socket() {
+                    "socket"
+                } else if ft.is_fifo() {
+                    "FIFO"
+                } else {
+                    "device"
+                };
+                self.warn(WarningKind::Special, &path_buf, format!("skipped: a {what} cannot be synced"));
+                continue;
+            }
+            let md = match de.metadata() {
+                Ok(m) => m,
+                Err(e) => {
+                    // Vanished between readdir and stat: the next scan sees the truth.
+                    if e.kind() != io::ErrorKind::NotFound {
+                        self.warn(WarningKind::Unreadable, &path_buf, format!("cannot stat: {e}"));
+                    }
+                    continue;
+                }
+            };
+            if ft.is_symlink() {
+                match fs::read_link(de.path()) {
+                    Ok(target) => {
+                        local.push(Entry::new(&path_buf, meta_of(&md, Kind::Symlink), Some(target.as_os_str().as_bytes())))
+                    }
+                    Err(e) => self.warn(WarningKind::Unreadable, &path_buf, format!("cannot read link: {e}")),
+                }
+            } else if ft.is_dir() {
+                local.push(Entry::new(&path_buf, meta_of(&md, Kind::Dir), None));
+                let child_abs = de.path();
+                let child_rel = path_buf.clone();
+                let child_chain = chain.clone();
+                scope.spawn(move |s| self.dir(s, child_abs, child_rel, child_chain));
+            } else {
+                local.push(Entry::new(&path_buf, meta_of(&md, Kind::File), None));
+            }
+        }
+        self.out.lock().unwrap().append(&mut local);
+    }
+}
+
+/// Walks `root` with the ignore rules the root selects.
+pub fn scan_tree(root: &Path) -> Result<ScanOutput, ScanError> {
+    // A root that is a symlink to a directory is fine (SkyPilot allows it): follow it once.
+    let md = match fs::metadata(root) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(ScanError::RootMissing(root.into())),
+        Err(e) => return Err(ScanError::RootUnreadable(root.into(), e)),
+    };
+    if !md.is_dir() {
+        return Err(ScanError::RootNotDirectory(root.into()));
+    }
+    if let Err(e) = fs::read_dir(root) {
+        return Err(ScanError::RootUnreadable(root.into(), e));
+    }
+    let started_ns = coarse_now_ns();
+    let mode = IgnoreMode::detect(root);
+    let mut chain: RuleChain = None;
+    let mut warnings = Vec::new();
+    if mode == IgnoreMode::GitIgnore {
+        let exclude = root.join(".git/info/exclude");
+        if exclude.is_file() {
+            let (c, w) = push_level(&chain, root, 0, &exclude);
+            chain = c;
+            if let Some(w) = w {
+                warnings.push(Warning { kind: WarningKind::BadIgnoreFile, path: b".git/info/exclude".to_vec(), message: w });
+            }
+        }
+    }
+    let walk = Walk {
+        mode,
+        out: Mutex::new(Vec::new()),
+        warnings: Mutex::new(warnings),
+        unreadable: Mutex::new(Vec::new()),
+        ignored: Default::default(),
+        _root: root,
+    };
+    rayon::scope(|s| walk.dir(s, root.to_path_buf(), Vec::new(), chain));
+    let mut entries = walk.out.into_inner().unwrap();
+    {
+        use rayon::slice::ParallelSliceMut;
+        entries.par_sort_unstable_by(|a, b| a.path().cmp(b.path()));
+    }
+    entries.shrink_to_fit();
+    let mut warnings = walk.warnings.into_inner().unwrap();
+    warnings.sort_by(|a, b| a.path.cmp(&b.path));
+    let mut unreadable_dirs = walk.unreadable.into_inner().unwrap();
+    unreadable_dirs.sort();
+    Ok(ScanOutput {
+        entries,
+        warnings,
+        unreadable_dirs,
+        ignore_mode: mode,
+        started_ns,
+        ignored: walk.ignored.into_inner(),
+    })
+}

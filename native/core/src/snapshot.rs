@@ -1,0 +1,470 @@
+//! What a tree looked like at the last sync: entries with their metadata and, for files, their recipes.
+//! Persisted in a compact binary format and compared here, so an unchanged tree never crosses into JavaScript.
+//!
+//! File format (little endian), version 1:
+//!   "SKYSNAP\0" | u32 version | u32 min | u32 avg | u32 max | i64 started_ns | u8 ignore_mode | varint entries
+//!   per entry: varint shared_prefix | varint suffix_len | suffix | u8 kind | varint mode | varint size |
+//!              i64 mtime_ns | i64 ctime_ns | varint ino |
+//!              symlink: varint target_len | target;  file: varint (chunks + 1, 0 = not chunked) | chunks
+//!   per chunk: 32-byte id | varint len
+//!   trailer: 32-byte BLAKE3 of everything before it.
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::Path;
+
+use crate::chunk::{recipe_digest, ChunkParams, ChunkRef, Recipe};
+use crate::ignore_rules::IgnoreMode;
+use crate::scan::ScanOutput;
+use crate::tree::{Entry, Kind, Meta};
+
+const MAGIC: &[u8; 8] = b"SKYSNAP\0";
+const VERSION: u32 = 1;
+const NOT_CHUNKED: u32 = u32::MAX;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Span {
+    start: u32,
+    count: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub params: ChunkParams,
+    pub started_ns: i64,
+    pub ignore_mode: Option<IgnoreMode>,
+    entries: Vec<Entry>,
+    spans: Vec<Span>,
+    chunks: Vec<ChunkRef>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChangeKind {
+    Added,
+    Modified,
+    TypeChanged,
+    Deleted,
+}
+
+impl ChangeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Added => "added",
+            ChangeKind::Modified => "modified",
+            ChangeKind::TypeChanged => "typechanged",
+            ChangeKind::Deleted => "deleted",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Change {
+    pub kind: ChangeKind,
+    /// Index in the new snapshot (for Deleted: none).
+    pub index: Option<usize>,
+    /// Index in the previous snapshot, when the path existed there.
+    pub prev_index: Option<usize>,
+}
+
+#[derive(Debug)]
+pub enum LoadError {
+    Io(io::Error),
+    Corrupt(String),
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LoadError::Io(e) => write!(f, "{e}"),
+            LoadError::Corrupt(why) => write!(f, "corrupted snapshot ({why})"),
+        }
+    }
+}
+
+fn same_entry(a: &Entry, b: &Entry) -> bool {
+    if a.meta.kind != b.meta.kind || a.meta.mode != b.meta.mode {
+        return false;
+    }
+    match a.meta.kind {
+        // A directory's times change whenever its children do; its children are compared on their own.
+        Kind::Dir => true,
+        Kind::Symlink => a.target() == b.target() && a.meta.ino == b.meta.ino && a.meta.mtime_ns == b.meta.mtime_ns,
+        Kind::File => {
+            a.meta.size == b.meta.size
+                && a.meta.mtime_ns == b.meta.mtime_ns
+                && a.meta.ctime_ns == b.meta.ctime_ns
+                && a.meta.ino == b.meta.ino
+        }
+    }
+}
+
+fn under_any(path: &[u8], dirs: &[Vec<u8>]) -> bool {
+    dirs.iter().any(|d| path.len() > d.len() && path.starts_with(d) && path[d.len()] == b'/')
+}
+
+impl Snapshot {
+    pub fn empty(params: ChunkParams) -> Snapshot {
+        Snapshot { params, started_ns: 0, ignore_mode: None, entries: Vec::new(), spans: Vec::new(), chunks: Vec::new() }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    pub fn find(&self, path: &[u8]) -> Option<usize> {
+        self.entries.binary_search_by(|e| e.path().cmp(path)).ok()
+    }
+
+    pub fn chunks_of(&self, index: usize) -> Option<&[ChunkRef]> {
+        let s = self.spans[index];
+        if s.count == NOT_CHUNKED {
+            None
+        } else {
+            Some(&self.chunks[s.start as usize..(s.start + s.count) as usize])
+        }
+    }
+
+    pub fn recipe_of(&self, index: usize) -> Option<Recipe> {
+        let chunks = self.chunks_of(index)?;
+        Some(Recipe { size: self.entries[index].meta.size, digest: recipe_digest(chunks), chunks: chunks.to_vec() })
+    }
+
+    /// Records a file's recipe. Refuses one whose size does not match what was scanned: the file changed while
+    /// it was read, and the next scan must look at it again.
+    pub fn set_recipe(&mut self, index: usize, chunks: &[ChunkRef]) -> bool {
+        let total: u64 = chunks.iter().map(|c| c.len as u64).sum();
+        let e = &self.entries[index];
+        if e.meta.kind != Kind::File || total != e.meta.size {
+            return false;
+        }
+        let start = self.chunks.len() as u32;
+        self.chunks.extend_from_slice(chunks);
+        self.spans[index] = Span { start, count: chunks.len() as u32 };
+        true
+    }
+
+    /// Forgets a file's recipe so that the next scan reports it again (used when a file could not be read).
+    pub fn forget(&mut self, index: usize) {
+        self.spans[index] = Span { start: 0, count: NOT_CHUNKED };
+    }
+
+    /// Compares a fresh scan against this snapshot. Returns the new snapshot (recipes carried over for unchanged
+    /// files) and the changes, sorted by path. Entries under directories that could not be read are carried over
+    /// untouched rather than reported deleted.
+    pub fn diff(&self, scan: ScanOutput, params: ChunkParams) -> (Snapshot, Vec<Change>) {
+        let recipes_valid = self.params == params;
+        let racy_from = self.started_ns;
+        let unreadable = scan.unreadable_dirs;
+        let mut out = Snapshot {
+            params,
+            started_ns: scan.started_ns,
+            ignore_mode: Some(scan.ignore_mode),
+            entries: Vec::with_capacity(scan.entries.len()),
+            spans: Vec::with_capacity(scan.entries.len()),
+            chunks: Vec::with_capacity(if recipes_valid { self.chunks.len() } else { 0 }),
+        };
+        let mut changes = Vec::new();
+        let old = &self.entries;
+        let mut i = 0usize;
+        let mut new_iter = scan.entries.into_iter().peekable();
+        loop {
+            let ord = match (old.get(i), new_iter.peek()) {
+                (None, None) => break,
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (Some(o), Some(n)) => o.path().cmp(n.path()),
+            };
+            match ord {
+                std::cmp::Ordering::Less => {
+                    let o = &old[i];
+                    if !unreadable.is_empty() && under_any(o.path(), &unreadable) {
+                        out.push_carried(self, i, recipes_valid);
+                    } else {
+                        changes.push(Change { kind: ChangeKind::Deleted, index: None, prev_index: Some(i) });
+                    }
+                    i += 1;
+                }
+                std::cmp::Ordering::Greater => {
+                    let n = new_iter.next().unwrap();
+                    let idx = out.push_new(n);
+                    changes.push(Change { kind: ChangeKind::Added, index: Some(idx), prev_index: None });
+                }
+                std::cmp::Ordering::Equal => {
+                    let o = &old[i];
+                    let n = new_iter.next().unwrap();
+                    let same = same_entry(o, &n);
+                    let kind_changed = o.meta.kind != n.meta.kind;
+                    let racy = n.meta.kind == Kind::File && o.meta.mtime_ns >= racy_from;
+                    let chunked = n.meta.kind != Kind::File || (recipes_valid && self.spans[i].count != NOT_CHUNKED);
+                    if same && !racy && chunked {
+                        out.push_with_recipe(n, self, i, recipes_valid);
+                    } else {
+                        let idx = out.push_new(n);
+                        let kind = if kind_changed { ChangeKind::TypeChanged } else { ChangeKind::Modified };
+                        changes.push(Change { kind, index: Some(idx), prev_index: Some(i) });
+                    }
+                    i += 1;
+                }
+            }
+        }
+        (out, changes)
+    }
+
+    fn push_new(&mut self, e: Entry) -> usize {
+        self.entries.push(e);
+        self.spans.push(Span { start: 0, count: NOT_CHUNKED });
+        self.entries.len() - 1
+    }
+
+    fn push_with_recipe(&mut self, e: Entry, prev: &Snapshot, prev_index: usize, recipes_valid: bool) {
+        let span = if recipes_valid && e.meta.kind == Kind::File {
+            let s = prev.spans[prev_index];
+            if s.count == NOT_CHUNKED {
+                s
+            } else {
+                let start = self.chunks.len() as u32;
+                self.chunks.extend_from_slice(&prev.chunks[s.start as usize..(s.start + s.count) as usize]);
+                Span { start, count: s.count }
+            }
+        } else {
+            Span { start: 0, count: NOT_CHUNKED }
+        };
+        self.entries.push(e);
+        self.spans.push(span);
+    }
+
+    fn push_carried(&mut self, prev: &Snapshot, prev_index: usize, recipes_valid: bool) {
+        self.push_with_recipe(prev.entries[prev_index].clone(), prev, prev_index, recipes_valid);
+    }
+
+    /// Builds a snapshot of a whole scan with no recipes yet (every file is new).
+    pub fn from_scan(scan: ScanOutput, params: ChunkParams) -> Snapshot {
+        Snapshot::empty(params).diff(scan, params).0
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Vec::with_capacity(64 + self.entries.len() * 48 + self.chunks.len() * 34);
+        w.extend_from_slice(MAGIC);
+        w.extend_from_slice(&VERSION.to_le_bytes());
+        w.extend_from_slice(&self.params.min_size.to_le_bytes());
+        w.extend_from_slice(&self.params.avg_size.to_le_bytes());
+        w.extend_from_slice(&self.params.max_size.to_le_bytes());
+        w.extend_from_slice(&self.started_ns.to_le_bytes());
+        w.push(match self.ignore_mode {
+            None => 0,
+            Some(IgnoreMode::GitIgnore) => 1,
+            Some(IgnoreMode::SkyIgnore) => 2,
+        });
+        put_varint(&mut w, self.entries.len() as u64);
+        let mut prev: &[u8] = &[];
+        for (i, e) in self.entries.iter().enumerate() {
+            let p = e.path();
+            let shared = p.iter().zip(prev.iter()).take_while(|(a, b)| a == b).count();
+            put_varint(&mut w, shared as u64);
+            put_varint(&mut w, (p.len() - shared) as u64);
+            w.extend_from_slice(&p[shared..]);
+            w.push(e.meta.kind as u8);
+            put_varint(&mut w, e.meta.mode as u64);
+            put_varint(&mut w, e.meta.size);
+            w.extend_from_slice(&e.meta.mtime_ns.to_le_bytes());
+            w.extend_from_slice(&e.meta.ctime_ns.to_le_bytes());
+            put_varint(&mut w, e.meta.ino);
+            match e.meta.kind {
+                Kind::Symlink => {
+                    let t = e.target().unwrap_or(&[]);
+                    put_varint(&mut w, t.len() as u64);
+                    w.extend_from_slice(t);
+                }
+                Kind::File => match self.chunks_of(i) {
+                    None => put_varint(&mut w, 0),
+                    Some(cs) => {
+                        put_varint(&mut w, cs.len() as u64 + 1);
+                        for c in cs {
+                            w.extend_from_slice(&c.id);
+                            put_varint(&mut w, c.len as u64);
+                        }
+                    }
+                },
+                Kind::Dir => {}
+            }
+            prev = p;
+        }
+        let sum = blake3::hash(&w);
+        w.extend_from_slice(sum.as_bytes());
+        w
+    }
+
+    pub fn decode(data: &[u8]) -> Result<Snapshot, LoadError> {
+        let corrupt = |why: &str| LoadError::Corrupt(why.to_string());
+        if data.len() < 8 + 4 * 4 + 8 + 1 + 32 || &data[..8] != MAGIC {
+            return Err(corrupt("not a snapshot file"));
+        }
+        let (body, sum) = data.split_at(data.len() - 32);
+        if blake3::hash(body).as_bytes() != sum {
+            return Err(corrupt("checksum mismatch"));
+        }
+        let mut r = Reader { data: body, pos: 8 };
+        let version = r.u32()?;
+        if version != VERSION {
+            return Err(LoadError::Corrupt(format!("unknown version {version}")));
+        }
+        let params = ChunkParams { min_size: r.u32()?, avg_size: r.u32()?, max_size: r.u32()? };
+        let started_ns = r.i64()?;
+        let ignore_mode = match r.u8()? {
+            0 => None,
+            1 => Some(IgnoreMode::GitIgnore),
+            2 => Some(IgnoreMode::SkyIgnore),
+            _ => return Err(corrupt("bad ignore mode")),
+        };
+        let n = r.varint()? as usize;
+        // Every entry takes at least 20 bytes: refuse counts the file cannot hold before allocating for them.
+        if n > body.len() / 20 {
+            return Err(corrupt("entry count larger than the file"));
+        }
+        let mut snap = Snapshot {
+            params,
+            started_ns,
+            ignore_mode,
+            entries: Vec::with_capacity(n),
+            spans: Vec::with_capacity(n),
+            chunks: Vec::new(),
+        };
+        let mut path: Vec<u8> = Vec::new();
+        for _ in 0..n {
+            let shared = r.varint()? as usize;
+            let suffix = r.varint()? as usize;
+            if shared > path.len() {
+                return Err(corrupt("bad path prefix"));
+            }
+            path.truncate(shared);
+            path.extend_from_slice(r.bytes(suffix)?);
+            if path.is_empty() || path.contains(&0) {
+                return Err(corrupt("bad path"));
+            }
+            if let Some(last) = snap.entries.last() {
+                if last.path() >= path.as_slice() {
+                    return Err(corrupt("entries out of order"));
+                }
+            }
+            let kind = Kind::from_u8(r.u8()?).ok_or_else(|| corrupt("bad kind"))?;
+            let mode = r.varint()? as u16;
+            let size = r.varint()?;
+            let mtime_ns = r.i64()?;
+            let ctime_ns = r.i64()?;
+            let ino = r.varint()?;
+            let meta = Meta { size, mtime_ns, ctime_ns, ino, mode, kind };
+            let mut span = Span { start: 0, count: NOT_CHUNKED };
+            let entry = match kind {
+                Kind::Symlink => {
+                    let len = r.varint()? as usize;
+                    Entry::new(&path, meta, Some(r.bytes(len)?))
+                }
+                Kind::File => {
+                    let count = r.varint()?;
+                    if count > 0 {
+                        let count = (count - 1) as usize;
+                        if count > r.remaining() / 33 {
+                            return Err(corrupt("chunk count larger than the file"));
+                        }
+                        let start = snap.chunks.len() as u32;
+                        let mut total = 0u64;
+                        for _ in 0..count {
+                            let mut id = [0u8; 32];
+                            id.copy_from_slice(r.bytes(32)?);
+                            let len = r.varint()? as u32;
+                            total += len as u64;
+                            snap.chunks.push(ChunkRef { id, len });
+                        }
+                        if total != size {
+                            return Err(corrupt("recipe does not add up to the file size"));
+                        }
+                        span = Span { start, count: count as u32 };
+                    }
+                    Entry::new(&path, meta, None)
+                }
+                Kind::Dir => Entry::new(&path, meta, None),
+            };
+            snap.entries.push(entry);
+            snap.spans.push(span);
+        }
+        if r.remaining() != 0 {
+            return Err(corrupt("trailing bytes"));
+        }
+        Ok(snap)
+    }
+
+    pub fn load(path: &Path) -> Result<Snapshot, LoadError> {
+        let data = fs::read(path).map_err(LoadError::Io)?;
+        Snapshot::decode(&data)
+    }
+
+    /// Writes atomically: a crash leaves the old snapshot or the new one, never half of one.
+    pub fn save(&self, path: &Path) -> io::Result<()> {
+        let data = self.encode();
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir)?;
+        }
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        {
+            let mut f = fs::File::create(&tmp)?;
+            f.write_all(&data)?;
+            f.sync_data()?;
+        }
+        fs::rename(&tmp, path)
+    }
+}
+
+fn put_varint(w: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        w.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    w.push(v as u8);
+}
+
+struct Reader<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn remaining(&self) -> usize {
+        self.data.len() - self.pos
+    }
+    fn bytes(&mut self, n: usize) -> Result<&'a [u8], LoadError> {
+        if n > self.remaining() {
+            return Err(LoadError::Corrupt("truncated".into()));
+        }
+        let s = &self.data[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+    fn u8(&mut self) -> Result<u8, LoadError> {
+        Ok(self.bytes(1)?[0])
+    }
+    fn u32(&mut self) -> Result<u32, LoadError> {
+        Ok(u32::from_le_bytes(self.bytes(4)?.try_into().unwrap()))
+    }
+    fn i64(&mut self) -> Result<i64, LoadError> {
+        Ok(i64::from_le_bytes(self.bytes(8)?.try_into().unwrap()))
+    }
+    fn varint(&mut self) -> Result<u64, LoadError> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.u8()?;
+            v |= ((b & 0x7f) as u64) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(LoadError::Corrupt("varint too long".into()))
+    }
+}

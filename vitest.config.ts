@@ -1,0 +1,17 @@
+import { defineConfig } from 'vitest/config';
+
+// Native addons in worker threads can crash the process: every project runs in forked processes.
+const common = { pool: 'forks' as const, testTimeout: 120_000, hookTimeout: 120_000 };
+
+export default defineConfig({
+  test: {
+    projects: [
+      { test: { ...common, name: 'protocol', include: ['packages/protocol/test/**/*.test.ts'] } },
+      { test: { ...common, name: 'chunking', include: ['packages/chunking/test/**/*.test.ts'] } },
+      { test: { ...common, name: 'engine', include: ['packages/engine/test/**/*.test.ts'] } },
+      { test: { ...common, name: 'agent', include: ['packages/agent/test/**/*.test.ts'] } },
+      { test: { ...common, name: 'cli', include: ['packages/cli/test/**/*.test.ts'] } },
+      { test: { ...common, name: 'e2e', include: ['test/**/*.test.ts'] } },
+    ],
+  },
+});
