@@ -1,1 +1,2 @@
-export {};
+export { run, buildProgram, splitRemote } from './main.js';
+export { EXIT } from './exit-codes.js';

@@ -1,1 +1,5 @@
-export {};
+export { push, checkSource, type PushOptions, type PushStats, type PushEvent } from './push.js';
+export { pull, type PullOptions, type PullStats } from './pull.js';
+export { Planner } from './plan.js';
+export { stateRoot } from './state.js';
+export { CLIENT_VERSION } from './session.js';

@@ -1,1 +1,6 @@
-export {};
+export * from './binary.js';
+export * from './paths.js';
+export * from './wire.js';
+export * from './messages.js';
+export * from './entries.js';
+export * from './codec.js';

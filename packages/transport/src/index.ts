@@ -1,1 +1,2 @@
-export {};
+export * from './target.js';
+export * from './local.js';

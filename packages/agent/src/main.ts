@@ -1,0 +1,88 @@
+// The agent: `node agent.cjs serve [--home DIR]` speaks the protocol on stdin/stdout; everything it says for
+// humans goes to stderr. `node agent.cjs version` prints its version and capabilities as JSON.
+
+import { createFallbackChunker, createNativeChunker, loadNative, type NativeAddon } from '@skysync/chunking';
+import {
+  Connection,
+  Frame,
+  type Begin,
+  type Hello,
+  PROTOCOL_VERSION,
+  frameName,
+  parseJson,
+  supportedCompressions,
+} from '@skysync/protocol';
+import path from 'node:path';
+import { defaultHome, type AgentContext } from './context.js';
+import { servePull } from './pull.js';
+import { servePush } from './push.js';
+
+export const AGENT_VERSION = '0.1.0';
+
+
+function nativeCandidates(): string[] {
+  const dirs: string[] = [];
+  if (typeof __dirname === 'string') dirs.push(__dirname);
+  const out: string[] = [];
+  for (const d of dirs) {
+    out.push(path.join(d, `skysync.${process.platform}-${process.arch}-gnu.node`));
+    out.push(path.join(d, `skysync.${process.platform}-${process.arch}.node`));
+  }
+  return out;
+}
+
+async function context(home: string): Promise<AgentContext> {
+  const native: NativeAddon | null = loadNative(nativeCandidates());
+  const chunker = native ? createNativeChunker(native) : await createFallbackChunker();
+  return { home, native, chunker, log: (m) => process.stderr.write(`skysync-agent: ${m}\n`) };
+}
+
+export async function serve(home: string): Promise<void> {
+  const ctx = await context(home);
+  const conn = new Connection(process.stdin, process.stdout);
+  const hello: Hello = {
+    protocol: PROTOCOL_VERSION,
+    software: AGENT_VERSION,
+    role: 'agent',
+    compression: supportedCompressions(ctx.native),
+    native: ctx.native !== null,
+    platform: `${process.platform}-${process.arch}`,
+    node: process.version,
+  };
+  await conn.sendJson(Frame.Hello, hello);
+  try {
+    const client = parseJson<Hello>((await conn.expect(Frame.Hello)).payload, 'hello');
+    if (client.protocol !== PROTOCOL_VERSION) {
+      throw new Error(`protocol ${client.protocol} is not supported by this agent (speaks ${PROTOCOL_VERSION})`);
+    }
+    const f = await conn.next();
+    if (!f) return;
+    if (f.type !== Frame.Begin) throw new Error(`expected begin, got ${frameName(f.type)}`);
+    const begin = parseJson<Begin>(f.payload, 'begin');
+    if (begin.op === 'push') await servePush(conn, begin, ctx);
+    else if (begin.op === 'pull') await servePull(conn, begin, client, ctx);
+    else throw new Error(`unknown operation ${(begin as { op: string }).op}`);
+  } catch (e) {
+    const err = e as Error & { code?: string };
+    ctx.log(err.message);
+    await conn.sendJson(Frame.Error, { message: err.message, code: err.code ?? err.name ?? 'error' }).catch(() => {});
+    process.exitCode = 1;
+  } finally {
+    conn.end();
+  }
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const [cmd, ...rest] = argv;
+  let home = defaultHome();
+  const i = rest.indexOf('--home');
+  if (i >= 0 && rest[i + 1]) home = path.resolve(rest[i + 1]!);
+  if (cmd === 'serve') return serve(home);
+  if (cmd === 'version') {
+    const native = loadNative(nativeCandidates());
+    process.stdout.write(JSON.stringify({ version: AGENT_VERSION, protocol: PROTOCOL_VERSION, native: native !== null }) + '\n');
+    return;
+  }
+  process.stderr.write('usage: agent serve [--home DIR] | agent version\n');
+  process.exitCode = 2;
+}

@@ -1,0 +1,118 @@
+// The agent's side of a pull: list the remote item, chunk its files, send the plan with full recipes, then
+// send only the chunks the client says it lacks.
+
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import {
+  CHUNK_REF_SIZE,
+  type Connection,
+  Frame,
+  type Hello,
+  type PlanEntry,
+  type PullBegin,
+  type PullState,
+  type Plan,
+  chooseCompression,
+  decodeIds,
+  encodeEntries,
+  supportedCompressions,
+} from '@skysync/protocol';
+import { DataPump } from '@skysync/transfer';
+import { resolveRemotePath, type AgentContext } from './context.js';
+import { walkTree, type WalkEntry } from './walk.js';
+
+const BATCH = 512;
+
+export async function servePull(conn: Connection, begin: PullBegin, client: Hello, ctx: AgentContext): Promise<void> {
+  const abs = resolveRemotePath(ctx.home, begin.path);
+  const st = await fsp.lstat(abs).catch(() => null);
+  const kind: PullState['kind'] = !st ? 'missing' : st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'symlink' : 'file';
+  await conn.sendJson(Frame.State, { kind, path: abs } satisfies PullState);
+  if (kind === 'missing') return;
+
+  let root: string;
+  let listing: WalkEntry[];
+  if (kind === 'dir') {
+    root = abs;
+    listing = await walkTree(abs, ctx.log);
+  } else {
+    root = path.dirname(abs);
+    const name = Buffer.from(path.basename(abs), 'utf8').toString('latin1');
+    const lst = await fsp.lstat(abs, { bigint: true });
+    const base = {
+      path: name,
+      mode: Number(lst.mode & 0o7777n),
+      size: Number(lst.size),
+      mtimeSec: Number(lst.mtimeNs / 1_000_000_000n),
+      mtimeNsec: Number(lst.mtimeNs % 1_000_000_000n),
+    };
+    listing =
+      kind === 'symlink'
+        ? [{ ...base, kind: 'symlink', target: ((await fsp.readlink(abs, { encoding: 'buffer' })) as Buffer).toString('latin1') }]
+        : [{ ...base, kind: 'file' }];
+  }
+
+  const files = listing.filter((e) => e.kind === 'file');
+  const recipes = new Map<string, { chunks: Buffer; digest: Buffer }>();
+  const rootBuf = Buffer.from(root, 'utf8');
+  if (ctx.native) {
+    const outcomes = await ctx.native.chunkFiles(root, files.map((f) => f.path), begin.chunkParams);
+    outcomes.forEach((o, i) => {
+      if (o.recipe) recipes.set(files[i]!.path, { chunks: o.recipe.chunks, digest: o.recipe.digest });
+      else ctx.log(`cannot read ${Buffer.from(files[i]!.path, 'latin1').toString()}: ${o.error}`);
+    });
+  } else {
+    for (const f of files) {
+      try {
+        const r = await ctx.chunker.chunkFile(Buffer.concat([rootBuf, Buffer.from('/' + f.path, 'latin1')]), begin.chunkParams);
+        recipes.set(f.path, { chunks: r.chunks, digest: r.digest });
+      } catch (e) {
+        ctx.log(`cannot read ${Buffer.from(f.path, 'latin1').toString()}: ${(e as Error).message}`);
+      }
+    }
+  }
+
+  const where = new Map<string, { path: string; offset: number; len: number }>();
+  const entries: PlanEntry[] = [];
+  for (const e of listing) {
+    if (e.kind === 'dir') entries.push({ kind: 'dir', path: e.path, mode: e.mode });
+    else if (e.kind === 'symlink') entries.push({ kind: 'symlink', path: e.path, target: e.target! });
+    else {
+      const r = recipes.get(e.path);
+      if (!r) continue;
+      let off = 0;
+      for (let o = 0; o < r.chunks.length; o += CHUNK_REF_SIZE) {
+        const key = r.chunks.toString('hex', o, o + 32);
+        const len = r.chunks.readUInt32LE(o + 32);
+        if (!where.has(key)) where.set(key, { path: e.path, offset: off, len });
+        off += len;
+      }
+      entries.push({
+        kind: 'file',
+        path: e.path,
+        mode: e.mode,
+        size: off,
+        mtimeSec: e.mtimeSec,
+        mtimeNsec: e.mtimeNsec,
+        digest: r.digest,
+        ops: r.chunks.length ? [{ op: 'chunks', chunks: r.chunks }] : [],
+      });
+    }
+  }
+
+  const compression = chooseCompression(client.compression, supportedCompressions(ctx.native));
+  const plan: Plan = { mode: 'need', compression, deleteMode: 'none', dryRun: false, single: kind !== 'dir' };
+  await conn.sendJson(Frame.Plan, plan);
+  for (let i = 0; i < entries.length; i += BATCH) await conn.send(Frame.Entries, encodeEntries(entries.slice(i, i + BATCH)));
+  await conn.send(Frame.PlanEnd, Buffer.alloc(0));
+
+  const need = decodeIds((await conn.expect(Frame.Need)).payload);
+  const pump = new DataPump(conn, compression, ctx.native, root);
+  for (const id of need) {
+    const loc = where.get(id.toString('hex'));
+    if (!loc) throw new Error('client asked for a chunk that is not part of this pull');
+    await pump.addFromFile(loc.path, loc.offset, loc.len);
+  }
+  await pump.finish();
+  await conn.next(); // The client's Done (or the end of the stream).
+}

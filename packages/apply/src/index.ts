@@ -1,0 +1,2 @@
+export * from './receiver.js';
+export * from './data-stream.js';

@@ -1,0 +1,645 @@
+// The receiving side of a sync (the agent on push, the client on pull): stage, then transition.
+//
+// Stage: every new or changed file is built in a temp file from chunks already held (anywhere under the root,
+// each verified against its id as it is read) and chunks from the data stream (verified too); the recipe's
+// digest is checked before anything is written; mode and mtime are set on the temp file.
+// Transition: removals first (deepest first), then directories, then renames into place, then directory modes.
+// Old content is never touched until every temp file is built, so renames and copies can use it.
+//
+// Safety: every path is relative and checked; no parent component may be a symlink; temp files are created
+// with O_EXCL|O_NOFOLLOW; nothing is written outside the root.
+
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import type { Chunker } from '@skysync/chunking';
+import {
+  CHUNK_REF_SIZE,
+  type DeleteMode,
+  type FileEntry,
+  type FileFailure,
+  type PlanEntry,
+  displayPath,
+  parentOf,
+} from '@skysync/protocol';
+import { DataStream } from './data-stream.js';
+
+const { O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW, O_RDONLY } = fs.constants;
+
+export interface StatKey {
+  size: number;
+  mtimeNs: string;
+  ino: string;
+}
+
+export interface PlacedRecord {
+  kind: 'file' | 'dir' | 'symlink';
+  mode: number;
+  size: number;
+  mtimeSec: number;
+  mtimeNsec: number;
+  target?: string;
+  /** Packed chunk list (36 bytes a chunk). */
+  chunks?: Buffer;
+  digest?: Buffer;
+  /** What lstat said right after placing: any later difference is drift. */
+  stat: StatKey;
+}
+
+export interface HeldChunks {
+  /** The packed recipe of a file the receiver placed, as it recorded it. */
+  recipeOf(path: string): Buffer | null;
+  /** Where chunks can be found under the root, by id. */
+  locate(ids: Buffer[]): Array<{ path: string; offset: number } | null>;
+}
+
+export interface ReceiverOptions {
+  root: string;
+  chunker: Chunker;
+  held: HeldChunks;
+  /** Paths whose bytes no longer match what was recorded: never read as a source, never deleted. */
+  untrusted: Set<string>;
+  isPlaced: (path: string) => boolean;
+  deleteMode: DeleteMode;
+}
+
+export interface ReceiveResult {
+  placed: Map<string, PlacedRecord>;
+  removed: string[];
+  forgotten: string[];
+  kept: string[];
+  failed: FileFailure[];
+  written: number;
+}
+
+export class RefusedPath extends Error {
+  override name = 'RefusedPath';
+}
+
+type Piece =
+  | { from: 'disk'; path: string; offset: number; id: Buffer; len: number }
+  | { from: 'stream'; id: Buffer; len: number }
+  | { from: 'session'; id: Buffer; len: number };
+
+interface Staged {
+  entry: PlanEntry;
+  temp: Buffer | null;
+  error: string | null;
+}
+
+/** Where a chunk received earlier in this sync sits; settles once its bytes are on disk (small files are
+ * written in parallel), or to null when that write failed. */
+type SessionChunk = Promise<{ file: Buffer; offset: number } | null>;
+
+export class Receiver {
+  readonly stream = new DataStream();
+  private readonly rootBuf: Buffer;
+  private readonly staged: Staged[] = [];
+  private readonly session = new Map<string, SessionChunk>();
+  /** Ids whose bytes the stream carries once, claimed by the first file (in plan order) that uses them. */
+  private readonly claimed = new Set<string>();
+  private readonly goodDirs = new Set<string>(['']);
+  private readonly prefixCache = new Map<string, Float64Array>();
+  private stagingDir: string | null = null;
+  /** Need mode: ids resolved before building (local location or "comes from the stream"). */
+  private resolved: Map<string, { path: string; offset: number } | 'stream'> | null = null;
+  private queue: Promise<void> = Promise.resolve();
+  private writesInFlight = new Set<Promise<void>>();
+  bytesFromStream = 0;
+  bytesFromDisk = 0;
+
+  constructor(private readonly opts: ReceiverOptions) {
+    this.rootBuf = Buffer.from(opts.root, 'utf8');
+  }
+
+  private abs(rel: string): Buffer {
+    return rel === '' ? this.rootBuf : Buffer.concat([this.rootBuf, Buffer.from('/' + rel, 'latin1')]);
+  }
+
+  /**
+   * Data mode: files are built as their entries arrive, taking literal chunks from the stream in order.
+   * Need mode: call `resolveNeeds` after the whole plan arrived, then `buildAll`.
+   */
+  add(entries: PlanEntry[], buildNow: boolean): void {
+    for (const e of entries) {
+      const s: Staged = { entry: e, temp: null, error: null };
+      this.staged.push(s);
+      if (buildNow && e.kind === 'file') this.queue = this.queue.then(() => this.buildFile(s));
+    }
+  }
+
+  /** Need mode: which chunk ids must come over the wire, in the order the builder will take them. */
+  resolveNeeds(): Buffer[] {
+    const resolved = new Map<string, { path: string; offset: number } | 'stream'>();
+    const ids: Buffer[] = [];
+    for (const s of this.staged) {
+      if (s.entry.kind !== 'file') continue;
+      for (const op of s.entry.ops) {
+        if (op.op !== 'chunks') continue;
+        for (let o = 0; o < op.chunks.length; o += CHUNK_REF_SIZE) {
+          const id = op.chunks.subarray(o, o + 32);
+          const key = id.toString('hex');
+          if (!resolved.has(key)) {
+            resolved.set(key, 'stream');
+            ids.push(id);
+          }
+        }
+      }
+    }
+    const found = this.opts.held.locate(ids);
+    const needed: Buffer[] = [];
+    ids.forEach((id, i) => {
+      const loc = found[i];
+      if (loc && !this.opts.untrusted.has(loc.path)) resolved.set(id.toString('hex'), loc);
+      else needed.push(id);
+    });
+    this.resolved = resolved;
+    return needed;
+  }
+
+  buildAll(): void {
+    for (const s of this.staged) {
+      if (s.entry.kind === 'file') this.queue = this.queue.then(() => this.buildFile(s));
+    }
+  }
+
+  /** Waits for every file to be staged (the data stream must be ended by then). */
+  async staged_(): Promise<void> {
+    await this.queue;
+    await Promise.all(this.writesInFlight);
+  }
+
+  private prefixSums(path: string, recipe: Buffer): Float64Array {
+    let p = this.prefixCache.get(path);
+    if (!p) {
+      const n = recipe.length / CHUNK_REF_SIZE;
+      p = new Float64Array(n + 1);
+      for (let i = 0; i < n; i++) p[i + 1] = p[i]! + recipe.readUInt32LE(i * CHUNK_REF_SIZE + 32);
+      this.prefixCache.set(path, p);
+    }
+    return p;
+  }
+
+  /**
+   * Expands the entry's ops into pieces. Never throws: the stream pieces it claims must be consumed even when
+   * the file cannot be built, or the receiver would fall out of step with the sender.
+   */
+  private pieces(e: FileEntry): { pieces: Piece[]; packed: Buffer; error: string | null } {
+    const pieces: Piece[] = [];
+    const refs: Buffer[] = [];
+    let error: string | null = null;
+    for (const op of e.ops) {
+      if (op.op === 'copy') {
+        const from = op.from ?? e.path;
+        const recipe = this.opts.held.recipeOf(from);
+        if (!recipe) {
+          error ??= `copy source ${displayPath(from)} is not held here`;
+          continue;
+        }
+        if (this.opts.untrusted.has(from)) {
+          error ??= `copy source ${displayPath(from)} changed on this side`;
+          continue;
+        }
+        const n = recipe.length / CHUNK_REF_SIZE;
+        if (op.start + op.count > n) {
+          error ??= `copy op beyond the recipe of ${displayPath(from)}`;
+          continue;
+        }
+        const sums = this.prefixSums(from, recipe);
+        for (let i = op.start; i < op.start + op.count; i++) {
+          const ref = recipe.subarray(i * CHUNK_REF_SIZE, (i + 1) * CHUNK_REF_SIZE);
+          refs.push(ref);
+          pieces.push({ from: 'disk', path: from, offset: sums[i]!, id: ref.subarray(0, 32), len: ref.readUInt32LE(32) });
+        }
+      } else {
+        for (let o = 0; o < op.chunks.length; o += CHUNK_REF_SIZE) {
+          const ref = op.chunks.subarray(o, o + CHUNK_REF_SIZE);
+          refs.push(ref);
+          const id = ref.subarray(0, 32);
+          const len = ref.readUInt32LE(32);
+          const key = id.toString('hex');
+          const local = this.resolved?.get(key);
+          if (local && local !== 'stream') pieces.push({ from: 'disk', path: local.path, offset: local.offset, id, len });
+          else if (this.claimed.has(key)) pieces.push({ from: 'session', id, len });
+          else {
+            this.claimed.add(key);
+            pieces.push({ from: 'stream', id, len });
+          }
+        }
+      }
+    }
+    return { pieces, packed: Buffer.concat(refs), error };
+  }
+
+  /** Creates the directories of `rel` under the root; refuses to pass through a symlink or a non-directory. */
+  private async ensureDir(rel: string): Promise<void> {
+    if (this.goodDirs.has(rel)) return;
+    const parts = rel.split('/');
+    let cur = '';
+    for (const part of parts) {
+      cur = cur ? `${cur}/${part}` : part;
+      if (this.goodDirs.has(cur)) continue;
+      let st: fs.Stats | null = null;
+      try {
+        st = await fsp.lstat(this.abs(cur));
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+      }
+      if (!st) {
+        try {
+          await fsp.mkdir(this.abs(cur), { mode: 0o755 });
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+          st = await fsp.lstat(this.abs(cur));
+          if (!st.isDirectory()) throw new RefusedPath(`${displayPath(cur)} is not a directory`);
+        }
+      } else if (st.isSymbolicLink()) {
+        throw new RefusedPath(`refused: ${displayPath(cur)} is a symlink (skysync never writes through one)`);
+      } else if (!st.isDirectory()) {
+        throw new RefusedPath(`${displayPath(cur)} is not a directory`);
+      }
+      this.goodDirs.add(cur);
+    }
+  }
+
+  /** A parent chain that holds no symlink, without creating anything (for reading sources). */
+  private async checkParents(rel: string): Promise<void> {
+    const parent = parentOf(rel);
+    if (this.goodDirs.has(parent)) return;
+    let cur = '';
+    for (const part of parent.split('/')) {
+      cur = cur ? `${cur}/${part}` : part;
+      if (this.goodDirs.has(cur)) continue;
+      const st = await fsp.lstat(this.abs(cur));
+      if (!st.isDirectory()) throw new RefusedPath(`refused: ${displayPath(cur)} is not a plain directory`);
+      this.goodDirs.add(cur);
+    }
+  }
+
+  private async stagingFor(rel: string): Promise<string> {
+    const parent = parentOf(rel);
+    try {
+      await this.ensureDir(parent);
+      return parent;
+    } catch (e) {
+      if (e instanceof RefusedPath && /symlink/.test(e.message)) throw e;
+      // The parent is (still) a file that this plan replaces with a directory: stage at the root instead.
+      if (!this.stagingDir) {
+        this.stagingDir = `.skysync-staging-${randomBytes(6).toString('hex')}`;
+        await fsp.mkdir(this.abs(this.stagingDir), { mode: 0o700 });
+        this.goodDirs.add(this.stagingDir);
+      }
+      return this.stagingDir;
+    }
+  }
+
+  private tempName(dir: string): string {
+    const name = `.skysync-${randomBytes(8).toString('hex')}.tmp`;
+    return dir ? `${dir}/${name}` : name;
+  }
+
+  private async buildFile(s: Staged): Promise<void> {
+    const e = s.entry as FileEntry;
+    const { pieces, packed, error } = this.pieces(e);
+    let problem = error;
+    if (!problem) {
+      const total = pieces.reduce((a, p) => a + p.len, 0);
+      if (total !== e.size) problem = `recipe adds up to ${total} bytes, entry says ${e.size}`;
+      else if (!this.opts.chunker.recipeDigest(packed).equals(e.digest)) problem = 'recipe does not match its digest';
+    }
+    if (problem) {
+      s.error = problem;
+      for (const p of pieces) if (p.from === 'stream') await this.stream.take(p.len);
+      return;
+    }
+    // Small files that come whole from the stream: take their bytes in order now, write them in parallel.
+    if (e.size <= 256 * 1024 && pieces.every((p) => p.from === 'stream')) {
+      let bytes: Buffer;
+      try {
+        bytes = e.size === 0 ? Buffer.alloc(0) : await this.stream.take(e.size);
+        this.bytesFromStream += e.size;
+      } catch (err) {
+        s.error = (err as Error).message;
+        return;
+      }
+      const w = this.writeSmall(s, e, pieces, bytes);
+      // Register the chunks now: later files in the plan may refer to them before the write finishes.
+      let off = 0;
+      for (const p of pieces) {
+        const at = off;
+        this.session.set(p.id.toString('hex'), w.then((temp) => (temp ? { file: temp, offset: at } : null)));
+        off += p.len;
+      }
+      const done: Promise<void> = w.then(() => {}).finally(() => this.writesInFlight.delete(done));
+      this.writesInFlight.add(done);
+      if (this.writesInFlight.size >= 32) await Promise.race(this.writesInFlight);
+      return;
+    }
+    await this.writeLarge(s, e, pieces);
+  }
+
+  private async writeSmall(s: Staged, e: FileEntry, pieces: Piece[], bytes: Buffer): Promise<Buffer | null> {
+    let fh: fsp.FileHandle | null = null;
+    try {
+      let off = 0;
+      for (const p of pieces) {
+        if (!this.opts.chunker.blake3(bytes.subarray(off, off + p.len)).equals(p.id)) {
+          throw new Error('received chunk does not match its id');
+        }
+        off += p.len;
+      }
+      const dir = await this.stagingFor(e.path);
+      const temp = this.abs(this.tempName(dir));
+      fh = await fsp.open(temp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
+      s.temp = temp;
+      if (bytes.length) await fh.write(bytes, 0, bytes.length, 0);
+      await this.finishTemp(fh, e);
+      return temp;
+    } catch (err) {
+      s.error = (err as Error).message;
+      return s.temp;
+    } finally {
+      await fh?.close().catch(() => {});
+    }
+  }
+
+  private async finishTemp(fh: fsp.FileHandle, e: FileEntry): Promise<void> {
+    await fh.chmod(e.mode);
+    const t = e.mtimeSec + e.mtimeNsec / 1e9;
+    await fh.utimes(t, t);
+  }
+
+  private async writeLarge(s: Staged, e: FileEntry, pieces: Piece[]): Promise<void> {
+    let fh: fsp.FileHandle | null = null;
+    const sources = new Map<string, fsp.FileHandle>();
+    let failed: string | null = null;
+    let off = 0;
+    try {
+      const dir = await this.stagingFor(e.path);
+      const temp = this.abs(this.tempName(dir));
+      fh = await fsp.open(temp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
+      s.temp = temp;
+    } catch (err) {
+      failed = (err as Error).message;
+    }
+    const chunker = this.opts.chunker;
+    for (let i = 0; i < pieces.length; i++) {
+      const p = pieces[i]!;
+      let data: Buffer | null = null;
+      try {
+        if (p.from === 'stream') {
+          data = await this.stream.take(p.len);
+          this.bytesFromStream += p.len;
+          if (!chunker.blake3(data).equals(p.id)) throw new Error('received chunk does not match its id');
+        } else if (failed) {
+          continue;
+        } else if (p.from === 'disk') {
+          // Read a run of contiguous chunks from the same source in one go, then verify each.
+          let j = i;
+          let runLen = p.len;
+          while (j + 1 < pieces.length && runLen < 8 * 1024 * 1024) {
+            const q = pieces[j + 1]!;
+            if (q.from !== 'disk' || q.path !== p.path || q.offset !== p.offset + runLen) break;
+            runLen += q.len;
+            j++;
+          }
+          const src = await this.sourceHandle(sources, p.path);
+          const buf = Buffer.allocUnsafe(runLen);
+          const { bytesRead } = await src.read(buf, 0, runLen, p.offset);
+          if (bytesRead !== runLen) throw new Error(`source ${displayPath(p.path)} is shorter than recorded`);
+          let o = 0;
+          for (let k = i; k <= j; k++) {
+            const q = pieces[k]!;
+            if (!chunker.blake3(buf.subarray(o, o + q.len)).equals(q.id)) {
+              throw new Error(`chunk from ${displayPath(p.path)} does not match its id (changed on this side?)`);
+            }
+            o += q.len;
+          }
+          this.bytesFromDisk += runLen;
+          await fh!.write(buf, 0, runLen, off);
+          for (let k = i; k <= j; k++) {
+            const q = pieces[k]!;
+            this.session.set(q.id.toString('hex'), Promise.resolve({ file: s.temp!, offset: off }));
+            off += q.len;
+          }
+          i = j;
+          continue;
+        } else {
+          const sc = await this.session.get(p.id.toString('hex'));
+          if (!sc) throw new Error('chunk expected from earlier in this sync is missing');
+          data = Buffer.allocUnsafe(p.len);
+          const h = await fsp.open(sc.file, O_RDONLY | O_NOFOLLOW);
+          try {
+            await h.read(data, 0, p.len, sc.offset);
+          } finally {
+            await h.close();
+          }
+          if (!chunker.blake3(data).equals(p.id)) throw new Error('session chunk does not match its id');
+        }
+        if (!failed && data) {
+          await fh!.write(data, 0, data.length, off);
+          this.session.set(p.id.toString('hex'), Promise.resolve({ file: s.temp!, offset: off }));
+          off += data.length;
+        }
+      } catch (err) {
+        if (!failed) failed = (err as Error).message;
+        if (p.from === 'stream' && data === null) {
+          // The stream itself failed: nothing more can be consumed.
+          s.error = failed;
+          break;
+        }
+      }
+    }
+    for (const h of sources.values()) await h.close().catch(() => {});
+    try {
+      if (!failed && fh) await this.finishTemp(fh, e);
+    } catch (err) {
+      failed = (err as Error).message;
+    }
+    await fh?.close().catch(() => {});
+    if (failed) s.error = failed;
+  }
+
+  private async sourceHandle(cache: Map<string, fsp.FileHandle>, rel: string): Promise<fsp.FileHandle> {
+    let h = cache.get(rel);
+    if (!h) {
+      await this.checkParents(rel);
+      h = await fsp.open(this.abs(rel), O_RDONLY | O_NOFOLLOW);
+      cache.set(rel, h);
+    }
+    return h;
+  }
+
+  private async statKey(rel: string): Promise<{ key: StatKey; st: fs.BigIntStats }> {
+    const st = await fsp.lstat(this.abs(rel), { bigint: true });
+    return { key: { size: Number(st.size), mtimeNs: st.mtimeNs.toString(), ino: st.ino.toString() }, st };
+  }
+
+  /** Removes one path the plan no longer has. Directories only when empty: what jobs wrote stays. */
+  private async remove(rel: string): Promise<'removed' | 'kept' | 'absent'> {
+    await this.checkParents(rel).catch(() => {
+      throw new RefusedPath(`refused: a parent of ${displayPath(rel)} is a symlink`);
+    });
+    let st: fs.Stats;
+    try {
+      st = await fsp.lstat(this.abs(rel));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return 'absent';
+      throw e;
+    }
+    if (st.isDirectory()) {
+      try {
+        await fsp.rmdir(this.abs(rel));
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        if (code === 'ENOTEMPTY' || code === 'EEXIST') return 'kept';
+        throw e;
+      }
+      for (const d of this.goodDirs) if (d === rel || d.startsWith(rel + '/')) this.goodDirs.delete(d);
+    } else {
+      await fsp.unlink(this.abs(rel));
+    }
+    return 'removed';
+  }
+
+  /** Waits for staging, then makes the plan true on disk. */
+  async transition(): Promise<ReceiveResult> {
+    await this.staged_();
+    const result: ReceiveResult = { placed: new Map(), removed: [], forgotten: [], kept: [], failed: [], written: 0 };
+    const { deleteMode, isPlaced, untrusted } = this.opts;
+    // 1. Removals, deepest first.
+    const deletes = this.staged.filter((s) => s.entry.kind === 'delete').sort((a, b) => (a.entry.path < b.entry.path ? 1 : -1));
+    for (const s of deletes) {
+      const e = s.entry as { path: string; forgetOnly: boolean };
+      if (e.forgetOnly || deleteMode === 'none') {
+        result.forgotten.push(e.path);
+        continue;
+      }
+      if (!isPlaced(e.path) || untrusted.has(e.path)) {
+        // Not ours (or changed by a job since): never delete it.
+        if (isPlaced(e.path)) result.kept.push(e.path);
+        result.forgotten.push(e.path);
+        continue;
+      }
+      try {
+        const r = await this.remove(e.path);
+        if (r === 'kept') result.kept.push(e.path);
+        result.removed.push(e.path);
+      } catch (err) {
+        result.failed.push({ path: e.path, error: (err as Error).message });
+      }
+    }
+    // 2. Directories and 3. files and symlinks, parents first.
+    const placing = this.staged.filter((s) => s.entry.kind !== 'delete').sort((a, b) => (a.entry.path < b.entry.path ? -1 : 1));
+    const dirModes: Array<{ path: string; mode: number }> = [];
+    for (const s of placing) {
+      const e = s.entry;
+      try {
+        if (s.error) throw new Error(s.error);
+        if (e.kind === 'dir') {
+          await this.replaceNonDir(e.path);
+          await this.ensureDir(e.path);
+          dirModes.push({ path: e.path, mode: e.mode });
+          const { key } = await this.statKey(e.path);
+          result.placed.set(e.path, { kind: 'dir', mode: e.mode, size: 0, mtimeSec: 0, mtimeNsec: 0, stat: key });
+        } else if (e.kind === 'file') {
+          if (!s.temp) throw new Error('file was not staged');
+          await this.ensureDir(parentOf(e.path));
+          await this.clearForFile(e.path);
+          await fsp.rename(s.temp, this.abs(e.path));
+          s.temp = null;
+          const { key } = await this.statKey(e.path);
+          result.placed.set(e.path, {
+            kind: 'file',
+            mode: e.mode,
+            size: e.size,
+            mtimeSec: e.mtimeSec,
+            mtimeNsec: e.mtimeNsec,
+            chunks: this.packedOf(e),
+            digest: e.digest,
+            stat: key,
+          });
+          result.written++;
+        } else if (e.kind === 'symlink') {
+          const parent = parentOf(e.path);
+          await this.ensureDir(parent);
+          await this.clearForFile(e.path);
+          const temp = this.abs(this.tempName(parent));
+          await fsp.symlink(Buffer.from(e.target, 'latin1'), temp);
+          await fsp.rename(temp, this.abs(e.path));
+          const { key } = await this.statKey(e.path);
+          result.placed.set(e.path, { kind: 'symlink', mode: 0o777, size: 0, mtimeSec: 0, mtimeNsec: 0, target: e.target, stat: key });
+          result.written++;
+        }
+      } catch (err) {
+        result.failed.push({ path: e.path, error: (err as Error).message });
+      }
+    }
+    // 4. Directory modes last, deepest first, so a read-only directory does not block its own children.
+    for (const d of dirModes.reverse()) {
+      try {
+        await fsp.chmod(this.abs(d.path), d.mode);
+      } catch (err) {
+        result.failed.push({ path: d.path, error: (err as Error).message });
+      }
+    }
+    await this.cleanup();
+    return result;
+  }
+
+  private packedOf(e: FileEntry): Buffer {
+    const refs: Buffer[] = [];
+    for (const op of e.ops) {
+      if (op.op === 'chunks') refs.push(op.chunks);
+      else {
+        const r = this.opts.held.recipeOf(op.from ?? e.path)!;
+        refs.push(r.subarray(op.start * CHUNK_REF_SIZE, (op.start + op.count) * CHUNK_REF_SIZE));
+      }
+    }
+    return Buffer.concat(refs);
+  }
+
+  /** A directory entry where a file or symlink stands: the old entry goes. */
+  private async replaceNonDir(rel: string): Promise<void> {
+    await this.ensureDir(parentOf(rel));
+    try {
+      const st = await fsp.lstat(this.abs(rel));
+      if (!st.isDirectory()) await fsp.unlink(this.abs(rel));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    }
+  }
+
+  /** A file or symlink where a directory stands: only an empty directory may go. */
+  private async clearForFile(rel: string): Promise<void> {
+    try {
+      const st = await fsp.lstat(this.abs(rel));
+      if (st.isDirectory()) {
+        try {
+          await fsp.rmdir(this.abs(rel));
+        } catch {
+          throw new Error(
+            `cannot replace directory ${displayPath(rel)}: it holds files skysync did not place; move them away and retry`,
+          );
+        }
+        for (const d of this.goodDirs) if (d === rel || d.startsWith(rel + '/')) this.goodDirs.delete(d);
+      }
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    }
+  }
+
+  /** Removes temp files of anything that failed, and the staging directory. */
+  async cleanup(): Promise<void> {
+    for (const s of this.staged) {
+      if (s.temp) {
+        await fsp.unlink(s.temp).catch(() => {});
+        s.temp = null;
+      }
+    }
+    if (this.stagingDir) {
+      await fsp.rm(this.abs(this.stagingDir), { recursive: true, force: true }).catch(() => {});
+      this.stagingDir = null;
+    }
+  }
+}

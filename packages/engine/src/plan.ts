@@ -1,0 +1,129 @@
+// Plan: turn a changed file's new recipe into operations against what the remote holds. Runs of chunks that
+// the same path already had become one copy op; runs found in another file the remote holds (a rename, a copy,
+// a moved directory) become a copy from that file; the rest is literal and travels once per push.
+
+import { CHUNK_REF_SIZE, type ChunkOp } from '@skysync/protocol';
+import type { NativeAddon } from '@skysync/chunking';
+
+type Tree = InstanceType<NativeAddon['Tree']>;
+
+export interface LiteralRef {
+  /** Offset of the chunk in the new file. */
+  offset: number;
+  len: number;
+}
+
+export interface FilePlan {
+  ops: ChunkOp[];
+  /** Chunks whose bytes this file sends (first use in the push), in order. */
+  literals: LiteralRef[];
+  reused: number;
+  literalBytes: number;
+}
+
+function indexOf(recipe: Buffer): Map<string, number> {
+  const m = new Map<string, number>();
+  for (let i = 0, o = 0; o < recipe.length; i++, o += CHUNK_REF_SIZE) {
+    const k = recipe.toString('hex', o, o + 32);
+    if (!m.has(k)) m.set(k, i);
+  }
+  return m;
+}
+
+function sameChunk(a: Buffer, ai: number, b: Buffer, bi: number): boolean {
+  const ao = ai * CHUNK_REF_SIZE;
+  const bo = bi * CHUNK_REF_SIZE;
+  if (ao + CHUNK_REF_SIZE > a.length || bo + CHUNK_REF_SIZE > b.length) return false;
+  return a.compare(b, bo, bo + CHUNK_REF_SIZE, ao, ao + CHUNK_REF_SIZE) === 0;
+}
+
+export class Planner {
+  /** Ids whose bytes this push already carries (mirrors the receiver's rule). */
+  private readonly sent = new Set<string>();
+  private readonly recipeCache = new Map<string, Buffer | null>();
+
+  constructor(
+    private readonly base: Tree | null,
+    /** Paths the remote changed on its side: never a source. */
+    private readonly untrusted: Set<string>,
+  ) {}
+
+  private baseRecipe(path: string): Buffer | null {
+    if (!this.base || this.untrusted.has(path)) return null;
+    let r = this.recipeCache.get(path);
+    if (r === undefined) {
+      r = this.base.recipe(path)?.chunks ?? null;
+      this.recipeCache.set(path, r);
+    }
+    return r;
+  }
+
+  planFile(path: string, chunks: Buffer, prev: Buffer | null): FilePlan {
+    const n = chunks.length / CHUNK_REF_SIZE;
+    const ops: ChunkOp[] = [];
+    const literals: LiteralRef[] = [];
+    let reused = 0;
+    let literalBytes = 0;
+    const own = prev && !this.untrusted.has(path) ? prev : null;
+    const ownIndex = own ? indexOf(own) : null;
+    // Locate elsewhere, in one call, every chunk the old version of this path lacks.
+    const missing: number[] = [];
+    for (let i = 0; i < n; i++) {
+      if (!ownIndex?.has(chunks.toString('hex', i * CHUNK_REF_SIZE, i * CHUNK_REF_SIZE + 32))) missing.push(i);
+    }
+    const found = new Map<number, { path: string; index: number }>();
+    if (this.base && missing.length) {
+      const ids = Buffer.concat(missing.map((i) => chunks.subarray(i * CHUNK_REF_SIZE, i * CHUNK_REF_SIZE + 32)));
+      const locs = this.base.locateChunks(ids);
+      locs.forEach((loc, k) => {
+        if (loc && !this.untrusted.has(loc.path)) found.set(missing[k]!, { path: loc.path, index: loc.index });
+      });
+    }
+    let pendingLiteral: Buffer[] = [];
+    const flushLiteral = (): void => {
+      if (pendingLiteral.length) ops.push({ op: 'chunks', chunks: Buffer.concat(pendingLiteral) });
+      pendingLiteral = [];
+    };
+    let offset = 0;
+    let i = 0;
+    while (i < n) {
+      const ref = chunks.subarray(i * CHUNK_REF_SIZE, (i + 1) * CHUNK_REF_SIZE);
+      const key = ref.toString('hex', 0, 32);
+      const len = ref.readUInt32LE(32);
+      let source: { from: string | null; recipe: Buffer; start: number } | null = null;
+      const j = ownIndex?.get(key);
+      if (j !== undefined) source = { from: null, recipe: own!, start: j };
+      else {
+        const loc = found.get(i);
+        const r = loc ? this.baseRecipe(loc.path) : null;
+        if (loc && r) source = { from: loc.path === path ? null : loc.path, recipe: r, start: loc.index };
+      }
+      if (source) {
+        let k = 1;
+        let bytes = len;
+        while (i + k < n && sameChunk(chunks, i + k, source.recipe, source.start + k)) {
+          bytes += chunks.readUInt32LE((i + k) * CHUNK_REF_SIZE + 32);
+          k++;
+        }
+        flushLiteral();
+        ops.push({ op: 'copy', from: source.from, start: source.start, count: k });
+        reused += k;
+        offset += bytes;
+        i += k;
+        continue;
+      }
+      pendingLiteral.push(ref);
+      if (!this.sent.has(key)) {
+        this.sent.add(key);
+        literals.push({ offset, len });
+        literalBytes += len;
+      } else {
+        reused++;
+      }
+      offset += len;
+      i++;
+    }
+    flushLiteral();
+    return { ops, literals, reused, literalBytes };
+  }
+}

@@ -1,0 +1,159 @@
+// pull: the agent lists and chunks the remote item and sends the plan; we answer with the chunks we lack
+// (anything already in the local destination is reused) and apply like the agent does on push.
+
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { Receiver, type HeldChunks } from '@skysync/apply';
+import { createNativeChunker, type NativeAddon } from '@skysync/chunking';
+import {
+  type Compression,
+  Frame,
+  type Plan,
+  type PlanEntry,
+  type PullBegin,
+  type PullState,
+  createBlockDecoder,
+  decodeEntries,
+  displayPath,
+  parseJson,
+  frameName,
+  ProtocolError,
+} from '@skysync/protocol';
+import type { Target } from '@skysync/transport';
+import { expectFrame, openSession } from './session.js';
+
+export interface PullOptions {
+  target: Target;
+  remotePath: string;
+  localPath: string;
+  native: NativeAddon;
+  compression?: Compression[];
+}
+
+export interface PullStats {
+  filesScanned: number;
+  filesChanged: number;
+  filesDeleted: number;
+  bytesLiteral: number;
+  bytesWire: number;
+  chunksReused: number;
+  durationMs: number;
+  transport: string;
+  failed: Array<{ path: string; error: string }>;
+  warnings: string[];
+}
+
+/** What the local destination already holds, found by chunking it (only for the files the plan mentions). */
+async function localHeld(root: string, paths: string[], native: NativeAddon): Promise<{ held: HeldChunks; digests: Map<string, Buffer> }> {
+  const present: string[] = [];
+  await Promise.all(
+    paths.map(async (p) => {
+      const st = await fsp.lstat(Buffer.concat([Buffer.from(root), Buffer.from('/' + p, 'latin1')])).catch(() => null);
+      if (st?.isFile()) present.push(p);
+    }),
+  );
+  const outcomes = present.length ? await native.chunkFiles(root, present, null) : [];
+  const recipes = new Map<string, Buffer>();
+  const digests = new Map<string, Buffer>();
+  const index = new Map<string, { path: string; offset: number }>();
+  outcomes.forEach((o, i) => {
+    if (!o.recipe) return;
+    const p = present[i]!;
+    recipes.set(p, o.recipe.chunks);
+    digests.set(p, o.recipe.digest);
+    let off = 0;
+    for (let k = 0; k < o.recipe.chunks.length; k += 36) {
+      const key = o.recipe.chunks.toString('hex', k, k + 32);
+      if (!index.has(key)) index.set(key, { path: p, offset: off });
+      off += o.recipe.chunks.readUInt32LE(k + 32);
+    }
+  });
+  return {
+    held: { recipeOf: (p) => recipes.get(p) ?? null, locate: (ids) => ids.map((id) => index.get(id.toString('hex')) ?? null) },
+    digests,
+  };
+}
+
+export async function pull(opts: PullOptions): Promise<PullStats> {
+  const t0 = performance.now();
+  const native = opts.native;
+  const prefs = opts.compression ?? (opts.target.kind === 'local' ? ['none'] : ['zstd', 'deflate', 'none']);
+  const session = await openSession(opts.target, prefs);
+  const warnings: string[] = [];
+  try {
+    await session.agentHello;
+    const begin: PullBegin = { op: 'pull', path: opts.remotePath, chunkParams: native.defaultChunkParams() };
+    await session.conn.sendJson(Frame.Begin, begin);
+    const state = parseJson<PullState>((await expectFrame(session, Frame.State, 'pull')).payload, 'state');
+    if (state.kind === 'missing') {
+      throw new Error(`${opts.target.spec}:${opts.remotePath}: no such file or directory on the remote`);
+    }
+    const plan = parseJson<Plan>((await expectFrame(session, Frame.Plan, 'pull')).payload, 'plan');
+    const entries: PlanEntry[] = [];
+    for (;;) {
+      const f = await session.conn.next();
+      if (!f) throw new ProtocolError('the agent closed the connection during a pull');
+      if (f.type === Frame.PlanEnd) break;
+      if (f.type !== Frame.Entries) throw new ProtocolError(`unexpected ${frameName(f.type)} during a pull`);
+      entries.push(...decodeEntries(f.payload));
+    }
+    // Where things land: a directory's contents go into LOCAL_PATH; a single item becomes LOCAL_PATH, or goes
+    // inside it when LOCAL_PATH is an existing directory.
+    let root = path.resolve(opts.localPath);
+    const localSt = await fsp.stat(root).catch(() => null);
+    if (plan.single) {
+      if (!localSt?.isDirectory()) {
+        const name = Buffer.from(path.basename(root), 'utf8').toString('latin1');
+        root = path.dirname(root);
+        for (const e of entries) e.path = name;
+      }
+    } else if (localSt && !localSt.isDirectory()) {
+      throw new Error(`${opts.localPath}: exists and is not a directory; the remote path is a directory`);
+    }
+    await fsp.mkdir(root, { recursive: true });
+    const files = entries.filter((e) => e.kind === 'file').map((e) => e.path);
+    const { held, digests } = await localHeld(root, files, native);
+    // Files that are already identical locally are left alone.
+    const todo = entries.filter((e) => !(e.kind === 'file' && digests.get(e.path)?.equals(e.digest)));
+    const receiver = new Receiver({
+      root,
+      chunker: createNativeChunker(native),
+      held,
+      untrusted: new Set(),
+      isPlaced: () => false,
+      deleteMode: 'none',
+    });
+    receiver.add(todo, false);
+    const need = receiver.resolveNeeds();
+    await session.conn.send(Frame.Need, Buffer.concat(need));
+    receiver.buildAll();
+    const decoder = createBlockDecoder(plan.compression, native);
+    for (;;) {
+      const f = await session.conn.next();
+      if (!f) throw new ProtocolError('the agent closed the connection during a pull');
+      if (f.type === Frame.DataEnd) break;
+      if (f.type === Frame.Error) throw new Error(`remote: ${f.payload.toString()}`);
+      if (f.type !== Frame.Data) throw new ProtocolError(`unexpected ${frameName(f.type)} during a pull`);
+      receiver.stream.push(decoder.decode(f.payload));
+      await receiver.stream.waitBelow(64 * 1024 * 1024);
+    }
+    receiver.stream.end();
+    const result = await receiver.transition();
+    await session.conn.sendJson(Frame.Done, { generation: null, written: result.written, deleted: 0, kept: [], failed: [] });
+    const chunksTotal = todo.reduce((a, e) => a + (e.kind === 'file' ? e.ops.reduce((b, op) => b + (op.op === 'chunks' ? op.chunks.length / 36 : op.count), 0) : 0), 0);
+    return {
+      filesScanned: entries.filter((e) => e.kind !== 'dir').length,
+      filesChanged: result.written,
+      filesDeleted: 0,
+      bytesLiteral: receiver.bytesFromStream,
+      bytesWire: session.conn.bytesRead,
+      chunksReused: Math.max(0, chunksTotal - need.length),
+      durationMs: performance.now() - t0,
+      transport: opts.target.kind,
+      failed: result.failed.map((f) => ({ path: displayPath(f.path), error: f.error })),
+      warnings,
+    };
+  } finally {
+    await session.close();
+  }
+}

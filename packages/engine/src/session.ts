@@ -1,0 +1,72 @@
+// Opening a protocol session with an agent: magic, hello both ways, version check.
+
+import {
+  Connection,
+  Frame,
+  type Compression,
+  type Hello,
+  PROTOCOL_VERSION,
+  parseJson,
+  ProtocolError,
+} from '@skysync/protocol';
+import type { AgentChannel, Target } from '@skysync/transport';
+
+export const CLIENT_VERSION = '0.1.0';
+
+export interface Session {
+  conn: Connection;
+  channel: AgentChannel;
+  /** Resolves with the agent's hello (the client's own goes out at once, without waiting). */
+  agentHello: Promise<Hello>;
+  close(): Promise<void>;
+}
+
+export async function openSession(target: Target, compression: Compression[]): Promise<Session> {
+  const channel = await target.openAgent();
+  const conn = new Connection(channel.input, channel.output);
+  const hello: Hello = {
+    protocol: PROTOCOL_VERSION,
+    software: CLIENT_VERSION,
+    role: 'client',
+    compression,
+    native: true,
+    platform: `${process.platform}-${process.arch}`,
+    node: process.version,
+  };
+  void conn.sendJson(Frame.Hello, hello).catch(() => {});
+  const agentHello = conn
+    .expect(Frame.Hello)
+    .then((f) => {
+      const h = parseJson<Hello>(f.payload, 'hello');
+      if (h.protocol !== PROTOCOL_VERSION) {
+        throw new ProtocolError(`the agent on ${target.spec} speaks protocol ${h.protocol}, this client ${PROTOCOL_VERSION}`);
+      }
+      return h;
+    })
+    .catch(async (e: Error) => {
+      // Say what the remote printed instead of a bare protocol error.
+      const said = (channel.stderr() + conn.preamble).trim().split('\n').slice(-3).join(' | ');
+      throw new ProtocolError(`no skysync agent answered on ${target.spec}: ${e.message}${said ? ` (remote said: ${said})` : ''}`);
+    });
+  agentHello.catch(() => {});
+  return {
+    conn,
+    channel,
+    agentHello,
+    close: async () => {
+      conn.end();
+      await channel.close();
+    },
+  };
+}
+
+/** Waits for the next frame of `type`, turning an early exit of the agent into a readable error. */
+export async function expectFrame(s: Session, type: number, what: string) {
+  try {
+    return await s.conn.expect(type);
+  } catch (e) {
+    const said = s.channel.stderr().trim().split('\n').slice(-3).join(' | ');
+    const msg = (e as Error).message;
+    throw new ProtocolError(`${what}: ${msg}${said && !msg.includes(said) ? ` (agent said: ${said})` : ''}`);
+  }
+}

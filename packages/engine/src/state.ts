@@ -1,0 +1,49 @@
+// What the client remembers per (target, destination, source): the tree it last pushed, as the agent
+// acknowledged it, and that push's generation. Kept under $SKYSYNC_STATE_DIR (default ~/.cache/skysync).
+
+import fsp from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { createHash, randomBytes } from 'node:crypto';
+import type { NativeAddon } from '@skysync/chunking';
+
+type Tree = InstanceType<NativeAddon['Tree']>;
+
+export interface SyncState {
+  generation: string | null;
+  tree: Tree | null;
+  warning: string | null;
+}
+
+export function stateRoot(): string {
+  return process.env.SKYSYNC_STATE_DIR || path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'skysync');
+}
+
+export function stateDirFor(kind: 'push' | 'pull', ...key: string[]): string {
+  const h = createHash('sha256').update(key.join('\0')).digest('hex').slice(0, 32);
+  return path.join(stateRoot(), kind, h);
+}
+
+export async function loadState(dir: string, native: NativeAddon): Promise<SyncState> {
+  let generation: string | null = null;
+  try {
+    const meta = JSON.parse(await fsp.readFile(path.join(dir, 'state.json'), 'utf8')) as { generation?: string };
+    generation = typeof meta.generation === 'string' ? meta.generation : null;
+  } catch {
+    return { generation: null, tree: null, warning: null };
+  }
+  try {
+    return { generation, tree: native.Tree.load(path.join(dir, 'tree.snap')), warning: null };
+  } catch (e) {
+    // A damaged snapshot is rebuilt: the agent then finds the chunks it already has by their ids.
+    return { generation: null, tree: null, warning: `${(e as Error).message}; rebuilding it` };
+  }
+}
+
+export async function saveState(dir: string, generation: string, tree: Tree, info: Record<string, string>): Promise<void> {
+  await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+  tree.save(path.join(dir, 'tree.snap'));
+  const tmp = path.join(dir, `state.json.${randomBytes(4).toString('hex')}`);
+  await fsp.writeFile(tmp, JSON.stringify({ generation, ...info, savedAt: new Date().toISOString() }) + '\n', { mode: 0o600 });
+  await fsp.rename(tmp, path.join(dir, 'state.json'));
+}

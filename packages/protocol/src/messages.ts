@@ -1,0 +1,79 @@
+// The JSON control messages. Bulk data (plan entries, chunk ids, chunk bytes) is binary: see entries.ts.
+
+export type Compression = 'zstd' | 'deflate' | 'none';
+export type DeleteMode = 'placed' | 'none' | 'mirror';
+
+export interface ChunkParams {
+  minSize: number;
+  avgSize: number;
+  maxSize: number;
+}
+
+export interface Hello {
+  protocol: number;
+  software: string;
+  role: 'client' | 'agent';
+  compression: Compression[];
+  native: boolean;
+  platform: string;
+  node: string;
+}
+
+export interface PushBegin {
+  op: 'push';
+  /** As the user wrote it: `~/...` is the agent's home, otherwise absolute. */
+  dest: string;
+  /** The generation the client believes the destination is at, or null when it knows nothing. */
+  base: string | null;
+  chunkParams: ChunkParams;
+}
+
+export interface PullBegin {
+  op: 'pull';
+  path: string;
+  chunkParams: ChunkParams;
+}
+
+export type Begin = PushBegin | PullBegin;
+
+export interface PushState {
+  /** The destination's current generation (null: never pushed, or its manifest was lost). */
+  generation: string | null;
+  /** Files skysync placed that were changed on the remote since (latin1 paths). */
+  drift: string[];
+  /** Absolute destination path on the remote, for messages. */
+  dest: string;
+}
+
+export interface PullState {
+  kind: 'file' | 'dir' | 'symlink' | 'missing';
+  path: string;
+}
+
+export interface Plan {
+  /** 'data': chunk bytes follow without asking; 'need': the receiver first answers which chunks it lacks. */
+  mode: 'data' | 'need';
+  compression: Compression;
+  deleteMode: DeleteMode;
+  dryRun: boolean;
+  /** Pull only: the remote item is a single file. */
+  single?: boolean;
+}
+
+export interface FileFailure {
+  path: string;
+  error: string;
+}
+
+export interface Done {
+  generation: string | null;
+  written: number;
+  deleted: number;
+  kept: string[];
+  failed: FileFailure[];
+}
+
+export interface ErrorMessage {
+  message: string;
+  code: string;
+}

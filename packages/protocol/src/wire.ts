@@ -1,0 +1,237 @@
+// Framing. Each side first writes MAGIC, then frames: u32 LE length (type byte + payload), u8 type, payload.
+// The reader skips anything before MAGIC, so a login shell that prints a banner cannot break the stream.
+// See docs/PROTOCOL.md.
+
+import type { Readable, Writable } from 'node:stream';
+import { ProtocolError } from './binary.js';
+
+export const MAGIC = Buffer.from('\u0000SKYSYNC\u0001', 'latin1');
+export const PROTOCOL_VERSION = 1;
+/** Larger frames are refused before any allocation. */
+export const MAX_FRAME = 16 * 1024 * 1024;
+/** How much noise before MAGIC is tolerated (a chatty .bashrc), before giving up. */
+export const MAX_PREAMBLE = 1024 * 1024;
+
+export const enum Frame {
+  Hello = 1,
+  Begin = 2,
+  State = 3,
+  Entries = 4,
+  PlanEnd = 5,
+  Need = 6,
+  Data = 7,
+  DataEnd = 8,
+  Done = 9,
+  Error = 10,
+  Plan = 11,
+}
+
+const FRAME_NAMES: Record<number, string> = {
+  1: 'hello',
+  2: 'begin',
+  3: 'state',
+  4: 'entries',
+  5: 'plan-end',
+  6: 'need',
+  7: 'data',
+  8: 'data-end',
+  9: 'done',
+  10: 'error',
+  11: 'plan',
+};
+
+export function frameName(t: number): string {
+  return FRAME_NAMES[t] ?? `unknown(${t})`;
+}
+
+export function encodeFrame(type: number, payload: Uint8Array): Buffer {
+  if (payload.length + 1 > MAX_FRAME) throw new ProtocolError(`frame too large: ${payload.length}`);
+  const head = Buffer.allocUnsafe(5);
+  head.writeUInt32LE(payload.length + 1, 0);
+  head[4] = type;
+  return Buffer.concat([head, payload]);
+}
+
+export interface FrameMessage {
+  type: number;
+  payload: Buffer;
+}
+
+/**
+ * Incremental decoder: feed bytes, take frames. Before the first frame it looks for MAGIC; what precedes it is
+ * kept as `preamble` so an error can show what the remote printed instead.
+ */
+export class FrameDecoder {
+  private pending: Buffer[] = [];
+  private pendingLen = 0;
+  private synced = false;
+  preamble = '';
+
+  push(chunk: Buffer): FrameMessage[] {
+    this.pending.push(chunk);
+    this.pendingLen += chunk.length;
+    const out: FrameMessage[] = [];
+    let buf = this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending, this.pendingLen);
+    let pos = 0;
+    if (!this.synced) {
+      const at = buf.indexOf(MAGIC);
+      if (at < 0) {
+        // Keep the tail that could be the start of MAGIC.
+        const keep = Math.min(buf.length, MAGIC.length - 1);
+        this.preamble += buf.toString('utf8', 0, buf.length - keep);
+        if (this.preamble.length > MAX_PREAMBLE) {
+          throw new ProtocolError('no skysync agent answered (only other output arrived)');
+        }
+        buf = buf.subarray(buf.length - keep);
+        this.pending = [buf];
+        this.pendingLen = buf.length;
+        return out;
+      }
+      this.preamble += buf.toString('utf8', 0, at);
+      pos = at + MAGIC.length;
+      this.synced = true;
+    }
+    while (buf.length - pos >= 5) {
+      const len = buf.readUInt32LE(pos);
+      if (len < 1 || len > MAX_FRAME) throw new ProtocolError(`malformed frame: length ${len}`);
+      if (buf.length - pos - 4 < len) break;
+      const type = buf[pos + 4]!;
+      // Copy so that the large concatenated buffer is not retained by small frames.
+      out.push({ type, payload: Buffer.from(buf.subarray(pos + 5, pos + 4 + len)) });
+      pos += 4 + len;
+    }
+    const rest = buf.subarray(pos);
+    this.pending = rest.length ? [rest] : [];
+    this.pendingLen = rest.length;
+    return out;
+  }
+}
+
+/**
+ * A framed, bidirectional connection over any pair of byte streams (a child's stdio, an SSH channel).
+ * Writes respect backpressure; reads are pulled one frame at a time.
+ */
+export class Connection {
+  private decoder = new FrameDecoder();
+  private queue: FrameMessage[] = [];
+  private waiters: Array<{ resolve: (f: FrameMessage | null) => void; reject: (e: Error) => void }> = [];
+  private ended = false;
+  private failure: Error | null = null;
+  bytesWritten = 0;
+  bytesRead = 0;
+
+  constructor(
+    private readonly input: Readable,
+    private readonly output: Writable,
+  ) {
+    output.write(MAGIC);
+    this.bytesWritten += MAGIC.length;
+    input.on('data', (chunk: Buffer) => {
+      this.bytesRead += chunk.length;
+      let frames: FrameMessage[];
+      try {
+        frames = this.decoder.push(chunk);
+      } catch (e) {
+        this.fail(e as Error);
+        return;
+      }
+      for (const f of frames) {
+        const w = this.waiters.shift();
+        if (w) w.resolve(f);
+        else this.queue.push(f);
+      }
+      // Backpressure on the reading side: stop reading while many frames wait to be handled.
+      if (this.queue.length > 256) input.pause();
+    });
+    input.on('end', () => {
+      this.ended = true;
+      for (const w of this.waiters.splice(0)) w.resolve(null);
+    });
+    input.on('error', (e) => this.fail(e));
+    output.on('error', (e) => this.fail(e));
+  }
+
+  get preamble(): string {
+    return this.decoder.preamble;
+  }
+
+  private fail(e: Error): void {
+    if (this.failure) return;
+    this.failure = e;
+    for (const w of this.waiters.splice(0)) w.reject(e);
+  }
+
+  /** The next frame, or null at the end of the stream. */
+  next(): Promise<FrameMessage | null> {
+    if (this.failure) return Promise.reject(this.failure);
+    const f = this.queue.shift();
+    if (this.queue.length < 64) this.input.resume();
+    if (f) return Promise.resolve(f);
+    if (this.ended) return Promise.resolve(null);
+    return new Promise((resolve, reject) => this.waiters.push({ resolve, reject }));
+  }
+
+  /** The next frame, which must be of `type` (an Error frame from the peer becomes an exception). */
+  async expect(type: number): Promise<FrameMessage> {
+    const f = await this.next();
+    if (!f) throw new ProtocolError(`connection closed while waiting for ${frameName(type)}`);
+    if (f.type === Frame.Error) throw remoteError(f.payload);
+    if (f.type !== type) throw new ProtocolError(`expected ${frameName(type)}, got ${frameName(f.type)}`);
+    return f;
+  }
+
+  async send(type: number, payload: Uint8Array): Promise<void> {
+    if (this.failure) throw this.failure;
+    const frame = encodeFrame(type, payload);
+    this.bytesWritten += frame.length;
+    if (!this.output.write(frame)) {
+      await new Promise<void>((resolve, reject) => {
+        const onDrain = (): void => {
+          this.output.off('error', onError);
+          resolve();
+        };
+        const onError = (e: Error): void => {
+          this.output.off('drain', onDrain);
+          reject(e);
+        };
+        this.output.once('drain', onDrain);
+        this.output.once('error', onError);
+      });
+    }
+  }
+
+  sendJson(type: number, value: unknown): Promise<void> {
+    return this.send(type, Buffer.from(JSON.stringify(value), 'utf8'));
+  }
+
+  end(): void {
+    this.output.end();
+  }
+}
+
+export class RemoteError extends Error {
+  override name = 'RemoteError';
+  constructor(
+    message: string,
+    readonly code: string,
+  ) {
+    super(message);
+  }
+}
+
+export function remoteError(payload: Buffer): RemoteError {
+  try {
+    const v = JSON.parse(payload.toString('utf8')) as { message?: unknown; code?: unknown };
+    return new RemoteError(String(v.message ?? 'remote error'), String(v.code ?? 'remote'));
+  } catch {
+    return new RemoteError('remote error (undecodable)', 'remote');
+  }
+}
+
+export function parseJson<T>(payload: Buffer, what: string): T {
+  try {
+    return JSON.parse(payload.toString('utf8')) as T;
+  } catch {
+    throw new ProtocolError(`malformed ${what} message`);
+  }
+}
