@@ -281,9 +281,9 @@ export class Receiver {
     try {
       await this.ensureDir(parent);
       return parent;
-    } catch (e) {
-      if (e instanceof RefusedPath && /symlink/.test(e.message)) throw e;
-      // The parent is (still) a file that this plan replaces with a directory: stage at the root instead.
+    } catch {
+      // The parent is (still) a file or symlink that this plan may replace with a directory: stage at the root.
+      // The final rename checks the parents again, after the plan's removals.
       if (!this.stagingDir) {
         this.stagingDir = `.skysync-staging-${randomBytes(6).toString('hex')}`;
         await fsp.mkdir(this.abs(this.stagingDir), { mode: 0o700 });

@@ -44,12 +44,20 @@ export interface PullStats {
 }
 
 /** What the local destination already holds, found by chunking it (only for the files the plan mentions). */
-async function localHeld(root: string, paths: string[], native: NativeAddon): Promise<{ held: HeldChunks; digests: Map<string, Buffer> }> {
+async function localHeld(
+  root: string,
+  paths: string[],
+  native: NativeAddon,
+): Promise<{ held: HeldChunks; digests: Map<string, Buffer>; stats: Map<string, { mode: number; mtimeMs: number }> }> {
   const present: string[] = [];
+  const stats = new Map<string, { mode: number; mtimeMs: number }>();
   await Promise.all(
     paths.map(async (p) => {
       const st = await fsp.lstat(Buffer.concat([Buffer.from(root), Buffer.from('/' + p, 'latin1')])).catch(() => null);
-      if (st?.isFile()) present.push(p);
+      if (st?.isFile()) {
+        present.push(p);
+        stats.set(p, { mode: st.mode & 0o7777, mtimeMs: Math.floor(st.mtimeMs) });
+      }
     }),
   );
   const outcomes = present.length ? await native.chunkFiles(root, present, null) : [];
@@ -71,6 +79,7 @@ async function localHeld(root: string, paths: string[], native: NativeAddon): Pr
   return {
     held: { recipeOf: (p) => recipes.get(p) ?? null, locate: (ids) => ids.map((id) => index.get(id.toString('hex')) ?? null) },
     digests,
+    stats,
   };
 }
 
@@ -112,9 +121,22 @@ export async function pull(opts: PullOptions): Promise<PullStats> {
     }
     await fsp.mkdir(root, { recursive: true });
     const files = entries.filter((e) => e.kind === 'file').map((e) => e.path);
-    const { held, digests } = await localHeld(root, files, native);
-    // Files that are already identical locally are left alone.
-    const todo = entries.filter((e) => !(e.kind === 'file' && digests.get(e.path)?.equals(e.digest)));
+    const { held, digests, stats: localStats } = await localHeld(root, files, native);
+    // Files whose content is already here only get their mode and mtime fixed.
+    const todo: PlanEntry[] = [];
+    for (const e of entries) {
+      if (e.kind === 'file' && digests.get(e.path)?.equals(e.digest)) {
+        const st = localStats.get(e.path)!;
+        const abs = Buffer.concat([Buffer.from(root), Buffer.from('/' + e.path, 'latin1')]);
+        if (st.mode !== e.mode) await fsp.chmod(abs, e.mode);
+        if (st.mtimeMs !== Math.floor(e.mtimeSec * 1000 + e.mtimeNsec / 1e6)) {
+          const t = e.mtimeSec + e.mtimeNsec / 1e9;
+          await fsp.utimes(abs, t, t);
+        }
+        continue;
+      }
+      todo.push(e);
+    }
     const receiver = new Receiver({
       root,
       chunker: createNativeChunker(native),
