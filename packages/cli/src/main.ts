@@ -1,3 +1,4 @@
+import os from 'node:os';
 import path from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import { loadNative, type NativeAddon } from '@skysync/chunking';
@@ -56,7 +57,7 @@ export function buildProgram(): Command {
   program
     .command('push')
     .description('sync a working directory into ~/sky_workdir on TARGET (only what changed moves)')
-    .argument('[target]', 'where to push: local:DIR (DIR plays the remote home)', 'local:.skysync-local')
+    .argument('[target]', 'where to push: local:DIR (DIR plays the remote home); default local:~/.skysync/local')
     .option('-w, --workdir <dir>', 'directory to sync (default: the current directory)')
     .option('--dest <path>', 'remote destination', '~/sky_workdir')
     .addOption(new Option('--delete', 'make an exact mirror: also remove remote files that are not in the source (ignored paths excepted)'))
@@ -75,7 +76,8 @@ Examples:
   skysync push local:/tmp/node1 -w ~/proj --json
   skysync push local:/tmp/node1 --dry-run       list what would change`,
     )
-    .action(async (targetSpec: string, flags: PushFlags) => {
+    .action(async (targetSpec: string | undefined, flags: PushFlags) => {
+      targetSpec ??= `local:${path.join(os.homedir(), '.skysync', 'local')}`;
       const source = path.resolve(flags.workdir ?? '.');
       await checkSource(source);
       const target = parseTarget(targetSpec);

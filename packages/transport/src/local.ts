@@ -3,6 +3,7 @@
 
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { createRequire } from 'node:module';
 import { TargetError, type AgentChannel, type Target } from './target.js';
@@ -82,7 +83,8 @@ export class LocalTarget implements Target {
 
 export function parseTarget(spec: string, cwd = process.cwd()): Target {
   if (spec.startsWith('local:')) {
-    const dir = spec.slice('local:'.length);
+    let dir = spec.slice('local:'.length);
+    if (dir === '~' || dir.startsWith('~/')) dir = path.join(os.homedir(), dir.slice(1));
     if (!dir) throw new TargetError(`target ${JSON.stringify(spec)}: give a directory after local:, e.g. local:/tmp/node1`);
     return new LocalTarget(spec, path.resolve(cwd, dir));
   }
