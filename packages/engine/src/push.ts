@@ -228,7 +228,7 @@ export async function push(opts: PushOptions): Promise<PushStats> {
     if (opts.dryRun) {
       stats.changes = listed.map((l) => ({ ...l, path: displayPath(l.path) }));
       stats.bytesLiteral = entries.reduce((a, e) => a + e.literals.reduce((b, l) => b + l.len, 0), 0);
-    } else if (entries.length > 0 || !baseValid) {
+    } else if (entries.length > 0 || !baseValid || deleteMode === 'mirror') {
       const compression = chooseCompression(prefs, agentHello.compression);
       const mode: Plan['mode'] = baseValid ? 'data' : 'need';
       const plan: Plan = { mode, compression, deleteMode, dryRun: false };

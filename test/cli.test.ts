@@ -1,0 +1,147 @@
+// The CLI as a user runs it: the built bin, real processes, exit codes and output.
+
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+const BIN = path.resolve('packages/cli/dist/bin.js');
+let work: string;
+
+function skysync(args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string } = {}) {
+  const r = spawnSync(process.execPath, [BIN, ...args], {
+    encoding: 'utf8',
+    cwd: opts.cwd,
+    env: { ...process.env, SKYSYNC_STATE_DIR: path.join(work, 'state'), ...opts.env },
+  });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+function tree(dir: string, files: Record<string, string>): void {
+  for (const [p, c] of Object.entries(files)) {
+    fs.mkdirSync(path.dirname(path.join(dir, p)), { recursive: true });
+    fs.writeFileSync(path.join(dir, p), c);
+  }
+}
+
+beforeAll(() => {
+  work = fs.mkdtempSync(path.join(os.tmpdir(), 'skysync-cli-'));
+});
+afterAll(() => fs.rmSync(work, { recursive: true, force: true }));
+
+describe('skysync push', () => {
+  it('pushes, reports JSON, and a second push moves nothing', () => {
+    const src = path.join(work, 'p1');
+    tree(src, { 'a.py': 'print(1)\n', 'lib/b.py': 'x = 2\n', '.gitignore': '*.log\n', 'debug.log': 'noise\n' });
+    const home = path.join(work, 'h1');
+    const first = skysync(['push', `local:${home}`, '--workdir', src, '--json']);
+    expect(first.code, first.stderr).toBe(0);
+    const s = JSON.parse(first.stdout);
+    for (const k of ['filesScanned', 'filesChanged', 'filesDeleted', 'bytesLiteral', 'bytesWire', 'chunksReused', 'durationMs', 'transport']) {
+      expect(s).toHaveProperty(k);
+    }
+    expect(s.transport).toBe('local');
+    expect(s.filesChanged).toBe(3);
+    expect(fs.existsSync(path.join(home, 'sky_workdir', 'debug.log'))).toBe(false);
+    expect(fs.readFileSync(path.join(home, 'sky_workdir', 'lib/b.py'), 'utf8')).toBe('x = 2\n');
+    const again = JSON.parse(skysync(['push', `local:${home}`, '-w', src, '--json']).stdout);
+    expect(again.filesChanged).toBe(0);
+    expect(again.bytesLiteral).toBe(0);
+    expect(again.bytesWire).toBeLessThan(1024);
+  });
+
+  it('prints an rsync-like summary when not asked for JSON', () => {
+    const src = path.join(work, 'p2');
+    tree(src, { 'x.txt': 'x\n' });
+    const r = skysync(['push', `local:${path.join(work, 'h2')}`, '-w', src]);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/Number of files: 1/);
+    expect(r.stderr).toMatch(/Bytes on the wire/);
+  });
+
+  it('deletes what it placed by default, keeps with --no-delete, mirrors with --delete', () => {
+    const src = path.join(work, 'p3');
+    const home = path.join(work, 'h3');
+    const dest = path.join(home, 'sky_workdir');
+    tree(src, { 'keep.txt': 'k\n', 'gone.txt': 'g\n', 'old.txt': 'o\n', '.gitignore': 'cache/\n' });
+    expect(skysync(['push', `local:${home}`, '-w', src]).code).toBe(0);
+    tree(dest, { 'job-output.txt': 'from a job\n', 'cache/blob': 'ignored on the remote too\n' });
+    fs.rmSync(path.join(src, 'gone.txt'));
+    expect(skysync(['push', `local:${home}`, '-w', src]).code).toBe(0);
+    expect(fs.existsSync(path.join(dest, 'gone.txt'))).toBe(false);
+    expect(fs.existsSync(path.join(dest, 'job-output.txt'))).toBe(true);
+    fs.rmSync(path.join(src, 'old.txt'));
+    expect(skysync(['push', `local:${home}`, '-w', src, '--no-delete']).code).toBe(0);
+    expect(fs.existsSync(path.join(dest, 'old.txt'))).toBe(true);
+    const mirror = skysync(['push', `local:${home}`, '-w', src, '--delete', '--json']);
+    expect(mirror.code, mirror.stderr).toBe(0);
+    expect(fs.existsSync(path.join(dest, 'job-output.txt'))).toBe(false);
+    expect(fs.existsSync(path.join(dest, 'old.txt'))).toBe(false);
+    expect(fs.existsSync(path.join(dest, 'cache/blob'))).toBe(true);
+    expect(fs.existsSync(path.join(dest, 'keep.txt'))).toBe(true);
+  });
+
+  it('--dry-run lists what would change and changes nothing', () => {
+    const src = path.join(work, 'p4');
+    const home = path.join(work, 'h4');
+    tree(src, { 'a.txt': 'a\n', 'd/b.txt': 'b\n' });
+    const r = skysync(['push', `local:${home}`, '-w', src, '--dry-run']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/added\s+a\.txt/);
+    expect(r.stdout).toMatch(/added\s+d\/b\.txt/);
+    expect(fs.existsSync(path.join(home, 'sky_workdir', 'a.txt'))).toBe(false);
+  });
+
+  it('gives one clear line and a distinct exit code for bad input', () => {
+    const missing = skysync(['push', `local:${path.join(work, 'h5')}`, '-w', path.join(work, 'nope')]);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr.trim().split('\n')).toHaveLength(1);
+    expect(missing.stderr).toMatch(/no such directory/);
+    const badTarget = skysync(['push', 'not-a-target', '-w', work]);
+    expect(badTarget.code).toBe(2);
+    expect(badTarget.stderr).toMatch(/not-a-target/);
+    const badFlag = skysync(['push', '--frobnicate']);
+    expect(badFlag.code).toBe(2);
+    const badRemote = skysync(['pull', 'nocolon', path.join(work, 'x')]);
+    expect(badRemote.code).toBe(2);
+    expect(badRemote.stderr).toMatch(/TARGET:PATH/);
+  });
+
+  it('exits 3 (partial) when some files cannot be read, and syncs the rest', () => {
+    const src = path.join(work, 'p6');
+    tree(src, { 'ok.txt': 'ok\n', 'secret.txt': 'no\n' });
+    fs.chmodSync(path.join(src, 'secret.txt'), 0o000);
+    const home = path.join(work, 'h6');
+    fs.mkdirSync(home, { recursive: true });
+    fs.mkdirSync(path.join(work, 'state6'), { recursive: true });
+    for (const d of [work, src, home, path.join(work, 'state6')]) fs.chmodSync(d, 0o777);
+    const asNobody = process.getuid?.() === 0;
+    const r = asNobody
+      ? spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, BIN, 'push', `local:${home}`, '-w', src], {
+          encoding: 'utf8',
+          env: { ...process.env, SKYSYNC_STATE_DIR: path.join(work, 'state6'), HOME: home },
+        })
+      : spawnSync(process.execPath, [BIN, 'push', `local:${home}`, '-w', src], { encoding: 'utf8', env: { ...process.env, SKYSYNC_STATE_DIR: path.join(work, 'state6') } });
+    expect(r.status, r.stderr).toBe(3);
+    expect(r.stderr).toMatch(/secret\.txt/);
+    expect(fs.readFileSync(path.join(home, 'sky_workdir', 'ok.txt'), 'utf8')).toBe('ok\n');
+  });
+});
+
+describe('skysync pull', () => {
+  it('brings back a directory and a single file', () => {
+    const home = path.join(work, 'h7');
+    tree(path.join(home, 'sky_workdir', 'outputs'), { 'metrics.json': '{"loss": 0.1}\n', 'ckpt/last.bin': 'weights' });
+    const local = path.join(work, 'pulled');
+    const r = skysync(['pull', `local:${home}:sky_workdir/outputs`, local, '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(fs.readFileSync(path.join(local, 'ckpt/last.bin'), 'utf8')).toBe('weights');
+    const one = skysync(['pull', `local:${home}:~/sky_workdir/outputs/metrics.json`, path.join(work, 'm.json')]);
+    expect(one.code, one.stderr).toBe(0);
+    expect(fs.readFileSync(path.join(work, 'm.json'), 'utf8')).toBe('{"loss": 0.1}\n');
+    const missing = skysync(['pull', `local:${home}:nothing/here`, path.join(work, 'n')]);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toMatch(/no such file or directory/);
+  });
+});
