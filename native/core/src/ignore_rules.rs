@@ -51,15 +51,15 @@ pub type RuleChain = Option<Arc<RuleLevel>>;
 
 /// Loads one ignore file into a new innermost level. Returns the chain unchanged when the file has no rules, and
 /// a warning for lines git would also reject.
-pub fn push_level(
-    chain: &RuleChain,
-    dir_abs: &Path,
-    rel_prefix_len: usize,
-    file: &Path,
-) -> (RuleChain, Option<String>) {
-    let mut builder = GitignoreBuilder::new(dir_abs);
+pub fn push_level(chain: &RuleChain, rel_prefix_len: usize, file: &Path) -> (RuleChain, Option<String>) {
+    // Candidates are already relative to the rules' directory (see `is_ignored`). The matcher strips its root from
+    // any candidate that starts with it, so the root must be one no relative path starts with: with the rules'
+    // own directory, a relative scan root `proj` made `proj/secret` match `/secret`.
+    let mut builder = GitignoreBuilder::new("/");
     // Git's own default: patterns are case-sensitive on Linux.
     builder.case_insensitive(false).ok();
+    // Git never matches a pattern with an unclosed `[` (wildmatch aborts); the default would match it literally.
+    builder.allow_unclosed_class(false);
     let warning = builder.add(file).map(|e| format!("{}: {}", file.display(), e));
     match builder.build() {
         Ok(matcher) if !matcher.is_empty() => (

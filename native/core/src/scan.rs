@@ -54,7 +54,8 @@ pub struct ScanOutput {
     /// Sorted by path bytes.
     pub entries: Vec<Entry>,
     pub warnings: Vec<Warning>,
-    /// Relative paths of directories that could not be listed.
+    /// Relative paths of directories that could not be listed and of entries that could not be examined: what the
+    /// previous snapshot holds at or under them is carried over, not reported deleted.
     pub unreadable_dirs: Vec<Vec<u8>>,
     pub ignore_mode: IgnoreMode,
     /// Filesystem clock (coarse) when the walk began: anything modified at or after it is racy.
@@ -94,6 +95,12 @@ impl Walk<'_> {
         self.warnings.lock().unwrap().push(Warning { kind, path: path.to_vec(), message });
     }
 
+    /// An entry that exists but could not be examined: reported, and remembered so it is not taken for a deletion.
+    fn unreadable(&self, path: &[u8], message: String) {
+        self.warn(WarningKind::Unreadable, path, message);
+        self.unreadable.lock().unwrap().push(path.to_vec());
+    }
+
     fn dir<'s>(&'s self, scope: &rayon::Scope<'s>, abs: PathBuf, rel: Vec<u8>, chain: RuleChain) {
         let listing = match fs::read_dir(&abs) {
             Ok(l) => l,
@@ -110,19 +117,31 @@ impl Walk<'_> {
             match item {
                 Ok(de) => {
                     if de.file_name().as_bytes() == rules_name {
-                        has_rules_file = true;
+                        // Like git, an ignore file that is a symlink is not read: links are never followed.
+                        match de.file_type() {
+                            Ok(t) if t.is_file() => has_rules_file = true,
+                            Ok(t) if t.is_symlink() => {
+                                let mut p = rel.clone();
+                                if !p.is_empty() {
+                                    p.push(b'/');
+                                }
+                                p.extend_from_slice(rules_name);
+                                self.warn(WarningKind::BadIgnoreFile, &p, "not read: it is a symlink".into());
+                            }
+                            _ => {}
+                        }
                     }
                     children.push(de);
                 }
                 Err(e) => {
-                    self.warn(WarningKind::Unreadable, &rel, format!("error while listing: {e}"));
+                    self.unreadable(&rel, format!("error while listing: {e}"));
                 }
             }
         }
         let prefix_len = if rel.is_empty() { 0 } else { rel.len() + 1 };
         let mut chain = chain;
         if has_rules_file {
-            let (c, w) = push_level(&chain, &abs, prefix_len, &abs.join(self.mode.file_name()));
+            let (c, w) = push_level(&chain, prefix_len, &abs.join(self.mode.file_name()));
             chain = c;
             if let Some(w) = w {
                 self.warn(WarningKind::BadIgnoreFile, &rel, w);
@@ -141,7 +160,7 @@ impl Walk<'_> {
             let ft = match de.file_type() {
                 Ok(t) => t,
                 Err(e) => {
-                    self.warn(WarningKind::Unreadable, &path_buf, format!("cannot stat: {e}"));
+                    self.unreadable(&path_buf, format!("cannot stat: {e}"));
                     continue;
                 }
             };
@@ -166,7 +185,7 @@ impl Walk<'_> {
                 Err(e) => {
                     // Vanished between readdir and stat: the next scan sees the truth.
                     if e.kind() != io::ErrorKind::NotFound {
-                        self.warn(WarningKind::Unreadable, &path_buf, format!("cannot stat: {e}"));
+                        self.unreadable(&path_buf, format!("cannot stat: {e}"));
                     }
                     continue;
                 }
@@ -176,7 +195,7 @@ impl Walk<'_> {
                     Ok(target) => {
                         local.push(Entry::new(&path_buf, meta_of(&md, Kind::Symlink), Some(target.as_os_str().as_bytes())))
                     }
-                    Err(e) => self.warn(WarningKind::Unreadable, &path_buf, format!("cannot read link: {e}")),
+                    Err(e) => self.unreadable(&path_buf, format!("cannot read link: {e}")),
                 }
             } else if ft.is_dir() {
                 local.push(Entry::new(&path_buf, meta_of(&md, Kind::Dir), None));
@@ -213,7 +232,7 @@ pub fn scan_tree(root: &Path) -> Result<ScanOutput, ScanError> {
     if mode == IgnoreMode::GitIgnore {
         let exclude = root.join(".git/info/exclude");
         if exclude.is_file() {
-            let (c, w) = push_level(&chain, root, 0, &exclude);
+            let (c, w) = push_level(&chain, 0, &exclude);
             chain = c;
             if let Some(w) = w {
                 warnings.push(Warning { kind: WarningKind::BadIgnoreFile, path: b".git/info/exclude".to_vec(), message: w });

@@ -98,8 +98,9 @@ fn same_entry(a: &Entry, b: &Entry) -> bool {
     }
 }
 
+/// True when `path` is one of `dirs` or lies under one of them.
 fn under_any(path: &[u8], dirs: &[Vec<u8>]) -> bool {
-    dirs.iter().any(|d| path.len() > d.len() && path.starts_with(d) && path[d.len()] == b'/')
+    dirs.iter().any(|d| path.starts_with(d) && (path.len() == d.len() || path[d.len()] == b'/'))
 }
 
 impl Snapshot {
@@ -157,8 +158,8 @@ impl Snapshot {
     }
 
     /// Compares a fresh scan against this snapshot. Returns the new snapshot (recipes carried over for unchanged
-    /// files) and the changes, sorted by path. Entries under directories that could not be read are carried over
-    /// untouched rather than reported deleted.
+    /// files) and the changes, sorted by path. Entries under directories that could not be read (and entries that
+    /// could not be examined) are carried over untouched rather than reported deleted.
     pub fn diff(&self, scan: ScanOutput, params: ChunkParams) -> (Snapshot, Vec<Change>) {
         let recipes_valid = self.params == params;
         let racy_from = self.started_ns;

@@ -85,6 +85,8 @@ interface Staged {
   entry: PlanEntry;
   temp: Buffer | null;
   error: string | null;
+  /** fstat of the finished temp file: inode, size and mtime survive the rename. */
+  stat?: StatKey;
 }
 
 /** Where a chunk received earlier in this sync sits; settles once its bytes are on disk (small files are
@@ -231,26 +233,24 @@ export class Receiver {
     return { pieces, packed: Buffer.concat(refs), error };
   }
 
-  /** Creates the directories of `rel` under the root; refuses to pass through a symlink or a non-directory. */
-  private async ensureDir(rel: string): Promise<void> {
+  /**
+   * Creates the directories of `rel` under the root; refuses to pass through a symlink or a non-directory.
+   * Synchronous on purpose: the answer is almost always cached, and a thread-pool round trip per file costs
+   * more than the syscalls.
+   */
+  private ensureDir(rel: string): void {
     if (this.goodDirs.has(rel)) return;
-    const parts = rel.split('/');
     let cur = '';
-    for (const part of parts) {
+    for (const part of rel.split('/')) {
       cur = cur ? `${cur}/${part}` : part;
       if (this.goodDirs.has(cur)) continue;
-      let st: fs.Stats | null = null;
-      try {
-        st = await fsp.lstat(this.abs(cur));
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
-      }
+      let st: fs.Stats | undefined = fs.lstatSync(this.abs(cur), { throwIfNoEntry: false });
       if (!st) {
         try {
-          await fsp.mkdir(this.abs(cur), { mode: 0o755 });
+          fs.mkdirSync(this.abs(cur), { mode: 0o755 });
         } catch (e) {
           if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-          st = await fsp.lstat(this.abs(cur));
+          st = fs.lstatSync(this.abs(cur));
           if (!st.isDirectory()) throw new RefusedPath(`${displayPath(cur)} is not a directory`);
         }
       } else if (st.isSymbolicLink()) {
@@ -263,30 +263,30 @@ export class Receiver {
   }
 
   /** A parent chain that holds no symlink, without creating anything (for reading sources). */
-  private async checkParents(rel: string): Promise<void> {
+  private checkParents(rel: string): void {
     const parent = parentOf(rel);
     if (this.goodDirs.has(parent)) return;
     let cur = '';
     for (const part of parent.split('/')) {
       cur = cur ? `${cur}/${part}` : part;
       if (this.goodDirs.has(cur)) continue;
-      const st = await fsp.lstat(this.abs(cur));
+      const st = fs.lstatSync(this.abs(cur));
       if (!st.isDirectory()) throw new RefusedPath(`refused: ${displayPath(cur)} is not a plain directory`);
       this.goodDirs.add(cur);
     }
   }
 
-  private async stagingFor(rel: string): Promise<string> {
+  private stagingFor(rel: string): string {
     const parent = parentOf(rel);
     try {
-      await this.ensureDir(parent);
+      this.ensureDir(parent);
       return parent;
     } catch {
       // The parent is (still) a file or symlink that this plan may replace with a directory: stage at the root.
       // The final rename checks the parents again, after the plan's removals.
       if (!this.stagingDir) {
         this.stagingDir = `.skysync-staging-${randomBytes(6).toString('hex')}`;
-        await fsp.mkdir(this.abs(this.stagingDir), { mode: 0o700 });
+        fs.mkdirSync(this.abs(this.stagingDir), { mode: 0o700 });
         this.goodDirs.add(this.stagingDir);
       }
       return this.stagingDir;
@@ -322,24 +322,20 @@ export class Receiver {
         s.error = (err as Error).message;
         return;
       }
-      const w = this.writeSmall(s, e, pieces, bytes);
-      // Register the chunks now: later files in the plan may refer to them before the write finishes.
+      const temp = this.writeSmall(s, e, pieces, bytes);
       let off = 0;
       for (const p of pieces) {
-        const at = off;
-        this.session.set(p.id.toString('hex'), w.then((temp) => (temp ? { file: temp, offset: at } : null)));
+        this.session.set(p.id.toString('hex'), Promise.resolve(temp ? { file: temp, offset: off } : null));
         off += p.len;
       }
-      const done: Promise<void> = w.then(() => {}).finally(() => this.writesInFlight.delete(done));
-      this.writesInFlight.add(done);
-      if (this.writesInFlight.size >= 32) await Promise.race(this.writesInFlight);
       return;
     }
     await this.writeLarge(s, e, pieces);
   }
 
-  private async writeSmall(s: Staged, e: FileEntry, pieces: Piece[], bytes: Buffer): Promise<Buffer | null> {
-    let fh: fsp.FileHandle | null = null;
+  /** Writes a small file whole, synchronously: five syscalls beat five thread-pool round trips. */
+  private writeSmall(s: Staged, e: FileEntry, pieces: Piece[], bytes: Buffer): Buffer | null {
+    let fd: number | null = null;
     try {
       let off = 0;
       for (const p of pieces) {
@@ -348,25 +344,26 @@ export class Receiver {
         }
         off += p.len;
       }
-      const dir = await this.stagingFor(e.path);
-      const temp = this.abs(this.tempName(dir));
-      fh = await fsp.open(temp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
+      const temp = this.abs(this.tempName(this.stagingFor(e.path)));
+      fd = fs.openSync(temp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
       s.temp = temp;
-      if (bytes.length) await fh.write(bytes, 0, bytes.length, 0);
-      await this.finishTemp(fh, e);
+      if (bytes.length) fs.writeSync(fd, bytes, 0, bytes.length, 0);
+      s.stat = this.finishTemp(fd, e);
       return temp;
     } catch (err) {
       s.error = (err as Error).message;
       return s.temp;
     } finally {
-      await fh?.close().catch(() => {});
+      if (fd !== null) fs.closeSync(fd);
     }
   }
 
-  private async finishTemp(fh: fsp.FileHandle, e: FileEntry): Promise<void> {
-    await fh.chmod(e.mode);
+  private finishTemp(fd: number, e: FileEntry): StatKey {
+    fs.fchmodSync(fd, e.mode);
     const t = e.mtimeSec + e.mtimeNsec / 1e9;
-    await fh.utimes(t, t);
+    fs.futimesSync(fd, t, t);
+    const st = fs.fstatSync(fd, { bigint: true });
+    return { size: Number(st.size), mtimeNs: st.mtimeNs.toString(), ino: st.ino.toString() };
   }
 
   private async writeLarge(s: Staged, e: FileEntry, pieces: Piece[]): Promise<void> {
@@ -375,8 +372,7 @@ export class Receiver {
     let failed: string | null = null;
     let off = 0;
     try {
-      const dir = await this.stagingFor(e.path);
-      const temp = this.abs(this.tempName(dir));
+      const temp = this.abs(this.tempName(this.stagingFor(e.path)));
       fh = await fsp.open(temp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
       s.temp = temp;
     } catch (err) {
@@ -452,7 +448,7 @@ export class Receiver {
     }
     for (const h of sources.values()) await h.close().catch(() => {});
     try {
-      if (!failed && fh) await this.finishTemp(fh, e);
+      if (!failed && fh) s.stat = this.finishTemp(fh.fd, e);
     } catch (err) {
       failed = (err as Error).message;
     }
@@ -463,43 +459,56 @@ export class Receiver {
   private async sourceHandle(cache: Map<string, fsp.FileHandle>, rel: string): Promise<fsp.FileHandle> {
     let h = cache.get(rel);
     if (!h) {
-      await this.checkParents(rel);
+      this.checkParents(rel);
       h = await fsp.open(this.abs(rel), O_RDONLY | O_NOFOLLOW);
       cache.set(rel, h);
     }
     return h;
   }
 
-  private async statKey(rel: string): Promise<{ key: StatKey; st: fs.BigIntStats }> {
-    const st = await fsp.lstat(this.abs(rel), { bigint: true });
-    return { key: { size: Number(st.size), mtimeNs: st.mtimeNs.toString(), ino: st.ino.toString() }, st };
+  private statKey(rel: string): StatKey {
+    const st = fs.lstatSync(this.abs(rel), { bigint: true });
+    return { size: Number(st.size), mtimeNs: st.mtimeNs.toString(), ino: st.ino.toString() };
+  }
+
+  private forgetDirs(rel: string): void {
+    for (const d of this.goodDirs) if (d === rel || d.startsWith(rel + '/')) this.goodDirs.delete(d);
   }
 
   /** Removes one path the plan no longer has. Directories only when empty: what jobs wrote stays. */
-  private async remove(rel: string): Promise<'removed' | 'kept' | 'absent'> {
-    await this.checkParents(rel).catch(() => {
-      throw new RefusedPath(`refused: a parent of ${displayPath(rel)} is a symlink`);
-    });
-    let st: fs.Stats;
+  private remove(rel: string): 'removed' | 'kept' | 'absent' {
     try {
-      st = await fsp.lstat(this.abs(rel));
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return 'absent';
-      throw e;
+      this.checkParents(rel);
+    } catch {
+      throw new RefusedPath(`refused: a parent of ${displayPath(rel)} is a symlink`);
     }
+    const st = fs.lstatSync(this.abs(rel), { throwIfNoEntry: false });
+    if (!st) return 'absent';
     if (st.isDirectory()) {
       try {
-        await fsp.rmdir(this.abs(rel));
+        fs.rmdirSync(this.abs(rel));
       } catch (e) {
         const code = (e as NodeJS.ErrnoException).code;
         if (code === 'ENOTEMPTY' || code === 'EEXIST') return 'kept';
         throw e;
       }
-      for (const d of this.goodDirs) if (d === rel || d.startsWith(rel + '/')) this.goodDirs.delete(d);
+      this.forgetDirs(rel);
     } else {
-      await fsp.unlink(this.abs(rel));
+      fs.unlinkSync(this.abs(rel));
     }
     return 'removed';
+  }
+
+  /** Renames a staged file or link into place; a directory in the way goes only when it is empty. */
+  private place(temp: Buffer, rel: string): void {
+    try {
+      fs.renameSync(temp, this.abs(rel));
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code !== 'EISDIR' && code !== 'ENOTEMPTY' && code !== 'EEXIST' && code !== 'ENOTDIR') throw e;
+      this.clearForFile(rel);
+      fs.renameSync(temp, this.abs(rel));
+    }
   }
 
   /** Waits for staging, then makes the plan true on disk. */
@@ -522,8 +531,7 @@ export class Receiver {
         continue;
       }
       try {
-        const r = await this.remove(e.path);
-        if (r === 'kept') result.kept.push(e.path);
+        if (this.remove(e.path) === 'kept') result.kept.push(e.path);
         result.removed.push(e.path);
       } catch (err) {
         result.failed.push({ path: e.path, error: (err as Error).message });
@@ -537,18 +545,15 @@ export class Receiver {
       try {
         if (s.error) throw new Error(s.error);
         if (e.kind === 'dir') {
-          await this.replaceNonDir(e.path);
-          await this.ensureDir(e.path);
+          this.replaceNonDir(e.path);
+          this.ensureDir(e.path);
           dirModes.push({ path: e.path, mode: e.mode });
-          const { key } = await this.statKey(e.path);
-          result.placed.set(e.path, { kind: 'dir', mode: e.mode, size: 0, mtimeSec: 0, mtimeNsec: 0, stat: key });
+          result.placed.set(e.path, { kind: 'dir', mode: e.mode, size: 0, mtimeSec: 0, mtimeNsec: 0, stat: this.statKey(e.path) });
         } else if (e.kind === 'file') {
           if (!s.temp) throw new Error('file was not staged');
-          await this.ensureDir(parentOf(e.path));
-          await this.clearForFile(e.path);
-          await fsp.rename(s.temp, this.abs(e.path));
+          this.ensureDir(parentOf(e.path));
+          this.place(s.temp, e.path);
           s.temp = null;
-          const { key } = await this.statKey(e.path);
           result.placed.set(e.path, {
             kind: 'file',
             mode: e.mode,
@@ -557,18 +562,21 @@ export class Receiver {
             mtimeNsec: e.mtimeNsec,
             chunks: this.packedOf(e),
             digest: e.digest,
-            stat: key,
+            stat: s.stat ?? this.statKey(e.path),
           });
           result.written++;
         } else if (e.kind === 'symlink') {
           const parent = parentOf(e.path);
-          await this.ensureDir(parent);
-          await this.clearForFile(e.path);
+          this.ensureDir(parent);
           const temp = this.abs(this.tempName(parent));
-          await fsp.symlink(Buffer.from(e.target, 'latin1'), temp);
-          await fsp.rename(temp, this.abs(e.path));
-          const { key } = await this.statKey(e.path);
-          result.placed.set(e.path, { kind: 'symlink', mode: 0o777, size: 0, mtimeSec: 0, mtimeNsec: 0, target: e.target, stat: key });
+          fs.symlinkSync(Buffer.from(e.target, 'latin1'), temp);
+          try {
+            this.place(temp, e.path);
+          } catch (err) {
+            fs.rmSync(temp, { force: true });
+            throw err;
+          }
+          result.placed.set(e.path, { kind: 'symlink', mode: 0o777, size: 0, mtimeSec: 0, mtimeNsec: 0, target: e.target, stat: this.statKey(e.path) });
           result.written++;
         }
       } catch (err) {
@@ -578,7 +586,7 @@ export class Receiver {
     // 4. Directory modes last, deepest first, so a read-only directory does not block its own children.
     for (const d of dirModes.reverse()) {
       try {
-        await fsp.chmod(this.abs(d.path), d.mode);
+        fs.chmodSync(this.abs(d.path), d.mode);
       } catch (err) {
         result.failed.push({ path: d.path, error: (err as Error).message });
       }
@@ -600,33 +608,22 @@ export class Receiver {
   }
 
   /** A directory entry where a file or symlink stands: the old entry goes. */
-  private async replaceNonDir(rel: string): Promise<void> {
-    await this.ensureDir(parentOf(rel));
-    try {
-      const st = await fsp.lstat(this.abs(rel));
-      if (!st.isDirectory()) await fsp.unlink(this.abs(rel));
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
-    }
+  private replaceNonDir(rel: string): void {
+    this.ensureDir(parentOf(rel));
+    const st = fs.lstatSync(this.abs(rel), { throwIfNoEntry: false });
+    if (st && !st.isDirectory()) fs.unlinkSync(this.abs(rel));
   }
 
   /** A file or symlink where a directory stands: only an empty directory may go. */
-  private async clearForFile(rel: string): Promise<void> {
+  private clearForFile(rel: string): void {
+    const st = fs.lstatSync(this.abs(rel), { throwIfNoEntry: false });
+    if (!st?.isDirectory()) return;
     try {
-      const st = await fsp.lstat(this.abs(rel));
-      if (st.isDirectory()) {
-        try {
-          await fsp.rmdir(this.abs(rel));
-        } catch {
-          throw new Error(
-            `cannot replace directory ${displayPath(rel)}: it holds files skysync did not place; move them away and retry`,
-          );
-        }
-        for (const d of this.goodDirs) if (d === rel || d.startsWith(rel + '/')) this.goodDirs.delete(d);
-      }
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+      fs.rmdirSync(this.abs(rel));
+    } catch {
+      throw new Error(`cannot replace directory ${displayPath(rel)}: it holds files skysync did not place; move them away and retry`);
     }
+    this.forgetDirs(rel);
   }
 
   /** Removes temp files of anything that failed, and the staging directory. */

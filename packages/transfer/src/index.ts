@@ -2,7 +2,6 @@
 // frames and compressed as one stream. Writes wait for the connection to drain (backpressure).
 
 import fs from 'node:fs';
-import fsp from 'node:fs/promises';
 import {
   type BlockEncoder,
   type Connection,
@@ -17,7 +16,8 @@ export class DataPump {
   private block: Buffer = Buffer.allocUnsafe(DATA_BLOCK + 512 * 1024);
   private filled = 0;
   private encoder: BlockEncoder;
-  private handles = new Map<string, fsp.FileHandle>();
+  /** Open files by path. Reads are synchronous: for small files a thread-pool round trip costs more. */
+  private fds = new Map<string, number>();
   private readonly rootBuf: Buffer;
   /** Literal chunk bytes before compression. */
   bytesLiteral = 0;
@@ -35,26 +35,26 @@ export class DataPump {
     this.rootBuf = Buffer.from(root, 'utf8');
   }
 
-  private async handle(rel: string): Promise<fsp.FileHandle> {
-    let h = this.handles.get(rel);
-    if (!h) {
-      // Keep few files open: plans visit files in order, so older handles are done.
-      if (this.handles.size >= 16) await this.closeFiles();
+  private fd(rel: string): number {
+    let fd = this.fds.get(rel);
+    if (fd === undefined) {
+      // Keep few files open: plans visit files in order, so older ones are done.
+      if (this.fds.size >= 16) this.closeFiles();
       const abs = rel === '' ? this.rootBuf : Buffer.concat([this.rootBuf, Buffer.from('/' + rel, 'latin1')]);
-      h = await fsp.open(abs, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
-      this.handles.set(rel, h);
+      fd = fs.openSync(abs, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+      this.fds.set(rel, fd);
     }
-    return h;
+    return fd;
   }
 
   /** Appends `len` bytes of `rel` at `offset`. A file that shrank meanwhile gives a short read: an error. */
   async addFromFile(rel: string, offset: number, len: number): Promise<void> {
-    const h = await this.handle(rel);
+    const fd = this.fd(rel);
     while (len > 0) {
       const room = this.block.length - this.filled;
       const n = Math.min(room, len);
-      const { bytesRead } = await h.read(this.block, this.filled, n, offset);
-      if (bytesRead !== n) throw new Error(`file changed while it was read: ${Buffer.from(rel, 'latin1').toString()}`);
+      const got = fs.readSync(fd, this.block, this.filled, n, offset);
+      if (got !== n) throw new Error(`file changed while it was read: ${Buffer.from(rel, 'latin1').toString()}`);
       this.filled += n;
       this.bytesLiteral += n;
       offset += n;
@@ -82,16 +82,15 @@ export class DataPump {
     await this.conn.send(Frame.Data, out);
   }
 
-  async closeFiles(): Promise<void> {
-    const hs = [...this.handles.values()];
-    this.handles.clear();
-    await Promise.all(hs.map((h) => h.close().catch(() => {})));
+  closeFiles(): void {
+    for (const fd of this.fds.values()) fs.closeSync(fd);
+    this.fds.clear();
   }
 
   /** Sends what is buffered and the end-of-data frame. */
   async finish(): Promise<void> {
     await this.sendBlock();
-    await this.closeFiles();
+    this.closeFiles();
     await this.conn.send(Frame.DataEnd, Buffer.alloc(0));
   }
 }

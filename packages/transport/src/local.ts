@@ -77,7 +77,9 @@ export class LocalTarget implements Target {
     const env: NodeJS.ProcessEnv = { ...process.env, HOME: this.home };
     const addon = process.env.SKYSYNC_NO_NATIVE ? null : nativeAddonPath();
     if (addon && !env.SKYSYNC_NATIVE_PATH) env.SKYSYNC_NATIVE_PATH = addon;
-    return spawnAgent(process.execPath, [agentBundlePath(), 'serve', '--home', this.home], env);
+    // For profiling the agent: SKYSYNC_AGENT_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof".
+    const nodeArgs = (process.env.SKYSYNC_AGENT_NODE_ARGS ?? '').split(' ').filter(Boolean);
+    return spawnAgent(process.execPath, [...nodeArgs, agentBundlePath(), 'serve', '--home', this.home], env);
   }
 }
 
