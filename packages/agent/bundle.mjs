@@ -13,6 +13,8 @@ await build({
   outfile: 'dist/agent.cjs',
   external: ['@skysync/native'],
   legalComments: 'none',
+  // hash-wasm's default entry is an all-in-one UMD file; its ES module entry bundles much smaller.
+  mainFields: ['module', 'main'],
   logLevel: 'warning',
 });
 const hash = createHash('sha256').update(readFileSync('dist/agent.cjs')).digest('hex').slice(0, 16);

@@ -101,11 +101,17 @@ fn main() {
         Input { name: "rand-4095", source: Source::Xorshift { seed: 3, len: 4095, mask: 0xff } },
         Input { name: "rand-4097", source: Source::Xorshift { seed: 4, len: 4097, mask: 0xff } },
         Input { name: "rand-65537", source: Source::Xorshift { seed: 5, len: 64 * KIB + 1, mask: 0xff } },
-        Input { name: "rand-200k", source: Source::Xorshift { seed: 0x9e3779b97f4a7c15, len: 200 * KIB + 3, mask: 0xff } },
+        Input {
+            name: "rand-200k",
+            source: Source::Xorshift { seed: 0x9e3779b97f4a7c15, len: 200 * KIB + 3, mask: 0xff },
+        },
         Input { name: "lowent-200k", source: Source::Xorshift { seed: 77, len: 200 * KIB, mask: 0x03 } },
         Input { name: "rand-1m", source: Source::Xorshift { seed: 1, len: MIB + 7, mask: 0xff } },
         Input { name: "lowent-1m", source: Source::Xorshift { seed: 12345, len: MIB, mask: 0x11 } },
-        Input { name: "rand-3m", source: Source::Xorshift { seed: 0xdeadbeefcafef00d, len: 3 * MIB + 333, mask: 0xff } },
+        Input {
+            name: "rand-3m",
+            source: Source::Xorshift { seed: 0xdeadbeefcafef00d, len: 3 * MIB + 333, mask: 0xff },
+        },
     ];
 
     // (name, params, largest input to chunk with them: small averages make many chunks, and the file stays small)
@@ -114,7 +120,7 @@ fn main() {
         ("8k-32k-128k", ChunkParams { min_size: 8 * 1024, avg_size: 32 * 1024, max_size: 128 * 1024 }, usize::MAX),
         ("64-256-1024", ChunkParams { min_size: 64, avg_size: 256, max_size: 1024 }, 310 * KIB),
         // Odd sizes and a non-power-of-two average: exercises the rounded log2 mask choice and the odd minimum.
-        ("1001-3000-9001", ChunkParams { min_size: 1001, avg_size: 3000, max_size: 9001 }, 210 * KIB),
+        ("1000-4096-9001", ChunkParams { min_size: 1000, avg_size: 4096, max_size: 9001 }, 210 * KIB),
     ];
 
     let mut json = String::new();
@@ -126,8 +132,12 @@ fn main() {
         if i > 0 {
             json.push(',');
         }
-        write!(json, "\n\"{name}\":{{\"minSize\":{},\"avgSize\":{},\"maxSize\":{}}}", p.min_size, p.avg_size, p.max_size)
-            .unwrap();
+        write!(
+            json,
+            "\n\"{name}\":{{\"minSize\":{},\"avgSize\":{},\"maxSize\":{}}}",
+            p.min_size, p.avg_size, p.max_size
+        )
+        .unwrap();
     }
     json.push_str("\n},\n\"inputs\":{");
     for (i, input) in inputs.iter().enumerate() {

@@ -35,12 +35,16 @@ impl ChunkParams {
             && self.max_size as usize >= fastcdc::v2020::MAXIMUM_MIN
             && self.max_size as usize <= fastcdc::v2020::MAXIMUM_MAX
             && self.min_size <= self.avg_size
-            && self.avg_size <= self.max_size;
+            && self.avg_size <= self.max_size
+            // FastCDC starts looking at min/2*2 and picks its mask from the average rounded to a power of two:
+            // anything else would record parameters the chunker does not actually use.
+            && self.min_size % 2 == 0
+            && self.avg_size.is_power_of_two();
         if ok {
             Ok(())
         } else {
             Err(format!(
-                "invalid chunk parameters min={} avg={} max={}: need 64<=min<=avg<=max<=16MiB",
+                "invalid chunk parameters min={} avg={} max={}: need an even min in 64..=1MiB, a power-of-two avg in 256..=4MiB, max in 1KiB..=16MiB, and min<=avg<=max",
                 self.min_size, self.avg_size, self.max_size
             ))
         }
@@ -253,5 +257,7 @@ mod tests {
         assert!(DEFAULT_PARAMS.validate().is_ok());
         assert!(ChunkParams { min_size: 10, avg_size: 16, max_size: 32 }.validate().is_err());
         assert!(ChunkParams { min_size: 8192, avg_size: 4096, max_size: 65536 }.validate().is_err());
+        assert!(ChunkParams { min_size: 65, avg_size: 256, max_size: 1024 }.validate().is_err());
+        assert!(ChunkParams { min_size: 1000, avg_size: 3000, max_size: 9000 }.validate().is_err());
     }
 }

@@ -30,6 +30,7 @@ function heldFrom(m: Manifest, untrusted: Set<string>): HeldChunks {
   let index: Map<string, { path: string; offset: number }> | null = null;
   return {
     recipeOf: (p) => m.entries.get(p)?.chunks ?? null,
+    current: (p) => (untrusted.has(p) ? null : (m.entries.get(p) ?? null)),
     locate: (ids) => {
       if (!index) {
         index = new Map();

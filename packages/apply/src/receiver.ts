@@ -51,6 +51,8 @@ export interface HeldChunks {
   recipeOf(path: string): Buffer | null;
   /** Where chunks can be found under the root, by id. */
   locate(ids: Buffer[]): Array<{ path: string; offset: number } | null>;
+  /** The record of what is at `path` now, when the receiver placed it and it is unchanged since. */
+  current?(path: string): PlacedRecord | null;
 }
 
 export interface ReceiverOptions {
@@ -103,6 +105,8 @@ export class Receiver {
   private readonly goodDirs = new Set<string>(['']);
   private readonly prefixCache = new Map<string, Float64Array>();
   private stagingDir: string | null = null;
+  /** Entries that matched what is already in place. */
+  private readonly unchanged = new Map<string, PlacedRecord>();
   /** Need mode: ids resolved before building (local location or "comes from the stream"). */
   private resolved: Map<string, { path: string; offset: number } | 'stream'> | null = null;
   private queue: Promise<void> = Promise.resolve();
@@ -124,6 +128,22 @@ export class Receiver {
    */
   add(entries: PlanEntry[], buildNow: boolean): void {
     for (const e of entries) {
+      // A file that is already here exactly as described (a push that lost its state describes everything):
+      // keep it instead of rebuilding it.
+      if (e.kind === 'file' && !this.opts.untrusted.has(e.path)) {
+        const cur = this.opts.held.current?.(e.path);
+        if (
+          cur?.kind === 'file' &&
+          cur.digest?.equals(e.digest) &&
+          cur.mode === e.mode &&
+          cur.mtimeSec === e.mtimeSec &&
+          cur.mtimeNsec === e.mtimeNsec &&
+          e.ops.every((op) => op.op === 'chunks')
+        ) {
+          this.unchanged.set(e.path, cur);
+          continue;
+        }
+      }
       const s: Staged = { entry: e, temp: null, error: null };
       this.staged.push(s);
       if (buildNow && e.kind === 'file') this.queue = this.queue.then(() => this.buildFile(s));
@@ -514,7 +534,7 @@ export class Receiver {
   /** Waits for staging, then makes the plan true on disk. */
   async transition(): Promise<ReceiveResult> {
     await this.staged_();
-    const result: ReceiveResult = { placed: new Map(), removed: [], forgotten: [], kept: [], failed: [], written: 0 };
+    const result: ReceiveResult = { placed: new Map(this.unchanged), removed: [], forgotten: [], kept: [], failed: [], written: 0 };
     const { deleteMode, isPlaced, untrusted } = this.opts;
     // 1. Removals, deepest first.
     const deletes = this.staged.filter((s) => s.entry.kind === 'delete').sort((a, b) => (a.entry.path < b.entry.path ? 1 : -1));
