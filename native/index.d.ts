@@ -30,6 +30,12 @@ export declare class Tree {
   forget(path: string): void
   /** Where each chunk (packed 32-byte ids) can be found in this tree, or null. */
   locateChunks(ids: Buffer): Array<ChunkLocation | undefined | null>
+  /** Inserts or replaces what an agent placed and forgets removed paths, keeping the tree sorted. */
+  update(placed: Array<PlacedEntry>, removed: string[]): void
+  /** Paths of placed files and symlinks under `root` that changed since they were placed (or are gone). */
+  drift(root: string): Promise<string[]>
+  /** The stat an agent recorded for a placed entry: mtime observed after placing, and inode. */
+  observed(path: string): Array<string> | null
 }
 
 export declare class ZstdDecoder {
@@ -94,6 +100,24 @@ export interface Entry {
   mtimeSec: number
   mtimeNsec: number
   target?: string | undefined
+}
+
+/**
+ * What an agent placed: recorded with the source's metadata and the stat it saw right after placing, so a
+ * later `drift` can tell whether something else changed the file since.
+ */
+export interface PlacedEntry {
+  path: string
+  kind: 'file' | 'dir' | 'symlink'
+  mode: number
+  size: number
+  mtimeSec: number
+  mtimeNsec: number
+  /** lstat after placing: mtime in nanoseconds and inode, as decimal strings (they exceed 2^53). */
+  observedMtimeNs: string
+  ino: string
+  target?: string | undefined
+  chunks?: Buffer
 }
 
 /**

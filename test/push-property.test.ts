@@ -201,13 +201,18 @@ function actualFiles(dest: string): Map<string, Item> {
 }
 
 describe('push property test (local target)', () => {
-  it(`stays equal to the source over ${ROUNDS} random rounds`, async () => {
+  // The agent with the native addon, and the agent on its TypeScript fallback (chunker, manifest, deflate).
+  for (const agent of ['native', 'fallback'] as const) {
+  const rounds = agent === 'native' ? ROUNDS : Math.ceil(ROUNDS / 4);
+  it(`stays equal to the source over ${rounds} random rounds (${agent} agent)`, async () => {
     const seed = seedFromEnv();
     const rng = new Rng(seed);
-    const src = path.join(work, 'src');
-    const home = path.join(work, 'home');
+    const src = path.join(work, `src-${agent}`);
+    const home = path.join(work, `home-${agent}`);
+    if (agent === 'fallback') process.env.SKYSYNC_NO_NATIVE = '1';
+    else delete process.env.SKYSYNC_NO_NATIVE;
     const dest = path.join(home, 'sky_workdir');
-    const gitDir = path.join(work, 'oracle.git');
+    const gitDir = path.join(work, `oracle-${agent}.git`);
     fs.mkdirSync(src, { recursive: true });
     const target = new LocalTarget('local:' + home, home);
     const log: string[] = [];
@@ -215,7 +220,7 @@ describe('push property test (local target)', () => {
     // deletes what it did not write), and they may block a type change above them.
     const jobTouched = new Set<string>();
     try {
-      for (let round = 0; round < ROUNDS; round++) {
+      for (let round = 0; round < rounds; round++) {
         const n = 1 + rng.int(4);
         for (let i = 0; i < n; i++) log.push(`round ${round}: ${mutate(rng, src)}`);
         // Now and then a job writes on the remote: an output file (must survive) or a placed file (local wins).
@@ -230,7 +235,7 @@ describe('push property test (local target)', () => {
             log.push(`round ${round}: remote drift ${p}`);
           }
         }
-        const stats = await push({ source: src, target, native });
+        const stats = await push({ source: src, target, native, compression: agent === 'fallback' ? ['zstd', 'deflate'] : undefined });
         const want = expected(src, gitDir);
         const got = actualFiles(dest);
         const blockers = [...jobTouched].filter((p) => !want.has(p) && got.get(p)?.sha === JOB_SHA);
@@ -252,15 +257,22 @@ describe('push property test (local target)', () => {
           for (const f of fs.readdirSync(outputs)) expect(fs.readFileSync(path.join(outputs, f), 'utf8')).toMatch(/^output \d+\n$/);
         }
       }
+      // The agent really ran the way this case claims: its state file tells which store it used.
+      const stateFiles = fs.readdirSync(path.join(home, '.skysync', 'state'));
+      expect(stateFiles.some((f) => f.endsWith(agent === 'native' ? '.tree' : '.manifest'))).toBe(true);
+      expect(stateFiles.some((f) => f.endsWith(agent === 'native' ? '.manifest' : '.tree'))).toBe(false);
       // A no-op push moves nothing.
       const again = await push({ source: src, target, native });
       expect(again.filesChanged).toBe(0);
       expect(again.bytesLiteral).toBe(0);
     } catch (e) {
-      console.error(`push property test failed with SKYSYNC_SEED=${seed}`);
+      console.error(`push property test (${agent} agent) failed with SKYSYNC_SEED=${seed}`);
       throw e;
+    } finally {
+      delete process.env.SKYSYNC_NO_NATIVE;
     }
   }, 600_000);
+  }
 
   it('pulls a remote directory back exactly, reusing what is already local', async () => {
     const seed = seedFromEnv();

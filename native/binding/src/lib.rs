@@ -323,6 +323,101 @@ impl Tree {
     }
 }
 
+/// What an agent placed: recorded with the source's metadata and the stat it saw right after placing, so a
+/// later `drift` can tell whether something else changed the file since.
+#[napi(object)]
+pub struct PlacedEntry {
+    #[napi(ts_type = "string")]
+    pub path: BytePath,
+    #[napi(ts_type = "'file' | 'dir' | 'symlink'")]
+    pub kind: String,
+    pub mode: u32,
+    pub size: f64,
+    pub mtime_sec: f64,
+    pub mtime_nsec: u32,
+    /// lstat after placing: mtime in nanoseconds and inode, as decimal strings (they exceed 2^53).
+    pub observed_mtime_ns: String,
+    pub ino: String,
+    #[napi(ts_type = "string | undefined")]
+    pub target: Option<BytePath>,
+    pub chunks: Option<Buffer>,
+}
+
+fn placed_to_core(p: PlacedEntry) -> Result<(core::Entry, Option<Vec<core::ChunkRef>>)> {
+    let kind = match p.kind.as_str() {
+        "file" => core::Kind::File,
+        "dir" => core::Kind::Dir,
+        "symlink" => core::Kind::Symlink,
+        k => return Err(Error::new(Status::InvalidArg, format!("unknown kind {k}"))),
+    };
+    let bad = |what: &str| Error::new(Status::InvalidArg, format!("bad {what}"));
+    let meta = core::Meta {
+        size: p.size as u64,
+        mtime_ns: p.mtime_sec as i64 * 1_000_000_000 + p.mtime_nsec as i64,
+        ctime_ns: p.observed_mtime_ns.parse().map_err(|_| bad("observedMtimeNs"))?,
+        ino: p.ino.parse().map_err(|_| bad("ino"))?,
+        mode: (p.mode & 0o7777) as u16,
+        kind,
+    };
+    if p.path.0.is_empty() || p.path.0.contains(&0) {
+        return Err(bad("path"));
+    }
+    let chunks = match p.chunks {
+        Some(c) => Some(unpack_chunks(&c)?),
+        None => None,
+    };
+    let entry = core::Entry::new(&p.path.0, meta, p.target.as_ref().map(|t| t.0.as_slice()));
+    Ok((entry, chunks))
+}
+
+pub struct DriftTask {
+    tree: Tree,
+    root: PathBuf,
+}
+
+impl Task for DriftTask {
+    type Output = Vec<Vec<u8>>;
+    type JsValue = Vec<BytePath>;
+
+    fn compute(&mut self) -> Result<Self::Output> {
+        let s = self.tree.inner.read().unwrap();
+        Ok(s.drift(&self.root).into_iter().map(|i| s.entries()[i].path().to_vec()).collect())
+    }
+
+    fn resolve(&mut self, _env: Env, out: Self::Output) -> Result<Self::JsValue> {
+        Ok(out.into_iter().map(BytePath).collect())
+    }
+}
+
+#[napi]
+impl Tree {
+    /// Inserts or replaces what an agent placed and forgets removed paths, keeping the tree sorted.
+    #[napi]
+    pub fn update(&self, placed: Vec<PlacedEntry>, #[napi(ts_arg_type = "string[]")] removed: Vec<BytePath>) -> Result<()> {
+        let ups = placed.into_iter().map(placed_to_core).collect::<Result<Vec<_>>>()?;
+        let mut s = self.inner.write().unwrap();
+        *self.chunk_index.write().unwrap() = None;
+        s.update(ups, removed.into_iter().map(|p| p.0).collect());
+        Ok(())
+    }
+
+    /// Paths of placed files and symlinks under `root` that changed since they were placed (or are gone).
+    #[napi(ts_return_type = "Promise<string[]>")]
+    pub fn drift(&self, root: String) -> AsyncTask<DriftTask> {
+        AsyncTask::new(DriftTask { tree: self.clone(), root: PathBuf::from(root) })
+    }
+
+    /// The stat an agent recorded for a placed entry: mtime observed after placing, and inode.
+    #[napi]
+    pub fn observed(&self, #[napi(ts_arg_type = "string")] path: BytePath) -> Option<Vec<String>> {
+        let s = self.inner.read().unwrap();
+        s.find(&path.0).map(|i| {
+            let m = &s.entries()[i].meta;
+            vec![m.ctime_ns.to_string(), m.ino.to_string()]
+        })
+    }
+}
+
 pub struct ScanTask {
     root: PathBuf,
     previous: Option<Tree>,

@@ -1,30 +1,21 @@
 // Files the agent placed that something else changed since (a job writing into the workdir, a user editing on
-// the node). Checked while the client scans, so it costs no extra round trip.
+// the node). Checked while the client scans, so it costs no extra round trip. This is the TypeScript path;
+// with the addon, the native tree does the same in parallel.
 
-import fsp from 'node:fs/promises';
+import fs from 'node:fs';
 import type { PlacedRecord } from '@skysync/apply';
 
-export async function findDrift(root: string, entries: Map<string, PlacedRecord>, concurrency = 64): Promise<string[]> {
+export async function findDrift(root: string, entries: Map<string, PlacedRecord>): Promise<string[]> {
   const rootBuf = Buffer.from(root, 'utf8');
-  const paths = [...entries.keys()];
   const drift: string[] = [];
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < paths.length) {
-      const p = paths[next++]!;
-      const rec = entries.get(p)!;
-      if (rec.kind === 'dir') continue;
-      try {
-        const st = await fsp.lstat(Buffer.concat([rootBuf, Buffer.from('/' + p, 'latin1')]), { bigint: true });
-        const kindOk = rec.kind === 'file' ? st.isFile() : st.isSymbolicLink();
-        if (!kindOk || Number(st.size) !== rec.stat.size || st.mtimeNs.toString() !== rec.stat.mtimeNs || st.ino.toString() !== rec.stat.ino) {
-          drift.push(p);
-        }
-      } catch {
-        drift.push(p);
-      }
+  // Synchronous lstat: for tens of thousands of tiny calls it beats the thread pool by a wide margin.
+  for (const [p, rec] of entries) {
+    if (rec.kind === 'dir') continue;
+    const st = fs.lstatSync(Buffer.concat([rootBuf, Buffer.from('/' + p, 'latin1')]), { bigint: true, throwIfNoEntry: false });
+    const kindOk = st && (rec.kind === 'file' ? st.isFile() : st.isSymbolicLink());
+    if (!st || !kindOk || Number(st.size) !== rec.stat.size || st.mtimeNs.toString() !== rec.stat.mtimeNs || st.ino.toString() !== rec.stat.ino) {
+      drift.push(p);
     }
-  };
-  await Promise.all(Array.from({ length: Math.min(concurrency, paths.length) }, worker));
+  }
   return drift.sort();
 }

@@ -2,13 +2,12 @@
 // rules exclude (those are the user's to keep: build outputs, data, caches).
 
 import fsp from 'node:fs/promises';
-import type { PlacedRecord } from '@skysync/apply';
 import type { NativeAddon } from '@skysync/chunking';
 import type { FileFailure } from '@skysync/protocol';
 
 export async function mirrorExtras(
   root: string,
-  placed: Map<string, PlacedRecord>,
+  placed: { has(path: string): boolean },
   native: NativeAddon,
   failed: FileFailure[],
 ): Promise<number> {

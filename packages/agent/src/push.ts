@@ -2,9 +2,8 @@
 // data, stage and transition, record what was placed, answer with the new generation.
 
 import fsp from 'node:fs/promises';
-import { Receiver, type HeldChunks } from '@skysync/apply';
+import { Receiver } from '@skysync/apply';
 import {
-  CHUNK_REF_SIZE,
   type Connection,
   type Done,
   Frame,
@@ -18,50 +17,26 @@ import {
   frameName,
 } from '@skysync/protocol';
 import { resolveRemotePath, type AgentContext } from './context.js';
-import { findDrift } from './drift.js';
 import { acquireLock } from './lock.js';
-import { loadManifest, manifestPath, newGeneration, saveManifest, type Manifest } from './manifest.js';
+import { manifestPath, newGeneration } from './manifest.js';
+import { openStore } from './store.js';
 import { mirrorExtras } from './mirror.js';
 
 /** Lets the frame reader run ahead of the builder by this much decoded data, then waits. */
 const STREAM_HIGH_WATER = 64 * 1024 * 1024;
 
-function heldFrom(m: Manifest, untrusted: Set<string>): HeldChunks {
-  let index: Map<string, { path: string; offset: number }> | null = null;
-  return {
-    recipeOf: (p) => m.entries.get(p)?.chunks ?? null,
-    current: (p) => (untrusted.has(p) ? null : (m.entries.get(p) ?? null)),
-    locate: (ids) => {
-      if (!index) {
-        index = new Map();
-        for (const [p, r] of m.entries) {
-          if (r.kind !== 'file' || !r.chunks || untrusted.has(p)) continue;
-          let off = 0;
-          for (let o = 0; o < r.chunks.length; o += CHUNK_REF_SIZE) {
-            const key = r.chunks.toString('hex', o, o + 32);
-            if (!index.has(key)) index.set(key, { path: p, offset: off });
-            off += r.chunks.readUInt32LE(o + 32);
-          }
-        }
-      }
-      return ids.map((id) => index!.get(id.toString('hex')) ?? null);
-    },
-  };
-}
-
 export async function servePush(conn: Connection, begin: PushBegin, ctx: AgentContext): Promise<void> {
   const dest = resolveRemotePath(ctx.home, begin.dest);
-  const stateFile = manifestPath(ctx.home, dest);
-  const release = await acquireLock(`${stateFile}.lock`, dest);
+  const stateBase = manifestPath(ctx.home, dest).replace(/\.manifest$/, '');
+  const release = await acquireLock(`${stateBase}.lock`, dest);
   try {
     await fsp.mkdir(dest, { recursive: true });
     const root = await fsp.realpath(dest);
     const st = await fsp.stat(root);
     if (!st.isDirectory()) throw new ProtocolError(`${dest} is not a directory on the remote`);
-    const { manifest, warning } = await loadManifest(stateFile);
-    if (warning) ctx.log(warning);
-    const drift = manifest.entries.size ? await findDrift(root, manifest.entries) : [];
-    const state: PushState = { generation: manifest.generation, drift, dest: root };
+    const store = await openStore(ctx.native, stateBase, ctx.log);
+    const drift = await store.drift(root);
+    const state: PushState = { generation: store.generation, drift, dest: root };
     await conn.sendJson(Frame.State, state);
 
     const first = await conn.next();
@@ -72,9 +47,9 @@ export async function servePush(conn: Connection, begin: PushBegin, ctx: AgentCo
     const receiver = new Receiver({
       root,
       chunker: ctx.chunker,
-      held: heldFrom(manifest, untrusted),
+      held: store.held(untrusted),
       untrusted,
-      isPlaced: (p) => manifest.entries.has(p),
+      isPlaced: (p) => store.has(p),
       deleteMode: plan.deleteMode,
     });
     const decoder = createBlockDecoder(plan.compression, ctx.native);
@@ -113,24 +88,22 @@ export async function servePush(conn: Connection, begin: PushBegin, ctx: AgentCo
       }
     }
     const result = await receiver.transition();
-    for (const p of result.removed) manifest.entries.delete(p);
-    for (const p of result.forgotten) manifest.entries.delete(p);
-    for (const [p, rec] of result.placed) manifest.entries.set(p, rec);
-    // A path that failed keeps its old record when the old file is still there untouched.
-    // A drifted path that failed again is no longer what we placed: forget it rather than trust it.
-    for (const f of result.failed) if (untrusted.has(f.path)) manifest.entries.delete(f.path);
+    // A path that failed keeps its old record when the old file is still there untouched; a drifted path that
+    // failed again is no longer what we placed: forget it rather than trust it.
+    const gone = [...result.removed, ...result.forgotten, ...result.failed.filter((f) => untrusted.has(f.path)).map((f) => f.path)];
+    store.apply(result.placed, gone);
     let mirrored = 0;
     if (plan.deleteMode === 'mirror') {
       if (!ctx.native) {
         result.failed.push({ path: '', error: '--delete needs the native addon on the remote to apply ignore rules; nothing extra was removed' });
       } else {
-        mirrored = await mirrorExtras(root, manifest.entries, ctx.native, result.failed);
+        mirrored = await mirrorExtras(root, store, ctx.native, result.failed);
       }
     }
-    manifest.generation = newGeneration();
-    await saveManifest(stateFile, manifest);
+    const generation = newGeneration();
+    await store.save(generation);
     const done: Done = {
-      generation: manifest.generation,
+      generation,
       written: result.written,
       deleted: result.removed.length - result.kept.length + mirrored,
       kept: result.kept,

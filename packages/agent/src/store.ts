@@ -1,0 +1,194 @@
+// What the agent placed at a destination, behind one interface with two homes: the native tree (binary,
+// compared and stat-checked in Rust, so a no-op push never decodes it entry by entry in JavaScript) when the
+// addon is here, and a TypeScript manifest otherwise. Each keeps its own file; finding only the other kind's
+// file means "state unknown", and the client then describes everything (still correct, just slower once).
+
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import type { HeldChunks, PlacedRecord } from '@skysync/apply';
+import type { NativeAddon } from '@skysync/chunking';
+import { CHUNK_REF_SIZE } from '@skysync/protocol';
+import { findDrift } from './drift.js';
+import { loadManifest, saveManifest, type Manifest } from './manifest.js';
+
+type Tree = InstanceType<NativeAddon['Tree']>;
+
+export interface ManifestStore {
+  readonly generation: string | null;
+  readonly size: number;
+  has(path: string): boolean;
+  held(untrusted: Set<string>): HeldChunks;
+  drift(root: string): Promise<string[]>;
+  apply(placed: Map<string, PlacedRecord>, gone: string[]): void;
+  /** Saves under a new generation; a crash midway leaves "unknown", never a wrong generation. */
+  save(generation: string): Promise<void>;
+}
+
+async function writeAtomic(file: string, data: Buffer | string): Promise<void> {
+  await fsp.mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
+  const tmp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+  const fh = await fsp.open(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600);
+  try {
+    await fh.writeFile(data);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await fsp.rename(tmp, file);
+}
+
+class NativeStore implements ManifestStore {
+  constructor(
+    private readonly native: NativeAddon,
+    private readonly tree: Tree,
+    readonly generation: string | null,
+    private readonly base: string,
+  ) {}
+
+  static async open(native: NativeAddon, base: string, log: (m: string) => void): Promise<NativeStore> {
+    let generation: string | null = null;
+    try {
+      generation = (JSON.parse(await fsp.readFile(`${base}.gen`, 'utf8')) as { generation: string | null }).generation;
+    } catch {
+      generation = null;
+    }
+    let tree: Tree;
+    try {
+      tree = native.Tree.load(`${base}.tree`);
+    } catch (e) {
+      if (fs.existsSync(`${base}.tree`)) log(`${(e as Error).message}; starting over`);
+      tree = native.Tree.empty(null);
+      generation = null;
+    }
+    return new NativeStore(native, tree, generation, base);
+  }
+
+  get size(): number {
+    return this.tree.size;
+  }
+
+  has(p: string): boolean {
+    return this.tree.entry(p) !== null;
+  }
+
+  held(untrusted: Set<string>): HeldChunks {
+    return {
+      recipeOf: (p) => (untrusted.has(p) ? null : (this.tree.recipe(p)?.chunks ?? null)),
+      locate: (ids) =>
+        this.tree.locateChunks(Buffer.concat(ids)).map((l) => (l && !untrusted.has(l.path) ? { path: l.path, offset: l.offset } : null)),
+      current: (p) => {
+        if (untrusted.has(p)) return null;
+        const e = this.tree.entry(p);
+        if (!e) return null;
+        const r = e.kind === 'file' ? this.tree.recipe(p) : null;
+        const [mtimeNs, ino] = this.tree.observed(p) ?? ['0', '0'];
+        return {
+          kind: e.kind,
+          mode: e.mode,
+          size: e.size,
+          mtimeSec: e.mtimeSec,
+          mtimeNsec: e.mtimeNsec,
+          target: e.target,
+          chunks: r?.chunks,
+          digest: r?.digest,
+          stat: { size: e.size, mtimeNs: mtimeNs!, ino: ino! },
+        };
+      },
+    };
+  }
+
+  drift(root: string): Promise<string[]> {
+    return this.tree.size ? this.tree.drift(root) : Promise.resolve([]);
+  }
+
+  apply(placed: Map<string, PlacedRecord>, gone: string[]): void {
+    const entries = [...placed].map(([p, r]) => ({
+      path: p,
+      kind: r.kind,
+      mode: r.mode,
+      size: r.kind === 'file' ? r.size : r.stat.size,
+      mtimeSec: r.mtimeSec,
+      mtimeNsec: r.mtimeNsec,
+      observedMtimeNs: r.stat.mtimeNs,
+      ino: r.stat.ino,
+      target: r.target,
+      chunks: r.kind === 'file' ? (r.chunks ?? Buffer.alloc(0)) : undefined,
+    }));
+    this.tree.update(entries, gone);
+  }
+
+  async save(generation: string): Promise<void> {
+    await writeAtomic(`${this.base}.gen`, JSON.stringify({ generation: null }));
+    this.tree.save(`${this.base}.tree`);
+    await writeAtomic(`${this.base}.gen`, JSON.stringify({ generation }));
+  }
+}
+
+class JsStore implements ManifestStore {
+  constructor(
+    private readonly m: Manifest,
+    private readonly file: string,
+  ) {}
+
+  static async open(base: string, log: (m: string) => void): Promise<JsStore> {
+    const { manifest, warning } = await loadManifest(`${base}.manifest`);
+    if (warning) log(warning);
+    return new JsStore(manifest, `${base}.manifest`);
+  }
+
+  get generation(): string | null {
+    return this.m.generation;
+  }
+
+  get size(): number {
+    return this.m.entries.size;
+  }
+
+  has(p: string): boolean {
+    return this.m.entries.has(p);
+  }
+
+  held(untrusted: Set<string>): HeldChunks {
+    let index: Map<string, { path: string; offset: number }> | null = null;
+    const entries = this.m.entries;
+    return {
+      recipeOf: (p) => (untrusted.has(p) ? null : (entries.get(p)?.chunks ?? null)),
+      current: (p) => (untrusted.has(p) ? null : (entries.get(p) ?? null)),
+      locate: (ids) => {
+        if (!index) {
+          index = new Map();
+          for (const [p, r] of entries) {
+            if (r.kind !== 'file' || !r.chunks || untrusted.has(p)) continue;
+            let off = 0;
+            for (let o = 0; o < r.chunks.length; o += CHUNK_REF_SIZE) {
+              const key = r.chunks.toString('hex', o, o + 32);
+              if (!index.has(key)) index.set(key, { path: p, offset: off });
+              off += r.chunks.readUInt32LE(o + 32);
+            }
+          }
+        }
+        return ids.map((id) => index!.get(id.toString('hex')) ?? null);
+      },
+    };
+  }
+
+  drift(root: string): Promise<string[]> {
+    return findDrift(root, this.m.entries);
+  }
+
+  apply(placed: Map<string, PlacedRecord>, gone: string[]): void {
+    for (const p of gone) this.m.entries.delete(p);
+    for (const [p, r] of placed) this.m.entries.set(p, r);
+  }
+
+  async save(generation: string): Promise<void> {
+    this.m.generation = generation;
+    await saveManifest(this.file, this.m);
+  }
+}
+
+export function openStore(native: NativeAddon | null, base: string, log: (m: string) => void): Promise<ManifestStore> {
+  return native ? NativeStore.open(native, base, log) : JsStore.open(base, log);
+}
