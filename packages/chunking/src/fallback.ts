@@ -3,7 +3,6 @@
 
 import { open } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
-import { createBLAKE3 } from 'hash-wasm';
 import type { IHasher } from 'hash-wasm';
 import type { Chunker } from './chunker.js';
 import { WasmCdc } from './cdc-wasm.js';
@@ -109,7 +108,8 @@ function cutEngine(engine: 'wasm' | 'js'): FinalCuts {
 
 export async function createFallbackChunker(opts: FallbackOptions = {}): Promise<Chunker> {
   // hash-wasm compiles its module once per process; one hasher instance is enough for any number of chunkers.
-  sharedHasher ??= createBLAKE3();
+  // Loaded on first use: processes that have the native addon never pay for hash-wasm's start-up.
+  sharedHasher ??= import('hash-wasm').then((m) => m.createBLAKE3());
   let hasher: IHasher;
   try {
     hasher = await sharedHasher;
