@@ -43,7 +43,8 @@ export function gitKept(root: string, gitDir: string): Set<string> {
   const out = execFileSync(
     'git',
     ['-c', 'core.excludesFile=/dev/null', '-c', 'safe.directory=*', `--git-dir=${gitDir}`, `--work-tree=${root}`, 'ls-files', '--others', '--exclude-standard', '-z'],
-    { maxBuffer: 64 << 20 },
+    // git warns on stderr about ignore files it cannot read (symlink loops the random edits make): not ours.
+    { maxBuffer: 64 << 20, stdio: ['ignore', 'pipe', 'ignore'] },
   ).toString('utf8');
   return new Set(out.split('\0').filter(Boolean));
 }
