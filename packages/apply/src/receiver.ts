@@ -386,104 +386,112 @@ export class Receiver {
     return { size: Number(st.size), mtimeNs: st.mtimeNs.toString(), ino: st.ino.toString() };
   }
 
+  /**
+   * Builds a file piece by piece. Runs of chunks are read (from the stream or from a held file) and written in
+   * blocks of up to 8 MiB, each chunk verified against its id; a failure keeps consuming the stream so the
+   * receiver stays in step with the sender.
+   */
   private async writeLarge(s: Staged, e: FileEntry, pieces: Piece[]): Promise<void> {
-    let fh: fsp.FileHandle | null = null;
-    const sources = new Map<string, fsp.FileHandle>();
+    const BLOCK = 8 * 1024 * 1024;
+    let fd: number | null = null;
+    const sources = new Map<string, number>();
     let failed: string | null = null;
     let off = 0;
     try {
       const temp = this.abs(this.tempName(this.stagingFor(e.path)));
-      fh = await fsp.open(temp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
+      fd = fs.openSync(temp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
       s.temp = temp;
     } catch (err) {
       failed = (err as Error).message;
     }
     const chunker = this.opts.chunker;
+    const register = (from: number, to: number, at: number): void => {
+      for (let k = from; k <= to; k++) {
+        const q = pieces[k]!;
+        this.session.set(q.id.toString('hex'), Promise.resolve({ file: s.temp!, offset: at }));
+        at += q.len;
+      }
+    };
     for (let i = 0; i < pieces.length; i++) {
       const p = pieces[i]!;
-      let data: Buffer | null = null;
+      // The longest run of pieces of the same kind (and, for held files, contiguous in the same file).
+      let j = i;
+      let runLen = p.len;
+      while (j + 1 < pieces.length && runLen < BLOCK) {
+        const q = pieces[j + 1]!;
+        if (q.from !== p.from) break;
+        if (p.from === 'disk' && (q.from !== 'disk' || q.path !== p.path || q.offset !== p.offset + runLen)) break;
+        if (p.from === 'session') break;
+        runLen += q.len;
+        j++;
+      }
       try {
+        let buf: Buffer;
         if (p.from === 'stream') {
-          data = await this.stream.take(p.len);
-          this.bytesFromStream += p.len;
-          if (!chunker.blake3(data).equals(p.id)) throw new Error('received chunk does not match its id');
+          buf = await this.stream.take(runLen);
+          this.bytesFromStream += runLen;
         } else if (failed) {
+          i = j;
           continue;
         } else if (p.from === 'disk') {
-          // Read a run of contiguous chunks from the same source in one go, then verify each.
-          let j = i;
-          let runLen = p.len;
-          while (j + 1 < pieces.length && runLen < 8 * 1024 * 1024) {
-            const q = pieces[j + 1]!;
-            if (q.from !== 'disk' || q.path !== p.path || q.offset !== p.offset + runLen) break;
-            runLen += q.len;
-            j++;
+          let src = sources.get(p.path);
+          if (src === undefined) {
+            this.checkParents(p.path);
+            src = fs.openSync(this.abs(p.path), O_RDONLY | O_NOFOLLOW);
+            sources.set(p.path, src);
           }
-          const src = await this.sourceHandle(sources, p.path);
-          const buf = Buffer.allocUnsafe(runLen);
-          const { bytesRead } = await src.read(buf, 0, runLen, p.offset);
-          if (bytesRead !== runLen) throw new Error(`source ${displayPath(p.path)} is shorter than recorded`);
+          buf = Buffer.allocUnsafe(runLen);
+          if (fs.readSync(src, buf, 0, runLen, p.offset) !== runLen) {
+            throw new Error(`source ${displayPath(p.path)} is shorter than recorded`);
+          }
+          this.bytesFromDisk += runLen;
+        } else {
+          const sc = await this.session.get(p.id.toString('hex'));
+          if (!sc) throw new Error('chunk expected from earlier in this sync is missing');
+          buf = Buffer.allocUnsafe(p.len);
+          const h = fs.openSync(sc.file, O_RDONLY | O_NOFOLLOW);
+          try {
+            fs.readSync(h, buf, 0, p.len, sc.offset);
+          } finally {
+            fs.closeSync(h);
+          }
+        }
+        if (!failed) {
           let o = 0;
           for (let k = i; k <= j; k++) {
             const q = pieces[k]!;
             if (!chunker.blake3(buf.subarray(o, o + q.len)).equals(q.id)) {
-              throw new Error(`chunk from ${displayPath(p.path)} does not match its id (changed on this side?)`);
+              throw new Error(
+                q.from === 'disk'
+                  ? `chunk from ${displayPath((q as { path: string }).path)} does not match its id (changed on this side?)`
+                  : q.from === 'stream'
+                    ? 'received chunk does not match its id'
+                    : 'session chunk does not match its id',
+              );
             }
             o += q.len;
           }
-          this.bytesFromDisk += runLen;
-          await fh!.write(buf, 0, runLen, off);
-          for (let k = i; k <= j; k++) {
-            const q = pieces[k]!;
-            this.session.set(q.id.toString('hex'), Promise.resolve({ file: s.temp!, offset: off }));
-            off += q.len;
-          }
-          i = j;
-          continue;
-        } else {
-          const sc = await this.session.get(p.id.toString('hex'));
-          if (!sc) throw new Error('chunk expected from earlier in this sync is missing');
-          data = Buffer.allocUnsafe(p.len);
-          const h = await fsp.open(sc.file, O_RDONLY | O_NOFOLLOW);
-          try {
-            await h.read(data, 0, p.len, sc.offset);
-          } finally {
-            await h.close();
-          }
-          if (!chunker.blake3(data).equals(p.id)) throw new Error('session chunk does not match its id');
-        }
-        if (!failed && data) {
-          await fh!.write(data, 0, data.length, off);
-          this.session.set(p.id.toString('hex'), Promise.resolve({ file: s.temp!, offset: off }));
-          off += data.length;
+          fs.writeSync(fd!, buf, 0, buf.length, off);
+          register(i, j, off);
+          off += buf.length;
         }
       } catch (err) {
-        if (!failed) failed = (err as Error).message;
-        if (p.from === 'stream' && data === null) {
-          // The stream itself failed: nothing more can be consumed.
+        failed ??= (err as Error).message;
+        if (p.from === 'stream' && this.stream.size === 0 && /ended early/.test((err as Error).message)) {
           s.error = failed;
           break;
         }
       }
+      i = j;
     }
-    for (const h of sources.values()) await h.close().catch(() => {});
+    for (const h of sources.values()) fs.closeSync(h);
     try {
-      if (!failed && fh) s.stat = this.finishTemp(fh.fd, e);
+      if (!failed && fd !== null) s.stat = this.finishTemp(fd, e);
     } catch (err) {
       failed = (err as Error).message;
     }
-    await fh?.close().catch(() => {});
+    if (fd !== null) fs.closeSync(fd);
     if (failed) s.error = failed;
-  }
-
-  private async sourceHandle(cache: Map<string, fsp.FileHandle>, rel: string): Promise<fsp.FileHandle> {
-    let h = cache.get(rel);
-    if (!h) {
-      this.checkParents(rel);
-      h = await fsp.open(this.abs(rel), O_RDONLY | O_NOFOLLOW);
-      cache.set(rel, h);
-    }
-    return h;
   }
 
   private statKey(rel: string): StatKey {

@@ -71,6 +71,7 @@ export class FrameDecoder {
     this.pending.push(chunk);
     this.pendingLen += chunk.length;
     const out: FrameMessage[] = [];
+    if (this.synced && !this.frameComplete()) return out;
     let buf = this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending, this.pendingLen);
     let pos = 0;
     if (!this.synced) {
@@ -96,14 +97,28 @@ export class FrameDecoder {
       if (len < 1 || len > MAX_FRAME) throw new ProtocolError(`malformed frame: length ${len}`);
       if (buf.length - pos - 4 < len) break;
       const type = buf[pos + 4]!;
-      // Copy so that the large concatenated buffer is not retained by small frames.
-      out.push({ type, payload: Buffer.from(buf.subarray(pos + 5, pos + 4 + len)) });
+      // A frame that is the whole buffer needs no copy; smaller ones are copied so they do not pin it.
+      const body = buf.subarray(pos + 5, pos + 4 + len);
+      out.push({ type, payload: body.length === buf.length - 5 ? body : Buffer.from(body) });
       pos += 4 + len;
     }
     const rest = buf.subarray(pos);
     this.pending = rest.length ? [rest] : [];
     this.pendingLen = rest.length;
     return out;
+  }
+
+  /**
+   * Whether the pending bytes hold at least one whole frame. Checked before concatenating, so a large frame
+   * arriving in many small reads is joined once, not once per read.
+   */
+  private frameComplete(): boolean {
+    if (this.pendingLen < 5) return false;
+    let head: Buffer = this.pending[0]!;
+    if (head.length < 4) head = Buffer.concat(this.pending, Math.min(this.pendingLen, 8));
+    const len = head.readUInt32LE(0);
+    // A bad length is reported by the full parse.
+    return len < 1 || len > MAX_FRAME || this.pendingLen >= 4 + len;
   }
 }
 
