@@ -11,6 +11,7 @@ export default defineConfig({
       { test: { ...common, name: 'engine', include: ['packages/engine/test/**/*.test.ts'] } },
       { test: { ...common, name: 'agent', include: ['packages/agent/test/**/*.test.ts'] } },
       { test: { ...common, name: 'cli', include: ['packages/cli/test/**/*.test.ts'] } },
+      { test: { ...common, name: 'transport', include: ['packages/transport/test/**/*.test.ts'] } },
       { test: { ...common, name: 'e2e', include: ['test/**/*.test.ts'] } },
     ],
   },

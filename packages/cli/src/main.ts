@@ -36,6 +36,11 @@ function deleteMode(flags: PushFlags): DeleteMode {
   return 'placed';
 }
 
+function targetOptions(program: Command): { configFile?: string; log: (m: string) => void } {
+  const o = program.opts<{ sshConfig?: string }>();
+  return { configFile: o.sshConfig, log: (m) => print(m) };
+}
+
 function print(line: string): void {
   process.stderr.write(line + '\n');
 }
@@ -52,12 +57,13 @@ export function buildProgram(): Command {
     .version(CLIENT_VERSION)
     .exitOverride()
     .configureOutput({ writeErr: (s) => process.stderr.write(s) })
-    .showHelpAfterError('(run with --help for usage)');
+    .showHelpAfterError('(run with --help for usage)')
+    .option('-F, --ssh-config <file>', 'read this SSH config instead of ~/.ssh/config (like ssh -F; env SKYSYNC_SSH_CONFIG)');
 
   program
     .command('push')
     .description('sync a working directory into ~/sky_workdir on TARGET (only what changed moves)')
-    .argument('[target]', 'where to push: local:DIR (DIR plays the remote home); default local:~/.skysync/local')
+    .argument('[target]', 'an SSH alias, user@host[:port], ssh://user@host[:port], or local:DIR (DIR plays the remote home); default local:~/.skysync/local')
     .option('-w, --workdir <dir>', 'directory to sync (default: the current directory)')
     .option('--dest <path>', 'remote destination', '~/sky_workdir')
     .addOption(new Option('--delete', 'make an exact mirror: also remove remote files that are not in the source (ignored paths excepted)'))
@@ -72,7 +78,9 @@ By default a push removes on the remote what skysync placed there and you have s
 ignoring; files that jobs wrote are never removed.
 
 Examples:
-  skysync push local:/tmp/node1                 push the current directory
+  skysync push dev                              push the current directory to the host \`dev\` of ~/.ssh/config
+  skysync -F ./ssh_config push ubuntu@10.0.0.5:2222 -w ~/proj
+  skysync push local:/tmp/node1                 push to a local directory playing the remote's home
   skysync push local:/tmp/node1 -w ~/proj --json
   skysync push local:/tmp/node1 --dry-run       list what would change`,
     )
@@ -80,7 +88,7 @@ Examples:
       targetSpec ??= `local:${path.join(os.homedir(), '.skysync', 'local')}`;
       const source = path.resolve(flags.workdir ?? '.');
       await checkSource(source);
-      const target = parseTarget(targetSpec);
+      const target = parseTarget(targetSpec, targetOptions(program));
       const tty = process.stderr.isTTY && !flags.json;
       const progress = new Progress(!!tty);
       const stats = await push({
@@ -109,7 +117,7 @@ Examples:
   program
     .command('pull')
     .description('bring a remote file or directory back (only missing chunks move)')
-    .argument('<remote>', 'TARGET:PATH, e.g. local:/tmp/node1:sky_workdir/outputs')
+    .argument('<remote>', 'TARGET:PATH, e.g. dev:~/sky_workdir/outputs, dev-worker1:/tmp/x or local:/tmp/node1:sky_workdir/outputs')
     .argument('<local>', 'local path: a directory receives the contents of a remote directory')
     .option('--json', 'print one JSON object with the statistics at the end')
     .option('-q, --quiet', 'no summary')
@@ -122,7 +130,7 @@ Examples:
     )
     .action(async (remote: string, local: string, flags: { json?: boolean; quiet?: boolean }) => {
       const { target: targetSpec, path: remotePath } = splitRemote(remote);
-      const stats = await pull({ target: parseTarget(targetSpec), remotePath, localPath: local, native: native() });
+      const stats = await pull({ target: parseTarget(targetSpec, targetOptions(program)), remotePath, localPath: local, native: native() });
       if (flags.json) process.stdout.write(JSON.stringify(stats) + '\n');
       else if (!flags.quiet) for (const l of summaryLines(stats)) print(l);
       for (const f of stats.failed) print(`failed: ${f.path}: ${f.error}`);

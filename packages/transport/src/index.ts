@@ -1,2 +1,5 @@
 export * from './target.js';
 export * from './local.js';
+export * from './ssh.js';
+export * from './parse.js';
+export { resolveHost, listWorkers, parseTargetSpec, type ResolvedHost } from './ssh-config.js';

@@ -83,12 +83,3 @@ export class LocalTarget implements Target {
   }
 }
 
-export function parseTarget(spec: string, cwd = process.cwd()): Target {
-  if (spec.startsWith('local:')) {
-    let dir = spec.slice('local:'.length);
-    if (dir === '~' || dir.startsWith('~/')) dir = path.join(os.homedir(), dir.slice(1));
-    if (!dir) throw new TargetError(`target ${JSON.stringify(spec)}: give a directory after local:, e.g. local:/tmp/node1`);
-    return new LocalTarget(spec, path.resolve(cwd, dir));
-  }
-  throw new TargetError(`target ${JSON.stringify(spec)}: only local:DIR targets are supported in this build; SSH targets come with the ssh transport`);
-}

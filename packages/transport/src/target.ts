@@ -25,3 +25,8 @@ export interface Target {
 export class TargetError extends Error {
   override name = 'TargetError';
 }
+
+/** Reaching or starting the agent failed (network, authentication, host key, remote environment). */
+export class ConnectError extends Error {
+  override name = 'ConnectError';
+}

@@ -1,0 +1,361 @@
+// SSH targets: reach the host the way the user's OpenSSH would (config, keys, ssh-agent, known_hosts,
+// ProxyJump, ProxyCommand, keepalives), then start the agent with one exec. When the agent is missing, the same
+// exec reports the platform instead, the bundle is uploaded over the same connection and the exec is retried.
+
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Duplex, PassThrough, type Readable } from 'node:stream';
+import ssh2 from 'ssh2';
+import type { ClientChannel, ConnectConfig } from 'ssh2';
+
+const { Client, utils } = ssh2;
+type Client = InstanceType<typeof Client>;
+import { MAGIC } from '@skysync/protocol';
+import { agentBundlePath, nativeAddonPath } from './local.js';
+import { resolveHost, parseProxyJump, type ResolvedHost } from './ssh-config.js';
+import { appendKnownHost, checkHostKey, hostKeyPolicy, mismatchMessage, revokedMessage, unknownMessage } from './known-hosts.js';
+import { ConnectError, type AgentChannel, type Target } from './target.js';
+
+export interface SshTargetOptions {
+  /** `-F FILE` / SKYSYNC_SSH_CONFIG. */
+  configFile?: string;
+  log?: (msg: string) => void;
+}
+
+const PROBE = 'SKYSYNC-PROBE';
+const MIN_NODE_MAJOR = 18;
+
+/** The agent bundle and its content hash: the remote file name, so versions never collide. */
+export function agentBundle(): { file: string; hash: string } {
+  const file = agentBundlePath();
+  const meta = path.join(path.dirname(file), 'agent.json');
+  const hash = (JSON.parse(fs.readFileSync(meta, 'utf8')) as { hash: string }).hash;
+  return { file, hash };
+}
+
+/** One shell line, run by the remote login shell: start the agent if it is installed, else say what is there. */
+export function bootstrapCommand(hash: string): string {
+  const script = [
+    `A="$HOME/.skysync/agent/${hash}.cjs"`,
+    'N=""',
+    'for c in "$HOME/.skysync/node/bin/node" node nodejs; do if command -v "$c" >/dev/null 2>&1; then N="$c"; break; fi; done',
+    `if [ -n "$N" ] && [ -f "$A" ]; then exec "$N" "$A" serve; fi`,
+    `V=none; if [ -n "$N" ]; then V=$("$N" --version 2>/dev/null || echo none); fi`,
+    `printf '${PROBE} %s %s %s\\n' "$(uname -s)" "$(uname -m)" "$V"`,
+  ].join('; ');
+  return `sh -c '${script.replace(/'/g, `'\\''`)}'`;
+}
+
+export function installCommand(hash: string, withAddon: string | null): string {
+  const dir = '"$HOME/.skysync/agent"';
+  const tmp = `"$HOME/.skysync/agent/.${hash}.$$.tmp"`;
+  // Upload into a temp file, rename into place (atomic, so two installing clients cannot corrupt each other),
+  // then prune agent versions not used for a day.
+  const parts = [
+    'umask 077',
+    `mkdir -p ${dir}`,
+    `head -c $1 > ${tmp}`,
+    `mv -f ${tmp} "$HOME/.skysync/agent/${hash}.cjs"`,
+  ];
+  if (withAddon) {
+    parts.push(`cat > ${tmp}.node`, `mv -f ${tmp}.node "$HOME/.skysync/agent/${withAddon}"`);
+  }
+  parts.push(`find ${dir} -maxdepth 1 -name '*.cjs' ! -name '${hash}.cjs' -mtime +1 -delete 2>/dev/null || true`);
+  return parts.join(' && ');
+}
+
+function duplexFromChild(command: string): Duplex {
+  const child = spawn('sh', ['-c', command], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const d = new Duplex({
+    read() {
+      child.stdout.resume();
+    },
+    write(chunk, _enc, cb) {
+      child.stdin.write(chunk, cb);
+    },
+    final(cb) {
+      child.stdin.end();
+      cb();
+    },
+    destroy(err, cb) {
+      child.kill();
+      cb(err);
+    },
+  });
+  child.stdout.on('data', (c: Buffer) => {
+    if (!d.push(c)) child.stdout.pause();
+  });
+  child.stdout.on('end', () => d.push(null));
+  child.on('error', (e) => d.destroy(e));
+  return d;
+}
+
+function keyType(blob: Buffer): string {
+  const n = blob.readUInt32BE(0);
+  return blob.toString('latin1', 4, 4 + n);
+}
+
+interface Connected {
+  client: Client;
+  host: ResolvedHost;
+}
+
+/** Opens an authenticated SSH connection to a resolved host (through its jump hosts or proxy command). */
+export async function connectHost(host: ResolvedHost, opts: SshTargetOptions, depth = 0, given?: Readable): Promise<Connected> {
+  if (depth > 8) throw new ConnectError(`ProxyJump chain for ${host.alias} is too long (loop?)`);
+  let sock: Readable | undefined;
+  if (host.proxyJump && host.proxyJump !== 'none') {
+    // ssh -J a,b,c: connect to a, through it to b, through b to c, then through c to the target.
+    const hops = parseProxyJump(host.proxyJump);
+    let via: Client | null = null;
+    for (const hop of hops) {
+      const h = await resolveHost(hop.alias, { configFile: opts.configFile, user: hop.user, port: hop.port });
+      h.proxyJump = null;
+      if (via) {
+        const through: Client = via;
+        h.proxyCommand = null;
+        const stream = await new Promise<Readable>((resolve, reject) =>
+          through.forwardOut('127.0.0.1', 0, h.hostname, h.port, (err, st) => (err ? reject(err) : resolve(st))),
+        );
+        via = (await connectHost(h, opts, depth + 1, stream)).client;
+      } else {
+        via = (await connectHost(h, opts, depth + 1)).client;
+      }
+    }
+    const last: Client = via!;
+    sock = await new Promise<Readable>((resolve, reject) =>
+      last.forwardOut('127.0.0.1', 0, host.hostname, host.port, (err, stream) => (err ? reject(err) : resolve(stream))),
+    );
+  } else if (host.proxyCommand && host.proxyCommand !== 'none') {
+    sock = duplexFromChild(host.proxyCommand);
+  }
+  if (given) sock = given;
+
+  const identities: Array<{ file: string; key: Buffer }> = [];
+  const encrypted: string[] = [];
+  for (const f of host.identityFiles) {
+    let data: Buffer;
+    try {
+      data = fs.readFileSync(f);
+    } catch {
+      continue;
+    }
+    const parsed = utils.parseKey(data);
+    if (parsed instanceof Error) {
+      if (/encrypted|passphrase/i.test(parsed.message)) encrypted.push(f);
+      continue;
+    }
+    identities.push({ file: f, key: data });
+  }
+  const agentSock = process.env.SSH_AUTH_SOCK && fs.existsSync(process.env.SSH_AUTH_SOCK) ? process.env.SSH_AUTH_SOCK : undefined;
+  if (!identities.length && !agentSock) {
+    if (encrypted.length) {
+      throw new ConnectError(
+        `${encrypted[0]} is passphrase-protected and no ssh-agent is running; start one and \`ssh-add ${encrypted[0]}\`, then retry`,
+      );
+    }
+    throw new ConnectError(`no SSH key for ${host.alias}: none of ${host.identityFiles.join(', ') || '~/.ssh/id_*'} exists and no ssh-agent is running`);
+  }
+  const methods: Array<{ type: 'publickey'; username: string; key: Buffer } | { type: 'agent'; username: string; agent: string }> = [];
+  if (agentSock) methods.push({ type: 'agent', username: host.user, agent: agentSock });
+  for (const id of identities) methods.push({ type: 'publickey', username: host.user, key: id.key });
+
+  let hostKeyProblem: string | null = null;
+  const policy = hostKeyPolicy(host);
+  const client = new Client();
+  const config: ConnectConfig = {
+    host: host.hostname,
+    port: host.port,
+    username: host.user,
+    sock,
+    readyTimeout: host.connectTimeoutMs ?? 30_000,
+    keepaliveInterval: host.serverAliveIntervalSec > 0 ? host.serverAliveIntervalSec * 1000 : 15_000,
+    keepaliveCountMax: host.serverAliveCountMax || 3,
+    authHandler: methods as ConnectConfig['authHandler'],
+    hostVerifier: (key: Buffer, verify: (ok: boolean) => void) => {
+      const type = keyType(key);
+      const { host: lookupHost, port: lookupPort } = policy.lookup;
+      const check = checkHostKey({ host: lookupHost, port: lookupPort, keyType: type, key, files: policy.files });
+      const action = policy.decide(check.status);
+      const args = { host: lookupHost, port: lookupPort, keyType: type, key, file: check.file, line: check.line };
+      if (action === 'accept') return verify(true);
+      if (action === 'add') {
+        appendKnownHost(policy.addTo!, lookupHost, lookupPort, type, key, { hash: policy.hash }).then(
+          () => verify(true),
+          () => verify(true),
+        );
+        return;
+      }
+      if (action === 'warn') {
+        opts.log?.(`warning: ${mismatchMessage(args)} (continuing: StrictHostKeyChecking is ${host.strictHostKeyChecking})`);
+        return verify(true);
+      }
+      hostKeyProblem =
+        check.status === 'mismatch'
+          ? mismatchMessage(args)
+          : check.status === 'revoked'
+            ? revokedMessage(args)
+            : unknownMessage({ ...args, files: policy.files });
+      verify(false);
+    },
+  };
+  await new Promise<void>((resolve, reject) => {
+    client.once('ready', () => resolve());
+    client.once('error', (e: Error & { level?: string; code?: string }) => {
+      if (hostKeyProblem) reject(new ConnectError(hostKeyProblem));
+      else if (e.level === 'client-authentication') {
+        reject(new ConnectError(`permission denied for ${host.user}@${host.hostname}:${host.port}: tried ${[agentSock ? 'the ssh-agent' : '', ...identities.map((i) => i.file)].filter(Boolean).join(', ')}`));
+      } else if (e.level === 'client-timeout') {
+        reject(new ConnectError(`connection to ${host.alias} (${host.hostname}:${host.port}) timed out`));
+      } else if (e.code === 'ECONNREFUSED') {
+        reject(new ConnectError(`cannot connect to ${host.alias} (${host.hostname}:${host.port}): connection refused; is sshd running and the port right?`));
+      } else {
+        reject(new ConnectError(`cannot connect to ${host.alias} (${host.hostname}:${host.port}): ${e.message}`));
+      }
+    });
+    client.connect(config);
+  });
+  return { client, host };
+}
+
+function exec(client: Client, command: string): Promise<ClientChannel> {
+  return new Promise((resolve, reject) => client.exec(command, (err, ch) => (err ? reject(err) : resolve(ch))));
+}
+
+/** Runs a command to completion, feeding `input`, and returns its stdout, stderr and exit code. */
+export async function run(client: Client, command: string, input?: Buffer[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const ch = await exec(client, command);
+  let stdout = '';
+  let stderr = '';
+  ch.on('data', (d: Buffer) => (stdout += d.toString('utf8')));
+  ch.stderr.on('data', (d: Buffer) => (stderr += d.toString('utf8')));
+  const done = new Promise<number | null>((resolve) => ch.on('exit', (code: number | null) => resolve(code)).on('close', () => resolve(null)));
+  for (const b of input ?? []) {
+    if (!ch.write(b)) await new Promise((r) => ch.once('drain', r));
+  }
+  ch.end();
+  const code = await done;
+  return { code, stdout, stderr };
+}
+
+type Probe = { kind: 'agent'; channel: ClientChannel; head: Buffer } | { kind: 'probe'; os: string; arch: string; node: string | null };
+
+/** Starts the bootstrap exec and waits until it is clear whether the agent answered or the probe did. */
+async function bootstrap(client: Client, hash: string): Promise<Probe> {
+  const ch = await exec(client, bootstrapCommand(hash));
+  let buf = Buffer.alloc(0);
+  let stderr = '';
+  ch.stderr.on('data', (d: Buffer) => {
+    if (stderr.length < 8192) stderr += d.toString('utf8');
+  });
+  return new Promise<Probe>((resolve, reject) => {
+    const onData = (d: Buffer): void => {
+      buf = Buffer.concat([buf, d]);
+      if (buf.indexOf(MAGIC) >= 0) {
+        ch.off('data', onData);
+        ch.off('close', onClose);
+        ch.pause();
+        resolve({ kind: 'agent', channel: ch, head: buf });
+        return;
+      }
+      const text = buf.toString('latin1');
+      const at = text.indexOf(PROBE + ' ');
+      if (at >= 0 && text.indexOf('\n', at) > 0) {
+        const [, osName, arch, node] = text.slice(at, text.indexOf('\n', at)).split(' ');
+        ch.off('data', onData);
+        ch.close();
+        resolve({ kind: 'probe', os: (osName ?? '').toLowerCase(), arch: arch ?? '', node: node && node !== 'none' ? node : null });
+      }
+    };
+    const onClose = (): void =>
+      reject(new ConnectError(`the remote shell exited before skysync could start (${(stderr || buf.toString('utf8')).trim().split('\n').slice(-2).join(' | ') || 'no output'})`));
+    ch.on('data', onData);
+    ch.on('close', onClose);
+  });
+}
+
+function nodeArch(unameArch: string): string {
+  return unameArch === 'x86_64' || unameArch === 'amd64' ? 'x64' : unameArch === 'aarch64' || unameArch === 'arm64' ? 'arm64' : unameArch;
+}
+
+export class SshTarget implements Target {
+  readonly kind = 'ssh' as const;
+  readonly key: string;
+
+  constructor(
+    readonly spec: string,
+    private readonly opts: SshTargetOptions = {},
+  ) {
+    this.key = `ssh:${spec}`;
+  }
+
+  resolve(): Promise<ResolvedHost> {
+    return resolveHost(this.spec, { configFile: this.opts.configFile });
+  }
+
+  async openAgent(): Promise<AgentChannel> {
+    const { client, host } = await connectHost(await this.resolve(), this.opts);
+    const { file, hash } = agentBundle();
+    let probe = await bootstrap(client, hash);
+    if (probe.kind === 'probe') {
+      const major = probe.node ? Number(/^v(\d+)/.exec(probe.node)?.[1] ?? 0) : 0;
+      if (major < MIN_NODE_MAJOR) {
+        client.end();
+        throw new ConnectError(
+          `${host.alias} has ${probe.node ? `node ${probe.node}, older than ${MIN_NODE_MAJOR}` : 'no node'}; the skysync agent needs node >= ${MIN_NODE_MAJOR}`,
+        );
+      }
+      // Upload the agent (and the addon when the remote platform matches one built here).
+      const bundle = fs.readFileSync(file);
+      const addon = nativeAddonPath();
+      const same = addon && probe.os === os.platform() && nodeArch(probe.arch) === os.arch();
+      const addonName = same ? path.basename(addon) : null;
+      const input = [bundle, ...(same ? [fs.readFileSync(addon)] : [])];
+      const cmd = `sh -c '${installCommand(hash, addonName).replace(/'/g, `'\\''`)}' skysync-install ${bundle.length}`;
+      const r = await run(client, cmd, input);
+      if (r.code !== 0) {
+        client.end();
+        throw new ConnectError(`could not install the skysync agent on ${host.alias}: ${r.stderr.trim() || `exit ${r.code}`}`);
+      }
+      this.opts.log?.(`installed the skysync agent on ${host.alias}${same ? ' (with the native addon)' : ' (TypeScript fallback)'}`);
+      probe = await bootstrap(client, hash);
+      if (probe.kind !== 'agent') {
+        client.end();
+        throw new ConnectError(`the skysync agent did not start on ${host.alias} after installing it`);
+      }
+    }
+    const ch = probe.channel;
+    const input = new PassThrough();
+    input.write(probe.head);
+    ch.pipe(input);
+    ch.resume();
+    let stderr = '';
+    ch.stderr.on('data', (d: Buffer) => {
+      if (stderr.length < 64 * 1024) stderr += d.toString('utf8');
+    });
+    const exited = new Promise<number | null>((resolve) => {
+      let code: number | null = null;
+      ch.on('exit', (c: number | null) => (code = c));
+      ch.on('close', () => {
+        resolve(code);
+        client.end();
+      });
+    });
+    return {
+      input,
+      output: ch,
+      stderr: () => stderr,
+      exited,
+      close: async () => {
+        ch.end();
+        const t = setTimeout(() => client.end(), 10_000);
+        await exited;
+        clearTimeout(t);
+      },
+    };
+  }
+}
+
+export const _test = { bootstrapCommand, installCommand, nodeArch };

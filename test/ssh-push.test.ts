@@ -1,0 +1,169 @@
+// Push and pull through real OpenSSH servers: the agent installs itself, later pushes reuse it, host keys are
+// checked as the config says, a chatty login shell does not break the protocol, old agent versions are pruned,
+// and a push killed midway converges on the next run.
+
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { spawn, spawnSync } from 'node:child_process';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { sshSkipReason, startNodes, type SshCluster } from './helpers/sshd.js';
+import { diffItems, walk, type Item } from './helpers/tree.js';
+
+const skip = sshSkipReason();
+if (skip) console.log(`SKIP ssh-push.test.ts: ${skip}`);
+const BIN = path.resolve('packages/cli/dist/bin.js');
+
+let work: string;
+let cluster: SshCluster;
+let chatty: SshCluster;
+
+function skysync(args: string[], env: NodeJS.ProcessEnv = {}) {
+  const r = spawnSync(process.execPath, [BIN, ...args], {
+    encoding: 'utf8',
+    timeout: 120_000,
+    env: { ...process.env, SKYSYNC_STATE_DIR: path.join(work, 'state'), SSH_AUTH_SOCK: '', ...env },
+  });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+function files(dir: string): Map<string, Item> {
+  return new Map([...walk(dir)].filter(([, it]) => it.type !== 'dir'));
+}
+
+function makeSource(dir: string): void {
+  fs.mkdirSync(path.join(dir, 'src'), { recursive: true });
+  fs.writeFileSync(path.join(dir, 'src', 'train.py'), 'print("train")\n');
+  fs.writeFileSync(path.join(dir, 'README.md'), '# project\n');
+  fs.writeFileSync(path.join(dir, 'weights.bin'), Buffer.alloc(3 << 20, 5));
+  fs.writeFileSync(path.join(dir, '.gitignore'), '*.log\n');
+  fs.writeFileSync(path.join(dir, 'debug.log'), 'ignored\n');
+  fs.symlinkSync('src/train.py', path.join(dir, 'link.py'));
+}
+
+function expectSynced(src: string, dest: string): void {
+  const want = files(src);
+  want.delete('debug.log');
+  expect(diffItems(want, files(dest), { mtime: true })).toEqual([]);
+}
+
+describe.skipIf(skip !== null)('push and pull over SSH', () => {
+  beforeAll(async () => {
+    work = fs.mkdtempSync(path.join(os.tmpdir(), 'skysync-ssh-'));
+    [cluster, chatty] = await Promise.all([
+      startNodes(2),
+      startNodes(1, { cluster: 'sky-chatty', loginBanner: 'Welcome! Last login: yesterday. Have a nice day.' }),
+    ]);
+  }, 120_000);
+  afterAll(async () => {
+    await cluster?.stop();
+    await chatty?.stop();
+    fs.rmSync(work, { recursive: true, force: true });
+  });
+
+  it('installs the agent, pushes, then reuses it for a no-op', () => {
+    const src = path.join(work, 'src1');
+    makeSource(src);
+    const head = cluster.nodes[0]!;
+    const first = skysync(['-F', cluster.sshConfig, 'push', 'sky-test', '-w', src, '--json']);
+    expect(first.code, first.stderr).toBe(0);
+    expect(first.stderr).toMatch(/installed the skysync agent on sky-test/);
+    const stats = JSON.parse(first.stdout);
+    expect(stats.transport).toBe('ssh');
+    expectSynced(src, path.join(head.home, 'sky_workdir'));
+    // Owned by the node's user, not root: the agent ran as that user.
+    expect(fs.statSync(path.join(head.home, 'sky_workdir', 'README.md')).uid).toBe(fs.statSync(head.home).uid);
+
+    const again = skysync(['-F', cluster.sshConfig, 'push', 'sky-test', '-w', src, '--json']);
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stderr).not.toMatch(/installed/);
+    const s2 = JSON.parse(again.stdout);
+    expect(s2.filesChanged).toBe(0);
+    expect(s2.bytesWire).toBeLessThan(2048);
+
+    fs.appendFileSync(path.join(src, 'src', 'train.py'), 'print("more")\n');
+    fs.rmSync(path.join(src, 'README.md'));
+    const third = skysync(['-F', cluster.sshConfig, 'push', 'sky-test', '-w', src, '--json']);
+    expect(third.code, third.stderr).toBe(0);
+    expect(JSON.parse(third.stdout).filesChanged).toBe(1);
+    expectSynced(src, path.join(head.home, 'sky_workdir'));
+  });
+
+  it('pulls a directory back from a worker', () => {
+    const worker = cluster.nodes[1]!;
+    const out = path.join(worker.home, 'sky_workdir', 'outputs');
+    fs.mkdirSync(out, { recursive: true });
+    fs.writeFileSync(path.join(out, 'metrics.json'), '{"loss":0.5}\n');
+    fs.writeFileSync(path.join(out, 'ckpt.bin'), Buffer.alloc(2 << 20, 9));
+    spawnSync('chown', ['-R', `${worker.user}:`, path.join(worker.home, 'sky_workdir')]);
+    const local = path.join(work, 'pulled');
+    const r = skysync(['-F', cluster.sshConfig, 'pull', 'sky-test-worker1:~/sky_workdir/outputs', local, '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(diffItems(files(out), files(local), { mtime: true })).toEqual([]);
+  });
+
+  it('works through a login shell that prints a banner', () => {
+    const src = path.join(work, 'src2');
+    makeSource(src);
+    const r = skysync(['-F', chatty.sshConfig, 'push', 'sky-chatty', '-w', src, '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    expectSynced(src, path.join(chatty.nodes[0]!.home, 'sky_workdir'));
+  });
+
+  it('refuses a changed host key with one line naming the file to fix', () => {
+    const other = spawnSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', path.join(work, 'otherkey')]);
+    expect(other.status).toBe(0);
+    const pub = fs.readFileSync(path.join(work, 'otherkey.pub'), 'utf8').split(' ').slice(0, 2).join(' ');
+    const head = cluster.nodes[0]!;
+    const known = path.join(work, 'bad_known_hosts');
+    fs.writeFileSync(known, `[127.0.0.1]:${head.port} ${pub}\n`);
+    const cfg = path.join(work, 'bad_config');
+    fs.writeFileSync(cfg, fs.readFileSync(cluster.sshConfig, 'utf8').replaceAll(cluster.knownHosts, known));
+    const r = skysync(['-F', cfg, 'push', 'sky-test', '-w', path.join(work, 'src1')]);
+    expect(r.code).toBe(1);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toMatch(/has changed/);
+    expect(r.stderr).toContain(known);
+  });
+
+  it('upgrades past an old agent version and prunes it', () => {
+    const head = cluster.nodes[0]!;
+    const dir = path.join(head.home, '.skysync', 'agent');
+    const old = path.join(dir, '0123456789abcdef.cjs');
+    fs.writeFileSync(old, '// an old agent\n');
+    const t = new Date(Date.now() - 3 * 86400_000);
+    fs.utimesSync(old, t, t);
+    // Make the current version look missing, so the next push installs it and prunes.
+    for (const f of fs.readdirSync(dir)) if (f !== '0123456789abcdef.cjs') fs.rmSync(path.join(dir, f));
+    const r = skysync(['-F', cluster.sshConfig, 'push', 'sky-test', '-w', path.join(work, 'src1')]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/installed the skysync agent/);
+    expect(fs.existsSync(old)).toBe(false);
+  });
+
+  it('converges after a push is killed midway', async () => {
+    const src = path.join(work, 'src3');
+    makeSource(src);
+    fs.writeFileSync(path.join(src, 'big.bin'), Buffer.alloc(64 << 20, 1).fill(7, 1 << 20));
+    const worker = cluster.nodes[1]!;
+    const child = spawn(process.execPath, [BIN, '-F', cluster.sshConfig, 'push', 'sky-test-worker1', '-w', src, '--dest', '~/killed'], {
+      env: { ...process.env, SKYSYNC_STATE_DIR: path.join(work, 'state'), SSH_AUTH_SOCK: '' },
+      stdio: 'ignore',
+    });
+    // Kill it while a file is being staged on the remote (or after 5 s at most).
+    const dest = path.join(worker.home, 'killed');
+    for (let i = 0; i < 250; i++) {
+      const staging = fs.existsSync(dest) && [...walk(dest).keys()].some((p) => p.includes('.skysync-'));
+      if (staging) break;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    child.kill('SIGKILL');
+    await new Promise((r) => child.on('exit', r));
+    const r = skysync(['-F', cluster.sshConfig, 'push', 'sky-test-worker1', '-w', src, '--dest', '~/killed']);
+    expect(r.code, r.stderr).toBe(0);
+    expectSynced(src, path.join(worker.home, 'killed'));
+    // Nothing half-written is left behind.
+    const leftovers = [...walk(path.join(worker.home, 'killed')).keys()].filter((p) => p.includes('.skysync-'));
+    expect(leftovers).toEqual([]);
+  });
+});
