@@ -172,4 +172,64 @@ describe.skipIf(skip !== null)('push and pull over SSH', () => {
     const leftovers = [...walk(path.join(worker.home, 'killed')).keys()].filter((p) => p.includes('.skysync-'));
     expect(leftovers).toEqual([]);
   });
+
+  it('reaches hosts through an Included config, ProxyJump and ProxyCommand, as OpenSSH does', () => {
+    const [head, worker] = cluster.nodes as [typeof cluster.nodes[0], typeof cluster.nodes[0]];
+    // SkyPilot's shape: the main config includes generated files; host keys are not checked for them.
+    const gen = path.join(work, 'generated');
+    fs.mkdirSync(gen, { recursive: true });
+    fs.writeFileSync(
+      path.join(gen, 'mycluster'),
+      [
+        'Host mycluster',
+        '  HostName 127.0.0.1',
+        `  User ${worker.user}`,
+        `  Port ${worker.port}`,
+        `  IdentityFile ${cluster.clientKey}`,
+        '  IdentitiesOnly yes',
+        '  StrictHostKeyChecking no',
+        '  UserKnownHostsFile=/dev/null',
+        '',
+      ].join('\n'),
+    );
+    const jumpBlock = (name: string, how: string[]) =>
+      [`Host ${name}`, '  HostName 127.0.0.1', `  User ${worker.user}`, `  Port ${worker.port}`, `  IdentityFile ${cluster.clientKey}`,
+        '  IdentitiesOnly yes', '  StrictHostKeyChecking yes', `  UserKnownHostsFile ${cluster.knownHosts}`, ...how, ''].join('\n');
+    const cfg = path.join(work, 'main_config');
+    fs.writeFileSync(
+      cfg,
+      [
+        `Include ${gen}/*`,
+        jumpBlock('via-jump', ['  ProxyJump sky-test']),
+        jumpBlock('via-command', [`  ProxyCommand ssh -F ${cfg} -W %h:%p sky-test`]),
+        fs.readFileSync(cluster.sshConfig, 'utf8'),
+      ].join('\n'),
+    );
+    const src = path.join(work, 'src4');
+    makeSource(src);
+    const headLogins = (): number => (cluster.logs()[0]!.match(/Accepted publickey/g) ?? []).length;
+    for (const [alias, dest, throughHead] of [['mycluster', 'inc', false], ['via-jump', 'jump', true], ['via-command', 'cmd', true]] as const) {
+      const before = headLogins();
+      const r = skysync(['-F', cfg, 'push', alias, '-w', src, '--dest', `~/${dest}`]);
+      expect(r.code, `${alias}: ${r.stderr}`).toBe(0);
+      expectSynced(src, path.join(worker.home, dest));
+      // The jump really went through the head: its sshd saw a login for it.
+      if (throughHead) expect(headLogins(), alias).toBeGreaterThan(before);
+      else expect(headLogins(), alias).toBe(before);
+    }
+    expect(head.port).not.toBe(worker.port);
+  });
+
+  it('says which program is missing when the remote has no node', async () => {
+    const bare = await startNodes(1, { cluster: 'sky-bare', noNode: true });
+    try {
+      const src = path.join(work, 'src5');
+      makeSource(src);
+      const r = skysync(['-F', bare.sshConfig, 'push', 'sky-bare', '-w', src]);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toMatch(/no node/);
+    } finally {
+      await bare.stop();
+    }
+  });
 });

@@ -106,6 +106,7 @@ interface Connected {
 export async function connectHost(host: ResolvedHost, opts: SshTargetOptions, depth = 0, given?: Readable): Promise<Connected> {
   if (depth > 8) throw new ConnectError(`ProxyJump chain for ${host.alias} is too long (loop?)`);
   let sock: Readable | undefined;
+  const jumps: Client[] = [];
   if (host.proxyJump && host.proxyJump !== 'none') {
     // ssh -J a,b,c: connect to a, through it to b, through b to c, then through c to the target.
     const hops = parseProxyJump(host.proxyJump);
@@ -123,6 +124,7 @@ export async function connectHost(host: ResolvedHost, opts: SshTargetOptions, de
       } else {
         via = (await connectHost(h, opts, depth + 1)).client;
       }
+      jumps.push(via);
     }
     const last: Client = via!;
     sock = await new Promise<Readable>((resolve, reject) =>
@@ -204,6 +206,7 @@ export async function connectHost(host: ResolvedHost, opts: SshTargetOptions, de
   await new Promise<void>((resolve, reject) => {
     client.once('ready', () => resolve());
     client.once('error', (e: Error & { level?: string; code?: string }) => {
+      for (const j of jumps) j.end();
       if (hostKeyProblem) reject(new ConnectError(hostKeyProblem));
       else if (e.level === 'client-authentication') {
         reject(new ConnectError(`permission denied for ${host.user}@${host.hostname}:${host.port}: tried ${[agentSock ? 'the ssh-agent' : '', ...identities.map((i) => i.file)].filter(Boolean).join(', ')}`));
@@ -216,6 +219,10 @@ export async function connectHost(host: ResolvedHost, opts: SshTargetOptions, de
       }
     });
     client.connect(config);
+  });
+  // The jump hosts live as long as the connection through them.
+  client.on('close', () => {
+    for (const j of jumps.reverse()) j.end();
   });
   return { client, host };
 }
