@@ -220,16 +220,43 @@ describe.skipIf(skip !== null)('push and pull over SSH', () => {
     expect(head.port).not.toBe(worker.port);
   });
 
-  it('says which program is missing when the remote has no node', async () => {
-    const bare = await startNodes(1, { cluster: 'sky-bare', noNode: true });
+  it('falls back to rsync (with git ignore rules) where node is missing, and names what is missing', async () => {
+    const bare = await startNodes(2, { cluster: 'sky-bare', noNode: true, noRsync: [1] });
     try {
       const src = path.join(work, 'src5');
       makeSource(src);
-      const r = skysync(['-F', bare.sshConfig, 'push', 'sky-bare', '-w', src]);
-      expect(r.code).toBe(1);
-      expect(r.stderr).toMatch(/no node/);
+      fs.mkdirSync(path.join(src, 'sub', 'data'), { recursive: true });
+      fs.writeFileSync(path.join(src, 'sub', '.gitignore'), 'data/*\n!data/keep.txt\n');
+      fs.writeFileSync(path.join(src, 'sub', 'data', 'big.npy'), 'ignored by git rules\n');
+      fs.writeFileSync(path.join(src, 'sub', 'data', 'keep.txt'), 'kept by negation\n');
+      fs.writeFileSync(path.join(src, "it's a 'quoted' name.txt"), 'quotes\n');
+      const r = skysync(['-F', bare.sshConfig, 'push', 'sky-bare', '-w', src, '--json']);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stderr).toMatch(/using rsync over ssh: sky-bare has no node/);
+      expect(r.stderr.match(/using rsync/g)).toHaveLength(1);
+      expect(JSON.parse(r.stdout).transport).toBe('rsync');
+      const dest = path.join(bare.nodes[0]!.home, 'sky_workdir');
+      const want = files(src);
+      want.delete('debug.log');
+      want.delete('sub/data/big.npy');
+      expect(diffItems(want, files(dest), { mtime: true })).toEqual([]);
+
+      const none = skysync(['-F', bare.sshConfig, 'push', 'sky-bare-worker1', '-w', src]);
+      expect(none.code).toBe(1);
+      expect(none.stderr).toMatch(/neither node >= 18 .* nor rsync/);
     } finally {
       await bare.stop();
     }
+  });
+
+  it('uses rsync when asked, even where the agent could run', () => {
+    const src = path.join(work, 'src6');
+    makeSource(src);
+    const r = skysync(['-F', cluster.sshConfig, 'push', 'sky-test', '-w', src, '--dest', '~/by-rsync', '--transport', 'rsync']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/using rsync over ssh: --transport rsync/);
+    const want = files(src);
+    want.delete('debug.log');
+    expect(diffItems(want, files(path.join(cluster.nodes[0]!.home, 'by-rsync')), { mtime: true })).toEqual([]);
   });
 });

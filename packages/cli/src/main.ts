@@ -2,8 +2,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import { loadNative, type NativeAddon } from '@skysync/chunking';
-import { push, pull, checkSource, CLIENT_VERSION, type PushStats } from '@skysync/engine';
-import { parseTarget } from '@skysync/transport';
+import { push, pull, pushWithRsync, checkSource, CLIENT_VERSION, type PushStats } from '@skysync/engine';
+import { NoAgentError, SshTarget, parseTarget } from '@skysync/transport';
 import type { DeleteMode } from '@skysync/protocol';
 import { EXIT, UsageError } from './exit-codes.js';
 import { Progress, formatBytes, summaryLines } from './output.js';
@@ -15,6 +15,7 @@ function native(): NativeAddon {
 }
 
 interface PushFlags {
+  transport?: 'auto' | 'agent' | 'rsync';
   workdir?: string;
   dest: string;
   delete?: boolean;
@@ -71,6 +72,11 @@ export function buildProgram(): Command {
     .option('-n, --dry-run', 'list what would change, change nothing')
     .option('--json', 'print one JSON object with the statistics at the end')
     .option('-q, --quiet', 'no summary')
+    .addOption(
+      new Option('--transport <how>', 'agent: the skysync agent only; rsync: rsync over ssh with SkyPilot\'s flags; auto: the agent, or rsync where it cannot run')
+        .choices(['auto', 'agent', 'rsync'])
+        .default('auto'),
+    )
     .addHelpText(
       'after',
       `
@@ -91,7 +97,12 @@ Examples:
       const target = parseTarget(targetSpec, targetOptions(program));
       const tty = process.stderr.isTTY && !flags.json;
       const progress = new Progress(!!tty);
-      const stats = await push({
+      const viaRsync = async (why: string): Promise<PushStats> => {
+        if (!(target instanceof SshTarget)) throw new UsageError('--transport rsync needs an SSH target');
+        print(`using rsync over ssh: ${why}`);
+        return pushWithRsync({ source, target, dest: flags.dest, deleteMode: deleteMode(flags), native: native(), dryRun: !!flags.dryRun });
+      };
+      const viaAgent = () => push({
         source,
         target,
         dest: flags.dest,
@@ -109,6 +120,16 @@ Examples:
           }
         },
       });
+      let stats: PushStats;
+      if (flags.transport === 'rsync') stats = await viaRsync('--transport rsync');
+      else {
+        try {
+          stats = await viaAgent();
+        } catch (e) {
+          if (!(e instanceof NoAgentError) || flags.transport === 'agent') throw e;
+          stats = await viaRsync(`${e.message} (rsync fallback: files skysync placed are not tracked, deletions only with --delete)`);
+        }
+      }
       progress.clear();
       report(stats, flags);
       process.exitCode = exitFor(stats);

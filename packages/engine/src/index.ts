@@ -3,3 +3,4 @@ export { pull, type PullOptions, type PullStats } from './pull.js';
 export { Planner } from './plan.js';
 export { stateRoot } from './state.js';
 export { CLIENT_VERSION } from './session.js';
+export { pushWithRsync, RsyncMissingError, SKYPILOT_RSYNC_FLAGS } from './rsync.js';

@@ -16,7 +16,7 @@ import { MAGIC } from '@skysync/protocol';
 import { agentBundlePath, nativeAddonPath } from './local.js';
 import { resolveHost, parseProxyJump, type ResolvedHost } from './ssh-config.js';
 import { appendKnownHost, checkHostKey, hostKeyPolicy, mismatchMessage, revokedMessage, unknownMessage } from './known-hosts.js';
-import { ConnectError, type AgentChannel, type Target } from './target.js';
+import { ConnectError, NoAgentError, type AgentChannel, type Target } from './target.js';
 
 export interface SshTargetOptions {
   /** `-F FILE` / SKYSYNC_SSH_CONFIG. */
@@ -298,6 +298,11 @@ export class SshTarget implements Target {
     this.key = `ssh:${spec}`;
   }
 
+  /** How `ssh` (and so rsync) reaches this target: the config file to pass with -F, if any. */
+  get configFile(): string | undefined {
+    return this.opts.configFile;
+  }
+
   resolve(): Promise<ResolvedHost> {
     return resolveHost(this.spec, { configFile: this.opts.configFile });
   }
@@ -310,7 +315,7 @@ export class SshTarget implements Target {
       const major = probe.node ? Number(/^v(\d+)/.exec(probe.node)?.[1] ?? 0) : 0;
       if (major < MIN_NODE_MAJOR) {
         client.end();
-        throw new ConnectError(
+        throw new NoAgentError(
           `${host.alias} has ${probe.node ? `node ${probe.node}, older than ${MIN_NODE_MAJOR}` : 'no node'}; the skysync agent needs node >= ${MIN_NODE_MAJOR}`,
         );
       }

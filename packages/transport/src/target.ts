@@ -30,3 +30,8 @@ export class TargetError extends Error {
 export class ConnectError extends Error {
   override name = 'ConnectError';
 }
+
+/** The agent cannot run on the remote (no node, or one too old): the caller may fall back to rsync. */
+export class NoAgentError extends ConnectError {
+  override name = 'NoAgentError';
+}
