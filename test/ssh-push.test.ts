@@ -259,4 +259,30 @@ describe.skipIf(skip !== null)('push and pull over SSH', () => {
     want.delete('debug.log');
     expect(diffItems(want, files(path.join(cluster.nodes[0]!.home, 'by-rsync')), { mtime: true })).toEqual([]);
   });
+  it('lets two clients install the agent at the same time', async () => {
+    const fresh = await startNodes(1, { cluster: 'sky-race' });
+    try {
+      const src = path.join(work, 'src7');
+      makeSource(src);
+      const run = (dest: string) =>
+        new Promise<{ code: number | null; stderr: string }>((resolve) => {
+          const c = spawn(process.execPath, [BIN, '-F', fresh.sshConfig, 'push', 'sky-race', '-w', src, '--dest', dest], {
+            env: { ...process.env, SKYSYNC_STATE_DIR: path.join(work, 'state-race'), SSH_AUTH_SOCK: '' },
+          });
+          let stderr = '';
+          c.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+          c.on('close', (code) => resolve({ code, stderr }));
+        });
+      const [a, b] = await Promise.all([run('~/a'), run('~/b')]);
+      expect(a.code, a.stderr).toBe(0);
+      expect(b.code, b.stderr).toBe(0);
+      expectSynced(src, path.join(fresh.nodes[0]!.home, 'a'));
+      expectSynced(src, path.join(fresh.nodes[0]!.home, 'b'));
+      const agents = fs.readdirSync(path.join(fresh.nodes[0]!.home, '.skysync', 'agent'));
+      expect(agents.filter((f) => f.endsWith('.tmp'))).toEqual([]);
+      expect(agents.filter((f) => f.endsWith('.cjs'))).toHaveLength(1);
+    } finally {
+      await fresh.stop();
+    }
+  });
 });
