@@ -98,9 +98,16 @@ describe('skysync push', () => {
     expect(missing.code).toBe(1);
     expect(missing.stderr.trim().split('\n')).toHaveLength(1);
     expect(missing.stderr).toMatch(/no such directory/);
-    const badTarget = skysync(['push', 'not-a-target', '-w', work]);
+    const badTarget = skysync(['push', 'two words', '-w', work]);
     expect(badTarget.code).toBe(2);
-    expect(badTarget.stderr).toMatch(/not-a-target/);
+    expect(badTarget.stderr).toMatch(/two words/);
+    const emptyLocal = skysync(['push', 'local:', '-w', work]);
+    expect(emptyLocal.code).toBe(2);
+    expect(emptyLocal.stderr).toMatch(/give a directory after local:/);
+    const unreachable = skysync(['push', 'nobody@127.0.0.1:1', '-w', work]);
+    expect(unreachable.code).toBe(1);
+    expect(unreachable.stderr.trim().split('\n')).toHaveLength(1);
+    expect(unreachable.stderr).toMatch(/127\.0\.0\.1/);
     const badFlag = skysync(['push', '--frobnicate']);
     expect(badFlag.code).toBe(2);
     const badRemote = skysync(['pull', 'nocolon', path.join(work, 'x')]);
