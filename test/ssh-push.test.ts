@@ -27,6 +27,20 @@ function skysync(args: string[], env: NodeJS.ProcessEnv = {}) {
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
+/** Like skysync() but leaves this process's event loop running (for servers the test itself hosts). */
+function skysyncAsync(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const c = spawn(process.execPath, [BIN, ...args], {
+      env: { ...process.env, SKYSYNC_STATE_DIR: path.join(work, 'state'), SSH_AUTH_SOCK: '' },
+    });
+    let stdout = '';
+    let stderr = '';
+    c.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    c.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    c.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
 function files(dir: string): Map<string, Item> {
   return new Map([...walk(dir)].filter(([, it]) => it.type !== 'dir'));
 }
@@ -230,7 +244,7 @@ describe.skipIf(skip !== null)('push and pull over SSH', () => {
       fs.writeFileSync(path.join(src, 'sub', 'data', 'big.npy'), 'ignored by git rules\n');
       fs.writeFileSync(path.join(src, 'sub', 'data', 'keep.txt'), 'kept by negation\n');
       fs.writeFileSync(path.join(src, "it's a 'quoted' name.txt"), 'quotes\n');
-      const r = skysync(['-F', bare.sshConfig, 'push', 'sky-bare', '-w', src, '--json']);
+      const r = skysync(['-F', bare.sshConfig, '--no-install-node', 'push', 'sky-bare', '-w', src, '--json']);
       expect(r.code, r.stderr).toBe(0);
       expect(r.stderr).toMatch(/using rsync over ssh: sky-bare has no node/);
       expect(r.stderr.match(/using rsync/g)).toHaveLength(1);
@@ -241,7 +255,7 @@ describe.skipIf(skip !== null)('push and pull over SSH', () => {
       want.delete('sub/data/big.npy');
       expect(diffItems(want, files(dest), { mtime: true })).toEqual([]);
 
-      const none = skysync(['-F', bare.sshConfig, 'push', 'sky-bare-worker1', '-w', src]);
+      const none = skysync(['-F', bare.sshConfig, '--no-install-node', 'push', 'sky-bare-worker1', '-w', src]);
       expect(none.code).toBe(1);
       expect(none.stderr).toMatch(/neither node >= 18 .* nor rsync/);
     } finally {
@@ -285,4 +299,46 @@ describe.skipIf(skip !== null)('push and pull over SSH', () => {
       await fresh.stop();
     }
   });
+  it('provisions Node on a remote without it: downloaded from the configured URL, or uploaded', async () => {
+    const bare = await startNodes(2, { cluster: 'sky-nonode', noNode: true });
+    // A local HTTP server stands in for the official download site: a tarball laid out like Node's.
+    const dist = path.join(work, 'dist');
+    const top = `node-${process.version}-linux-x64`;
+    fs.mkdirSync(path.join(dist, top, 'bin'), { recursive: true });
+    fs.copyFileSync(process.execPath, path.join(dist, top, 'bin', 'node'));
+    const tgz = path.join(work, 'node.tar.gz');
+    expect(spawnSync('tar', ['-czf', tgz, '-C', dist, top]).status).toBe(0);
+    const http = await import('node:http');
+    let served = 0;
+    const server = http.createServer((req, res) => {
+      if (req.url === `/dist/${process.version}/node-${process.version}-linux-x64.tar.gz`) {
+        served++;
+        res.writeHead(200, { 'content-type': 'application/gzip' });
+        fs.createReadStream(tgz).pipe(res);
+      } else {
+        res.writeHead(404).end();
+      }
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as { port: number }).port;
+    try {
+      const src = path.join(work, 'src8');
+      makeSource(src);
+      const url = `http://127.0.0.1:${port}/dist/{version}/node-{version}-{os}-{arch}.tar.gz`;
+      const r = await skysyncAsync(['-F', bare.sshConfig, '--node-url', url, 'push', 'sky-nonode', '-w', src, '--json']);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stderr).toMatch(/had no node: downloaded Node v\d+/);
+      expect(served).toBe(1);
+      expect(JSON.parse(r.stdout).transport).toBe('ssh');
+      expectSynced(src, path.join(bare.nodes[0]!.home, 'sky_workdir'));
+      // A URL that does not answer: the platforms match, so the local binary is uploaded instead.
+      const up = await skysyncAsync(['-F', bare.sshConfig, '--node-url', `http://127.0.0.1:${port}/missing`, 'push', 'sky-nonode-worker1', '-w', src]);
+      expect(up.code, up.stderr).toBe(0);
+      expect(up.stderr).toMatch(/uploaded this machine's Node/);
+      expectSynced(src, path.join(bare.nodes[1]!.home, 'sky_workdir'));
+    } finally {
+      server.close();
+      await bare.stop();
+    }
+  }, 180_000);
 });

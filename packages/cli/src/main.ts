@@ -37,9 +37,9 @@ function deleteMode(flags: PushFlags): DeleteMode {
   return 'placed';
 }
 
-function targetOptions(program: Command): { configFile?: string; log: (m: string) => void } {
-  const o = program.opts<{ sshConfig?: string }>();
-  return { configFile: o.sshConfig, log: (m) => print(m) };
+function targetOptions(program: Command): { configFile?: string; installNode: boolean; nodeUrl?: string; log: (m: string) => void } {
+  const o = program.opts<{ sshConfig?: string; installNode: boolean; nodeUrl?: string }>();
+  return { configFile: o.sshConfig, installNode: o.installNode !== false, nodeUrl: o.nodeUrl, log: (m) => print(m) };
 }
 
 function print(line: string): void {
@@ -59,7 +59,9 @@ export function buildProgram(): Command {
     .exitOverride()
     .configureOutput({ writeErr: (s) => process.stderr.write(s) })
     .showHelpAfterError('(run with --help for usage)')
-    .option('-F, --ssh-config <file>', 'read this SSH config instead of ~/.ssh/config (like ssh -F; env SKYSYNC_SSH_CONFIG)');
+    .option('-F, --ssh-config <file>', 'read this SSH config instead of ~/.ssh/config (like ssh -F; env SKYSYNC_SSH_CONFIG)')
+    .option('--no-install-node', 'never provision Node on a remote that lacks it (then rsync is used)')
+    .option('--node-url <url>', 'where a remote downloads Node from ({version}, {os}, {arch} are filled in; env SKYSYNC_NODE_URL)');
 
   program
     .command('push')

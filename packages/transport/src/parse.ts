@@ -18,5 +18,5 @@ export function parseTarget(spec: string, opts: SshTargetOptions & { cwd?: strin
   if (!spec || spec.startsWith('-') || /\s/.test(spec)) {
     throw new TargetError(`target ${JSON.stringify(spec)}: expected local:DIR, an SSH alias, user@host[:port] or ssh://user@host[:port]`);
   }
-  return new SshTarget(spec, { configFile: opts.configFile ?? process.env.SKYSYNC_SSH_CONFIG, log: opts.log });
+  return new SshTarget(spec, { ...opts, configFile: opts.configFile ?? process.env.SKYSYNC_SSH_CONFIG });
 }

@@ -22,6 +22,50 @@ export interface SshTargetOptions {
   /** `-F FILE` / SKYSYNC_SSH_CONFIG. */
   configFile?: string;
   log?: (msg: string) => void;
+  /** Provision a Node runtime into ~/.skysync/node when the remote has none (default true). */
+  installNode?: boolean;
+  /** Where the remote downloads Node from; `{version}`, `{os}`, `{arch}` are filled in. */
+  nodeUrl?: string;
+}
+
+/** The official distribution, for the Node version this client runs on. */
+export const DEFAULT_NODE_URL = 'https://nodejs.org/dist/{version}/node-{version}-{os}-{arch}.tar.gz';
+
+/**
+ * Provisions Node into ~/.skysync/node on the remote: downloaded there (curl or wget, then tar) into a temp
+ * directory renamed into place; or, when that fails and the platforms match, this machine's own binary uploaded
+ * over the same connection. Returns what was done, for one line of output.
+ */
+async function provisionNode(client: Client, probe: { os: string; arch: string }, opts: SshTargetOptions): Promise<string | null> {
+  const url = (opts.nodeUrl ?? process.env.SKYSYNC_NODE_URL ?? DEFAULT_NODE_URL)
+    .replaceAll('{version}', process.version)
+    .replaceAll('{os}', probe.os)
+    .replaceAll('{arch}', nodeArch(probe.arch));
+  const untar = url.endsWith('.xz') ? 'tar -xJf -' : 'tar -xzf -';
+  const download = [
+    'set -e',
+    'd="$HOME/.skysync/node"; t="$HOME/.skysync/.node.$$.tmp"',
+    'rm -rf "$t"; mkdir -p "$t"',
+    `if command -v curl >/dev/null 2>&1; then curl -fsSL --connect-timeout 10 --max-time 300 "$1"; else wget -q -T 10 -O - "$1"; fi | (cd "$t" && ${untar} --strip-components=1)`,
+    '"$t/bin/node" --version >/dev/null',
+    'rm -rf "$d"; mv "$t" "$d"',
+  ].join('; ');
+  const r = await run(client, `sh -c '${download.replace(/'/g, `'\''`)}' skysync-node '${url.replace(/'/g, `'\''`)}'`);
+  if (r.code === 0) return `downloaded Node ${process.version} from ${url}`;
+  if (probe.os === os.platform() && nodeArch(probe.arch) === os.arch()) {
+    const binary = fs.readFileSync(process.execPath);
+    const upload = [
+      'set -e',
+      'd="$HOME/.skysync/node"; t="$HOME/.skysync/.node.$$.tmp"',
+      'rm -rf "$t"; mkdir -p "$t/bin"',
+      'head -c $1 > "$t/bin/node"; chmod 755 "$t/bin/node"',
+      '"$t/bin/node" --version >/dev/null',
+      'rm -rf "$d"; mv "$t" "$d"',
+    ].join('; ');
+    const u = await run(client, `sh -c '${upload.replace(/'/g, `'\''`)}' skysync-node ${binary.length}`, [binary]);
+    if (u.code === 0) return `uploaded this machine's Node ${process.version} (download from ${url} failed: ${(r.stderr.trim().split('\n').pop() ?? '').slice(0, 120) || `exit ${r.code}`})`;
+  }
+  return null;
 }
 
 const PROBE = 'SKYSYNC-PROBE';
@@ -312,7 +356,14 @@ export class SshTarget implements Target {
     const { file, hash } = agentBundle();
     let probe = await bootstrap(client, hash);
     if (probe.kind === 'probe') {
-      const major = probe.node ? Number(/^v(\d+)/.exec(probe.node)?.[1] ?? 0) : 0;
+      let major = probe.node ? Number(/^v(\d+)/.exec(probe.node)?.[1] ?? 0) : 0;
+      if (major < MIN_NODE_MAJOR && this.opts.installNode !== false) {
+        const done = await provisionNode(client, probe, this.opts);
+        if (done) {
+          this.opts.log?.(`${host.alias} had ${probe.node ? `node ${probe.node}` : 'no node'}: ${done} into ~/.skysync/node`);
+          major = MIN_NODE_MAJOR;
+        }
+      }
       if (major < MIN_NODE_MAJOR) {
         client.end();
         throw new NoAgentError(
