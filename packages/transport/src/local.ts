@@ -74,7 +74,7 @@ export class LocalTarget implements Target {
 
   async openAgent(): Promise<AgentChannel> {
     fs.mkdirSync(this.home, { recursive: true });
-    const env: NodeJS.ProcessEnv = { ...process.env, HOME: this.home };
+    const env: NodeJS.ProcessEnv = { ...process.env, HOME: this.home, RAYON_NUM_THREADS: process.env.RAYON_NUM_THREADS ?? '1' };
     const addon = process.env.SKYSYNC_NO_NATIVE ? null : nativeAddonPath();
     if (addon && !env.SKYSYNC_NATIVE_PATH) env.SKYSYNC_NATIVE_PATH = addon;
     // For profiling the agent: SKYSYNC_AGENT_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof".

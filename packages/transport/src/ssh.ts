@@ -7,11 +7,14 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Duplex, PassThrough, type Readable } from 'node:stream';
-import ssh2 from 'ssh2';
-import type { ClientChannel, ConnectConfig } from 'ssh2';
+import type { Client, ClientChannel, ConnectConfig } from 'ssh2';
 
-const { Client, utils } = ssh2;
-type Client = InstanceType<typeof Client>;
+/** ssh2 is loaded on first use: it costs a tenth of a second that local targets and --help never need. */
+let ssh2Module: Promise<typeof import('ssh2')> | null = null;
+async function loadSsh2(): Promise<typeof import('ssh2')> {
+  ssh2Module ??= import('ssh2').then((m) => ((m as unknown as { default?: typeof import('ssh2') }).default ?? m));
+  return ssh2Module;
+}
 import { MAGIC } from '@skysync/protocol';
 import { agentBundlePath, nativeAddonPath } from './local.js';
 import { resolveHost, parseProxyJump, type ResolvedHost } from './ssh-config.js';
@@ -179,6 +182,7 @@ export async function connectHost(host: ResolvedHost, opts: SshTargetOptions, de
   }
   if (given) sock = given;
 
+  const { Client, utils } = await loadSsh2();
   const identities: Array<{ file: string; key: Buffer }> = [];
   const encrypted: string[] = [];
   for (const f of host.identityFiles) {
