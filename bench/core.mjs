@@ -50,7 +50,7 @@ const CHUNK_CHILD = path.join(BENCH_DIR, 'lib', 'chunk-child.mjs');
 
 const TARGETS = { scanVsFind: 1.5, nativeGBsPerCore: 1.5, fallbackGBs: 0.3, bytesPerEntry: 150 };
 
-const results = { name: smoke ? 'core-smoke' : 'core', smoke, machine: machineInfo(), targets: TARGETS, steps: {}, cpuBusyBefore: {}, otherCpuDuring: {}, failures: [] };
+const results = { name: `core${smoke ? '-smoke' : ''}${flags.only ? `.only-${flags.only.join('-')}` : ''}`, smoke, machine: machineInfo(), targets: TARGETS, steps: {}, cpuBusyBefore: {}, otherCpuDuring: {}, failures: [] };
 const sections = [];
 
 async function step(name, fn) {

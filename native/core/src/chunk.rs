@@ -168,7 +168,14 @@ pub fn chunk_reader<R: Read>(mut reader: R, params: ChunkParams) -> io::Result<R
 }
 
 pub fn chunk_file(path: &Path, params: ChunkParams) -> io::Result<Recipe> {
-    let file = File::open(path)?;
+    let mut file = File::open(path)?;
+    let len = file.metadata()?.len();
+    // Most files are small: read them whole instead of zeroing a streaming window for each one.
+    if len <= (WINDOW / 2) as u64 {
+        let mut data = Vec::with_capacity(len as usize + 1);
+        file.read_to_end(&mut data)?;
+        return Ok(chunk_bytes(&data, params));
+    }
     chunk_reader(file, params)
 }
 

@@ -91,8 +91,8 @@ export async function saveManifest(file: string, m: Manifest): Promise<void> {
   const tmp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
   const fh = await fsp.open(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600);
   try {
+    // No fsync: see Snapshot::save in native/core (a lost state only costs a full comparison next time).
     await fh.writeFile(encodeManifest(m));
-    await fh.sync();
   } finally {
     await fh.close();
   }
