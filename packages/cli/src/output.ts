@@ -1,3 +1,5 @@
+import type { SyncSummary } from '@skysync/engine';
+
 // Human output: progress on a TTY (stderr), plain lines otherwise, and a closing summary like rsync's --stats.
 
 export function formatBytes(n: number): string {
@@ -32,17 +34,7 @@ export class Progress {
   }
 }
 
-export function summaryLines(s: {
-  filesScanned: number;
-  filesChanged: number;
-  filesDeleted: number;
-  bytesLiteral: number;
-  bytesWire: number;
-  chunksReused: number;
-  durationMs: number;
-  transport: string;
-  bytesTotal?: number;
-}): string[] {
+export function summaryLines(s: SyncSummary & { bytesTotal?: number }): string[] {
   const secs = s.durationMs / 1000;
   const speedup = s.bytesTotal && s.bytesWire ? ` (speedup ${(s.bytesTotal / Math.max(1, s.bytesWire)).toFixed(1)}x over sending everything)` : '';
   return [

@@ -1,4 +1,4 @@
-export { push, checkSource, type PushOptions, type PushStats, type PushEvent } from './push.js';
+export { push, checkSource, type PushOptions, type PushStats, type PushEvent, type SyncSummary } from './push.js';
 export { pull, type PullOptions, type PullStats } from './pull.js';
 export { Planner } from './plan.js';
 export { stateRoot } from './state.js';

@@ -21,6 +21,7 @@ import {
 } from '@skysync/protocol';
 import type { Target } from '@skysync/transport';
 import { expectFrame, openSession } from './session.js';
+import type { SyncSummary } from './push.js';
 
 export interface PullOptions {
   target: Target;
@@ -30,15 +31,7 @@ export interface PullOptions {
   compression?: Compression[];
 }
 
-export interface PullStats {
-  filesScanned: number;
-  filesChanged: number;
-  filesDeleted: number;
-  bytesLiteral: number;
-  bytesWire: number;
-  chunksReused: number;
-  durationMs: number;
-  transport: string;
+export interface PullStats extends SyncSummary {
   failed: Array<{ path: string; error: string }>;
   warnings: string[];
 }

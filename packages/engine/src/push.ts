@@ -43,18 +43,24 @@ export type PushEvent =
   | { type: 'warning'; message: string }
   | { type: 'change'; status: string; path: string; kind: string };
 
-export interface PushStats {
+/** The statistics every sync reports (the `--json` object has at least these). */
+export interface SyncSummary {
   filesScanned: number;
   filesChanged: number;
   filesDeleted: number;
+  /** New chunk bytes before compression. */
   bytesLiteral: number;
+  /** Bytes written to (push) or read from (pull) the transport. */
   bytesWire: number;
-  bytesTotal: number;
   chunksReused: number;
-  chunksLiteral: number;
   durationMs: number;
-  scanMs: number;
   transport: string;
+}
+
+export interface PushStats extends SyncSummary {
+  bytesTotal: number;
+  chunksLiteral: number;
+  scanMs: number;
   generation: string | null;
   drift: string[];
   kept: string[];

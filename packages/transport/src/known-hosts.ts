@@ -13,7 +13,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { createHash, createHmac, randomBytes } from 'node:crypto';
-import type { ResolvedHost, StrictHostKeyChecking } from './ssh-config.js';
+import { matchPattern, type ResolvedHost, type StrictHostKeyChecking } from './ssh-config.js';
 
 export type HostKeyStatus = 'match' | 'mismatch' | 'unknown' | 'revoked';
 
@@ -74,28 +74,6 @@ export function keyTypeLabel(type: string): string {
   return t.toUpperCase();
 }
 
-/** OpenSSH's wildcard match: `*` any run, `?` one character. */
-function wildcard(s: string, pattern: string): boolean {
-  let si = 0;
-  let pi = 0;
-  let star = -1;
-  let mark = 0;
-  while (si < s.length) {
-    if (pi < pattern.length && (pattern[pi] === '?' || pattern[pi] === s[si])) {
-      si++;
-      pi++;
-    } else if (pi < pattern.length && pattern[pi] === '*') {
-      star = pi++;
-      mark = si;
-    } else if (star >= 0) {
-      pi = star + 1;
-      si = ++mark;
-    } else return false;
-  }
-  while (pi < pattern.length && pattern[pi] === '*') pi++;
-  return pi === pattern.length;
-}
-
 /** A known_hosts host field against a lowercased name: hashed, or a pattern list (1 match, 0 none, -1 negated). */
 function hostFieldMatches(field: string, name: string): boolean {
   if (field.startsWith('|')) {
@@ -111,7 +89,7 @@ function hostFieldMatches(field: string, name: string): boolean {
     const neg = raw.startsWith('!');
     const p = (neg ? raw.slice(1) : raw).toLowerCase();
     if (!p) continue;
-    if (wildcard(name, p)) {
+    if (matchPattern(name, p)) {
       if (neg) return false;
       positive = true;
     }
