@@ -179,6 +179,16 @@ describe.skipIf(skip !== null)('push and pull over SSH', () => {
     }
     child.kill('SIGKILL');
     await new Promise((r) => child.on('exit', r));
+    // The agent sees the connection end and removes its temp files by itself.
+    const temps = (): string[] => {
+      try {
+        return fs.existsSync(dest) ? [...walk(dest).keys()].filter((p) => p.includes('.skysync-')) : [];
+      } catch {
+        return ['(changing)'];
+      }
+    };
+    for (let i = 0; i < 100 && temps().length; i++) await new Promise((r) => setTimeout(r, 50));
+    expect(temps()).toEqual([]);
     const r = skysync(['-F', cluster.sshConfig, 'push', 'sky-test-worker1', '-w', src, '--dest', '~/killed']);
     expect(r.code, r.stderr).toBe(0);
     expectSynced(src, path.join(worker.home, 'killed'));

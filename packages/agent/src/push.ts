@@ -56,36 +56,43 @@ export async function servePush(conn: Connection, begin: PushBegin, ctx: AgentCo
     const dataMode = plan.mode === 'data';
     let planEnded = false;
     let dataEnded = false;
-    while (!dataEnded) {
-      const f = await conn.next();
-      if (!f) throw new ProtocolError('connection closed in the middle of a push');
-      switch (f.type) {
-        case Frame.Entries:
-          if (planEnded) throw new ProtocolError('entries after the end of the plan');
-          receiver.add(decodeEntries(f.payload), dataMode);
-          break;
-        case Frame.PlanEnd:
-          planEnded = true;
-          if (!dataMode) {
-            const need = receiver.resolveNeeds();
-            await conn.send(Frame.Need, Buffer.concat(need));
-            receiver.buildAll();
-          }
-          break;
-        case Frame.Data:
-          receiver.stream.push(decoder.decode(f.payload));
-          await receiver.stream.waitBelow(STREAM_HIGH_WATER);
-          break;
-        case Frame.DataEnd:
-          if (!planEnded) throw new ProtocolError('data ended before the plan');
-          dataEnded = true;
-          receiver.stream.end();
-          break;
-        case Frame.Error:
-          throw new ProtocolError('client aborted the push');
-        default:
-          throw new ProtocolError(`unexpected ${frameName(f.type)} during a push`);
+    try {
+      while (!dataEnded) {
+        const f = await conn.next();
+        if (!f) throw new ProtocolError('connection closed in the middle of a push');
+        switch (f.type) {
+          case Frame.Entries:
+            if (planEnded) throw new ProtocolError('entries after the end of the plan');
+            receiver.add(decodeEntries(f.payload), dataMode);
+            break;
+          case Frame.PlanEnd:
+            planEnded = true;
+            if (!dataMode) {
+              const need = receiver.resolveNeeds();
+              await conn.send(Frame.Need, Buffer.concat(need));
+              receiver.buildAll();
+            }
+            break;
+          case Frame.Data:
+            receiver.stream.push(decoder.decode(f.payload));
+            await receiver.stream.waitBelow(STREAM_HIGH_WATER);
+            break;
+          case Frame.DataEnd:
+            if (!planEnded) throw new ProtocolError('data ended before the plan');
+            dataEnded = true;
+            receiver.stream.end();
+            break;
+          case Frame.Error:
+            throw new ProtocolError('client aborted the push');
+          default:
+            throw new ProtocolError(`unexpected ${frameName(f.type)} during a push`);
+        }
       }
+    } catch (e) {
+      // The client went away or sent garbage: nothing was renamed yet, so removing the temp files leaves every
+      // destination file as it was.
+      await receiver.abort(e as Error);
+      throw e;
     }
     const result = await receiver.transition();
     // A path that failed keeps its old record when the old file is still there untouched; a drifted path that

@@ -654,6 +654,13 @@ export class Receiver {
     this.forgetDirs(rel);
   }
 
+  /** Gives up before the transition: unblocks the builder, waits for it, removes every temp file. */
+  async abort(why: Error): Promise<void> {
+    this.stream.fail(why);
+    await this.staged_().catch(() => {});
+    await this.cleanup();
+  }
+
   /** Removes temp files of anything that failed, and the staging directory. */
   async cleanup(): Promise<void> {
     for (const s of this.staged) {
