@@ -118,7 +118,7 @@ Examples:
           } else if (e.type === 'progress') {
             progress.update(`sending ${e.filesSent}/${e.filesTotal} entries, ${formatBytes(e.bytesLiteral)} literal, ${formatBytes(e.bytesWire)} on the wire`);
           } else if (e.type === 'scanned' && !flags.json) {
-            const line = `scanned ${e.files} files, ${e.changes} changed`;
+            const line = `scanned ${e.files} files; ${e.changes} entries changed`;
             // Not a terminal: plain lines, one per phase, instead of a redrawn progress line.
             if (tty) progress.update(line);
             else if (!flags.quiet) print(line);
