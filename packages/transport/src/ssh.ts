@@ -425,4 +425,3 @@ export class SshTarget implements Target {
   }
 }
 
-export const _test = { bootstrapCommand, installCommand, nodeArch };
