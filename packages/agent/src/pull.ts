@@ -19,7 +19,7 @@ import {
 } from '@skysync/protocol';
 import { DataPump } from '@skysync/transfer';
 import { resolveRemotePath, type AgentContext } from './context.js';
-import { walkTree, type WalkEntry } from './walk.js';
+import { statFields, walkTree, type WalkEntry } from './walk.js';
 
 const BATCH = 512;
 
@@ -38,14 +38,7 @@ export async function servePull(conn: Connection, begin: PullBegin, client: Hell
   } else {
     root = path.dirname(abs);
     const name = Buffer.from(path.basename(abs), 'utf8').toString('latin1');
-    const lst = await fsp.lstat(abs, { bigint: true });
-    const base = {
-      path: name,
-      mode: Number(lst.mode & 0o7777n),
-      size: Number(lst.size),
-      mtimeSec: Number(lst.mtimeNs / 1_000_000_000n),
-      mtimeNsec: Number(lst.mtimeNs % 1_000_000_000n),
-    };
+    const base = statFields(name, await fsp.lstat(abs, { bigint: true }));
     listing =
       kind === 'symlink'
         ? [{ ...base, kind: 'symlink', target: ((await fsp.readlink(abs, { encoding: 'buffer' })) as Buffer).toString('latin1') }]

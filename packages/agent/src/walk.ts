@@ -13,6 +13,17 @@ export interface WalkEntry {
   target?: string;
 }
 
+/** The fields of a walk entry that come from one lstat. */
+export function statFields(p: string, st: import('node:fs').BigIntStats): Omit<WalkEntry, 'kind' | 'target'> {
+  return {
+    path: p,
+    mode: Number(st.mode & 0o7777n),
+    size: Number(st.size),
+    mtimeSec: Number(st.mtimeNs / 1_000_000_000n),
+    mtimeNsec: Number(st.mtimeNs % 1_000_000_000n),
+  };
+}
+
 export async function walkTree(root: string, warn: (m: string) => void): Promise<WalkEntry[]> {
   const out: WalkEntry[] = [];
   const rootBuf = Buffer.from(root, 'utf8');
@@ -32,13 +43,7 @@ export async function walkTree(root: string, warn: (m: string) => void): Promise
         const full = Buffer.concat([rootBuf, Buffer.from('/' + p, 'latin1')]);
         const st = await fsp.lstat(full, { bigint: true }).catch(() => null);
         if (!st) return;
-        const base = {
-          path: p,
-          mode: Number(st.mode & 0o7777n),
-          size: Number(st.size),
-          mtimeSec: Number(st.mtimeNs / 1_000_000_000n),
-          mtimeNsec: Number(st.mtimeNs % 1_000_000_000n),
-        };
+        const base = statFields(p, st);
         if (st.isSymbolicLink()) {
           const target = (await fsp.readlink(full, { encoding: 'buffer' })) as Buffer;
           out.push({ ...base, kind: 'symlink', target: target.toString('latin1') });
