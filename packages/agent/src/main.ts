@@ -5,6 +5,7 @@ import { createFallbackChunker, createNativeChunker, loadNative, type NativeAddo
 import {
   Connection,
   Frame,
+  type FrameMessage,
   type Begin,
   type Hello,
   PROTOCOL_VERSION,
@@ -55,13 +56,18 @@ export async function serve(home: string): Promise<void> {
     if (client.protocol !== PROTOCOL_VERSION) {
       throw new Error(`protocol ${client.protocol} is not supported by this agent (speaks ${PROTOCOL_VERSION})`);
     }
-    const f = await conn.next();
-    if (!f) return;
-    if (f.type !== Frame.Begin) throw new Error(`expected begin, got ${frameName(f.type)}`);
-    const begin = parseJson<Begin>(f.payload, 'begin');
-    if (begin.op === 'push') await servePush(conn, begin, ctx);
-    else if (begin.op === 'pull') await servePull(conn, begin, client, ctx);
-    else throw new Error(`unknown operation ${(begin as { op: string }).op}`);
+    // A session carries operations one after another (the workdir, then each file mount), so one connection
+    // and one agent process serve them all.
+    let f = await conn.next();
+    while (f) {
+      if (f.type !== Frame.Begin) throw new Error(`expected begin, got ${frameName(f.type)}`);
+      const begin = parseJson<Begin>(f.payload, 'begin');
+      let next: FrameMessage | null | undefined;
+      if (begin.op === 'push') next = await servePush(conn, begin, ctx);
+      else if (begin.op === 'pull') await servePull(conn, begin, client, ctx);
+      else throw new Error(`unknown operation ${(begin as { op: string }).op}`);
+      f = next !== undefined ? next : await conn.next();
+    }
   } catch (e) {
     const err = e as Error & { code?: string };
     ctx.log(err.message);

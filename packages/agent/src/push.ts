@@ -2,11 +2,13 @@
 // data, stage and transition, record what was placed, answer with the new generation.
 
 import fsp from 'node:fs/promises';
+import path from 'node:path';
 import { Receiver } from '@skysync/apply';
 import {
   type Connection,
   type Done,
   Frame,
+  type FrameMessage,
   type Plan,
   type PushBegin,
   type PushState,
@@ -25,24 +27,34 @@ import { mirrorExtras } from './mirror.js';
 /** Lets the frame reader run ahead of the builder by this much decoded data, then waits. */
 const STREAM_HIGH_WATER = 64 * 1024 * 1024;
 
-export async function servePush(conn: Connection, begin: PushBegin, ctx: AgentContext): Promise<void> {
+/**
+ * Serves one push. Returns the frame that followed when it was not a plan (the client had nothing to send and
+ * went on to its next operation), or undefined when the push ran to its end.
+ */
+export async function servePush(conn: Connection, begin: PushBegin, ctx: AgentContext): Promise<FrameMessage | null | undefined> {
   const dest = resolveRemotePath(ctx.home, begin.dest);
   const stateBase = manifestPath(ctx.home, dest).replace(/\.manifest$/, '');
   const release = await acquireLock(`${stateBase}.lock`, dest);
+  // A single-file destination (a file mount) is a tree of one entry, named as the file, in its parent directory;
+  // its record is kept under the file's own path, apart from any other mount in that directory.
+  const onlyName = begin.file ? path.basename(dest) : null;
   try {
-    await fsp.mkdir(dest, { recursive: true });
-    const root = await fsp.realpath(dest);
+    const dir = begin.file ? path.dirname(dest) : dest;
+    await fsp.mkdir(dir, { recursive: true });
+    const root = await fsp.realpath(dir);
     const st = await fsp.stat(root);
-    if (!st.isDirectory()) throw new ProtocolError(`${dest} is not a directory on the remote`);
+    if (!st.isDirectory()) throw new ProtocolError(`${dir} is not a directory on the remote`);
     const store = await openStore(ctx.native, stateBase, ctx.log);
     const drift = await store.drift(root);
     const state: PushState = { generation: store.generation, drift, dest: root };
     await conn.sendJson(Frame.State, state);
 
     const first = await conn.next();
-    if (!first) return; // Nothing changed on the client's side and no drift: nothing to do.
+    // Nothing changed on the client's side and no drift: the session ends or goes on to the next operation.
+    if (!first || first.type === Frame.Begin) return first;
     if (first.type !== Frame.Plan) throw new ProtocolError(`expected plan, got ${frameName(first.type)}`);
     const plan = parseJson<Plan>(first.payload, 'plan');
+    if (onlyName !== null && plan.deleteMode === 'mirror') throw new ProtocolError('--delete does not apply to a single-file destination');
     const untrusted = new Set(drift);
     const receiver = new Receiver({
       root,
@@ -63,7 +75,13 @@ export async function servePush(conn: Connection, begin: PushBegin, ctx: AgentCo
         switch (f.type) {
           case Frame.Entries:
             if (planEnded) throw new ProtocolError('entries after the end of the plan');
-            receiver.add(decodeEntries(f.payload), dataMode);
+            {
+              const entries = decodeEntries(f.payload);
+              if (onlyName !== null && entries.some((e) => e.path !== onlyName)) {
+                throw new ProtocolError(`a push to the file ${dest} may only carry that file`);
+              }
+              receiver.add(entries, dataMode);
+            }
             break;
           case Frame.PlanEnd:
             planEnded = true;
@@ -117,6 +135,7 @@ export async function servePush(conn: Connection, begin: PushBegin, ctx: AgentCo
       failed: result.failed,
     };
     await conn.sendJson(Frame.Done, done);
+    return undefined;
   } finally {
     await release();
   }

@@ -2,12 +2,14 @@
 
 import path from 'node:path';
 import fsp from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
 import type { NativeAddon } from '@skysync/chunking';
 import {
   type Compression,
   type DeleteMode,
   type Done,
   Frame,
+  type Hello,
   type Plan,
   type PlanEntry,
   type PushBegin,
@@ -21,12 +23,15 @@ import {
 import { DataPump } from '@skysync/transfer';
 import type { Target } from '@skysync/transport';
 import { Planner, type LiteralRef } from './plan.js';
-import { expectFrame, openSession } from './session.js';
-import { loadState, saveState, stateDirFor } from './state.js';
+import { expectFrame, openSession, type Session } from './session.js';
+import { loadState, saveState, stateDirFor, type SyncState } from './state.js';
 
 export interface PushOptions {
+  /** A directory (its contents land in `dest`) or a single file (it becomes `dest`). */
   source: string;
   target: Target;
+  /** An open session to reuse (several operations over one connection); it is left open. */
+  session?: Session;
   /** Remote destination as the user wrote it; `~/sky_workdir` by default. */
   dest?: string;
   deleteMode?: DeleteMode;
@@ -72,240 +77,421 @@ export interface PushStats extends SyncSummary {
 
 const BATCH_ENTRIES = 512;
 
+type Tree = InstanceType<NativeAddon['Tree']>;
+type Change = Awaited<ReturnType<NativeAddon['scan']>>['changes'][number];
+type Recipe = { chunks: Buffer; digest: Buffer };
+
+export interface MultiPushOptions extends Omit<PushOptions, 'target' | 'session' | 'onEvent'> {
+  targets: Target[];
+  /** Open sessions to reuse, by node; they are left open. */
+  sessions?: Array<Session | undefined>;
+  /** `node` is the index into `targets`, or undefined for what concerns the source (the scan). */
+  onEvent?: (e: PushEvent, node: number | undefined) => void;
+}
+
+/** What the one scan and chunking pass of a push produce, shared by every node. */
+interface Prepared {
+  tree: Tree;
+  /** Changes against `base`, the tree most nodes were left at (null: nothing known, everything is added). */
+  changes: Change[];
+  base: Tree | null;
+  recipes: Map<string, Recipe>;
+  unreadable: Set<string>;
+  files: number;
+  bytes: number;
+  scanMs: number;
+}
+
+function byPath(a: { entry: { path: string } }, b: { entry: { path: string } }): number {
+  return a.entry.path < b.entry.path ? -1 : a.entry.path > b.entry.path ? 1 : 0;
+}
+
+/** Pushes one source to one target. */
 export async function push(opts: PushOptions): Promise<PushStats> {
+  const { target, session, onEvent, ...rest } = opts;
+  const [r] = await pushMany({ ...rest, targets: [target], sessions: [session], onEvent: onEvent ? (e) => onEvent(e) : undefined });
+  if (r instanceof Error) throw r;
+  return r!;
+}
+
+/**
+ * Pushes one source to several targets (the nodes of a cluster): one scan and one chunking pass, then every
+ * node in parallel, each with its own state and its own plan. A node's failure is its result, not the others'.
+ */
+export async function pushMany(opts: MultiPushOptions): Promise<Array<PushStats | Error>> {
   const t0 = performance.now();
   const native = opts.native;
   const source = path.resolve(opts.source);
   const dest = opts.dest ?? '~/sky_workdir';
   const deleteMode = opts.deleteMode ?? 'placed';
+  const targets = opts.targets;
   const emit = opts.onEvent ?? (() => {});
   const warnings: string[] = [];
   const warn = (m: string): void => {
     warnings.push(m);
-    emit({ type: 'warning', message: m });
+    emit({ type: 'warning', message: m }, undefined);
   };
-  const stDir = stateDirFor('push', opts.target.key, dest, source);
-  const prefs = opts.compression ?? (opts.target.kind === 'local' ? ['none'] : ['zstd', 'deflate', 'none']);
+  const srcStat = await fsp.stat(source);
+  // A single file becomes `dest` itself: a tree of one entry, named as the destination.
+  const fileName = srcStat.isDirectory() ? null : path.posix.basename(dest.replace(/\/+$/, ''));
+  const stDirs = targets.map((t) => stateDirFor('push', t.key, dest, source));
+  const states = await Promise.all(stDirs.map((d) => loadState(d, native)));
+  for (const s of states) if (s.warning) warn(s.warning);
+  const prefsFor = (t: Target): Compression[] => opts.compression ?? (t.kind === 'local' ? ['none'] : ['zstd', 'deflate', 'none']);
 
-  const state = await loadState(stDir, native);
-  if (state.warning) warn(state.warning);
-  const session = await openSession(opts.target, prefs);
-  try {
-    const begin: PushBegin = { op: 'push', dest, base: state.generation, chunkParams: native.defaultChunkParams() };
-    // Ask for the remote state now: the agent checks drift while we scan.
-    const remote = (async () => {
-      await session.agentHello;
-      await session.conn.sendJson(Frame.Begin, begin);
-      return parseJson<PushState>((await expectFrame(session, Frame.State, `push to ${opts.target.spec}`)).payload, 'state');
-    })();
+  // Ask every node for its state now: the agents check drift while we scan.
+  const begin: PushBegin = { op: 'push', dest, base: null, chunkParams: native.defaultChunkParams(), ...(fileName !== null ? { file: true } : {}) };
+  const nodes = targets.map((target, i) => {
+    const given = opts.sessions?.[i];
+    const session = given ? Promise.resolve(given) : openSession(target, prefsFor(target));
+    const remote = session.then(async (s) => {
+      await s.agentHello;
+      await s.conn.sendJson(Frame.Begin, { ...begin, base: states[i]!.generation });
+      return parseJson<PushState>((await expectFrame(s, Frame.State, `push to ${target.spec}`)).payload, 'state');
+    });
+    session.catch(() => {});
     remote.catch(() => {});
-    const tScan = performance.now();
-    const scanned = await native.scan(source, state.tree);
-    const scanMs = performance.now() - tScan;
-    for (const w of scanned.warnings) warn(`${displayPath(w.path) || '.'}: ${w.message}`);
-    const agentHello = await session.agentHello;
-    const remoteState = await remote;
-    const baseValid = state.tree !== null && remoteState.generation !== null && remoteState.generation === state.generation;
-    const tree = scanned.tree;
-    let changes = scanned.changes;
-    if (!baseValid && state.tree) {
-      // The remote is not where we left it (another client, a lost state): describe everything, and let the
-      // agent find the chunks it already has.
-      const deleted = scanned.changes.filter((c) => c.status === 'deleted');
-      changes = tree.entries().map((entry) => ({ status: 'added' as const, entry }));
-      changes.push(...deleted);
-      changes.sort((a, b) => (a.entry.path < b.entry.path ? -1 : a.entry.path > b.entry.path ? 1 : 0));
-    }
-    const base = baseValid ? state.tree : null;
-    const drift = new Set(baseValid ? remoteState.drift : []);
-    emit({ type: 'scanned', files: scanned.stats.files, changes: changes.length });
+    return { target, session, remote, owned: !given };
+  });
 
-    // Files whose content must be chunked: new or changed locally.
-    const toChunk = changes.filter((c) => c.status !== 'deleted' && c.entry.kind === 'file').map((c) => c.entry.path);
-    const recipes = new Map<string, { chunks: Buffer; digest: Buffer }>();
-    const unreadable = new Set<string>();
-    if (toChunk.length) {
-      const outcomes = await native.chunkFiles(source, toChunk, null);
-      outcomes.forEach((o, i) => {
-        const p = toChunk[i]!;
-        if (o.recipe && tree.setRecipe(p, o.recipe.chunks)) recipes.set(p, o.recipe);
-        else {
-          unreadable.add(p);
-          tree.forget(p);
-          warn(`${displayPath(p)}: ${o.error ?? 'changed while it was read'}; skipped, the remote keeps its copy`);
-        }
+  // The scan runs against the tree most nodes were left at.
+  const baseIndex = chooseBase(states);
+  let prepared: Prepared;
+  try {
+    prepared = fileName === null ? await prepareDir(source, states[baseIndex]?.tree ?? null, native, warn) : await prepareFile(source, fileName, states[baseIndex]?.tree ?? null, native, warn);
+  } catch (e) {
+    await Promise.all(nodes.map(async (n) => n.owned && (await n.session.catch(() => null))?.close().catch(() => {})));
+    throw e;
+  }
+  // Say what the scan found only when some node can take it: an unreachable host gets its one line alone.
+  const reached = await Promise.allSettled(nodes.map((n) => n.remote));
+  if (reached.some((r) => r.status === 'fulfilled')) emit({ type: 'scanned', files: prepared.files, changes: prepared.changes.length }, undefined);
+  const runTreeId = randomBytes(8).toString('hex');
+  const baseTreeId = states[baseIndex]?.treeId ?? null;
+
+  return Promise.all(
+    nodes.map(async (node, i): Promise<PushStats | Error> => {
+      let session: Session | null = null;
+      try {
+        session = await node.session;
+        const state = states[i]!;
+        const inBase = i === baseIndex || (baseTreeId !== null && state.treeId === baseTreeId);
+        return await pushToNode({
+          ...opts,
+          source,
+          dest,
+          deleteMode,
+          target: node.target,
+          session,
+          remoteState: await node.remote,
+          agentHello: await session.agentHello,
+          state,
+          inBase,
+          prepared,
+          prefs: prefsFor(node.target),
+          stDir: stDirs[i]!,
+          treeId: runTreeId,
+          fileName,
+          warnings: [...warnings],
+          t0,
+          emit: (e) => emit(e, i),
+        });
+      } catch (e) {
+        return e instanceof Error ? e : new Error(String(e));
+      } finally {
+        if (node.owned && session) await session.close().catch(() => {});
+      }
+    }),
+  );
+}
+
+/** The state most nodes share (by the tree id saved with it); ties go to the first node. */
+function chooseBase(states: SyncState[]): number {
+  const count = new Map<string, number>();
+  for (const s of states) if (s.tree && s.treeId) count.set(s.treeId, (count.get(s.treeId) ?? 0) + 1);
+  let best = states.findIndex((s) => s.tree !== null);
+  let bestCount = 0;
+  states.forEach((s, i) => {
+    const c = s.tree && s.treeId ? count.get(s.treeId)! : s.tree ? 1 : 0;
+    if (c > bestCount) {
+      best = i;
+      bestCount = c;
+    }
+  });
+  return Math.max(0, best);
+}
+
+async function prepareDir(source: string, base: Tree | null, native: NativeAddon, warn: (m: string) => void): Promise<Prepared> {
+  const tScan = performance.now();
+  const scanned = await native.scan(source, base);
+  const scanMs = performance.now() - tScan;
+  for (const w of scanned.warnings) warn(`${displayPath(w.path) || '.'}: ${w.message}`);
+  const tree = scanned.tree;
+  // Files whose content must be chunked: new or changed locally. Chunked once, whatever the number of nodes.
+  const toChunk = scanned.changes.filter((c) => c.status !== 'deleted' && c.entry.kind === 'file').map((c) => c.entry.path);
+  const recipes = new Map<string, Recipe>();
+  const unreadable = new Set<string>();
+  if (toChunk.length) {
+    const outcomes = await native.chunkFiles(source, toChunk, null);
+    outcomes.forEach((o, i) => {
+      const p = toChunk[i]!;
+      if (o.recipe && tree.setRecipe(p, o.recipe.chunks)) recipes.set(p, o.recipe);
+      else {
+        unreadable.add(p);
+        tree.forget(p);
+        warn(`${displayPath(p)}: ${o.error ?? 'changed while it was read'}; skipped, the remote keeps its copy`);
+      }
+    });
+  }
+  return { tree, changes: scanned.changes, base, recipes, unreadable, files: scanned.stats.files + scanned.stats.symlinks, bytes: scanned.stats.bytes, scanMs };
+}
+
+/** A single file as a tree of one entry named `name`; it is chunked only when its size, mtime or mode moved. */
+async function prepareFile(source: string, name: string, base: Tree | null, native: NativeAddon, warn: (m: string) => void): Promise<Prepared> {
+  const tScan = performance.now();
+  const st = await fsp.stat(source, { bigint: true });
+  const entry = {
+    path: name,
+    kind: 'file' as const,
+    mode: Number(st.mode & 0o7777n),
+    size: Number(st.size),
+    mtimeSec: Number(st.mtimeNs / 1_000_000_000n),
+    mtimeNsec: Number(st.mtimeNs % 1_000_000_000n),
+  };
+  const prev = base?.entry(name) ?? null;
+  const prevRecipe = base?.recipe(name) ?? null;
+  const same =
+    prev !== null && prevRecipe !== null && prev.kind === 'file' && prev.size === entry.size && prev.mode === entry.mode && prev.mtimeSec === entry.mtimeSec && prev.mtimeNsec === entry.mtimeNsec;
+  const tree = native.Tree.empty(native.defaultChunkParams());
+  const recipes = new Map<string, Recipe>();
+  const unreadable = new Set<string>();
+  let chunks: Buffer | undefined = same ? prevRecipe.chunks : undefined;
+  if (!same) {
+    const [o] = await native.chunkFiles(path.dirname(source), [path.basename(source)], null);
+    if (o?.recipe && o.recipe.size === entry.size) {
+      chunks = o.recipe.chunks;
+      recipes.set(name, o.recipe);
+    } else {
+      unreadable.add(name);
+      warn(`${source}: ${o?.error ?? 'changed while it was read'}; skipped, the remote keeps its copy`);
+    }
+  }
+  tree.update([{ ...entry, observedMtimeNs: '0', ino: '0', ...(chunks ? { chunks } : {}) }], []);
+  const changes: Change[] = same || unreadable.size ? [] : [{ status: prev ? 'modified' : 'added', entry, prevKind: prev?.kind, ...(prevRecipe ? { prevRecipe } : {}) }];
+  return { tree, changes, base, recipes, unreadable, files: 1, bytes: entry.size, scanMs: performance.now() - tScan };
+}
+
+interface NodePush {
+  source: string;
+  dest: string;
+  deleteMode: DeleteMode;
+  dryRun?: boolean;
+  native: NativeAddon;
+  target: Target;
+  session: Session;
+  remoteState: PushState;
+  agentHello: Hello;
+  state: SyncState;
+  /** The node was left at the tree the scan ran against. */
+  inBase: boolean;
+  prepared: Prepared;
+  prefs: Compression[];
+  stDir: string;
+  treeId: string;
+  fileName: string | null;
+  warnings: string[];
+  t0: number;
+  emit: (e: PushEvent) => void;
+}
+
+async function pushToNode(o: NodePush): Promise<PushStats> {
+  const { prepared, remoteState, state, native, emit, deleteMode } = o;
+  const tree = prepared.tree;
+  const baseValid = o.inBase && state.tree !== null && remoteState.generation !== null && remoteState.generation === state.generation;
+  let changes = prepared.changes;
+  if (!baseValid && prepared.base) {
+    // The remote is not where the scan's base left it (another client, a lost state, a node that missed a push):
+    // describe everything, and let the agent find the chunks it already has. Deletions are what this node was
+    // last given and the source no longer has.
+    const deleted: Change[] = o.inBase
+      ? prepared.changes.filter((c) => c.status === 'deleted')
+      : (state.tree?.entries() ?? []).filter((e) => !tree.entry(e.path)).map((entry) => ({ status: 'deleted' as const, entry }));
+    changes = tree.entries().map((entry) => ({ status: 'added' as const, entry }));
+    changes.push(...deleted);
+    changes.sort(byPath);
+  }
+  const base = baseValid ? prepared.base : null;
+  const drift = new Set(baseValid ? remoteState.drift : []);
+  const recipeOf = (p: string): Recipe | null => prepared.recipes.get(p) ?? tree.recipe(p);
+
+  const planner = new Planner(base, drift);
+  const entries: Array<{ entry: PlanEntry; literals: LiteralRef[] }> = [];
+  let chunksReused = 0;
+  let chunksLiteral = 0;
+  let filesChanged = 0;
+  let filesDeleted = 0;
+  const listed: Array<{ status: string; path: string; kind: string }> = [];
+  const seen = new Set<string>();
+  for (const c of changes) {
+    const e = c.entry;
+    seen.add(e.path);
+    if (c.status === 'deleted') {
+      entries.push({ entry: { kind: 'delete', path: e.path, forgetOnly: deleteMode === 'none' }, literals: [] });
+      if (deleteMode !== 'none') filesDeleted++;
+      listed.push({ status: 'deleted', path: e.path, kind: e.kind });
+      continue;
+    }
+    if (e.kind === 'dir') {
+      entries.push({ entry: { kind: 'dir', path: e.path, mode: e.mode }, literals: [] });
+    } else if (e.kind === 'symlink') {
+      entries.push({ entry: { kind: 'symlink', path: e.path, target: e.target! }, literals: [] });
+      filesChanged++;
+    } else {
+      if (prepared.unreadable.has(e.path)) continue;
+      const r = recipeOf(e.path);
+      if (!r) continue;
+      const prev = c.prevRecipe && !drift.has(e.path) && baseValid ? c.prevRecipe : null;
+      // Same content, same metadata (a racy re-check, or only ctime moved): nothing to send.
+      if (prev && prev.digest.equals(r.digest) && c.prevKind === 'file' && !drift.has(e.path)) {
+        const before = base?.entry(e.path);
+        if (before && before.mode === e.mode && before.mtimeSec === e.mtimeSec && before.mtimeNsec === e.mtimeNsec) continue;
+      }
+      const fp = planner.planFile(e.path, r.chunks, prev?.chunks ?? null);
+      chunksReused += fp.reused;
+      chunksLiteral += fp.literals.length;
+      filesChanged++;
+      entries.push({
+        entry: { kind: 'file', path: e.path, mode: e.mode, size: e.size, mtimeSec: e.mtimeSec, mtimeNsec: e.mtimeNsec, digest: r.digest, ops: fp.ops },
+        literals: fp.literals,
       });
     }
-
-    // The entries to send, in path order.
-    const planner = new Planner(base, drift);
-    const entries: Array<{ entry: PlanEntry; literals: LiteralRef[] }> = [];
-    let chunksReused = 0;
-    let chunksLiteral = 0;
-    let filesChanged = 0;
-    let filesDeleted = 0;
-    const listed: Array<{ status: string; path: string; kind: string }> = [];
-    const seen = new Set<string>();
-    for (const c of changes) {
-      const e = c.entry;
-      seen.add(e.path);
-      if (c.status === 'deleted') {
-        entries.push({ entry: { kind: 'delete', path: e.path, forgetOnly: deleteMode === 'none' }, literals: [] });
-        if (deleteMode !== 'none') filesDeleted++;
-        listed.push({ status: 'deleted', path: e.path, kind: e.kind });
-        continue;
-      }
-      if (e.kind === 'dir') {
-        entries.push({ entry: { kind: 'dir', path: e.path, mode: e.mode }, literals: [] });
-      } else if (e.kind === 'symlink') {
-        entries.push({ entry: { kind: 'symlink', path: e.path, target: e.target! }, literals: [] });
-        filesChanged++;
-      } else {
-        const r = recipes.get(e.path);
-        if (!r) continue;
-        const prev = c.prevRecipe && !drift.has(e.path) && baseValid ? c.prevRecipe : null;
-        // Same content, same metadata (a racy re-check, or only ctime moved): nothing to send.
-        if (prev && prev.digest.equals(r.digest) && c.prevKind === 'file' && !drift.has(e.path)) {
-          const before = base?.entry(e.path);
-          if (before && before.mode === e.mode && before.mtimeSec === e.mtimeSec && before.mtimeNsec === e.mtimeNsec) continue;
-        }
-        const fp = planner.planFile(e.path, r.chunks, prev?.chunks ?? null);
-        chunksReused += fp.reused;
-        chunksLiteral += fp.literals.length;
-        filesChanged++;
-        entries.push({
-          entry: {
-            kind: 'file',
-            path: e.path,
-            mode: e.mode,
-            size: e.size,
-            mtimeSec: e.mtimeSec,
-            mtimeNsec: e.mtimeNsec,
-            digest: r.digest,
-            ops: fp.ops,
-          },
-          literals: fp.literals,
-        });
-      }
-      listed.push({ status: c.status, path: e.path, kind: e.kind });
-    }
-    // Files the remote changed behind our back: the local version wins.
-    for (const p of drift) {
-      if (seen.has(p)) continue;
-      const e = tree.entry(p);
-      if (!e) continue;
-      if (e.kind === 'symlink') entries.push({ entry: { kind: 'symlink', path: p, target: e.target! }, literals: [] });
-      else if (e.kind === 'file') {
-        const r = tree.recipe(p);
-        if (!r) continue;
-        const fp = planner.planFile(p, r.chunks, null);
-        chunksReused += fp.reused;
-        chunksLiteral += fp.literals.length;
-        entries.push({
-          entry: { kind: 'file', path: p, mode: e.mode, size: e.size, mtimeSec: e.mtimeSec, mtimeNsec: e.mtimeNsec, digest: r.digest, ops: fp.ops },
-          literals: fp.literals,
-        });
-      }
-      filesChanged++;
-      listed.push({ status: 'drifted', path: p, kind: e.kind });
-    }
-    entries.sort((a, b) => (a.entry.path < b.entry.path ? -1 : a.entry.path > b.entry.path ? 1 : 0));
-    for (const l of listed) emit({ type: 'change', ...l });
-
-    const stats: PushStats = {
-      filesScanned: scanned.stats.files + scanned.stats.symlinks,
-      filesChanged,
-      filesDeleted,
-      bytesLiteral: 0,
-      bytesWire: 0,
-      bytesTotal: scanned.stats.bytes,
-      chunksReused,
-      chunksLiteral,
-      durationMs: 0,
-      scanMs,
-      transport: opts.target.kind === 'local' ? 'local' : 'ssh',
-      generation: remoteState.generation,
-      drift: [...drift].map(displayPath),
-      kept: [],
-      failed: [...unreadable].map((p) => ({ path: displayPath(p), error: 'unreadable' })),
-      warnings,
-      dryRun: !!opts.dryRun,
-    };
-    if (opts.dryRun) {
-      stats.changes = listed.map((l) => ({ ...l, path: displayPath(l.path) }));
-      stats.bytesLiteral = entries.reduce((a, e) => a + e.literals.reduce((b, l) => b + l.len, 0), 0);
-    } else if (entries.length > 0 || !baseValid || deleteMode === 'mirror') {
-      const compression = chooseCompression(prefs, agentHello.compression);
-      const mode: Plan['mode'] = baseValid ? 'data' : 'need';
-      const plan: Plan = { mode, compression, deleteMode, dryRun: false };
-      const conn = session.conn;
-      await conn.sendJson(Frame.Plan, plan);
-      const pump = new DataPump(conn, compression, native, source);
-      let filesSent = 0;
-      const progress = (): void =>
-        emit({ type: 'progress', bytesLiteral: pump.bytesLiteral, bytesWire: conn.bytesWritten, filesSent, filesTotal: entries.length });
-      if (mode === 'data') {
-        for (let i = 0; i < entries.length; i += BATCH_ENTRIES) {
-          const batch = entries.slice(i, i + BATCH_ENTRIES);
-          await conn.send(Frame.Entries, encodeEntries(batch.map((b) => b.entry)));
-          for (const b of batch) {
-            for (const l of b.literals) await pump.addFromFile(b.entry.path, l.offset, l.len);
-            filesSent++;
-          }
-          progress();
-        }
-        await conn.send(Frame.PlanEnd, Buffer.alloc(0));
-      } else {
-        const where = new Map<string, { path: string; offset: number; len: number }>();
-        for (const b of entries) {
-          if (b.entry.kind !== 'file') continue;
-          const r = recipes.get(b.entry.path) ?? tree.recipe(b.entry.path);
-          if (!r) continue;
-          let off = 0;
-          for (let o = 0; o < r.chunks.length; o += 36) {
-            const k = r.chunks.toString('hex', o, o + 32);
-            const len = r.chunks.readUInt32LE(o + 32);
-            if (!where.has(k)) where.set(k, { path: b.entry.path, offset: off, len });
-            off += len;
-          }
-        }
-        for (let i = 0; i < entries.length; i += BATCH_ENTRIES) {
-          await conn.send(Frame.Entries, encodeEntries(entries.slice(i, i + BATCH_ENTRIES).map((b) => b.entry)));
-        }
-        await conn.send(Frame.PlanEnd, Buffer.alloc(0));
-        const need = decodeIds((await expectFrame(session, Frame.Need, 'push')).payload);
-        for (const id of need) {
-          const loc = where.get(id.toString('hex'));
-          if (!loc) throw new Error('the agent asked for a chunk this push does not have');
-          await pump.addFromFile(loc.path, loc.offset, loc.len);
-        }
-        stats.chunksReused = Math.max(0, chunksLiteral - need.length) + chunksReused;
-        stats.chunksLiteral = need.length;
-      }
-      await pump.finish();
-      progress();
-      const done = parseJson<Done>((await expectFrame(session, Frame.Done, `push to ${opts.target.spec}`)).payload, 'done');
-      for (const f of done.failed) {
-        if (f.path) tree.forget(f.path);
-        stats.failed.push({ path: displayPath(f.path), error: f.error });
-      }
-      stats.kept = done.kept.map(displayPath);
-      stats.generation = done.generation;
-      stats.bytesLiteral = pump.bytesLiteral;
-      if (done.generation) {
-        await saveState(stDir, done.generation, tree, { source, target: opts.target.key, dest });
-      }
-    }
-    else if (changes.length > 0 && remoteState.generation) {
-      // Only re-checked entries (racy timestamps, metadata the remote does not keep): remember them as settled.
-      await saveState(stDir, remoteState.generation, tree, { source, target: opts.target.key, dest });
-    }
-    stats.bytesWire = session.conn.bytesWritten;
-    stats.durationMs = performance.now() - t0;
-    return stats;
-  } finally {
-    await session.close();
+    listed.push({ status: c.status, path: e.path, kind: e.kind });
   }
+  // Files the remote changed behind our back: the local version wins.
+  for (const p of drift) {
+    if (seen.has(p)) continue;
+    const e = tree.entry(p);
+    if (!e) continue;
+    if (e.kind === 'symlink') entries.push({ entry: { kind: 'symlink', path: p, target: e.target! }, literals: [] });
+    else if (e.kind === 'file') {
+      const r = recipeOf(p);
+      if (!r) continue;
+      const fp = planner.planFile(p, r.chunks, null);
+      chunksReused += fp.reused;
+      chunksLiteral += fp.literals.length;
+      entries.push({
+        entry: { kind: 'file', path: p, mode: e.mode, size: e.size, mtimeSec: e.mtimeSec, mtimeNsec: e.mtimeNsec, digest: r.digest, ops: fp.ops },
+        literals: fp.literals,
+      });
+    }
+    filesChanged++;
+    listed.push({ status: 'drifted', path: p, kind: e.kind });
+  }
+  entries.sort(byPath);
+  for (const l of listed) emit({ type: 'change', ...l });
+
+  const stats: PushStats = {
+    filesScanned: prepared.files,
+    filesChanged,
+    filesDeleted,
+    bytesLiteral: 0,
+    bytesWire: 0,
+    bytesTotal: prepared.bytes,
+    chunksReused,
+    chunksLiteral,
+    durationMs: 0,
+    scanMs: prepared.scanMs,
+    transport: o.target.kind === 'local' ? 'local' : 'ssh',
+    generation: remoteState.generation,
+    drift: [...drift].map(displayPath),
+    kept: [],
+    failed: [...prepared.unreadable].map((p) => ({ path: displayPath(p), error: 'unreadable' })),
+    warnings: o.warnings,
+    dryRun: !!o.dryRun,
+  };
+  const session = o.session;
+  const conn = session.conn;
+  const wireBefore = conn.bytesWritten;
+  const save = async (generation: string, failed: string[]): Promise<void> => {
+    const info = { source: o.source, target: o.target.key, dest: o.dest };
+    // Nodes left at the same tree share its id, so the next push scans once against it for all of them.
+    await saveState(o.stDir, generation, tree, info, failed.length ? null : o.treeId);
+    if (failed.length) await forgetInSaved(o.stDir, native, failed);
+  };
+  if (o.dryRun) {
+    stats.changes = listed.map((l) => ({ ...l, path: displayPath(l.path) }));
+    stats.bytesLiteral = entries.reduce((a, e) => a + e.literals.reduce((b, l) => b + l.len, 0), 0);
+  } else if (entries.length > 0 || !baseValid || deleteMode === 'mirror') {
+    const compression = chooseCompression(o.prefs, o.agentHello.compression);
+    const mode: Plan['mode'] = baseValid ? 'data' : 'need';
+    const plan: Plan = { mode, compression, deleteMode, dryRun: false };
+    await conn.sendJson(Frame.Plan, plan);
+    const pump = new DataPump(conn, compression, native, o.fileName === null ? o.source : o.source);
+    // A single-file source is read at its own path, whatever its remote name.
+    const localPath = (p: string): string => (o.fileName === null ? p : '');
+    let filesSent = 0;
+    const progress = (): void =>
+      emit({ type: 'progress', bytesLiteral: pump.bytesLiteral, bytesWire: conn.bytesWritten - wireBefore, filesSent, filesTotal: entries.length });
+    if (mode === 'data') {
+      for (let i = 0; i < entries.length; i += BATCH_ENTRIES) {
+        const batch = entries.slice(i, i + BATCH_ENTRIES);
+        await conn.send(Frame.Entries, encodeEntries(batch.map((b) => b.entry)));
+        for (const b of batch) {
+          for (const l of b.literals) await pump.addFromFile(localPath(b.entry.path), l.offset, l.len);
+          filesSent++;
+        }
+        progress();
+      }
+      await conn.send(Frame.PlanEnd, Buffer.alloc(0));
+    } else {
+      const where = new Map<string, { path: string; offset: number; len: number }>();
+      for (const b of entries) {
+        if (b.entry.kind !== 'file') continue;
+        const r = recipeOf(b.entry.path);
+        if (!r) continue;
+        let off = 0;
+        for (let c = 0; c < r.chunks.length; c += 36) {
+          const k = r.chunks.toString('hex', c, c + 32);
+          const len = r.chunks.readUInt32LE(c + 32);
+          if (!where.has(k)) where.set(k, { path: b.entry.path, offset: off, len });
+          off += len;
+        }
+      }
+      for (let i = 0; i < entries.length; i += BATCH_ENTRIES) {
+        await conn.send(Frame.Entries, encodeEntries(entries.slice(i, i + BATCH_ENTRIES).map((b) => b.entry)));
+      }
+      await conn.send(Frame.PlanEnd, Buffer.alloc(0));
+      const need = decodeIds((await expectFrame(session, Frame.Need, 'push')).payload);
+      for (const id of need) {
+        const loc = where.get(id.toString('hex'));
+        if (!loc) throw new Error('the agent asked for a chunk this push does not have');
+        await pump.addFromFile(localPath(loc.path), loc.offset, loc.len);
+      }
+      stats.chunksReused = Math.max(0, chunksLiteral - need.length) + chunksReused;
+      stats.chunksLiteral = need.length;
+    }
+    await pump.finish();
+    progress();
+    const done = parseJson<Done>((await expectFrame(session, Frame.Done, `push to ${o.target.spec}`)).payload, 'done');
+    for (const f of done.failed) stats.failed.push({ path: displayPath(f.path), error: f.error });
+    stats.kept = done.kept.map(displayPath);
+    stats.generation = done.generation;
+    stats.bytesLiteral = pump.bytesLiteral;
+    if (done.generation) await save(done.generation, done.failed.map((f) => f.path).filter(Boolean));
+  } else if (changes.length > 0 && remoteState.generation) {
+    // Only re-checked entries (racy timestamps, metadata the remote does not keep): remember them as settled.
+    await save(remoteState.generation, []);
+  }
+  stats.bytesWire = conn.bytesWritten - wireBefore;
+  stats.durationMs = performance.now() - o.t0;
+  return stats;
+}
+
+/** A node whose push failed for some paths keeps a tree of its own in which those paths are forgotten. */
+async function forgetInSaved(dir: string, native: NativeAddon, paths: string[]): Promise<void> {
+  const t = native.Tree.load(path.join(dir, 'tree.snap'));
+  for (const p of paths) t.forget(p);
+  t.save(path.join(dir, 'tree.snap'));
 }
 
 /** Checks the source before anything else, so a typo gives one clear line. */

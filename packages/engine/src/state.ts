@@ -11,6 +11,8 @@ type Tree = InstanceType<NativeAddon['Tree']>;
 
 export interface SyncState {
   generation: string | null;
+  /** Shared by the states of nodes that were left at the same tree by one push. */
+  treeId: string | null;
   tree: Tree | null;
   warning: string | null;
 }
@@ -26,24 +28,26 @@ export function stateDirFor(kind: 'push' | 'pull', ...key: string[]): string {
 
 export async function loadState(dir: string, native: NativeAddon): Promise<SyncState> {
   let generation: string | null = null;
+  let treeId: string | null = null;
   try {
-    const meta = JSON.parse(await fsp.readFile(path.join(dir, 'state.json'), 'utf8')) as { generation?: string };
+    const meta = JSON.parse(await fsp.readFile(path.join(dir, 'state.json'), 'utf8')) as { generation?: string; treeId?: string };
     generation = typeof meta.generation === 'string' ? meta.generation : null;
+    treeId = typeof meta.treeId === 'string' ? meta.treeId : null;
   } catch {
-    return { generation: null, tree: null, warning: null };
+    return { generation: null, treeId: null, tree: null, warning: null };
   }
   try {
-    return { generation, tree: native.Tree.load(path.join(dir, 'tree.snap')), warning: null };
+    return { generation, treeId, tree: native.Tree.load(path.join(dir, 'tree.snap')), warning: null };
   } catch (e) {
     // A damaged snapshot is rebuilt: the agent then finds the chunks it already has by their ids.
-    return { generation: null, tree: null, warning: `${(e as Error).message}; rebuilding it` };
+    return { generation: null, treeId: null, tree: null, warning: `${(e as Error).message}; rebuilding it` };
   }
 }
 
-export async function saveState(dir: string, generation: string, tree: Tree, info: Record<string, string>): Promise<void> {
+export async function saveState(dir: string, generation: string, tree: Tree, info: Record<string, string>, treeId: string | null = null): Promise<void> {
   await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
   tree.save(path.join(dir, 'tree.snap'));
   const tmp = path.join(dir, `state.json.${randomBytes(4).toString('hex')}`);
-  await fsp.writeFile(tmp, JSON.stringify({ generation, ...info, savedAt: new Date().toISOString() }) + '\n', { mode: 0o600 });
+  await fsp.writeFile(tmp, JSON.stringify({ generation, treeId, ...info, savedAt: new Date().toISOString() }) + '\n', { mode: 0o600 });
   await fsp.rename(tmp, path.join(dir, 'state.json'));
 }

@@ -26,6 +26,8 @@ export interface PushBegin {
   /** The generation the client believes the destination is at, or null when it knows nothing. */
   base: string | null;
   chunkParams: ChunkParams;
+  /** The destination is one file (a file mount): the plan carries exactly one entry, named as that file. */
+  file?: boolean;
 }
 
 export interface PullBegin {

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { createRequire } from 'node:module';
-import { TargetError, type AgentChannel, type Target } from './target.js';
+import { TargetError, type AgentChannel, type RemoteProcess, type Target } from './target.js';
 
 const require = createRequire(import.meta.url);
 
@@ -81,5 +81,20 @@ export class LocalTarget implements Target {
     const nodeArgs = (process.env.SKYSYNC_AGENT_NODE_ARGS ?? '').split(' ').filter(Boolean);
     return spawnAgent(process.execPath, [...nodeArgs, agentBundlePath(), 'serve', '--home', this.home], env);
   }
+
+  async exec(command: string): Promise<RemoteProcess> {
+    fs.mkdirSync(this.home, { recursive: true });
+    // Its own session, as sshd gives each command: signals for the job reach its group and not this process.
+    const child = spawn('sh', ['-c', command], { cwd: this.home, env: { ...process.env, HOME: this.home }, stdio: ['pipe', 'pipe', 'pipe'], detached: true });
+    const exited = new Promise<number | null>((resolve) => {
+      child.on('close', (code, signal) => resolve(code ?? (signal ? 128 + (os.constants.signals[signal] ?? 0) : null)));
+      child.on('error', () => resolve(null));
+    });
+    return { stdout: child.stdout, stderr: child.stderr, stdin: child.stdin, exited };
+  }
+
+  retain(): void {}
+
+  async close(): Promise<void> {}
 }
 

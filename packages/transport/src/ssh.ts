@@ -19,7 +19,7 @@ import { MAGIC } from '@skysync/protocol';
 import { agentBundlePath, nativeAddonPath } from './local.js';
 import { resolveHost, parseProxyJump, type ResolvedHost } from './ssh-config.js';
 import { appendKnownHost, checkHostKey, hostKeyPolicy, mismatchMessage, revokedMessage, unknownMessage } from './known-hosts.js';
-import { ConnectError, NoAgentError, type AgentChannel, type Target } from './target.js';
+import { ConnectError, NoAgentError, type AgentChannel, type RemoteProcess, type Target } from './target.js';
 
 export interface SshTargetOptions {
   /** `-F FILE` / SKYSYNC_SSH_CONFIG. */
@@ -335,6 +335,14 @@ function nodeArch(unameArch: string): string {
   return unameArch === 'x86_64' || unameArch === 'amd64' ? 'x64' : unameArch === 'aarch64' || unameArch === 'arm64' ? 'arm64' : unameArch;
 }
 
+const SIGNAL_NUMBERS: Record<string, number> = { HUP: 1, INT: 2, QUIT: 3, KILL: 9, PIPE: 13, TERM: 15 };
+
+/** A signal's death as a shell reports it (128 + n). */
+function signalExitCode(signal: string | undefined): number | null {
+  if (!signal) return null;
+  return 128 + (SIGNAL_NUMBERS[signal.replace(/^SIG/, '')] ?? 0);
+}
+
 export class SshTarget implements Target {
   readonly kind = 'ssh' as const;
   readonly key: string;
@@ -355,8 +363,84 @@ export class SshTarget implements Target {
     return resolveHost(this.spec, { configFile: this.opts.configFile });
   }
 
+  private connected: Promise<Connected> | null = null;
+  private retained = false;
+  private channels = 0;
+
+  /** The SSH connection, opened on first use and shared by the agent and every command of this target. */
+  private connection(): Promise<Connected> {
+    if (!this.connected) {
+      const c = (async () => connectHost(await this.resolve(), this.opts))();
+      this.connected = c;
+      c.then(
+        ({ client }) => client.once('close', () => {
+          if (this.connected === c) this.connected = null;
+        }),
+        () => {
+          if (this.connected === c) this.connected = null;
+        },
+      );
+    }
+    return this.connected;
+  }
+
+  retain(): void {
+    this.retained = true;
+  }
+
+  async close(): Promise<void> {
+    this.retained = false;
+    if (this.channels === 0) await this.endConnection();
+  }
+
+  private async endConnection(): Promise<void> {
+    const c = this.connected;
+    this.connected = null;
+    if (!c) return;
+    try {
+      const { client } = await c;
+      await new Promise<void>((resolve) => {
+        client.once('close', () => resolve());
+        client.end();
+        setTimeout(resolve, 2000).unref();
+      });
+    } catch {
+      // It never opened: nothing to end.
+    }
+  }
+
+  /** Counts a channel in; its end may close the connection when nothing else holds it. */
+  private track(ch: ClientChannel): void {
+    this.channels++;
+    ch.once('close', () => {
+      this.channels--;
+      if (this.channels === 0 && !this.retained) void this.endConnection();
+    });
+  }
+
+  async exec(command: string): Promise<RemoteProcess> {
+    const { client } = await this.connection();
+    const ch = await exec(client, command);
+    this.track(ch);
+    const exited = new Promise<number | null>((resolve) => {
+      let code: number | null = null;
+      ch.on('exit', (c: number | null, signal?: string) => (code = c ?? signalExitCode(signal)));
+      ch.on('close', () => resolve(code));
+    });
+    return { stdout: ch, stderr: ch.stderr, stdin: ch, exited };
+  }
+
   async openAgent(): Promise<AgentChannel> {
-    const { client, host } = await connectHost(await this.resolve(), this.opts);
+    try {
+      return await this.startAgent();
+    } catch (e) {
+      if (this.channels === 0 && !this.retained) await this.endConnection();
+      throw e;
+    }
+  }
+
+  private async startAgent(): Promise<AgentChannel> {
+    const { client, host } = await this.connection();
     const { file, hash } = agentBundle();
     let probe = await bootstrap(client, hash);
     if (probe.kind === 'probe') {
@@ -369,7 +453,7 @@ export class SshTarget implements Target {
         }
       }
       if (major < MIN_NODE_MAJOR) {
-        client.end();
+        await this.endConnection();
         throw new NoAgentError(
           `${host.alias} has ${probe.node ? `node ${probe.node}, older than ${MIN_NODE_MAJOR}` : 'no node'}; the skysync agent needs node >= ${MIN_NODE_MAJOR}`,
         );
@@ -383,17 +467,18 @@ export class SshTarget implements Target {
       const cmd = `sh -c '${installCommand(hash, addonName).replace(/'/g, `'\\''`)}' skysync-install ${bundle.length}`;
       const r = await run(client, cmd, input);
       if (r.code !== 0) {
-        client.end();
+        await this.endConnection();
         throw new ConnectError(`could not install the skysync agent on ${host.alias}: ${r.stderr.trim() || `exit ${r.code}`}`);
       }
       this.opts.log?.(`installed the skysync agent on ${host.alias}${same ? ' (with the native addon)' : ' (TypeScript fallback)'}`);
       probe = await bootstrap(client, hash);
       if (probe.kind !== 'agent') {
-        client.end();
+        await this.endConnection();
         throw new ConnectError(`the skysync agent did not start on ${host.alias} after installing it`);
       }
     }
     const ch = probe.channel;
+    this.track(ch);
     const input = new PassThrough();
     input.write(probe.head);
     ch.pipe(input);
@@ -405,10 +490,7 @@ export class SshTarget implements Target {
     const exited = new Promise<number | null>((resolve) => {
       let code: number | null = null;
       ch.on('exit', (c: number | null) => (code = c));
-      ch.on('close', () => {
-        resolve(code);
-        client.end();
-      });
+      ch.on('close', () => resolve(code));
     });
     return {
       input,
@@ -417,7 +499,7 @@ export class SshTarget implements Target {
       exited,
       close: async () => {
         ch.end();
-        const t = setTimeout(() => client.end(), 10_000);
+        const t = setTimeout(() => ch.close(), 10_000);
         await exited;
         clearTimeout(t);
       },

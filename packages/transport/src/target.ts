@@ -13,6 +13,16 @@ export interface AgentChannel {
   close(): Promise<void>;
 }
 
+/** A command running on the target (over the same connection as the agent, for SSH targets). */
+export interface RemoteProcess {
+  stdout: Readable;
+  stderr: Readable;
+  /** The command's stdin. */
+  stdin: Writable;
+  /** The exit code; null when the connection dropped or a signal ended it without one. */
+  exited: Promise<number | null>;
+}
+
 export interface Target {
   kind: 'local' | 'ssh';
   /** How the user wrote it, for messages. */
@@ -20,6 +30,11 @@ export interface Target {
   /** A stable identity for client-side state. */
   key: string;
   openAgent(): Promise<AgentChannel>;
+  /** Runs a shell command line on the target (as `ssh host CMD` does: the remote login shell parses it). */
+  exec(command: string): Promise<RemoteProcess>;
+  /** Keeps the connection open between operations until `close()` (one connection for a whole command). */
+  retain(): void;
+  close(): Promise<void>;
 }
 
 export class TargetError extends Error {
