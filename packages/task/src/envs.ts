@@ -26,7 +26,9 @@ export function readVarSection(
     fail(file, section, 'a list of managed secret names is a SkyPilot API-server feature skysync cannot resolve', 'write a mapping NAME: value (or NAME: null and pass --secret NAME=VALUE)');
   }
   if (node.kind !== 'map') {
-    fail(file, section, `expected a mapping of NAME: value, got ${describe(node)}`, 'write one "NAME: value" per line under it');
+    // A scalar under secrets: may itself be a secret: name its shape only.
+    const got = section === 'secrets' ? (node.kind === 'seq' ? 'a list' : 'a single value') : describe(node);
+    fail(file, section, `expected a mapping of NAME: value, got ${got}`, 'write one "NAME: value" per line under it');
   }
   for (const [name, value] of node.entries) {
     const key = `${section}.${name}`;

@@ -80,7 +80,7 @@ function storageMount(ctx: MountContext, key: string, dest: string, remote: stri
   const known = [...STORAGE_FIELDS_USED, ...STORAGE_FIELDS_IGNORED];
   for (const field of node.entries.keys()) {
     if (known.includes(field)) continue;
-    const hint = didYouMean(field, STORAGE_FIELDS_USED);
+    const hint = didYouMean(field, known.filter((f) => !f.startsWith('_')));
     fail(ctx.file, `${key}.${field}`, 'unknown storage field', hint ?? `storage fields are ${STORAGE_FIELDS_USED.join(', ')}`);
   }
   for (const field of STORAGE_FIELDS_IGNORED) if (node.entries.has(field)) ctx.ignored.push(`${key}.${field}`);
@@ -107,7 +107,7 @@ function storageMount(ctx: MountContext, key: string, dest: string, remote: stri
   if (storeNode) {
     const s = stringField(ctx, `${key}.store`, storeNode, 'a store name').toLowerCase();
     if (s === 'volume') {
-      fail(ctx.file, `${key}.store`, 'a SkyPilot volume, which skysync does not manage', 'use a bucket store or a plain file mount for this path');
+      fail(ctx.file, `${key}.store`, 'store "volume" is a SkyPilot volume, which skysync does not manage', 'use a bucket store or a plain file mount for this path');
     }
     if (!STORES.includes(s)) {
       const c = closest(s, STORES);

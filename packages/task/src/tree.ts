@@ -44,11 +44,18 @@ function scalar(node: Scalar): YScalar {
   return { kind: 'scalar', value: value ?? null, text };
 }
 
-function convert(node: unknown, doc: Document, file: string, at: string, depth: number): YNode {
-  if (depth > 64) fail(file, at, 'the YAML nests too deeply (an alias loop?)', 'simplify the anchors and aliases');
-  if (isAlias(node)) return convert(node.resolve(doc), doc, file, at, depth + 1);
+interface Walk {
+  doc: Document;
+  file: string;
+  /** Nodes left to visit: aliases re-expand their target, so a small file could otherwise explode. */
+  budget: number;
+}
+
+function convert(node: unknown, w: Walk, at: string, depth: number): YNode {
+  if (depth > 64 || --w.budget < 0) fail(w.file, at || '(document)', 'the YAML nests or repeats too much (an alias bomb?)', 'simplify the anchors and aliases');
+  if (isAlias(node)) return convert(node.resolve(w.doc), w, at, depth + 1);
   if (isScalar(node)) return scalar(node);
-  if (isSeq(node)) return { kind: 'seq', items: node.items.map((n, i) => convert(n, doc, file, `${at}[${i}]`, depth + 1)) };
+  if (isSeq(node)) return { kind: 'seq', items: node.items.map((n, i) => convert(n, w, `${at}[${i}]`, depth + 1)) };
   if (isMap(node)) {
     const merged = new Map<string, YNode>();
     const own = new Map<string, YNode>();
@@ -57,10 +64,10 @@ function convert(node: unknown, doc: Document, file: string, at: string, depth: 
       const k = pair.key;
       // "<<: *anchor" merges; keys written in the mapping itself win over merged ones.
       if (isScalar(k) && typeof k.value === 'symbol') {
-        const v = convert(pair.value, doc, file, at, depth + 1);
+        const v = convert(pair.value, w, at, depth + 1);
         const sources = v.kind === 'seq' ? [...v.items].reverse() : [v];
         for (const s of sources) {
-          if (s.kind !== 'map') fail(file, `${at}.<<`, 'a merge key (<<) must refer to a mapping', 'merge an anchored mapping (<<: *name)');
+          if (s.kind !== 'map') fail(w.file, `${at}.<<`, 'a merge key (<<) must refer to a mapping', 'merge an anchored mapping (<<: *name)');
           for (const [mk, mv] of s.entries) merged.set(mk, mv);
         }
         continue;
@@ -69,12 +76,12 @@ function convert(node: unknown, doc: Document, file: string, at: string, depth: 
       if (k === null || k === undefined) key = '';
       else if (isScalar(k)) key = scalar(k).text;
       else if (isAlias(k)) {
-        const r = convert(k, doc, file, at, depth + 1);
-        if (r.kind !== 'scalar') fail(file, at, 'a key is a mapping or a list', 'use plain text keys');
+        const r = convert(k, w, at, depth + 1);
+        if (r.kind !== 'scalar') fail(w.file, at || '(document)', 'a key is a mapping or a list', 'use plain text keys');
         key = r.text;
-      } else fail(file, at, 'a key is a mapping or a list', 'use plain text keys');
+      } else fail(w.file, at || '(document)', 'a key is a mapping or a list', 'use plain text keys');
       const childAt = at === '' ? key : `${at}.${key}`;
-      own.set(key, convert(pair.value, doc, file, childAt, depth + 1));
+      own.set(key, convert(pair.value, w, childAt, depth + 1));
     }
     for (const [k, v] of own) merged.set(k, v);
     return { kind: 'map', entries: merged };
@@ -102,7 +109,7 @@ export function parseYaml(text: string, file: string): YNode | null {
   }
   const doc = docs[0] as Document;
   if (doc.contents === null || doc.contents === undefined) return null;
-  return convert(doc.contents, doc, file, '', 0);
+  return convert(doc.contents, { doc, file, budget: 100_000 }, '', 0);
 }
 
 export function describe(node: YNode): string {

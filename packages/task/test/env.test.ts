@@ -108,6 +108,7 @@ describe('envs and secrets', () => {
     }
     expect(message).toContain('secrets.bad-name');
     expect(message).not.toContain('s3cr3t');
+    expect(() => parse('secrets: s3cr3t\n')).toThrow('t.yaml: secrets: expected a mapping of NAME: value, got a single value; write one "NAME: value" per line under it');
   });
 });
 

@@ -66,6 +66,7 @@ const cases: Case[] = [
   // document
   { rule: 'several YAML documents', yaml: 'run: a\n---\nrun: b\n', key: '(document)', fix: ['holds 2 YAML documents', 'keep one task per file'] },
   { rule: 'a scalar document', yaml: 'just text\n', key: '(document)', fix: ['got a string ("just text")', 'write the task as "key: value" lines'] },
+  { rule: 'a list as a key', yaml: '? [a, b]\n: x\n', key: '(document)', fix: ['a key is a mapping or a list', 'use plain text keys'] },
   { rule: 'an unknown key far from any known one', yaml: 'docker: ubuntu\nrun: x\n', key: 'docker', fix: ['unknown key', 'remove it (task keys: name, workdir'] },
   { rule: 'a misspelt key', yaml: 'file_mount:\n  /a: ./data\n', key: 'file_mount', fix: ['did you mean "file_mounts"?'] },
   { rule: 'a key differing in case', yaml: 'Run: x\n', key: 'Run', fix: ['did you mean "run"?'] },
@@ -151,6 +152,15 @@ describe('one error per validation rule (inline)', () => {
   it.each(cases)('$rule', ({ yaml, key, fix, opts }) => {
     expectTaskError(() => parseTask(yaml, 'bad.yaml', { cwd: sb.root, ...opts }), 'bad.yaml', key, ...fix);
   });
+});
+
+it('an alias bomb is refused instead of expanded', () => {
+  const levels = ['a: &a [x, x, x, x, x, x, x, x, x, x]'];
+  for (const [prev, cur] of [['a', 'b'], ['b', 'c'], ['c', 'd'], ['d', 'e'], ['e', 'f']] as const) {
+    levels.push(`${cur}: &${cur} [${Array(10).fill(`*${prev}`).join(', ')}]`);
+  }
+  const yaml = `resources:\n${levels.map((l) => `  ${l}`).join('\n')}\n`;
+  expect(() => parseTask(yaml, 'bad.yaml', { cwd: sb.root })).toThrow(/^bad\.yaml: resources\.[a-f]\[.*: the YAML nests or repeats too much \(an alias bomb\?\); simplify the anchors and aliases$/);
 });
 
 describe('accepted edge cases SkyPilot also accepts', () => {
