@@ -79,7 +79,7 @@ describe.skipIf(skip !== null)('push and pull over SSH', () => {
     const src = path.join(work, 'src1');
     makeSource(src);
     const head = cluster.nodes[0]!;
-    const first = skysync(['-F', cluster.sshConfig, 'push', 'sky-test', '-w', src, '--json']);
+    const first = skysync(['-F', cluster.sshConfig, 'push', 'sky-test', '--head-only', '-w', src, '--json']);
     expect(first.code, first.stderr).toBe(0);
     expect(first.stderr).toMatch(/installed the skysync agent on sky-test/);
     const stats = JSON.parse(first.stdout);
@@ -88,7 +88,7 @@ describe.skipIf(skip !== null)('push and pull over SSH', () => {
     // Owned by the node's user, not root: the agent ran as that user.
     expect(fs.statSync(path.join(head.home, 'sky_workdir', 'README.md')).uid).toBe(fs.statSync(head.home).uid);
 
-    const again = skysync(['-F', cluster.sshConfig, 'push', 'sky-test', '-w', src, '--json']);
+    const again = skysync(['-F', cluster.sshConfig, 'push', 'sky-test', '--head-only', '-w', src, '--json']);
     expect(again.code, again.stderr).toBe(0);
     expect(again.stderr).not.toMatch(/installed/);
     const s2 = JSON.parse(again.stdout);
@@ -97,7 +97,7 @@ describe.skipIf(skip !== null)('push and pull over SSH', () => {
 
     fs.appendFileSync(path.join(src, 'src', 'train.py'), 'print("more")\n');
     fs.rmSync(path.join(src, 'README.md'));
-    const third = skysync(['-F', cluster.sshConfig, 'push', 'sky-test', '-w', src, '--json']);
+    const third = skysync(['-F', cluster.sshConfig, 'push', 'sky-test', '--head-only', '-w', src, '--json']);
     expect(third.code, third.stderr).toBe(0);
     expect(JSON.parse(third.stdout).filesChanged).toBe(1);
     expectSynced(src, path.join(head.home, 'sky_workdir'));
@@ -133,7 +133,7 @@ describe.skipIf(skip !== null)('push and pull over SSH', () => {
     fs.writeFileSync(known, `[127.0.0.1]:${head.port} ${pub}\n`);
     const cfg = path.join(work, 'bad_config');
     fs.writeFileSync(cfg, fs.readFileSync(cluster.sshConfig, 'utf8').replaceAll(cluster.knownHosts, known));
-    const r = skysync(['-F', cfg, 'push', 'sky-test', '-w', path.join(work, 'src1')]);
+    const r = skysync(['-F', cfg, 'push', 'sky-test', '--head-only', '-w', path.join(work, 'src1')]);
     expect(r.code).toBe(1);
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
     expect(r.stderr).toMatch(/has changed/);
@@ -149,7 +149,7 @@ describe.skipIf(skip !== null)('push and pull over SSH', () => {
     fs.utimesSync(old, t, t);
     // Make the current version look missing, so the next push installs it and prunes.
     for (const f of fs.readdirSync(dir)) if (f !== '0123456789abcdef.cjs') fs.rmSync(path.join(dir, f));
-    const r = skysync(['-F', cluster.sshConfig, 'push', 'sky-test', '-w', path.join(work, 'src1')]);
+    const r = skysync(['-F', cluster.sshConfig, 'push', 'sky-test', '--head-only', '-w', path.join(work, 'src1')]);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toMatch(/installed the skysync agent/);
     expect(fs.existsSync(old)).toBe(false);
@@ -254,7 +254,7 @@ describe.skipIf(skip !== null)('push and pull over SSH', () => {
       fs.writeFileSync(path.join(src, 'sub', 'data', 'big.npy'), 'ignored by git rules\n');
       fs.writeFileSync(path.join(src, 'sub', 'data', 'keep.txt'), 'kept by negation\n');
       fs.writeFileSync(path.join(src, "it's a 'quoted' name.txt"), 'quotes\n');
-      const r = skysync(['-F', bare.sshConfig, '--no-install-node', 'push', 'sky-bare', '-w', src, '--json']);
+      const r = skysync(['-F', bare.sshConfig, '--no-install-node', 'push', 'sky-bare', '--head-only', '-w', src, '--json']);
       expect(r.code, r.stderr).toBe(0);
       expect(r.stderr).toMatch(/using rsync over ssh: sky-bare has no node/);
       expect(r.stderr.match(/using rsync/g)).toHaveLength(1);
@@ -276,7 +276,7 @@ describe.skipIf(skip !== null)('push and pull over SSH', () => {
   it('uses rsync when asked, even where the agent could run', () => {
     const src = path.join(work, 'src6');
     makeSource(src);
-    const r = skysync(['-F', cluster.sshConfig, 'push', 'sky-test', '-w', src, '--dest', '~/by-rsync', '--transport', 'rsync']);
+    const r = skysync(['-F', cluster.sshConfig, 'push', 'sky-test', '--head-only', '-w', src, '--dest', '~/by-rsync', '--transport', 'rsync']);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toMatch(/using rsync over ssh: --transport rsync/);
     const want = files(src);
@@ -335,7 +335,7 @@ describe.skipIf(skip !== null)('push and pull over SSH', () => {
       const src = path.join(work, 'src8');
       makeSource(src);
       const url = `http://127.0.0.1:${port}/dist/{version}/node-{version}-{os}-{arch}.tar.gz`;
-      const r = await skysyncAsync(['-F', bare.sshConfig, '--node-url', url, 'push', 'sky-nonode', '-w', src, '--json']);
+      const r = await skysyncAsync(['-F', bare.sshConfig, '--node-url', url, 'push', 'sky-nonode', '--head-only', '-w', src, '--json']);
       expect(r.code, r.stderr).toBe(0);
       expect(r.stderr).toMatch(/had no node: downloaded Node v\d+/);
       expect(served).toBe(1);

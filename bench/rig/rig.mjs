@@ -560,10 +560,7 @@ export async function up({ rate = '100mbit', rttMs = 20, loopback = false, nodes
     // The client's ssh config, in SkyPilot's shape.
     const sshConfig = path.join(dir, 'ssh_config');
     const nodeList = st.users.map((u, i) => ({ alias: i === 0 ? CLUSTER : `${CLUSTER}-worker${i}`, ...u }));
-    fs.writeFileSync(
-      sshConfig,
-      nodeList
-        .map((n) =>
+    const hostBlock = (n) =>
           [
             `# skysync shaped-link bench: ${n.alias === CLUSTER ? 'head' : 'worker'} node`,
             `Host ${n.alias}`,
@@ -578,12 +575,13 @@ export async function up({ rate = '100mbit', rttMs = 20, loopback = false, nodes
             '  BatchMode yes',
             '  LogLevel ERROR',
             '',
-          ].join('\n'),
-        )
-        .join('\n'),
-      { mode: 0o644 },
-    );
+          ].join('\n');
+    fs.writeFileSync(sshConfig, nodeList.map(hostBlock).join('\n'), { mode: 0o644 });
+    // The same head alone: a single-node cluster (`push bench` then means the head only, for every CLI version).
+    const sshConfigHead = path.join(dir, 'ssh_config.1node');
+    fs.writeFileSync(sshConfigHead, hostBlock(nodeList[0]), { mode: 0o644 });
     st.sshConfig = sshConfig;
+    st.sshConfigHead = sshConfigHead;
     st.entryPort = entryPort;
     st.nodes = nodeList;
     writeState(st);
@@ -608,6 +606,7 @@ export async function up({ rate = '100mbit', rttMs = 20, loopback = false, nodes
 
     Object.assign(handle, {
       sshConfig,
+      sshConfigHead,
       nodes: nodeList,
       iface: st.iface,
       state: st,
@@ -663,7 +662,7 @@ async function main(argv) {
     writeState(st);
     process.stdout.write(
       `rig up (${rig.info.mode}${o.loopback ? '' : `, ${o.rate} each way, ${o.rtt} ms RTT`}); ssh true takes ${rig.info.sshTrueMs.toFixed(0)} ms\n` +
-        `ssh config: ${rig.sshConfig}  (hosts: ${rig.nodes.map((n) => n.alias).join(', ')})\n` +
+        `ssh config: ${rig.sshConfig}  (hosts: ${rig.nodes.map((n) => n.alias).join(', ')}); the head alone: ${rig.sshConfigHead}\n` +
         `try: ssh -F ${rig.sshConfig} ${CLUSTER} true\n` +
         `     node packages/cli/dist/bin.js -F ${rig.sshConfig} push ${CLUSTER} -w DIR --json\n` +
         `tear down: node bench/rig/rig.mjs down [--wipe]\n`,

@@ -2,11 +2,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import { loadNative, type NativeAddon } from '@skysync/chunking';
-import { push, pull, pushWithRsync, checkSource, CLIENT_VERSION, type PushStats } from '@skysync/engine';
-import { NoAgentError, SshTarget, parseTarget } from '@skysync/transport';
-import type { DeleteMode } from '@skysync/protocol';
+import { pull, CLIENT_VERSION } from '@skysync/engine';
+import { parseTarget } from '@skysync/transport';
+import { execCommand, pushCommand, type CommandContext, type SyncFlags } from './commands.js';
 import { EXIT, UsageError } from './exit-codes.js';
-import { Progress, formatBytes, summaryLines } from './output.js';
+import { summaryLines } from './output.js';
 
 function native(): NativeAddon {
   const n = loadNative();
@@ -14,27 +14,11 @@ function native(): NativeAddon {
   return n;
 }
 
-interface PushFlags {
-  transport?: 'auto' | 'agent' | 'rsync';
-  workdir?: string;
-  dest: string;
-  delete?: boolean;
-  dryRun?: boolean;
-  json?: boolean;
-  quiet?: boolean;
-}
-
 /** Splits `TARGET:PATH`, keeping `local:DIR:PATH` whole on the left. */
 export function splitRemote(spec: string): { target: string; path: string } {
   const m = spec.startsWith('local:') ? /^(local:[^:]+):(.+)$/.exec(spec) : /^([^:]+):(.+)$/.exec(spec);
   if (!m) throw new UsageError(`${JSON.stringify(spec)}: expected TARGET:PATH, e.g. dev:~/sky_workdir/outputs or local:/tmp/node:outputs`);
   return { target: m[1]!, path: m[2]! };
-}
-
-function deleteMode(flags: PushFlags): DeleteMode {
-  if (flags.delete === true) return 'mirror';
-  if (flags.delete === false) return 'none';
-  return 'placed';
 }
 
 function targetOptions(program: Command): { configFile?: string; installNode: boolean; nodeUrl?: string; log: (m: string) => void } {
@@ -63,22 +47,35 @@ export function buildProgram(): Command {
     .option('--no-install-node', 'never provision Node on a remote that lacks it (then rsync is used)')
     .option('--node-url <url>', 'where a remote downloads Node from ({version}, {os}, {arch} are filled in; env SKYSYNC_NODE_URL)');
 
-  program
-    .command('push')
-    .description('sync a working directory into ~/sky_workdir on TARGET (only what changed moves)')
-    .argument('[target]', 'an SSH alias, user@host[:port], ssh://user@host[:port], or local:DIR (DIR plays the remote home); default local:~/.skysync/local')
-    .option('-w, --workdir <dir>', 'directory to sync (default: the current directory)')
-    .option('--dest <path>', 'remote destination', '~/sky_workdir')
-    .addOption(new Option('--delete', 'make an exact mirror: also remove remote files that are not in the source (ignored paths excepted)'))
-    .addOption(new Option('--no-delete', "never remove anything on the remote (SkyPilot's behaviour)"))
-    .option('-n, --dry-run', 'list what would change, change nothing')
-    .option('--json', 'print one JSON object with the statistics at the end')
-    .option('-q, --quiet', 'no summary')
-    .addOption(
-      new Option('--transport <how>', 'agent: the skysync agent only; rsync: rsync over ssh with SkyPilot\'s flags; auto: the agent, or rsync where it cannot run')
-        .choices(['auto', 'agent', 'rsync'])
-        .default('auto'),
-    )
+  const ctx: CommandContext = { program, native, targetOptions: () => targetOptions(program), print };
+  const setExit = (code: number): void => {
+    process.exitCode = code;
+  };
+  const clusterOptions = (c: Command): Command =>
+    c
+      .option('--head-only', 'only the head node, not the `TARGET-workerN` hosts of the SSH config')
+      .option('--nodes <list>', 'exactly these nodes, comma-separated (the first is rank 0)')
+      .option('-w, --workdir <dir>', 'directory to sync (default: the task\'s workdir, else the current directory)')
+      .option('--dest <path>', 'remote destination of the workdir', '~/sky_workdir')
+      .option('--env <K=V>', 'set or override an env of the task (repeatable; K alone takes it from here)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+      .addOption(new Option('--delete', 'make an exact mirror: also remove remote files that are not in the source (ignored paths excepted)'))
+      .addOption(new Option('--no-delete', "never remove anything on the remote (SkyPilot's behaviour)"))
+      .option('-n, --dry-run', 'list what would change, change nothing (and run nothing)')
+      .option('--json', 'print one JSON object with the statistics at the end (stdout)')
+      .option('-q, --quiet', 'no summary')
+      .addOption(
+        new Option('--transport <how>', "agent: the skysync agent only; rsync: rsync over ssh with SkyPilot's flags; auto: the agent, or rsync where it cannot run")
+          .choices(['auto', 'agent', 'rsync'])
+          .default('auto'),
+      );
+
+  clusterOptions(
+    program
+      .command('push')
+      .description('sync a working directory (and a task\'s local file_mounts) into ~/sky_workdir on TARGET; only what changed moves')
+      .argument('[target]', 'an SSH alias (with its -workerN hosts: the whole cluster), user@host[:port], ssh://user@host[:port], or local:DIR (DIR plays the remote home); default local:~/.skysync/local')
+      .argument('[task]', 'a SkyPilot task YAML: its workdir and local file_mounts are synced'),
+  )
     .addHelpText(
       'after',
       `
@@ -86,58 +83,68 @@ By default a push removes on the remote what skysync placed there and you have s
 ignoring; files that jobs wrote are never removed.
 
 Examples:
-  skysync push dev                              push the current directory to the host \`dev\` of ~/.ssh/config
+  skysync push dev                              push the current directory to dev and every dev-workerN
+  skysync push dev task.yaml                    the task's workdir and local file_mounts
+  skysync push dev --head-only                  the head node only
   skysync -F ./ssh_config push ubuntu@10.0.0.5:2222 -w ~/proj
   skysync push local:/tmp/node1                 push to a local directory playing the remote's home
   skysync push local:/tmp/node1 -w ~/proj --json
   skysync push local:/tmp/node1 --dry-run       list what would change`,
     )
-    .action(async (targetSpec: string | undefined, flags: PushFlags) => {
-      targetSpec ??= `local:${path.join(os.homedir(), '.skysync', 'local')}`;
-      const source = path.resolve(flags.workdir ?? '.');
-      await checkSource(source);
-      const target = parseTarget(targetSpec, targetOptions(program));
-      const tty = process.stderr.isTTY && !flags.json;
-      const progress = new Progress(!!tty);
-      const viaRsync = async (why: string): Promise<PushStats> => {
-        if (!(target instanceof SshTarget)) throw new UsageError('--transport rsync needs an SSH target');
-        print(`using rsync over ssh: ${why}`);
-        return pushWithRsync({ source, target, dest: flags.dest, deleteMode: deleteMode(flags), native: native(), dryRun: !!flags.dryRun });
-      };
-      const viaAgent = () => push({
-        source,
-        target,
-        dest: flags.dest,
-        deleteMode: deleteMode(flags),
-        dryRun: !!flags.dryRun,
-        native: native(),
-        onEvent: (e) => {
-          if (e.type === 'warning') {
-            progress.clear();
-            print(`warning: ${e.message}`);
-          } else if (e.type === 'progress') {
-            progress.update(`sending ${e.filesSent}/${e.filesTotal} entries, ${formatBytes(e.bytesLiteral)} literal, ${formatBytes(e.bytesWire)} on the wire`);
-          } else if (e.type === 'scanned' && !flags.json) {
-            const line = `scanned ${e.files} files; ${e.changes} entries changed`;
-            // Not a terminal: plain lines, one per phase, instead of a redrawn progress line.
-            if (tty) progress.update(line);
-            else if (!flags.quiet) print(line);
-          }
-        },
-      });
-      let stats: PushStats;
-      if (flags.transport === 'rsync') stats = await viaRsync('--transport rsync');
-      else {
-        try {
-          stats = await viaAgent();
-        } catch (e) {
-          if (!(e instanceof NoAgentError) || flags.transport === 'agent') throw e;
-          stats = await viaRsync(`${e.message} (rsync fallback: files skysync placed are not tracked, deletions only with --delete)`);
-        }
+    .action(async (targetSpec: string | undefined, taskFile: string | undefined, flags: SyncFlags) => {
+      setExit(await pushCommand(ctx, targetSpec, taskFile, flags));
+    });
+
+  clusterOptions(
+    program
+      .command('exec')
+      .description("sync the workdir, then run the task's run (or CMD) in ~/sky_workdir on every node, output streamed live")
+      .argument('<target>', 'an SSH alias (with its -workerN hosts), user@host[:port], or local:DIR')
+      .argument('[task]', 'a SkyPilot task YAML')
+      .argument('[command...]', 'a command to run instead of the task\'s run (after --)')
+      .option('--file-mounts', "also sync the task's local file_mounts (SkyPilot's exec skips them)"),
+  )
+    .addHelpText(
+      'after',
+      `
+The exit code is the command's (the first non-zero one across nodes). Ctrl-C interrupts the remote command;
+twice kills it. Jobs see SKYPILOT_NODE_RANK, SKYPILOT_NUM_NODES and SKYPILOT_NODE_IPS, plus the task's envs.
+
+Examples:
+  skysync exec dev task.yaml                    sync the workdir, run the task's run on every node
+  skysync exec dev task.yaml --env LR=1e-4      override an env
+  skysync exec dev -- python train.py --epochs 1
+  skysync exec dev task.yaml --file-mounts      also sync the file_mounts first`,
+    )
+    .action(async (targetSpec: string, taskFile: string | undefined, command: string[], flags: SyncFlags) => {
+      // `skysync exec dev -- CMD`: commander hands the first word of CMD over as the task.
+      if (taskFile && !/\.ya?ml$/i.test(taskFile) && argvSeen.includes('--')) {
+        command = [taskFile, ...command];
+        taskFile = undefined;
       }
-      progress.clear();
-      report(stats, flags);
-      process.exitCode = exitFor(stats);
+      setExit(await execCommand(ctx, targetSpec, taskFile, command, flags, false));
+    });
+
+  clusterOptions(
+    program
+      .command('launch')
+      .description("SkyPilot's order on an existing machine or cluster: workdir, file_mounts, setup, run")
+      .argument('<target>', 'an SSH alias (with its -workerN hosts), user@host[:port], or local:DIR')
+      .argument('<task>', 'a SkyPilot task YAML')
+      .option('--no-setup', 'skip setup (file_mounts are still synced)'),
+  )
+    .addHelpText(
+      'after',
+      `
+skysync does not provision machines: TARGET must already be reachable (for example a cluster SkyPilot created,
+whose hosts it wrote into ~/.ssh/config). The exit code is setup's when it fails, else run's.
+
+Examples:
+  skysync launch dev task.yaml
+  skysync launch dev task.yaml --no-setup --env MODEL=7b`,
+    )
+    .action(async (targetSpec: string, taskFile: string, flags: SyncFlags) => {
+      setExit(await execCommand(ctx, targetSpec, taskFile, [], flags, true));
     });
 
   program
@@ -165,21 +172,10 @@ Examples:
   return program;
 }
 
-function report(stats: PushStats, flags: PushFlags): void {
-  if (stats.dryRun && !flags.json) {
-    for (const c of stats.changes ?? []) process.stdout.write(`${c.status.padEnd(11)} ${c.kind === 'dir' ? c.path + '/' : c.path}\n`);
-  }
-  for (const f of stats.failed) print(`failed: ${f.path}: ${f.error}`);
-  for (const k of stats.kept) print(`kept: ${k} (changed on the remote or holds files skysync did not place)`);
-  if (stats.drift.length) print(`note: ${stats.drift.length} file(s) changed on the remote were overwritten with your local version`);
-  if (flags.json) {
-    process.stdout.write(JSON.stringify(stats) + '\n');
-  } else if (!flags.quiet) {
-    for (const l of summaryLines(stats)) print(l);
-  }
-}
+let argvSeen: string[] = [];
 
 export async function run(argv: string[]): Promise<number> {
+  argvSeen = argv;
   const program = buildProgram();
   try {
     await program.parseAsync(argv, { from: 'user' });
@@ -191,6 +187,6 @@ export async function run(argv: string[]): Promise<number> {
     }
     const err = e as Error;
     print(`skysync: ${err.message}`);
-    return err instanceof UsageError || err.name === 'TargetError' ? EXIT.usage : EXIT.failure;
+    return err instanceof UsageError || err.name === 'TargetError' || err.name === 'TaskError' ? EXIT.usage : EXIT.failure;
   }
 }

@@ -1,0 +1,271 @@
+// push, exec and launch: what SkyPilot users type, on one node or a whole cluster.
+
+import os from 'node:os';
+import path from 'node:path';
+import type { Command } from 'commander';
+import type { NativeAddon } from '@skysync/chunking';
+import { checkSource, type PushEvent, type PushStats, type RemoteJob } from '@skysync/engine';
+import type { DeleteMode } from '@skysync/protocol';
+import { loadTask, parseEnvAssignments, type Task } from '@skysync/task';
+import type { Target } from '@skysync/transport';
+import { nodeAddress, resolveNodes, runOnNodes, syncNodes, type LocalMount, type NodeReport, type TargetOptions } from './cluster.js';
+import { EXIT, UsageError } from './exit-codes.js';
+import { Progress, formatBytes, summaryLines } from './output.js';
+
+export interface SyncFlags {
+  transport?: 'auto' | 'agent' | 'rsync';
+  workdir?: string;
+  dest: string;
+  delete?: boolean;
+  dryRun?: boolean;
+  json?: boolean;
+  quiet?: boolean;
+  headOnly?: boolean;
+  nodes?: string;
+  env?: string[];
+  fileMounts?: boolean;
+  setup?: boolean;
+}
+
+export interface CommandContext {
+  program: Command;
+  native: () => NativeAddon;
+  targetOptions: () => TargetOptions;
+  print: (line: string) => void;
+}
+
+function deleteMode(flags: SyncFlags): DeleteMode {
+  if (flags.delete === true) return 'mirror';
+  if (flags.delete === false) return 'none';
+  return 'placed';
+}
+
+async function readTask(file: string | undefined, flags: SyncFlags, print: (l: string) => void): Promise<Task | null> {
+  if (!file) return null;
+  const task = await loadTask(path.resolve(file), { env: parseEnvAssignments(flags.env ?? []) });
+  if (task.ignoredKeys.length) {
+    print(`note: ${path.basename(task.file)}: ${task.ignoredKeys.join(', ')} ${task.ignoredKeys.length > 1 ? 'are' : 'is'} for SkyPilot's provisioning; skysync ignores ${task.ignoredKeys.length > 1 ? 'them' : 'it'}`);
+  }
+  return task;
+}
+
+/** The local mounts of a task; cloud URIs and Storage objects are refused by name until they are supported. */
+function localMounts(task: Task): LocalMount[] {
+  const out: LocalMount[] = [];
+  for (const m of task.fileMounts) {
+    if (m.kind === 'local') out.push(m);
+    else {
+      const what = m.kind === 'uri' ? `a cloud URI (${m.uri})` : 'a Storage object';
+      throw new UsageError(`${task.file}: ${m.key}: ${what} is not supported yet by skysync; sync it with SkyPilot, or remove it from the task for now`);
+    }
+  }
+  return out;
+}
+
+/** Progress per node on a terminal; plain lines per phase otherwise. */
+function progressReporter(nodes: Target[], flags: SyncFlags, print: (l: string) => void) {
+  const tty = !!process.stderr.isTTY && !flags.json;
+  const progress = new Progress(tty);
+  const t0 = Date.now();
+  const perNode = new Map<number, { sent: number; total: number; wire: number; what: string }>();
+  const onEvent = (e: PushEvent, node: number | undefined, what: string): void => {
+    if (e.type === 'warning') {
+      progress.clear();
+      print(`warning: ${e.message}`);
+    } else if (e.type === 'scanned' && !flags.json) {
+      const line = `${what}: scanned ${e.files} files; ${e.changes} entries changed`;
+      if (tty) progress.update(line);
+      else if (!flags.quiet) print(line);
+    } else if (e.type === 'progress' && node !== undefined) {
+      perNode.set(node, { sent: e.filesSent, total: e.filesTotal, wire: e.bytesWire, what });
+      const secs = Math.max(0.001, (Date.now() - t0) / 1000);
+      const parts = [...perNode.entries()]
+        .sort((a, b) => a[0] - b[0])
+        .map(([i, p]) => `${nodes.length > 1 ? `${nodes[i]!.spec} ` : ''}${p.what} ${p.sent}/${p.total} entries, ${formatBytes(p.wire)} (${formatBytes(p.wire / secs)}/s)`);
+      progress.update(parts.join(' | '));
+    }
+  };
+  return { onEvent, clear: () => progress.clear() };
+}
+
+function nodeSummary(r: NodeReport): PushStats[] {
+  return [...(r.workdir ? [r.workdir] : []), ...r.mounts.map((m) => m.stats)];
+}
+
+/** The --json object: the totals every sync reports, then each node's detail. */
+function jsonReport(reports: NodeReport[], t0: number, extra: Record<string, unknown> = {}): Record<string, unknown> {
+  const all = reports.flatMap(nodeSummary);
+  const sum = (k: 'filesChanged' | 'filesDeleted' | 'bytesLiteral' | 'bytesWire' | 'chunksReused'): number => all.reduce((a, s) => a + s[k], 0);
+  return {
+    filesScanned: reports[0] ? nodeSummary(reports[0]).reduce((a, s) => a + s.filesScanned, 0) : 0,
+    filesChanged: sum('filesChanged'),
+    filesDeleted: sum('filesDeleted'),
+    bytesLiteral: sum('bytesLiteral'),
+    bytesWire: sum('bytesWire'),
+    chunksReused: sum('chunksReused'),
+    durationMs: Date.now() - t0,
+    transport: [...new Set(all.map((s) => s.transport))].join('+') || 'none',
+    nodes: reports,
+    ...extra,
+  };
+}
+
+function reportSync(reports: NodeReport[], flags: SyncFlags, print: (l: string) => void, compact: boolean): void {
+  const many = reports.length > 1;
+  for (const r of reports) {
+    const who = many ? `${r.node}: ` : '';
+    const parts: Array<{ label: string; s: PushStats }> = [
+      ...(r.workdir ? [{ label: 'workdir', s: r.workdir }] : []),
+      ...r.mounts.map((m) => ({ label: `${m.key} -> ${m.placedAt}`, s: m.stats })),
+    ];
+    for (const { label, s } of parts) {
+      if (s.dryRun && !flags.json) {
+        for (const c of s.changes ?? []) process.stdout.write(`${who}${parts.length > 1 ? `${label}: ` : ''}${c.status.padEnd(11)} ${c.kind === 'dir' ? c.path + '/' : c.path}\n`);
+      }
+      for (const f of s.failed) print(`${who}failed: ${f.path}: ${f.error}`);
+      for (const k of s.kept) print(`${who}kept: ${k} (changed on the remote or holds files skysync did not place)`);
+      if (s.drift.length) print(`${who}note: ${s.drift.length} file(s) changed on the remote were overwritten with your local version`);
+    }
+    if (r.error) print(`${who}error: ${r.error}`);
+    if (flags.json || flags.quiet) continue;
+    if (!many && parts.length === 1 && !compact) {
+      for (const l of summaryLines(parts[0]!.s)) print(l);
+    } else {
+      for (const { label, s } of parts) {
+        print(`${who}${label}: ${s.filesChanged} changed, ${s.filesDeleted} deleted, ${formatBytes(s.bytesLiteral)} literal, ${formatBytes(s.bytesWire)} on the wire (${s.transport}, ${(s.durationMs / 1000).toFixed(2)} s)`);
+      }
+    }
+  }
+}
+
+function syncExit(reports: NodeReport[]): number {
+  if (reports.some((r) => r.error)) return EXIT.failure;
+  return reports.some((r) => nodeSummary(r).some((s) => s.failed.length)) ? EXIT.partial : EXIT.ok;
+}
+
+interface Prepared {
+  task: Task | null;
+  nodes: Target[];
+  reports: NodeReport[];
+  t0: number;
+}
+
+/** Everything before the commands run: read the task, find the nodes, sync the workdir and the mounts. */
+async function syncPhase(
+  ctx: CommandContext,
+  targetSpec: string,
+  taskFile: string | undefined,
+  flags: SyncFlags,
+  withMounts: boolean,
+  defaultWorkdir: boolean,
+  compactSummary: boolean,
+): Promise<Prepared> {
+  const t0 = Date.now();
+  const task = await readTask(taskFile, flags, ctx.print);
+  const workdir = flags.workdir ? path.resolve(flags.workdir) : task ? task.workdir : defaultWorkdir ? path.resolve('.') : null;
+  if (workdir) await checkSource(workdir);
+  const mounts = task && withMounts ? localMounts(task) : [];
+  const nodes = await resolveNodes(targetSpec, { headOnly: flags.headOnly, nodes: flags.nodes }, ctx.targetOptions());
+  if (!workdir && !mounts.length) return { task, nodes, reports: nodes.map((t) => ({ node: t.spec, workdir: null, mounts: [], error: null, viaRsync: null })), t0 };
+  const progress = progressReporter(nodes, flags, ctx.print);
+  const reports = await syncNodes({
+    nodes,
+    workdir,
+    dest: flags.dest,
+    mounts,
+    deleteMode: deleteMode(flags),
+    dryRun: !!flags.dryRun,
+    native: ctx.native(),
+    transport: flags.transport ?? 'auto',
+    onEvent: progress.onEvent,
+    log: ctx.print,
+  });
+  progress.clear();
+  reportSync(reports, flags, ctx.print, compactSummary);
+  return { task, nodes, reports, t0 };
+}
+
+async function closeAll(nodes: Target[]): Promise<void> {
+  await Promise.all(nodes.map((t) => t.close().catch(() => {})));
+}
+
+export async function pushCommand(ctx: CommandContext, targetSpec: string | undefined, taskFile: string | undefined, flags: SyncFlags): Promise<number> {
+  targetSpec ??= `local:${path.join(os.homedir(), '.skysync', 'local')}`;
+  const p = await syncPhase(ctx, targetSpec, taskFile, flags, true, true, false);
+  try {
+    const code = syncExit(p.reports);
+    if (flags.json) {
+      // One node, no task: the sync's own statistics, as `push` has always printed them.
+      const single = p.reports.length === 1 && !taskFile && p.reports[0]!.workdir && !p.reports[0]!.error;
+      process.stdout.write(JSON.stringify(single ? p.reports[0]!.workdir : jsonReport(p.reports, p.t0, { exitCode: code })) + '\n');
+    }
+    return code;
+  } finally {
+    await closeAll(p.nodes);
+  }
+}
+
+/** Runs setup (launch) and run on every node; Ctrl-C is passed on to the jobs, twice kills them. */
+async function runPhase(ctx: CommandContext, p: Prepared, script: string, env: Record<string, string>, addresses: string[], what: string): Promise<number[]> {
+  let jobs: RemoteJob[] = [];
+  let interrupts = 0;
+  const onSigint = (): void => {
+    interrupts++;
+    ctx.print(interrupts === 1 ? `\nskysync: interrupting ${what} on ${p.nodes.length > 1 ? 'every node' : p.nodes[0]!.spec} (Ctrl-C again to kill it)` : '\nskysync: killing it');
+    for (const j of jobs) j.signal(interrupts === 1 ? 'INT' : 'KILL');
+  };
+  process.on('SIGINT', onSigint);
+  process.on('SIGTERM', onSigint);
+  try {
+    return await runOnNodes({ nodes: p.nodes, script, env, addresses, stdout: process.stdout, stderr: process.stderr }, (j) => (jobs = j));
+  } finally {
+    process.off('SIGINT', onSigint);
+    process.off('SIGTERM', onSigint);
+  }
+}
+
+function firstFailure(codes: number[]): number {
+  return codes.find((c) => c !== 0) ?? 0;
+}
+
+export async function execCommand(ctx: CommandContext, targetSpec: string, taskFile: string | undefined, command: string[], flags: SyncFlags, launch: boolean): Promise<number> {
+  if (command.length && launch) throw new UsageError('launch runs the task\'s setup and run; pass a command to `skysync exec` instead');
+  if (!taskFile && !command.length) throw new UsageError(`nothing to run: give a task YAML or a command after --, e.g. skysync exec ${targetSpec} -- python train.py`);
+  const withMounts = launch || !!flags.fileMounts;
+  // As `sky exec`: without a task, only an explicit --workdir is synced.
+  const p = await syncPhase(ctx, targetSpec, taskFile, flags, withMounts, false, true);
+  try {
+    if (!launch && !flags.fileMounts && p.task?.fileMounts.length) {
+      ctx.print('note: file_mounts are not synced by exec (SkyPilot\'s exec skips them too); add --file-mounts to sync them');
+    }
+    const syncCode = syncExit(p.reports);
+    const result: Record<string, unknown> = {};
+    let code = syncCode === EXIT.failure ? EXIT.failure : 0;
+    if (syncCode !== EXIT.failure && !flags.dryRun) {
+      const env = { ...(p.task?.envs ?? {}), ...(p.task?.secrets ?? {}) };
+      if (!p.task) Object.assign(env, parseEnvAssignments(flags.env ?? []));
+      const addresses = await Promise.all(p.nodes.map(nodeAddress));
+      if (launch && p.task?.setup && flags.setup !== false) {
+        const setupCodes = await runPhase(ctx, p, p.task.setup, env, addresses, 'setup');
+        result.setupExitCodes = setupCodes;
+        const bad = firstFailure(setupCodes);
+        if (bad) {
+          ctx.print(`skysync: setup failed with exit code ${bad}${p.nodes.length > 1 ? ` on ${p.nodes[setupCodes.indexOf(bad)]!.spec}` : ''}; run was not started`);
+          code = bad;
+        }
+      }
+      const script = command.length ? command.join(' ') : p.task?.run;
+      if (!code && script) {
+        const codes = await runPhase(ctx, p, script, env, addresses, 'the job');
+        result.exitCodes = codes;
+        code = firstFailure(codes);
+      } else if (!code && !script && !flags.quiet) {
+        ctx.print('note: the task has no run command; synced only');
+      }
+    }
+    if (flags.json) process.stdout.write(JSON.stringify(jsonReport(p.reports, p.t0, { ...result, exitCode: code || syncCode })) + '\n');
+    return code || syncCode;
+  } finally {
+    await closeAll(p.nodes);
+  }
+}
