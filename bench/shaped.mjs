@@ -1023,7 +1023,8 @@ if (flags.keep) {
   results.kept = {
     runRoot,
     src: SRC,
-    dests: Object.fromEntries([...synced].map((k) => [k, destOf(k)])),
+    // Every head destination: all of them equal the source at the end (nothing changed since each last sync).
+    dests: Object.fromEntries(Object.keys(TOOLS).filter((k) => fs.existsSync(destOf(k))).map((k) => [k, destOf(k)])),
     fanout: results.scenarios.fanout ? rig.nodes.map((n) => ({ node: n.alias, rsync: destOf('rsync', n), sky: destOf('sky', n) })) : null,
   };
 }

@@ -19,12 +19,12 @@ let cluster: SshCluster;
 let cfg: string;
 let outside: string;
 
-function skysync(args: string[], opts: { cwd?: string } = {}) {
+function skysync(args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}) {
   const r = spawnSync(process.execPath, [BIN, '-F', cfg, ...args], {
     encoding: 'utf8',
     timeout: 180_000,
     cwd: opts.cwd ?? work,
-    env: { ...process.env, SKYSYNC_STATE_DIR: path.join(work, 'state'), SSH_AUTH_SOCK: '' },
+    env: { ...process.env, SKYSYNC_STATE_DIR: path.join(work, 'state'), SSH_AUTH_SOCK: '', SKYSYNC_CONTROL_PERSIST: '0', ...opts.env },
   });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
@@ -193,7 +193,7 @@ describe.skipIf(!!skip)('a SkyPilot-shaped cluster', () => {
   it('Ctrl-C stops the remote job on every node', async () => {
     const child = spawn(process.execPath, [BIN, '-F', cfg, 'exec', 'sky-c', '--', 'echo started; sleep 300; echo not-reached'], {
       cwd: work,
-      env: { ...process.env, SKYSYNC_STATE_DIR: path.join(work, 'state'), SSH_AUTH_SOCK: '' },
+      env: { ...process.env, SKYSYNC_STATE_DIR: path.join(work, 'state'), SSH_AUTH_SOCK: '', SKYSYNC_CONTROL_PERSIST: '0' },
     });
     let out = '';
     let err = '';
@@ -211,6 +211,53 @@ describe.skipIf(!!skip)('a SkyPilot-shaped cluster', () => {
     expect(err).toMatch(/interrupting/);
     for (let i = 0; i < 50 && sleeping() > 0; i++) await new Promise((r) => setTimeout(r, 100));
     expect(sleeping()).toBe(0);
+  });
+
+  it('keeps warm connections: reused by the next command, private, ended by disconnect or idleness, replaced when gone', async () => {
+    const warm = { env: { SKYSYNC_CONTROL_PERSIST: '30' } };
+    const logins = (): number[] => cluster.logs().map((l) => (l.match(/Accepted publickey/g) ?? []).length);
+    const ctl = path.join(work, 'state', 'ctl');
+    const sockets = (): string[] => (fs.existsSync(ctl) ? fs.readdirSync(ctl).filter((f) => f.endsWith('.sock')) : []);
+    const waitFor = async (cond: () => boolean, what: string): Promise<void> => {
+      for (let i = 0; i < 200 && !cond(); i++) await new Promise((r) => setTimeout(r, 50));
+      expect(cond(), what).toBe(true);
+    };
+    const before = logins();
+    const first = skysync(['exec', 'sky-c', '--', 'echo first'], warm);
+    expect(first.code, first.stderr).toBe(0);
+    // The command connected once per node; afterwards each node's background process connected once more.
+    await waitFor(() => sockets().length === 3 && logins().every((n, i) => n - before[i]! === 2), 'three warm connections');
+    expect(fs.statSync(ctl).mode & 0o777).toBe(0o700);
+    for (const s of sockets()) expect(fs.statSync(path.join(ctl, s)).mode & 0o777).toBe(0o600);
+
+    const mid = logins();
+    const second = skysync(['exec', 'sky-c', 'task.yaml'], warm);
+    expect(second.code, second.stderr).toBe(0);
+    expect(second.stdout).toContain('(sky-c-worker2, rank=2) rank=2 of 3 model=small');
+    const failing = skysync(['exec', 'sky-c', '--', 'exit 9'], warm);
+    expect(failing.code).toBe(9);
+    expect(logins(), 'no new logins through warm connections').toEqual(mid);
+
+    // A background process that died leaves a socket nobody answers: the next command connects afresh.
+    const victim = spawnSync('pgrep', ['-f', `control-main.js.*"spec":"sky-c-worker1"`], { encoding: 'utf8' }).stdout.trim().split('\n')[0]!;
+    expect(victim).toMatch(/^\d+$/);
+    process.kill(Number(victim), 'SIGKILL');
+    const afterKill = skysync(['exec', 'sky-c', '--', 'echo again'], warm);
+    expect(afterKill.code, afterKill.stderr).toBe(0);
+    expect(afterKill.stdout).toContain('(sky-c-worker1, rank=1) again');
+
+    await waitFor(() => sockets().length === 3, 'the replaced warm connection');
+    const bye = skysync(['disconnect', 'sky-c'], warm);
+    expect(bye.code, bye.stderr).toBe(0);
+    expect(bye.stderr.match(/: disconnected/g)).toHaveLength(3);
+    await waitFor(() => sockets().length === 0, 'sockets removed after disconnect');
+    expect(skysync(['disconnect', 'sky-c'], warm).stderr).toMatch(/sky-c: no warm connection/);
+
+    // Idle timeout.
+    const short = { env: { SKYSYNC_CONTROL_PERSIST: '1' } };
+    expect(skysync(['exec', 'sky-c', '--head-only', '--', 'true'], short).code).toBe(0);
+    await waitFor(() => sockets().length === 1, 'a warm connection to the head');
+    await waitFor(() => sockets().length === 0, 'the idle warm connection ended');
   });
 
   it('pull from a worker by its name', () => {
@@ -234,7 +281,7 @@ describe('task YAML errors through the CLI', () => {
   const dir = path.resolve('packages/task/test/fixtures/invalid');
   const cases = fs.readdirSync(dir).filter((f) => f.endsWith('.yaml'));
   it.each(cases)('%s: one line naming the file, exit code 2, nothing contacted', (name) => {
-    const r = spawnSync(process.execPath, [BIN, 'launch', 'nobody@127.0.0.1:1', path.join(dir, name)], { encoding: 'utf8', cwd: dir, env: { ...process.env, SSH_AUTH_SOCK: '' } });
+    const r = spawnSync(process.execPath, [BIN, 'launch', 'nobody@127.0.0.1:1', path.join(dir, name)], { encoding: 'utf8', cwd: dir, env: { ...process.env, SSH_AUTH_SOCK: '', SKYSYNC_CONTROL_PERSIST: '0' } });
     expect(r.status, r.stderr).toBe(2);
     const lines = r.stderr.trim().split('\n');
     expect(lines, r.stderr).toHaveLength(1);

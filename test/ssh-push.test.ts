@@ -22,7 +22,7 @@ function skysync(args: string[], env: NodeJS.ProcessEnv = {}) {
   const r = spawnSync(process.execPath, [BIN, ...args], {
     encoding: 'utf8',
     timeout: 120_000,
-    env: { ...process.env, SKYSYNC_STATE_DIR: path.join(work, 'state'), SSH_AUTH_SOCK: '', ...env },
+    env: { ...process.env, SKYSYNC_STATE_DIR: path.join(work, 'state'), SSH_AUTH_SOCK: '', SKYSYNC_CONTROL_PERSIST: '0', ...env },
   });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
@@ -31,7 +31,7 @@ function skysync(args: string[], env: NodeJS.ProcessEnv = {}) {
 function skysyncAsync(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     const c = spawn(process.execPath, [BIN, ...args], {
-      env: { ...process.env, SKYSYNC_STATE_DIR: path.join(work, 'state'), SSH_AUTH_SOCK: '' },
+      env: { ...process.env, SKYSYNC_STATE_DIR: path.join(work, 'state'), SSH_AUTH_SOCK: '', SKYSYNC_CONTROL_PERSIST: '0' },
     });
     let stdout = '';
     let stderr = '';
@@ -161,7 +161,7 @@ describe.skipIf(skip !== null)('push and pull over SSH', () => {
     fs.writeFileSync(path.join(src, 'big.bin'), Buffer.alloc(64 << 20, 1).fill(7, 1 << 20));
     const worker = cluster.nodes[1]!;
     const child = spawn(process.execPath, [BIN, '-F', cluster.sshConfig, 'push', 'sky-test-worker1', '-w', src, '--dest', '~/killed'], {
-      env: { ...process.env, SKYSYNC_STATE_DIR: path.join(work, 'state'), SSH_AUTH_SOCK: '' },
+      env: { ...process.env, SKYSYNC_STATE_DIR: path.join(work, 'state'), SSH_AUTH_SOCK: '', SKYSYNC_CONTROL_PERSIST: '0' },
       stdio: 'ignore',
     });
     // Kill it while a file is being staged on the remote (or after 5 s at most).
@@ -291,7 +291,7 @@ describe.skipIf(skip !== null)('push and pull over SSH', () => {
       const run = (dest: string) =>
         new Promise<{ code: number | null; stderr: string }>((resolve) => {
           const c = spawn(process.execPath, [BIN, '-F', fresh.sshConfig, 'push', 'sky-race', '-w', src, '--dest', dest], {
-            env: { ...process.env, SKYSYNC_STATE_DIR: path.join(work, 'state-race'), SSH_AUTH_SOCK: '' },
+            env: { ...process.env, SKYSYNC_STATE_DIR: path.join(work, 'state-race'), SSH_AUTH_SOCK: '', SKYSYNC_CONTROL_PERSIST: '0' },
           });
           let stderr = '';
           c.stderr.on('data', (d: Buffer) => (stderr += d.toString()));

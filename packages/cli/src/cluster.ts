@@ -118,7 +118,6 @@ const LINK_MOUNT = [
 
 export async function syncNodes(req: SyncRequest): Promise<NodeReport[]> {
   const reports: NodeReport[] = req.nodes.map((t) => ({ node: t.spec, workdir: null, mounts: [], error: null, viaRsync: null }));
-  for (const t of req.nodes) t.retain();
   // One agent session per node for the whole sync; nodes where the agent cannot run fall back to rsync.
   const sessions: Array<Session | null> = await Promise.all(
     req.nodes.map(async (t, i) => {

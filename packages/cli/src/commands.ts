@@ -166,6 +166,8 @@ async function syncPhase(
   if (workdir) await checkSource(workdir);
   const mounts = task && withMounts ? localMounts(task) : [];
   const nodes = await resolveNodes(targetSpec, { headOnly: flags.headOnly, nodes: flags.nodes }, ctx.targetOptions());
+  // One connection per node for the whole command, until closeAll.
+  for (const t of nodes) t.retain();
   if (!workdir && !mounts.length) return { task, nodes, reports: nodes.map((t) => ({ node: t.spec, workdir: null, mounts: [], error: null, viaRsync: null })), t0 };
   const progress = progressReporter(nodes, flags, ctx.print);
   const reports = await syncNodes({

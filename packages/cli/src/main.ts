@@ -3,7 +3,8 @@ import path from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import { loadNative, type NativeAddon } from '@skysync/chunking';
 import { pull, CLIENT_VERSION } from '@skysync/engine';
-import { parseTarget } from '@skysync/transport';
+import { SshTarget, parseTarget } from '@skysync/transport';
+import { resolveNodes } from './cluster.js';
 import { execCommand, pushCommand, type CommandContext, type SyncFlags } from './commands.js';
 import { EXIT, UsageError } from './exit-codes.js';
 import { summaryLines } from './output.js';
@@ -145,6 +146,29 @@ Examples:
     )
     .action(async (targetSpec: string, taskFile: string, flags: SyncFlags) => {
       setExit(await execCommand(ctx, targetSpec, taskFile, [], flags, true));
+    });
+
+  program
+    .command('disconnect')
+    .description('end the warm connection(s) kept to TARGET (and its -workerN nodes) after earlier commands')
+    .argument('<target>', 'an SSH alias (with its -workerN hosts), user@host[:port]')
+    .option('--head-only', 'only the head node')
+    .option('--nodes <list>', 'exactly these nodes, comma-separated')
+    .addHelpText(
+      'after',
+      `
+After a command, skysync keeps the SSH connection to each node open in a small background process for
+SKYSYNC_CONTROL_PERSIST seconds (default 300; 0 turns this off), so the next push or exec skips connecting.
+
+Examples:
+  skysync disconnect dev`,
+    )
+    .action(async (targetSpec: string, flags: { headOnly?: boolean; nodes?: string }) => {
+      const nodes = await resolveNodes(targetSpec, flags, targetOptions(program));
+      for (const t of nodes) {
+        const had = t instanceof SshTarget ? await t.disconnect() : false;
+        print(had ? `${t.spec}: disconnected` : `${t.spec}: no warm connection`);
+      }
     });
 
   program

@@ -20,6 +20,10 @@ import { agentBundlePath, nativeAddonPath } from './local.js';
 import { resolveHost, parseProxyJump, type ResolvedHost } from './ssh-config.js';
 import { appendKnownHost, checkHostKey, hostKeyPolicy, mismatchMessage, revokedMessage, unknownMessage } from './known-hosts.js';
 import { ConnectError, NoAgentError, type AgentChannel, type RemoteProcess, type Target } from './target.js';
+import { ControlGone, controlAgent, controlExec, controlShutdown, controlSocketPath, ensureControlDir, persistSeconds, spawnControlDaemon } from './control.js';
+
+/** Bumped when the background process's socket protocol changes, so old daemons are never asked. */
+const CONTROL_VERSION = 1;
 
 export interface SshTargetOptions {
   /** `-F FILE` / SKYSYNC_SSH_CONFIG. */
@@ -29,6 +33,8 @@ export interface SshTargetOptions {
   installNode?: boolean;
   /** Where the remote downloads Node from; `{version}`, `{os}`, `{arch}` are filled in. */
   nodeUrl?: string;
+  /** Use and leave behind warm connections (default: unless SKYSYNC_CONTROL_PERSIST=0). */
+  control?: boolean;
 }
 
 /** The official distribution, for the Node version this client runs on. */
@@ -366,6 +372,32 @@ export class SshTarget implements Target {
   private connected: Promise<Connected> | null = null;
   private retained = false;
   private channels = 0;
+  /** A direct connection was made (and may be handed to a background process for the next command). */
+  private connectedDirectly = false;
+  private warmSocket: string | null | undefined;
+
+  /** The warm connection's socket, when warm connections are on and one may exist. */
+  private controlSocket(): string | null {
+    if (this.warmSocket === undefined) {
+      this.warmSocket =
+        this.opts.control === false || persistSeconds() === 0 ? null : controlSocketPath(this.spec, this.opts.configFile, `${CONTROL_VERSION}:${agentBundle().hash}`);
+    }
+    return this.warmSocket;
+  }
+
+  /** Ends the warm connection to this target, if there is one. */
+  async disconnect(): Promise<boolean> {
+    return controlShutdown(controlSocketPath(this.spec, this.opts.configFile, `${CONTROL_VERSION}:${agentBundle().hash}`));
+  }
+
+  /** Opens the connection now (for the background process). */
+  async warm(): Promise<void> {
+    await this.connection();
+  }
+
+  onDisconnect(cb: () => void): void {
+    void this.connected?.then(({ client }) => client.once('close', cb), cb);
+  }
 
   /** The SSH connection, opened on first use and shared by the agent and every command of this target. */
   private connection(): Promise<Connected> {
@@ -373,7 +405,7 @@ export class SshTarget implements Target {
       const c = (async () => connectHost(await this.resolve(), this.opts))();
       this.connected = c;
       c.then(
-        ({ client }) => client.once('close', () => {
+        ({ client }) => (this.connectedDirectly = true) && client.once('close', () => {
           if (this.connected === c) this.connected = null;
         }),
         () => {
@@ -391,6 +423,23 @@ export class SshTarget implements Target {
   async close(): Promise<void> {
     this.retained = false;
     if (this.channels === 0) await this.endConnection();
+    // Leave a warm connection behind for the next command (as ControlPersist does).
+    const sock = this.controlSocket();
+    if (sock && this.connectedDirectly) {
+      this.connectedDirectly = false;
+      try {
+        ensureControlDir();
+        if (process.env.SKYSYNC_DEBUG) process.stderr.write(`skysync: ${this.spec}: leaving a warm connection\n`);
+        spawnControlDaemon({
+          spec: this.spec,
+          socket: sock,
+          idleSeconds: persistSeconds(),
+          options: { configFile: this.opts.configFile, installNode: this.opts.installNode, nodeUrl: this.opts.nodeUrl },
+        });
+      } catch {
+        // Only a missed speed-up.
+      }
+    }
   }
 
   private async endConnection(): Promise<void> {
@@ -419,6 +468,15 @@ export class SshTarget implements Target {
   }
 
   async exec(command: string): Promise<RemoteProcess> {
+    const sock = this.controlSocket();
+    if (sock && !this.connected) {
+      try {
+        return await controlExec(sock, command, this.opts.log);
+      } catch (e) {
+        if (!(e instanceof ControlGone)) throw e;
+        if (process.env.SKYSYNC_DEBUG) process.stderr.write(`skysync: ${this.spec}: no warm connection for exec: ${(e as Error).message}\n`);
+      }
+    }
     const { client } = await this.connection();
     const ch = await exec(client, command);
     this.track(ch);
@@ -431,6 +489,15 @@ export class SshTarget implements Target {
   }
 
   async openAgent(): Promise<AgentChannel> {
+    const sock = this.controlSocket();
+    if (sock && !this.connected) {
+      try {
+        return await controlAgent(sock, this.opts.log);
+      } catch (e) {
+        if (!(e instanceof ControlGone)) throw e;
+        if (process.env.SKYSYNC_DEBUG) process.stderr.write(`skysync: ${this.spec}: no warm connection for the agent: ${(e as Error).message}\n`);
+      }
+    }
     try {
       return await this.startAgent();
     } catch (e) {

@@ -1,0 +1,240 @@
+// Warm connections, as OpenSSH's ControlPersist: after a command, a small background process keeps the SSH
+// connection to the target open; later commands reach the remote through it over a Unix socket that only the
+// user can open (the socket's directory is 0700), and skip the TCP, key exchange and authentication round trips.
+// It exits after an idle timeout, when the connection drops, or on `skysync disconnect`. When it is gone the
+// client connects directly, as if it had never existed.
+//
+// One socket connection carries one channel (the agent, or one command). Frames both ways: u8 type, u32 BE
+// length, payload. Client: OPEN {kind, command?}, then STDIN..., STDIN_END. Daemon: OPENED {logs} or FAILED
+// {name, message}, then STDOUT..., STDERR..., EXIT {code}.
+
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { PassThrough, Writable } from 'node:stream';
+import { fileURLToPath } from 'node:url';
+import { ConnectError, NoAgentError, type AgentChannel, type RemoteProcess } from './target.js';
+
+export const enum CtlFrame {
+  Open = 1,
+  Stdin = 2,
+  StdinEnd = 3,
+  Opened = 10,
+  Failed = 11,
+  Stdout = 12,
+  Stderr = 13,
+  Exit = 14,
+}
+
+const MAX_FRAME = 64 << 20;
+
+export function encodeCtl(type: number, payload: Buffer | string = Buffer.alloc(0)): Buffer {
+  const body = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload;
+  const head = Buffer.alloc(5);
+  head.writeUInt8(type, 0);
+  head.writeUInt32BE(body.length, 1);
+  return Buffer.concat([head, body]);
+}
+
+/** Splits a byte stream into control frames. */
+export class CtlDecoder {
+  private buf: Buffer = Buffer.alloc(0);
+  push(chunk: Buffer): Array<{ type: number; payload: Buffer }> {
+    this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;
+    const out: Array<{ type: number; payload: Buffer }> = [];
+    while (this.buf.length >= 5) {
+      const len = this.buf.readUInt32BE(1);
+      if (len > MAX_FRAME) throw new Error(`control frame of ${len} bytes`);
+      if (this.buf.length < 5 + len) break;
+      out.push({ type: this.buf.readUInt8(0), payload: this.buf.subarray(5, 5 + len) });
+      this.buf = this.buf.subarray(5 + len);
+    }
+    return out;
+  }
+}
+
+/** Seconds a warm connection lives without use (SKYSYNC_CONTROL_PERSIST; 0 turns warm connections off). */
+export function persistSeconds(): number {
+  const v = process.env.SKYSYNC_CONTROL_PERSIST;
+  if (v === undefined || v === '') return 300;
+  const n = Number(v);
+  return Number.isFinite(n) && n >= 0 ? n : 300;
+}
+
+function controlDir(): string {
+  const base = process.env.SKYSYNC_STATE_DIR || path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'skysync');
+  const dir = path.join(base, 'ctl');
+  // Unix socket paths are limited to ~107 bytes.
+  if (dir.length > 60) return path.join(os.tmpdir(), `skysync-ctl-${process.getuid?.() ?? 'u'}`);
+  return dir;
+}
+
+/** The socket for a target, keyed by everything that changes where or how it connects. */
+export function controlSocketPath(spec: string, configFile: string | undefined, version: string): string {
+  let configStamp = '';
+  try {
+    if (configFile) configStamp = String(fs.statSync(configFile).mtimeMs);
+  } catch {
+    // A missing config file is the connect's problem, not the key's.
+  }
+  const key = JSON.stringify({ spec, config: configFile ? path.resolve(configFile) : null, configStamp, version, uid: process.getuid?.() });
+  return path.join(controlDir(), `${createHash('sha256').update(key).digest('hex').slice(0, 24)}.sock`);
+}
+
+export function ensureControlDir(): string {
+  const dir = controlDir();
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  // Whoever can traverse the directory can use the connection: only the user.
+  fs.chmodSync(dir, 0o700);
+  const st = fs.statSync(dir);
+  if (process.getuid && st.uid !== process.getuid()) throw new Error(`${dir} belongs to another user`);
+  return dir;
+}
+
+/** Thrown when the background process is not there (or went away before answering): connect directly. */
+export class ControlGone extends Error {
+  override name = 'ControlGone';
+}
+
+function rebuildError(name: string, message: string): Error {
+  if (name === 'NoAgentError') return new NoAgentError(message);
+  if (name === 'ConnectError') return new ConnectError(message);
+  return new Error(message);
+}
+
+interface OpenedChannel {
+  stdout: PassThrough;
+  stderr: PassThrough;
+  stdin: Writable;
+  exited: Promise<number | null>;
+  logs: string[];
+}
+
+/** Opens one channel through the background process. */
+async function openChannel(socketPath: string, request: { kind: 'agent' | 'exec' | 'shutdown'; command?: string }): Promise<OpenedChannel> {
+  if (!fs.existsSync(socketPath)) throw new ControlGone('no warm connection');
+  const sock = net.createConnection(socketPath);
+  await new Promise<void>((resolve, reject) => {
+    sock.once('connect', resolve);
+    sock.once('error', (e: NodeJS.ErrnoException) => {
+      // Nobody listens: a leftover of a process that died. Remove it so the next command does not try again.
+      if (e.code === 'ECONNREFUSED') fs.rmSync(socketPath, { force: true });
+      reject(new ControlGone(e.message));
+    });
+  });
+  const stdout = new PassThrough();
+  const stderr = new PassThrough();
+  const decoder = new CtlDecoder();
+  let settle: { resolve: (logs: string[]) => void; reject: (e: Error) => void } | null = null;
+  const opened = new Promise<string[]>((resolve, reject) => (settle = { resolve, reject }));
+  let exitCode: number | null = null;
+  const exited = new Promise<number | null>((resolve) => {
+    sock.on('close', () => {
+      stdout.end();
+      stderr.end();
+      settle?.reject(new ControlGone('the warm connection closed before answering'));
+      resolve(exitCode);
+    });
+  });
+  sock.on('error', () => {});
+  sock.on('data', (chunk: Buffer) => {
+    let frames;
+    try {
+      frames = decoder.push(chunk);
+    } catch {
+      sock.destroy();
+      return;
+    }
+    for (const f of frames) {
+      if (f.type === CtlFrame.Opened) {
+        settle?.resolve((JSON.parse(f.payload.toString('utf8')) as { logs?: string[] }).logs ?? []);
+        settle = null;
+      } else if (f.type === CtlFrame.Failed) {
+        const e = JSON.parse(f.payload.toString('utf8')) as { name: string; message: string };
+        settle?.reject(rebuildError(e.name, e.message));
+        settle = null;
+      } else if (f.type === CtlFrame.Stdout) {
+        if (!stdout.write(Buffer.from(f.payload))) {
+          sock.pause();
+          stdout.once('drain', () => sock.resume());
+        }
+      } else if (f.type === CtlFrame.Stderr) {
+        stderr.write(Buffer.from(f.payload));
+      } else if (f.type === CtlFrame.Exit) {
+        exitCode = (JSON.parse(f.payload.toString('utf8')) as { code: number | null }).code;
+      }
+    }
+  });
+  sock.write(encodeCtl(CtlFrame.Open, JSON.stringify(request)));
+  const stdin = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      if (sock.destroyed) return cb(new Error('the warm connection closed'));
+      if (sock.write(encodeCtl(CtlFrame.Stdin, chunk))) cb();
+      else sock.once('drain', () => cb());
+    },
+    final(cb) {
+      if (!sock.destroyed) sock.write(encodeCtl(CtlFrame.StdinEnd));
+      cb();
+    },
+  });
+  stdin.on('error', () => {});
+  const logs = await opened;
+  return { stdout, stderr, stdin, exited, logs };
+}
+
+export async function controlExec(socketPath: string, command: string, log?: (m: string) => void): Promise<RemoteProcess> {
+  const ch = await openChannel(socketPath, { kind: 'exec', command });
+  for (const l of ch.logs) log?.(l);
+  return { stdout: ch.stdout, stderr: ch.stderr, stdin: ch.stdin, exited: ch.exited };
+}
+
+export async function controlAgent(socketPath: string, log?: (m: string) => void): Promise<AgentChannel> {
+  const ch = await openChannel(socketPath, { kind: 'agent' });
+  for (const l of ch.logs) log?.(l);
+  let stderr = '';
+  ch.stderr.on('data', (d: Buffer) => {
+    if (stderr.length < 64 * 1024) stderr += d.toString('utf8');
+  });
+  return {
+    input: ch.stdout,
+    output: ch.stdin,
+    stderr: () => stderr,
+    exited: ch.exited,
+    close: async () => {
+      ch.stdin.end();
+      const t = setTimeout(() => ch.stdout.destroy(), 10_000);
+      await ch.exited;
+      clearTimeout(t);
+    },
+  };
+}
+
+/** Asks the background process to end. True when there was one. */
+export async function controlShutdown(socketPath: string): Promise<boolean> {
+  try {
+    const ch = await openChannel(socketPath, { kind: 'shutdown' });
+    await ch.exited;
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export interface DaemonArgs {
+  spec: string;
+  socket: string;
+  idleSeconds: number;
+  options: { configFile?: string; installNode?: boolean; nodeUrl?: string };
+}
+
+/** Starts the background process for a target, detached; it connects on its own. */
+export function spawnControlDaemon(args: DaemonArgs): void {
+  const main = fileURLToPath(new URL('./control-main.js', import.meta.url));
+  // SKYSYNC_DEBUG: the background process's own errors go to a log file beside its socket.
+  const out = process.env.SKYSYNC_DEBUG ? fs.openSync(`${args.socket}.log`, 'a', 0o600) : 'ignore';
+  const child = spawn(process.execPath, [main, JSON.stringify(args)], { detached: true, stdio: ['ignore', out, out], env: process.env });
+  child.unref();
+}
