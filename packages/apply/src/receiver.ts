@@ -388,8 +388,9 @@ export class Receiver {
 
   /**
    * Builds a file piece by piece. Runs of chunks are read (from the stream or from a held file) and written in
-   * blocks of up to 8 MiB, each chunk verified against its id; a failure keeps consuming the stream so the
-   * receiver stays in step with the sender.
+   * blocks of up to 8 MiB, each chunk verified against its id. Reading the next block and writing the previous
+   * one (both in the thread pool) overlap with verifying the current one. A failure keeps consuming the stream so
+   * the receiver stays in step with the sender.
    */
   private async writeLarge(s: Staged, e: FileEntry, pieces: Piece[]): Promise<void> {
     const BLOCK = 8 * 1024 * 1024;
@@ -412,9 +413,10 @@ export class Receiver {
         at += q.len;
       }
     };
+    // The longest runs of pieces of the same kind (and, for held files, contiguous in the same file).
+    const runs: Array<{ i: number; j: number; len: number }> = [];
     for (let i = 0; i < pieces.length; i++) {
       const p = pieces[i]!;
-      // The longest run of pieces of the same kind (and, for held files, contiguous in the same file).
       let j = i;
       let runLen = p.len;
       while (j + 1 < pieces.length && runLen < BLOCK) {
@@ -425,56 +427,93 @@ export class Receiver {
         runLen += q.len;
         j++;
       }
+      runs.push({ i, j, len: runLen });
+      i = j;
+    }
+    let writing: Promise<void> = Promise.resolve();
+    const readAt = (h: number, len: number, at: number): Promise<Buffer> =>
+      new Promise((resolve, reject) => {
+        const buf = Buffer.allocUnsafe(len);
+        fs.read(h, buf, 0, len, at, (err, n) => (err ? reject(err) : n !== len ? reject(new Error('short read')) : resolve(buf)));
+      });
+    const fetch = async (run: { i: number; len: number }): Promise<Buffer | null> => {
+      const p = pieces[run.i]!;
+      if (p.from === 'stream') {
+        const buf = await this.stream.take(run.len);
+        this.bytesFromStream += run.len;
+        return buf;
+      }
+      if (failed) return null;
+      if (p.from === 'disk') {
+        let src = sources.get(p.path);
+        if (src === undefined) {
+          this.checkParents(p.path);
+          src = fs.openSync(this.abs(p.path), O_RDONLY | O_NOFOLLOW);
+          sources.set(p.path, src);
+        }
+        const buf = await readAt(src, run.len, p.offset).catch(() => {
+          throw new Error(`source ${displayPath(p.path)} is shorter than recorded`);
+        });
+        this.bytesFromDisk += run.len;
+        return buf;
+      }
+      // A chunk written earlier in this sync, perhaps earlier in this very file: its write must have landed.
+      await writing;
+      const sc = await this.session.get(p.id.toString('hex'));
+      if (!sc) throw new Error('chunk expected from earlier in this sync is missing');
+      const h = fs.openSync(sc.file, O_RDONLY | O_NOFOLLOW);
       try {
-        let buf: Buffer;
-        if (p.from === 'stream') {
-          buf = await this.stream.take(runLen);
-          this.bytesFromStream += runLen;
-        } else if (failed) {
-          i = j;
-          continue;
-        } else if (p.from === 'disk') {
-          let src = sources.get(p.path);
-          if (src === undefined) {
-            this.checkParents(p.path);
-            src = fs.openSync(this.abs(p.path), O_RDONLY | O_NOFOLLOW);
-            sources.set(p.path, src);
+        return await readAt(h, p.len, sc.offset);
+      } finally {
+        fs.closeSync(h);
+      }
+    };
+    const quiet = <T,>(pr: Promise<T>): Promise<T> => {
+      pr.catch(() => {});
+      return pr;
+    };
+    let next = runs.length ? quiet(fetch(runs[0]!)) : null;
+    for (let r = 0; r < runs.length; r++) {
+      const run = runs[r]!;
+      const p = pieces[run.i]!;
+      let buf: Buffer | null = null;
+      let fetchError: unknown = null;
+      try {
+        buf = await next!;
+      } catch (err) {
+        fetchError = err;
+      }
+      // Stream data must be taken in order, whatever happens to this run (the rest only while still useful).
+      next = r + 1 < runs.length ? quiet(fetch(runs[r + 1]!)) : null;
+      try {
+        if (fetchError) throw fetchError;
+        if (failed || !buf) continue;
+        let o = 0;
+        for (let k = run.i; k <= run.j; k++) {
+          const q = pieces[k]!;
+          if (!chunker.blake3(buf.subarray(o, o + q.len)).equals(q.id)) {
+            throw new Error(
+              q.from === 'disk'
+                ? `chunk from ${displayPath((q as { path: string }).path)} does not match its id (changed on this side?)`
+                : q.from === 'stream'
+                  ? 'received chunk does not match its id'
+                  : 'session chunk does not match its id',
+            );
           }
-          buf = Buffer.allocUnsafe(runLen);
-          if (fs.readSync(src, buf, 0, runLen, p.offset) !== runLen) {
-            throw new Error(`source ${displayPath(p.path)} is shorter than recorded`);
-          }
-          this.bytesFromDisk += runLen;
-        } else {
-          const sc = await this.session.get(p.id.toString('hex'));
-          if (!sc) throw new Error('chunk expected from earlier in this sync is missing');
-          buf = Buffer.allocUnsafe(p.len);
-          const h = fs.openSync(sc.file, O_RDONLY | O_NOFOLLOW);
-          try {
-            fs.readSync(h, buf, 0, p.len, sc.offset);
-          } finally {
-            fs.closeSync(h);
-          }
+          o += q.len;
         }
-        if (!failed) {
-          let o = 0;
-          for (let k = i; k <= j; k++) {
-            const q = pieces[k]!;
-            if (!chunker.blake3(buf.subarray(o, o + q.len)).equals(q.id)) {
-              throw new Error(
-                q.from === 'disk'
-                  ? `chunk from ${displayPath((q as { path: string }).path)} does not match its id (changed on this side?)`
-                  : q.from === 'stream'
-                    ? 'received chunk does not match its id'
-                    : 'session chunk does not match its id',
-              );
-            }
-            o += q.len;
-          }
-          fs.writeSync(fd!, buf, 0, buf.length, off);
-          register(i, j, off);
-          off += buf.length;
-        }
+        await writing;
+        const at = off;
+        off += buf.length;
+        writing = quiet(
+          new Promise<void>((resolve, reject) =>
+            fs.write(fd!, buf, 0, buf.length, at, (err) => {
+              if (err) return reject(err);
+              register(run.i, run.j, at);
+              resolve();
+            }),
+          ),
+        );
       } catch (err) {
         failed ??= (err as Error).message;
         if (p.from === 'stream' && this.stream.size === 0 && /ended early/.test((err as Error).message)) {
@@ -482,7 +521,11 @@ export class Receiver {
           break;
         }
       }
-      i = j;
+    }
+    try {
+      await writing;
+    } catch (err) {
+      failed ??= (err as Error).message;
     }
     for (const h of sources.values()) fs.closeSync(h);
     try {
