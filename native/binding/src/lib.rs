@@ -131,7 +131,7 @@ pub struct Entry {
     pub target: Option<BytePath>,
 }
 
-fn entry_js(e: &core::Entry) -> Entry {
+fn entry_js(e: core::EntryRef) -> Entry {
     Entry {
         path: BytePath(e.path().to_vec()),
         kind: e.meta.kind.as_str().to_string(),
@@ -247,7 +247,7 @@ impl Tree {
     #[napi]
     pub fn entry(&self, #[napi(ts_arg_type = "string")] path: BytePath) -> Option<Entry> {
         let s = self.inner.read().unwrap();
-        s.find(&path.0).map(|i| entry_js(&s.entries()[i]))
+        s.find(&path.0).map(|i| entry_js(s.entry(i)))
     }
 
     /// Every entry, in path order. For tests and listings; the sync path never needs it.
@@ -294,9 +294,8 @@ impl Tree {
             let mut idx = self.chunk_index.write().unwrap();
             if idx.is_none() {
                 let mut map = HashMap::new();
-                for (ei, e) in s.entries().iter().enumerate() {
+                for ei in 0..s.len() {
                     if let Some(cs) = s.chunks_of(ei) {
-                        let _ = e;
                         let mut off = 0u64;
                         for (ci, c) in cs.iter().enumerate() {
                             map.entry(c.id).or_insert((ei as u32, ci as u32, off));
@@ -314,7 +313,7 @@ impl Tree {
             .map(|id| {
                 let id: [u8; 32] = id.try_into().unwrap();
                 map.get(&id).map(|&(ei, ci, off)| ChunkLocation {
-                    path: BytePath(s.entries()[ei as usize].path().to_vec()),
+                    path: BytePath(s.entries().path(ei as usize).to_vec()),
                     index: ci,
                     offset: off as f64,
                 })
@@ -381,7 +380,7 @@ impl Task for DriftTask {
 
     fn compute(&mut self) -> Result<Self::Output> {
         let s = self.tree.inner.read().unwrap();
-        Ok(s.drift(&self.root).into_iter().map(|i| s.entries()[i].path().to_vec()).collect())
+        Ok(s.drift(&self.root).into_iter().map(|i| s.entries().path(i).to_vec()).collect())
     }
 
     fn resolve(&mut self, _env: Env, out: Self::Output) -> Result<Self::JsValue> {
@@ -412,7 +411,7 @@ impl Tree {
     pub fn observed(&self, #[napi(ts_arg_type = "string")] path: BytePath) -> Option<Vec<String>> {
         let s = self.inner.read().unwrap();
         s.find(&path.0).map(|i| {
-            let m = &s.entries()[i].meta;
+            let m = s.entry(i).meta;
             vec![m.ctime_ns.to_string(), m.ino.to_string()]
         })
     }
@@ -494,16 +493,16 @@ impl Task for ScanTask {
             .map(|c| {
                 let prev_entry = c.prev_index.and_then(|i| prev_lock.as_ref().map(|p| (p, i)));
                 let entry = match c.index {
-                    Some(i) => entry_js(&done.snapshot.entries()[i]),
+                    Some(i) => entry_js(done.snapshot.entry(i)),
                     None => {
                         let (p, i) = prev_entry.unwrap();
-                        entry_js(&p.entries()[i])
+                        entry_js(p.entry(i))
                     }
                 };
                 Change {
                     status: c.kind.as_str().to_string(),
                     entry,
-                    prev_kind: prev_entry.map(|(p, i)| p.entries()[i].meta.kind.as_str().to_string()),
+                    prev_kind: prev_entry.map(|(p, i)| p.entry(i).meta.kind.as_str().to_string()),
                     prev_recipe: prev_entry.and_then(|(p, i)| p.recipe_of(i)).map(|r| recipe_js(&r)),
                 }
             })

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use crate::ignore_rules::{is_ignored, push_level, IgnoreMode, RuleChain};
-use crate::tree::{Entry, Kind, Meta};
+use crate::tree::{EntryList, Kind, Meta};
 
 #[derive(Debug)]
 pub enum ScanError {
@@ -52,7 +52,7 @@ pub struct Warning {
 
 pub struct ScanOutput {
     /// Sorted by path bytes.
-    pub entries: Vec<Entry>,
+    pub entries: EntryList,
     pub warnings: Vec<Warning>,
     /// Relative paths of directories that could not be listed and of entries that could not be examined: what the
     /// previous snapshot holds at or under them is carried over, not reported deleted.
@@ -83,7 +83,7 @@ fn meta_of(md: &fs::Metadata, kind: Kind) -> Meta {
 
 struct Walk<'a> {
     mode: IgnoreMode,
-    out: Mutex<Vec<Entry>>,
+    out: Mutex<EntryList>,
     warnings: Mutex<Vec<Warning>>,
     unreadable: Mutex<Vec<Vec<u8>>>,
     ignored: std::sync::atomic::AtomicU64,
@@ -147,7 +147,7 @@ impl Walk<'_> {
                 self.warn(WarningKind::BadIgnoreFile, &rel, w);
             }
         }
-        let mut local: Vec<Entry> = Vec::with_capacity(children.len());
+        let mut local = EntryList::with_capacity(children.len(), children.len() * (prefix_len + 16));
         let mut path_buf: Vec<u8> = Vec::with_capacity(prefix_len + 64);
         for de in children {
             let name = de.file_name();
@@ -193,18 +193,18 @@ impl Walk<'_> {
             if ft.is_symlink() {
                 match fs::read_link(de.path()) {
                     Ok(target) => {
-                        local.push(Entry::new(&path_buf, meta_of(&md, Kind::Symlink), Some(target.as_os_str().as_bytes())))
+                        local.push(&path_buf, meta_of(&md, Kind::Symlink), Some(target.as_os_str().as_bytes()))
                     }
                     Err(e) => self.unreadable(&path_buf, format!("cannot read link: {e}")),
                 }
             } else if ft.is_dir() {
-                local.push(Entry::new(&path_buf, meta_of(&md, Kind::Dir), None));
+                local.push(&path_buf, meta_of(&md, Kind::Dir), None);
                 let child_abs = de.path();
                 let child_rel = path_buf.clone();
                 let child_chain = chain.clone();
                 scope.spawn(move |s| self.dir(s, child_abs, child_rel, child_chain));
             } else {
-                local.push(Entry::new(&path_buf, meta_of(&md, Kind::File), None));
+                local.push(&path_buf, meta_of(&md, Kind::File), None);
             }
         }
         self.out.lock().unwrap().append(&mut local);
@@ -241,7 +241,7 @@ pub fn scan_tree(root: &Path) -> Result<ScanOutput, ScanError> {
     }
     let walk = Walk {
         mode,
-        out: Mutex::new(Vec::new()),
+        out: Mutex::new(EntryList::new()),
         warnings: Mutex::new(warnings),
         unreadable: Mutex::new(Vec::new()),
         ignored: Default::default(),
@@ -249,10 +249,7 @@ pub fn scan_tree(root: &Path) -> Result<ScanOutput, ScanError> {
     };
     rayon::scope(|s| walk.dir(s, root.to_path_buf(), Vec::new(), chain));
     let mut entries = walk.out.into_inner().unwrap();
-    {
-        use rayon::slice::ParallelSliceMut;
-        entries.par_sort_unstable_by(|a, b| a.path().cmp(b.path()));
-    }
+    entries.sort_by_path();
     entries.shrink_to_fit();
     let mut warnings = walk.warnings.into_inner().unwrap();
     warnings.sort_by(|a, b| a.path.cmp(&b.path));

@@ -17,7 +17,7 @@ use std::path::Path;
 use crate::chunk::{recipe_digest, ChunkParams, ChunkRef, Recipe};
 use crate::ignore_rules::IgnoreMode;
 use crate::scan::ScanOutput;
-use crate::tree::{Entry, Kind, Meta};
+use crate::tree::{Entry, EntryList, EntryRef, Kind, Meta};
 
 const MAGIC: &[u8; 8] = b"SKYSNAP\0";
 const VERSION: u32 = 1;
@@ -29,12 +29,14 @@ struct Span {
     count: u32,
 }
 
+const NO_RECIPE: Span = Span { start: 0, count: NOT_CHUNKED };
+
 #[derive(Clone, Debug)]
 pub struct Snapshot {
     pub params: ChunkParams,
     pub started_ns: i64,
     pub ignore_mode: Option<IgnoreMode>,
-    entries: Vec<Entry>,
+    entries: EntryList,
     spans: Vec<Span>,
     chunks: Vec<ChunkRef>,
 }
@@ -82,7 +84,7 @@ impl std::fmt::Display for LoadError {
     }
 }
 
-fn same_entry(a: &Entry, b: &Entry) -> bool {
+fn same_entry(a: &EntryRef, b: &EntryRef) -> bool {
     if a.meta.kind != b.meta.kind || a.meta.mode != b.meta.mode {
         return false;
     }
@@ -106,7 +108,14 @@ fn under_any(path: &[u8], dirs: &[Vec<u8>]) -> bool {
 
 impl Snapshot {
     pub fn empty(params: ChunkParams) -> Snapshot {
-        Snapshot { params, started_ns: 0, ignore_mode: None, entries: Vec::new(), spans: Vec::new(), chunks: Vec::new() }
+        Snapshot {
+            params,
+            started_ns: 0,
+            ignore_mode: None,
+            entries: EntryList::new(),
+            spans: Vec::new(),
+            chunks: Vec::new(),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -117,12 +126,16 @@ impl Snapshot {
         self.entries.is_empty()
     }
 
-    pub fn entries(&self) -> &[Entry] {
+    pub fn entries(&self) -> &EntryList {
         &self.entries
     }
 
+    pub fn entry(&self, index: usize) -> EntryRef<'_> {
+        self.entries.get(index)
+    }
+
     pub fn find(&self, path: &[u8]) -> Option<usize> {
-        self.entries.binary_search_by(|e| e.path().cmp(path)).ok()
+        self.entries.find(path)
     }
 
     pub fn chunks_of(&self, index: usize) -> Option<&[ChunkRef]> {
@@ -136,15 +149,15 @@ impl Snapshot {
 
     pub fn recipe_of(&self, index: usize) -> Option<Recipe> {
         let chunks = self.chunks_of(index)?;
-        Some(Recipe { size: self.entries[index].meta.size, digest: recipe_digest(chunks), chunks: chunks.to_vec() })
+        Some(Recipe { size: self.entries.meta(index).size, digest: recipe_digest(chunks), chunks: chunks.to_vec() })
     }
 
     /// Records a file's recipe. Refuses one whose size does not match what was scanned: the file changed while
     /// it was read, and the next scan must look at it again.
     pub fn set_recipe(&mut self, index: usize, chunks: &[ChunkRef]) -> bool {
         let total: u64 = chunks.iter().map(|c| c.len as u64).sum();
-        let e = &self.entries[index];
-        if e.meta.kind != Kind::File || total != e.meta.size {
+        let meta = self.entries.meta(index);
+        if meta.kind != Kind::File || total != meta.size {
             return false;
         }
         let start = self.chunks.len() as u32;
@@ -155,7 +168,7 @@ impl Snapshot {
 
     /// Forgets a file's recipe so that the next scan reports it again (used when a file could not be read).
     pub fn forget(&mut self, index: usize) {
-        self.spans[index] = Span { start: 0, count: NOT_CHUNKED };
+        self.spans[index] = NO_RECIPE;
     }
 
     /// Compares a fresh scan against this snapshot. Returns the new snapshot (recipes carried over for unchanged
@@ -165,86 +178,80 @@ impl Snapshot {
         let recipes_valid = self.params == params;
         let racy_from = self.started_ns;
         let unreadable = scan.unreadable_dirs;
-        let mut out = Snapshot {
-            params,
-            started_ns: scan.started_ns,
-            ignore_mode: Some(scan.ignore_mode),
-            entries: Vec::with_capacity(scan.entries.len()),
-            spans: Vec::with_capacity(scan.entries.len()),
-            chunks: Vec::with_capacity(if recipes_valid { self.chunks.len() } else { 0 }),
-        };
-        let mut changes = Vec::new();
+        // The scanned list becomes the new tree's as it is; only carried entries are added to it, at the end.
+        let new = scan.entries;
         let old = &self.entries;
-        let mut i = 0usize;
-        let mut new_iter = scan.entries.into_iter().peekable();
+        let mut spans = Vec::with_capacity(new.len());
+        let mut carried: Vec<(usize, usize)> = Vec::new();
+        let mut changes = Vec::new();
+        let (mut i, mut j) = (0usize, 0usize);
         loop {
-            let ord = match (old.get(i), new_iter.peek()) {
-                (None, None) => break,
-                (Some(_), None) => std::cmp::Ordering::Less,
-                (None, Some(_)) => std::cmp::Ordering::Greater,
-                (Some(o), Some(n)) => o.path().cmp(n.path()),
+            let ord = match (i < old.len(), j < new.len()) {
+                (false, false) => break,
+                (true, false) => std::cmp::Ordering::Less,
+                (false, true) => std::cmp::Ordering::Greater,
+                (true, true) => old.path(i).cmp(new.path(j)),
             };
+            let pos = spans.len();
             match ord {
                 std::cmp::Ordering::Less => {
-                    let o = &old[i];
-                    if !unreadable.is_empty() && under_any(o.path(), &unreadable) {
-                        out.push_carried(self, i, recipes_valid);
+                    if !unreadable.is_empty() && under_any(old.path(i), &unreadable) {
+                        carried.push((pos, i));
+                        spans.push(self.kept_span(i, old.meta(i).kind, recipes_valid));
                     } else {
                         changes.push(Change { kind: ChangeKind::Deleted, index: None, prev_index: Some(i) });
                     }
                     i += 1;
                 }
                 std::cmp::Ordering::Greater => {
-                    let n = new_iter.next().unwrap();
-                    let idx = out.push_new(n);
-                    changes.push(Change { kind: ChangeKind::Added, index: Some(idx), prev_index: None });
+                    spans.push(NO_RECIPE);
+                    changes.push(Change { kind: ChangeKind::Added, index: Some(pos), prev_index: None });
+                    j += 1;
                 }
                 std::cmp::Ordering::Equal => {
-                    let o = &old[i];
-                    let n = new_iter.next().unwrap();
-                    let same = same_entry(o, &n);
+                    let (o, n) = (old.get(i), new.get(j));
+                    let same = same_entry(&o, &n);
                     let kind_changed = o.meta.kind != n.meta.kind;
                     let racy = n.meta.kind == Kind::File && o.meta.mtime_ns >= racy_from;
                     let chunked = n.meta.kind != Kind::File || (recipes_valid && self.spans[i].count != NOT_CHUNKED);
                     if same && !racy && chunked {
-                        out.push_with_recipe(n, self, i, recipes_valid);
+                        spans.push(self.kept_span(i, n.meta.kind, recipes_valid));
                     } else {
-                        let idx = out.push_new(n);
+                        spans.push(NO_RECIPE);
                         let kind = if kind_changed { ChangeKind::TypeChanged } else { ChangeKind::Modified };
-                        changes.push(Change { kind, index: Some(idx), prev_index: Some(i) });
+                        changes.push(Change { kind, index: Some(pos), prev_index: Some(i) });
                     }
                     i += 1;
+                    j += 1;
                 }
             }
         }
+        let entries = new.with_inserted(&carried, old);
+        let chunks = self.carry_chunks(&mut spans);
+        let out = Snapshot { params, started_ns: scan.started_ns, ignore_mode: Some(scan.ignore_mode), entries, spans, chunks };
         (out, changes)
     }
 
-    fn push_new(&mut self, e: Entry) -> usize {
-        self.entries.push(e);
-        self.spans.push(Span { start: 0, count: NOT_CHUNKED });
-        self.entries.len() - 1
-    }
-
-    fn push_with_recipe(&mut self, e: Entry, prev: &Snapshot, prev_index: usize, recipes_valid: bool) {
-        let span = if recipes_valid && e.meta.kind == Kind::File {
-            let s = prev.spans[prev_index];
-            if s.count == NOT_CHUNKED {
-                s
-            } else {
-                let start = self.chunks.len() as u32;
-                self.chunks.extend_from_slice(&prev.chunks[s.start as usize..(s.start + s.count) as usize]);
-                Span { start, count: s.count }
-            }
+    /// The span entry `i` of this snapshot passes on to the next one (still indexing this snapshot's chunks).
+    fn kept_span(&self, i: usize, kind: Kind, recipes_valid: bool) -> Span {
+        if recipes_valid && kind == Kind::File {
+            self.spans[i]
         } else {
-            Span { start: 0, count: NOT_CHUNKED }
-        };
-        self.entries.push(e);
-        self.spans.push(span);
+            NO_RECIPE
+        }
     }
 
-    fn push_carried(&mut self, prev: &Snapshot, prev_index: usize, recipes_valid: bool) {
-        self.push_with_recipe(prev.entries[prev_index].clone(), prev, prev_index, recipes_valid);
+    /// The chunks of a snapshot whose `spans` were taken from this one: the recipes still used, copied, with the
+    /// spans rewritten to point into the copy.
+    fn carry_chunks(&self, spans: &mut [Span]) -> Vec<ChunkRef> {
+        let live: usize = spans.iter().filter(|s| s.count != NOT_CHUNKED).map(|s| s.count as usize).sum();
+        let mut chunks = Vec::with_capacity(live);
+        for s in spans.iter_mut().filter(|s| s.count != NOT_CHUNKED) {
+            let start = chunks.len() as u32;
+            chunks.extend_from_slice(&self.chunks[s.start as usize..(s.start + s.count) as usize]);
+            s.start = start;
+        }
+        chunks
     }
 
     /// Inserts or replaces entries (with their recipes) and removes paths, keeping path order. The agent keeps
@@ -253,13 +260,14 @@ impl Snapshot {
         upserts.sort_by(|a, b| a.0.path().cmp(b.0.path()));
         upserts.dedup_by(|a, b| a.0.path() == b.0.path());
         removals.sort();
-        let old_entries = std::mem::take(&mut self.entries);
+        let old = std::mem::take(&mut self.entries);
         let old_spans = std::mem::take(&mut self.spans);
-        let mut entries = Vec::with_capacity(old_entries.len() + upserts.len());
-        let mut spans = Vec::with_capacity(old_entries.len() + upserts.len());
+        let name_bytes = old.name_bytes() + upserts.iter().map(|(u, _)| u.path().len() + 1).sum::<usize>();
+        let mut entries = EntryList::with_capacity(old.len() + upserts.len(), name_bytes);
+        let mut spans = Vec::with_capacity(old.len() + upserts.len());
         let mut ups = upserts.into_iter().peekable();
         let mut rm = removals.iter().peekable();
-        let push_new = |entries: &mut Vec<Entry>, spans: &mut Vec<Span>, chunks: &mut Vec<ChunkRef>, e: Entry, c: Option<Vec<ChunkRef>>| {
+        let push_new = |entries: &mut EntryList, spans: &mut Vec<Span>, chunks: &mut Vec<ChunkRef>, e: Entry, c: Option<Vec<ChunkRef>>| {
             let span = match c {
                 Some(c) if e.meta.kind == Kind::File => {
                     let start = chunks.len() as u32;
@@ -267,36 +275,38 @@ impl Snapshot {
                     chunks.extend(c);
                     Span { start, count }
                 }
-                _ => Span { start: 0, count: NOT_CHUNKED },
+                _ => NO_RECIPE,
             };
-            entries.push(e);
+            entries.push_ref(e.view());
             spans.push(span);
         };
-        for (e, span) in old_entries.into_iter().zip(old_spans) {
+        for (i, span) in old_spans.into_iter().enumerate() {
+            let path = old.path(i);
             while let Some((u, _)) = ups.peek() {
-                if u.path() < e.path() {
+                if u.path() < path {
                     let (u, c) = ups.next().unwrap();
                     push_new(&mut entries, &mut spans, &mut self.chunks, u, c);
                 } else {
                     break;
                 }
             }
-            while rm.peek().is_some_and(|r| r.as_slice() < e.path()) {
+            while rm.peek().is_some_and(|r| r.as_slice() < path) {
                 rm.next();
             }
-            let removed = rm.peek().is_some_and(|r| r.as_slice() == e.path());
-            let replaced = ups.peek().is_some_and(|(u, _)| u.path() == e.path());
+            let removed = rm.peek().is_some_and(|r| r.as_slice() == path);
+            let replaced = ups.peek().is_some_and(|(u, _)| u.path() == path);
             if replaced {
                 let (u, c) = ups.next().unwrap();
                 push_new(&mut entries, &mut spans, &mut self.chunks, u, c);
             } else if !removed {
-                entries.push(e);
+                old.copy_to(i, &mut entries);
                 spans.push(span);
             }
         }
         for (u, c) in ups {
             push_new(&mut entries, &mut spans, &mut self.chunks, u, c);
         }
+        entries.shrink_to_fit();
         self.entries = entries;
         self.spans = spans;
     }
@@ -306,11 +316,10 @@ impl Snapshot {
     pub fn drift(&self, root: &Path) -> Vec<usize> {
         use rayon::prelude::*;
         use std::os::unix::fs::MetadataExt;
-        let mut out: Vec<usize> = self
-            .entries
-            .par_iter()
-            .enumerate()
-            .filter_map(|(i, e)| {
+        let mut out: Vec<usize> = (0..self.entries.len())
+            .into_par_iter()
+            .filter_map(|i| {
+                let e = self.entries.get(i);
                 if e.meta.kind == Kind::Dir {
                     return None;
                 }
@@ -414,14 +423,11 @@ impl Snapshot {
         if n > body.len() / 20 {
             return Err(corrupt("entry count larger than the file"));
         }
-        let mut snap = Snapshot {
-            params,
-            started_ns,
-            ignore_mode,
-            entries: Vec::with_capacity(n),
-            spans: Vec::with_capacity(n),
-            chunks: Vec::new(),
-        };
+        // The file's size as a first guess for the names (trimmed at the end): shared prefixes are stored once in
+        // the file and in full in memory, chunk ids only in the file.
+        let mut entries = EntryList::with_capacity(n, body.len());
+        let mut spans = Vec::with_capacity(n);
+        let mut chunks: Vec<ChunkRef> = Vec::new();
         let mut path: Vec<u8> = Vec::new();
         for _ in 0..n {
             let shared = r.varint()? as usize;
@@ -434,8 +440,8 @@ impl Snapshot {
             if path.is_empty() || path.contains(&0) {
                 return Err(corrupt("bad path"));
             }
-            if let Some(last) = snap.entries.last() {
-                if last.path() >= path.as_slice() {
+            if let Some(last) = entries.last_path() {
+                if last >= path.as_slice() {
                     return Err(corrupt("entries out of order"));
                 }
             }
@@ -446,11 +452,12 @@ impl Snapshot {
             let ctime_ns = r.i64()?;
             let ino = r.varint()?;
             let meta = Meta { size, mtime_ns, ctime_ns, ino, mode, kind };
-            let mut span = Span { start: 0, count: NOT_CHUNKED };
-            let entry = match kind {
+            let mut span = NO_RECIPE;
+            let mut target = None;
+            match kind {
                 Kind::Symlink => {
                     let len = r.varint()? as usize;
-                    Entry::new(&path, meta, Some(r.bytes(len)?))
+                    target = Some(r.bytes(len)?);
                 }
                 Kind::File => {
                     let count = r.varint()?;
@@ -459,31 +466,39 @@ impl Snapshot {
                         if count > r.remaining() / 33 {
                             return Err(corrupt("chunk count larger than the file"));
                         }
-                        let start = snap.chunks.len() as u32;
+                        let start = chunks.len() as u32;
                         let mut total = 0u64;
                         for _ in 0..count {
                             let mut id = [0u8; 32];
                             id.copy_from_slice(r.bytes(32)?);
                             let len = r.varint()? as u32;
                             total += len as u64;
-                            snap.chunks.push(ChunkRef { id, len });
+                            chunks.push(ChunkRef { id, len });
                         }
                         if total != size {
                             return Err(corrupt("recipe does not add up to the file size"));
                         }
                         span = Span { start, count: count as u32 };
                     }
-                    Entry::new(&path, meta, None)
                 }
-                Kind::Dir => Entry::new(&path, meta, None),
-            };
-            snap.entries.push(entry);
-            snap.spans.push(span);
+                Kind::Dir => {}
+            }
+            entries.push(&path, meta, target);
+            spans.push(span);
         }
         if r.remaining() != 0 {
             return Err(corrupt("trailing bytes"));
         }
-        Ok(snap)
+        entries.shrink_to_fit();
+        chunks.shrink_to_fit();
+        Ok(Snapshot {
+            params,
+            started_ns,
+            ignore_mode,
+            entries,
+            spans,
+            chunks,
+        })
     }
 
     pub fn load(path: &Path) -> Result<Snapshot, LoadError> {
@@ -606,7 +621,82 @@ mod update_tests {
         let gone = (file("gone", 1), None);
         s.update(vec![rec("same"), rec("edited"), gone], vec![]);
         std::fs::write(dir.path().join("edited"), b"yy").unwrap();
-        let drifted: Vec<&[u8]> = s.drift(dir.path()).into_iter().map(|i| s.entries()[i].path()).collect();
+        let drifted: Vec<&[u8]> = s.drift(dir.path()).into_iter().map(|i| s.entries().path(i)).collect();
         assert_eq!(drifted, vec![b"edited".as_slice(), b"gone".as_slice()]);
+    }
+}
+
+#[cfg(test)]
+mod carry_tests {
+    use super::*;
+
+    fn meta(size: u64) -> Meta {
+        Meta { size, mtime_ns: 1, ctime_ns: 2, ino: 3, mode: 0o644, kind: Kind::File }
+    }
+
+    fn chunk(n: u8, len: u32) -> ChunkRef {
+        ChunkRef { id: [n; 32], len }
+    }
+
+    /// A saved and loaded tree of files named after their chunk: what a re-scan starts from.
+    fn loaded(files: &[(&str, &[ChunkRef])]) -> Snapshot {
+        let mut s = Snapshot::empty(crate::DEFAULT_PARAMS);
+        let ups = files
+            .iter()
+            .map(|(p, cs)| (Entry::new(p.as_bytes(), meta(cs.iter().map(|c| c.len as u64).sum()), None), Some(cs.to_vec())))
+            .collect();
+        s.update(ups, vec![]);
+        s.started_ns = 100;
+        Snapshot::decode(&s.encode()).unwrap()
+    }
+
+    fn scan_of(prev: &Snapshot, keep: &[&str]) -> ScanOutput {
+        let mut entries = EntryList::new();
+        for e in prev.entries().iter().filter(|e| keep.contains(&std::str::from_utf8(e.path()).unwrap())) {
+            entries.push_ref(e);
+        }
+        ScanOutput {
+            entries,
+            warnings: vec![],
+            unreadable_dirs: vec![],
+            ignore_mode: IgnoreMode::GitIgnore,
+            started_ns: 200,
+            ignored: 0,
+        }
+    }
+
+    fn recipe(s: &Snapshot, p: &str) -> Option<Vec<ChunkRef>> {
+        s.chunks_of(s.find(p.as_bytes()).unwrap()).map(|c| c.to_vec())
+    }
+
+    #[test]
+    fn entries_under_an_unreadable_directory_are_carried_in_order_with_their_recipes() {
+        let prev = loaded(&[("a", &[chunk(1, 1)]), ("d/x", &[chunk(2, 2)]), ("d/y", &[chunk(3, 3)]), ("z", &[chunk(4, 4)])]);
+        let mut scan = scan_of(&prev, &["a", "z"]);
+        let mut entries = EntryList::new();
+        entries.push_ref(scan.entries.get(0));
+        entries.push(b"c", meta(9), None);
+        entries.push_ref(scan.entries.get(1));
+        scan.entries = entries;
+        scan.unreadable_dirs = vec![b"d".to_vec()];
+        let (next, changes) = prev.diff(scan, prev.params);
+        let paths: Vec<&[u8]> = next.entries().iter().map(|e| e.path()).collect();
+        assert_eq!(paths, vec![&b"a"[..], b"c", b"d/x", b"d/y", b"z"]);
+        assert_eq!(changes.len(), 1);
+        assert_eq!((changes[0].kind, changes[0].index), (ChangeKind::Added, Some(1)));
+        assert_eq!(recipe(&next, "d/y").unwrap(), [chunk(3, 3)]);
+        assert_eq!(recipe(&next, "z").unwrap(), [chunk(4, 4)]);
+        assert_eq!(recipe(&next, "c"), None);
+        assert_eq!(next.entry(3), prev.entry(2));
+    }
+
+    #[test]
+    fn other_chunk_params_carry_no_recipe() {
+        let prev = loaded(&[("a", &[chunk(1, 5)])]);
+        let params = ChunkParams { min_size: prev.params.min_size * 2, ..prev.params };
+        let (next, changes) = prev.diff(scan_of(&prev, &["a"]), params);
+        assert_eq!(changes.len(), 1);
+        assert_eq!(recipe(&next, "a"), None);
+        assert!(next.chunks.is_empty());
     }
 }

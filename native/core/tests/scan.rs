@@ -92,8 +92,8 @@ fn changes(prev: &Snapshot, out: ScanOutput) -> (Snapshot, BTreeMap<Vec<u8>, Cha
     let mut map = BTreeMap::new();
     for c in &list {
         let path = match c.index {
-            Some(i) => next.entries()[i].path().to_vec(),
-            None => prev.entries()[c.prev_index.unwrap()].path().to_vec(),
+            Some(i) => next.entry(i).path().to_vec(),
+            None => prev.entry(c.prev_index.unwrap()).path().to_vec(),
         };
         assert!(map.insert(path.clone(), c.kind).is_none(), "{} reported twice", show(&path));
     }
@@ -408,11 +408,11 @@ fn diff_reports_every_status_and_carries_recipes() {
     assert!(next.recipe_of(next.find(b"link-to-file-target").unwrap()).is_some());
     assert!(next.recipe_of(next.find(b"edit").unwrap()).is_none());
     assert!(next.recipe_of(next.find(b"link-to-file").unwrap()).is_none());
-    assert_eq!(next.entries()[next.find(b"dir-to-link").unwrap()].target(), Some(&b"same"[..]));
+    assert_eq!(next.entry(next.find(b"dir-to-link").unwrap()).target(), Some(&b"same"[..]));
     // Kinds as they are now.
-    assert_eq!(next.entries()[next.find(b"file-to-dir").unwrap()].meta.kind, Kind::Dir);
-    assert_eq!(next.entries()[next.find(b"dir-to-link").unwrap()].meta.kind, Kind::Symlink);
-    assert_eq!(next.entries()[next.find(b"link-to-file").unwrap()].meta.kind, Kind::File);
+    assert_eq!(next.entry(next.find(b"file-to-dir").unwrap()).meta.kind, Kind::Dir);
+    assert_eq!(next.entry(next.find(b"dir-to-link").unwrap()).meta.kind, Kind::Symlink);
+    assert_eq!(next.entry(next.find(b"link-to-file").unwrap()).meta.kind, Kind::File);
     // The new snapshot is in path order.
     let ps: Vec<&[u8]> = next.entries().iter().map(|e| e.path()).collect();
     assert!(ps.windows(2).all(|w| w[0] < w[1]));
@@ -479,7 +479,7 @@ fn racy_timestamps_are_reported_modified_again() {
 
     // The boundary, exactly: an mtime equal to the previous start is racy; one nanosecond older is not.
     let mut snap = synced(root);
-    let tick_mtime = snap.entries()[snap.find(b"tick").unwrap()].meta.mtime_ns;
+    let tick_mtime = snap.entry(snap.find(b"tick").unwrap()).meta.mtime_ns;
     snap.started_ns = tick_mtime;
     let (_, got) = changes(&snap, scan(root));
     assert_eq!(got.get(&b"tick"[..]), Some(&ChangeKind::Modified), "mtime == previous start is racy");
@@ -520,7 +520,7 @@ fn snapshot_save_load_round_trip() {
     assert_eq!(back.started_ns, snap.started_ns);
     assert_eq!(back.ignore_mode, Some(IgnoreMode::GitIgnore));
     for i in 0..snap.len() {
-        assert_eq!(back.recipe_of(i), snap.recipe_of(i), "{}", show(snap.entries()[i].path()));
+        assert_eq!(back.recipe_of(i), snap.recipe_of(i), "{}", show(snap.entry(i).path()));
     }
     assert_eq!(back.encode(), snap.encode());
     // No temporary files left behind.
@@ -873,12 +873,12 @@ fn child_unreadable() {
     for rel in [&b"locked/x"[..], b"locked/sub", b"locked/sub/y", b"noexec/z", b"noexec/zdir", b"noexec/zdir/w"] {
         let i = next.find(rel).unwrap_or_else(|| panic!("{} not carried over", show(rel)));
         let j = prev.find(rel).unwrap();
-        assert_eq!(next.entries()[i], prev.entries()[j]);
+        assert_eq!(next.entry(i), prev.entry(j));
         assert_eq!(next.recipe_of(i), prev.recipe_of(j), "{} lost its recipe", show(rel));
     }
     // A file that cannot be read is listed by the scan and fails when chunked, with the cause.
     let i = next.find(b"secret-file").expect("an unreadable file is still listed");
-    assert_eq!(next.entries()[i].meta.mode, 0o000);
+    assert_eq!(next.entry(i).meta.mode, 0o000);
     let err = chunk_file(&root.join("secret-file"), DEFAULT_PARAMS).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied);
 }
