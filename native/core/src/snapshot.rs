@@ -13,6 +13,7 @@ use std::fs;
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::chunk::{recipe_digest, ChunkParams, ChunkRef, Recipe};
 use crate::ignore_rules::IgnoreMode;
@@ -31,6 +32,37 @@ struct Span {
 
 const NO_RECIPE: Span = Span { start: 0, count: NOT_CHUNKED };
 
+/// The chunks of every recipe of a tree; a span indexes `base` followed by `own`.
+///
+/// A re-scan builds a new tree while the previous one stays alive (the caller still holds it, and reports the
+/// recipes files had), and an unchanged file's recipe is the same in both. So the new tree shares the previous
+/// tree's `base` rather than copying it, and recipes recorded later go to `own`, leaving `base` untouched for both.
+#[derive(Clone, Debug, Default)]
+struct ChunkStore {
+    base: Arc<Vec<ChunkRef>>,
+    own: Vec<ChunkRef>,
+}
+
+impl ChunkStore {
+    fn get(&self, s: Span) -> &[ChunkRef] {
+        let (start, count) = (s.start as usize, s.count as usize);
+        if count == 0 {
+            // An empty file's span may point past the end of a store it was carried into.
+            return &[];
+        }
+        match start.checked_sub(self.base.len()) {
+            None => &self.base[start..start + count],
+            Some(o) => &self.own[o..o + count],
+        }
+    }
+
+    fn push(&mut self, chunks: &[ChunkRef]) -> Span {
+        let start = self.base.len() + self.own.len();
+        self.own.extend_from_slice(chunks);
+        Span { start: start as u32, count: chunks.len() as u32 }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Snapshot {
     pub params: ChunkParams,
@@ -38,7 +70,7 @@ pub struct Snapshot {
     pub ignore_mode: Option<IgnoreMode>,
     entries: EntryList,
     spans: Vec<Span>,
-    chunks: Vec<ChunkRef>,
+    chunks: ChunkStore,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,7 +146,7 @@ impl Snapshot {
             ignore_mode: None,
             entries: EntryList::new(),
             spans: Vec::new(),
-            chunks: Vec::new(),
+            chunks: ChunkStore::default(),
         }
     }
 
@@ -143,7 +175,7 @@ impl Snapshot {
         if s.count == NOT_CHUNKED {
             None
         } else {
-            Some(&self.chunks[s.start as usize..(s.start + s.count) as usize])
+            Some(self.chunks.get(s))
         }
     }
 
@@ -160,9 +192,7 @@ impl Snapshot {
         if meta.kind != Kind::File || total != meta.size {
             return false;
         }
-        let start = self.chunks.len() as u32;
-        self.chunks.extend_from_slice(chunks);
-        self.spans[index] = Span { start, count: chunks.len() as u32 };
+        self.spans[index] = self.chunks.push(chunks);
         true
     }
 
@@ -241,17 +271,27 @@ impl Snapshot {
         }
     }
 
-    /// The chunks of a snapshot whose `spans` were taken from this one: the recipes still used, copied, with the
-    /// spans rewritten to point into the copy.
-    fn carry_chunks(&self, spans: &mut [Span]) -> Vec<ChunkRef> {
-        let live: usize = spans.iter().filter(|s| s.count != NOT_CHUNKED).map(|s| s.count as usize).sum();
-        let mut chunks = Vec::with_capacity(live);
+    /// The chunk store of a snapshot whose `spans` were taken from this one. Shares this one's loaded chunks when
+    /// that is all the spans use and most of them are still used; otherwise copies what is used (and rewrites the
+    /// spans), so that a tree does not keep a long-gone tree's recipes alive.
+    fn carry_chunks(&self, spans: &mut [Span]) -> ChunkStore {
+        let used = spans.iter().filter(|s| s.count != NOT_CHUNKED);
+        let live: usize = used.clone().map(|s| s.count as usize).sum();
+        let base_len = self.chunks.base.len();
+        let only_base = used.clone().all(|s| (s.start as usize) < base_len || s.count == 0);
+        if live == 0 {
+            return ChunkStore::default();
+        }
+        if only_base && live * 2 >= base_len {
+            return ChunkStore { base: Arc::clone(&self.chunks.base), own: Vec::new() };
+        }
+        let mut base = Vec::with_capacity(live);
         for s in spans.iter_mut().filter(|s| s.count != NOT_CHUNKED) {
-            let start = chunks.len() as u32;
-            chunks.extend_from_slice(&self.chunks[s.start as usize..(s.start + s.count) as usize]);
+            let start = base.len() as u32;
+            base.extend_from_slice(self.chunks.get(*s));
             s.start = start;
         }
-        chunks
+        ChunkStore { base: Arc::new(base), own: Vec::new() }
     }
 
     /// Inserts or replaces entries (with their recipes) and removes paths, keeping path order. The agent keeps
@@ -267,14 +307,9 @@ impl Snapshot {
         let mut spans = Vec::with_capacity(old.len() + upserts.len());
         let mut ups = upserts.into_iter().peekable();
         let mut rm = removals.iter().peekable();
-        let push_new = |entries: &mut EntryList, spans: &mut Vec<Span>, chunks: &mut Vec<ChunkRef>, e: Entry, c: Option<Vec<ChunkRef>>| {
+        let push_new = |entries: &mut EntryList, spans: &mut Vec<Span>, chunks: &mut ChunkStore, e: Entry, c: Option<Vec<ChunkRef>>| {
             let span = match c {
-                Some(c) if e.meta.kind == Kind::File => {
-                    let start = chunks.len() as u32;
-                    let count = c.len() as u32;
-                    chunks.extend(c);
-                    Span { start, count }
-                }
+                Some(c) if e.meta.kind == Kind::File => chunks.push(&c),
                 _ => NO_RECIPE,
             };
             entries.push_ref(e.view());
@@ -345,7 +380,8 @@ impl Snapshot {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let mut w = Vec::with_capacity(64 + self.entries.len() * 48 + self.chunks.len() * 34);
+        let chunk_count = self.chunks.base.len() + self.chunks.own.len();
+        let mut w = Vec::with_capacity(64 + self.entries.len() * 48 + chunk_count * 34);
         w.extend_from_slice(MAGIC);
         w.extend_from_slice(&VERSION.to_le_bytes());
         w.extend_from_slice(&self.params.min_size.to_le_bytes());
@@ -497,7 +533,7 @@ impl Snapshot {
             ignore_mode,
             entries,
             spans,
-            chunks,
+            chunks: ChunkStore { base: Arc::new(chunks), own: Vec::new() },
         })
     }
 
@@ -670,6 +706,46 @@ mod carry_tests {
     }
 
     #[test]
+    fn an_unchanged_rescan_shares_the_loaded_recipes_and_both_trees_stay_independent() {
+        let (a, b) = ([chunk(1, 5), chunk(2, 6)], [chunk(3, 7)]);
+        let mut prev = loaded(&[("a", &a), ("b", &b), ("empty", &[])]);
+        let (mut next, changes) = prev.diff(scan_of(&prev, &["a", "b", "empty"]), prev.params);
+        assert!(changes.is_empty());
+        assert!(Arc::ptr_eq(&next.chunks.base, &prev.chunks.base), "recipes copied, not shared");
+        assert_eq!(recipe(&next, "a").unwrap(), a);
+        assert_eq!(recipe(&next, "empty").unwrap(), []);
+        // Recording on one tree leaves the other as it was.
+        assert!(next.set_recipe(next.find(b"a").unwrap(), &[chunk(9, 11)]));
+        assert!(prev.set_recipe(prev.find(b"b").unwrap(), &[chunk(8, 7)]));
+        assert_eq!(recipe(&next, "a").unwrap(), [chunk(9, 11)]);
+        assert_eq!(recipe(&next, "b").unwrap(), b);
+        assert_eq!(recipe(&prev, "a").unwrap(), a);
+        assert_eq!(recipe(&prev, "b").unwrap(), [chunk(8, 7)]);
+        let back = Snapshot::decode(&next.encode()).unwrap();
+        assert_eq!(recipe(&back, "a").unwrap(), [chunk(9, 11)]);
+        assert_eq!(recipe(&back, "b").unwrap(), b);
+        // A tree with recipes of its own, used as the previous one, passes every recipe on (copied).
+        let (third, changes) = next.diff(scan_of(&next, &["a", "b", "empty"]), next.params);
+        assert!(changes.is_empty());
+        assert!(!Arc::ptr_eq(&third.chunks.base, &next.chunks.base));
+        assert_eq!(recipe(&third, "a").unwrap(), [chunk(9, 11)]);
+        assert_eq!(recipe(&third, "b").unwrap(), b);
+        assert_eq!(recipe(&third, "empty").unwrap(), []);
+    }
+
+    #[test]
+    fn recipes_are_copied_when_most_of_the_previous_ones_are_gone() {
+        let big: Vec<ChunkRef> = (0..10).map(|i| chunk(i, 1)).collect();
+        let prev = loaded(&[("big", &big), ("empty", &[]), ("small", &[chunk(20, 3)])]);
+        let (next, changes) = prev.diff(scan_of(&prev, &["empty", "small"]), prev.params);
+        assert_eq!(changes.len(), 1);
+        assert!(!Arc::ptr_eq(&next.chunks.base, &prev.chunks.base));
+        assert_eq!(next.chunks.base.len(), 1, "only the live recipe is kept");
+        assert_eq!(recipe(&next, "small").unwrap(), [chunk(20, 3)]);
+        assert_eq!(recipe(&next, "empty").unwrap(), []);
+    }
+
+    #[test]
     fn entries_under_an_unreadable_directory_are_carried_in_order_with_their_recipes() {
         let prev = loaded(&[("a", &[chunk(1, 1)]), ("d/x", &[chunk(2, 2)]), ("d/y", &[chunk(3, 3)]), ("z", &[chunk(4, 4)])]);
         let mut scan = scan_of(&prev, &["a", "z"]);
@@ -697,6 +773,6 @@ mod carry_tests {
         let (next, changes) = prev.diff(scan_of(&prev, &["a"]), params);
         assert_eq!(changes.len(), 1);
         assert_eq!(recipe(&next, "a"), None);
-        assert!(next.chunks.is_empty());
+        assert!(next.chunks.base.is_empty());
     }
 }
