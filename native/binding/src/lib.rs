@@ -438,7 +438,15 @@ impl Task for ScanTask {
 
     fn compute(&mut self) -> Result<ScanDone> {
         let t0 = std::time::Instant::now();
-        let out = core::scan_tree(&self.root).map_err(|e| Error::new(Status::GenericFailure, e.to_string()))?;
+        let (hint_entries, hint_bytes) = match &self.previous {
+            Some(t) => {
+                let s = t.inner.read().unwrap();
+                (s.len(), s.entries().name_bytes())
+            }
+            None => (0, 0),
+        };
+        let out = core::scan_tree_sized(&self.root, hint_entries, hint_bytes)
+            .map_err(|e| Error::new(Status::GenericFailure, e.to_string()))?;
         let warnings = out.warnings.clone();
         let ignored = out.ignored;
         let empty;

@@ -11,6 +11,6 @@ pub mod snapshot;
 pub mod tree;
 
 pub use chunk::{chunk_bytes, chunk_file, chunk_files, chunk_reader, ChunkParams, ChunkRef, Recipe, DEFAULT_PARAMS};
-pub use scan::{scan_tree, ScanError, ScanOutput, Warning, WarningKind};
+pub use scan::{scan_tree, scan_tree_sized, ScanError, ScanOutput, Warning, WarningKind};
 pub use snapshot::{Change, ChangeKind, LoadError, Snapshot};
 pub use tree::{Entry, EntryList, EntryRef, Kind, Meta};

@@ -213,6 +213,13 @@ impl Walk<'_> {
 
 /// Walks `root` with the ignore rules the root selects.
 pub fn scan_tree(root: &Path) -> Result<ScanOutput, ScanError> {
+    scan_tree_sized(root, 0, 0)
+}
+
+/// Like `scan_tree`, sizing the result for about `entries` entries with `name_bytes` of names (those of the last
+/// scan of the same tree): the result is one of the largest allocations of a scan, and growing it step by step
+/// copies it and leaves the old copies behind in the allocator.
+pub fn scan_tree_sized(root: &Path, entries: usize, name_bytes: usize) -> Result<ScanOutput, ScanError> {
     // A root that is a symlink to a directory is fine (SkyPilot allows it): follow it once.
     let md = match fs::metadata(root) {
         Ok(m) => m,
@@ -241,7 +248,8 @@ pub fn scan_tree(root: &Path) -> Result<ScanOutput, ScanError> {
     }
     let walk = Walk {
         mode,
-        out: Mutex::new(EntryList::new()),
+        // A little room for growth: a tree rarely changes much between two syncs.
+        out: Mutex::new(EntryList::with_capacity(entries + entries / 64, name_bytes + name_bytes / 64)),
         warnings: Mutex::new(warnings),
         unreadable: Mutex::new(Vec::new()),
         ignored: Default::default(),
