@@ -457,8 +457,6 @@ export class Receiver {
         this.bytesFromDisk += run.len;
         return buf;
       }
-      // A chunk written earlier in this sync, perhaps earlier in this very file: its write must have landed.
-      await writing;
       const sc = await this.session.get(p.id.toString('hex'));
       if (!sc) throw new Error('chunk expected from earlier in this sync is missing');
       const h = fs.openSync(sc.file, O_RDONLY | O_NOFOLLOW);
@@ -472,19 +470,26 @@ export class Receiver {
       pr.catch(() => {});
       return pr;
     };
-    let next = runs.length ? quiet(fetch(runs[0]!)) : null;
+    // A run that repeats a chunk written earlier (perhaps earlier in this file) is read only once the writes
+    // before it have landed; other runs are read one ahead.
+    const prefetchable = (r: number): boolean => r < runs.length && pieces[runs[r]!.i]!.from !== 'session';
+    let next: Promise<Buffer | null> | null = prefetchable(0) ? quiet(fetch(runs[0]!)) : null;
     for (let r = 0; r < runs.length; r++) {
       const run = runs[r]!;
       const p = pieces[run.i]!;
       let buf: Buffer | null = null;
       let fetchError: unknown = null;
       try {
-        buf = await next!;
+        if (next === null) {
+          await writing.catch(() => {});
+          next = quiet(fetch(run));
+        }
+        buf = await next;
       } catch (err) {
         fetchError = err;
       }
       // Stream data must be taken in order, whatever happens to this run (the rest only while still useful).
-      next = r + 1 < runs.length ? quiet(fetch(runs[r + 1]!)) : null;
+      next = prefetchable(r + 1) ? quiet(fetch(runs[r + 1]!)) : null;
       try {
         if (fetchError) throw fetchError;
         if (failed || !buf) continue;
