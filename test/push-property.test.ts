@@ -237,6 +237,12 @@ describe('push property test (local target)', () => {
             log.push(`round ${round}: remote drift ${p}`);
           }
         }
+        // SKYSYNC_PROPERTY_SNAPSHOT=DIR keeps the state before each push, to replay a failing one by hand.
+        const snap = process.env.SKYSYNC_PROPERTY_SNAPSHOT;
+        if (snap) {
+          fs.rmSync(snap, { recursive: true, force: true });
+          fs.cpSync(work, snap, { recursive: true, verbatimSymlinks: true });
+        }
         const stats = await push({ source: src, target, native, compression: agent === 'fallback' ? ['zstd', 'deflate'] : undefined });
         const want = expected(src, gitDir);
         const got = actualFiles(dest);

@@ -313,8 +313,12 @@ export class Receiver {
     }
   }
 
+  /** One random prefix per sync and a counter: unique enough with O_EXCL, and cheaper than random bytes per file. */
+  private readonly tempPrefix = `.skysync-${randomBytes(6).toString('hex')}-`;
+  private tempCount = 0;
+
   private tempName(dir: string): string {
-    const name = `.skysync-${randomBytes(8).toString('hex')}.tmp`;
+    const name = `${this.tempPrefix}${(this.tempCount++).toString(36)}.tmp`;
     return dir ? `${dir}/${name}` : name;
   }
 
