@@ -114,7 +114,8 @@ try {
   process.exit(2);
 }
 if (flags.help) {
-  const head = fs.readFileSync(new URL(import.meta.url), 'utf8').split('\n').slice(1).filter((l) => l.startsWith('//')).map((l) => l.slice(3));
+  const lines = fs.readFileSync(new URL(import.meta.url), 'utf8').split('\n').slice(1);
+  const head = lines.slice(0, lines.findIndex((l) => !l.startsWith('//'))).map((l) => l.slice(3));
   process.stdout.write(head.join('\n') + '\n');
   process.exit(0);
 }
@@ -248,8 +249,8 @@ function dropCaches() {
 // ---- tools ----
 
 const TOOLS = {
-  sky: { label: 'skysync (cold CLI)', kind: 'sky', env: { SKYSYNC_CONTROL_PERSIST: '0' }, destDir: 'sky_workdir', dest: null, state: 'state-sky' },
-  skyw: { label: 'skysync (warm)', kind: 'sky', env: {}, destDir: 'sky_workdir_warm', dest: '~/sky_workdir_warm', state: 'state-skyw' },
+  sky: { label: 'skysync (cold CLI)', kind: 'sky', env: { SKYSYNC_CONTROL_PERSIST: '0' }, destDir: 'sky_workdir', dest: null, state: 'sky' },
+  skyw: { label: 'skysync (warm)', kind: 'sky', env: {}, destDir: 'sky_workdir_warm', dest: '~/sky_workdir_warm', state: 'skyw' },
   rsync: { label: 'rsync -az', kind: 'rsync', extra: [], destDir: 'rsync_workdir' },
   rnir: { label: 'rsync -az --no-inc-recursive', kind: 'rsync', extra: ['--no-inc-recursive'], destDir: 'rsync_nir_workdir' },
 };
@@ -285,19 +286,54 @@ const tick = () => new Promise((r) => setImmediate(r));
 
 const settle = () => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
 
+/**
+ * CPU ticks of client-side background processes started with the rig's ssh config (skysync's warm-connection
+ * process): they are not children we wait for, so their time is not in childrenCpuMs. pid -> ticks.
+ */
+function daemonTicks() {
+  const out = new Map();
+  const skipPids = new Set([process.pid, ...Object.values(rig.state.pids ?? {})]);
+  for (const n of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(n) || skipPids.has(Number(n))) continue;
+    try {
+      const cl = fs.readFileSync(`/proc/${n}/cmdline`, 'utf8');
+      if (!cl.includes(rig.state.dir)) continue;
+      const st = fs.readFileSync(`/proc/${n}/stat`, 'utf8');
+      const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
+      if (f[0] === 'Z') continue;
+      // Only processes of our own (root), not sessions of the bench users.
+      if (!/^Uid:\s+0\s/m.test(fs.readFileSync(`/proc/${n}/status`, 'utf8'))) continue;
+      out.set(Number(n), { ticks: Number(f[11]) + Number(f[12]), cmdline: cl });
+    } catch {
+      /* gone */
+    }
+  }
+  return out;
+}
+
 function probe() {
-  return { wire: rig.counters(), cpu: rig.cpu(), child: childrenCpuMs() };
+  return { wire: rig.counters(), cpu: rig.cpu(), child: childrenCpuMs(), daemons: daemonTicks() };
+}
+
+/** CPU of the background processes whose command line names `owner` (a skysync state directory). */
+function daemonCpuMs(a, b, owner) {
+  if (!owner) return 0;
+  let ticks = 0;
+  for (const [pid, d] of b) if (d.cmdline.includes(owner)) ticks += d.ticks - (a.get(pid)?.ticks ?? 0);
+  return (ticks * 1000) / CLK_TCK;
 }
 
 // On `lo` every byte is counted once sent and once received: count it once.
 const ON_LO = rig.iface === 'lo';
-function delta(a, b, ms) {
+function delta(a, b, ms, owner = null) {
+  const daemon = daemonCpuMs(a.daemons, b.daemons, owner);
   return {
     ms,
     wireTx: b.wire.tx - a.wire.tx,
     wireRx: b.wire.rx - a.wire.rx,
     wire: ON_LO ? b.wire.tx - a.wire.tx : b.wire.tx - a.wire.tx + (b.wire.rx - a.wire.rx),
-    clientCpuMs: b.child - a.child,
+    clientCpuMs: b.child - a.child + daemon,
+    daemonCpuMs: daemon,
     serverCpuMs: a.cpu.server === null || b.cpu.server === null ? null : (b.cpu.server - a.cpu.server) / 1000,
     proxyCpuMs: a.cpu.proxy === null || b.cpu.proxy === null ? null : (b.cpu.proxy - a.cpu.proxy) / 1000,
   };
@@ -305,12 +341,13 @@ function delta(a, b, ms) {
 
 /** Runs one command and measures it (wall time, wire bytes, client and server CPU). */
 function measured(cmd, args, env, timeoutMs = HEAD_TIMEOUT) {
+  const owner = env.SKYSYNC_STATE_DIR ?? null;
   const a = probe();
   const r = run(cmd, args, { env, timeoutMs, allowFail: true });
   interrupted(r.signal);
   if (r.status !== 0) throw new Error(`${path.basename(cmd)} ${args.slice(0, 8).join(' ')} ... failed (${r.signal ?? `exit ${r.status}`})\n${String(r.stderr).slice(-3000)}`);
   settle(); // the last ACKs, the session's exit on the server
-  return { ...delta(a, probe(), r.ms), stdout: r.stdout, stderr: r.stderr };
+  return { ...delta(a, probe(), r.ms, owner), stdout: r.stdout, stderr: r.stderr };
 }
 
 function parseSkyJson(out, what) {
@@ -340,8 +377,12 @@ function parseRsyncStats(out) {
 function skyArgs(t, sub, cfg = CFG1) {
   return [CLI_BIN, '-F', cfg, ...sub];
 }
+// skysync's state (and its warm-connection socket, which must fit a Unix socket path) per variant; per run.
+const STATE_ROOT = path.join(CACHE_ROOT, 'shaped-state');
+rmrf(STATE_ROOT);
+const stateDir = (t) => path.join(STATE_ROOT, t.state);
 function skyEnv(t) {
-  return { ...baseEnv, SKYSYNC_STATE_DIR: path.join(runRoot, t.state), ...t.env };
+  return { ...baseEnv, SKYSYNC_STATE_DIR: stateDir(t), ...t.env };
 }
 
 /** A push by tool `k` to the single-node cluster `bench` (with cfg = CFG4, skysync's `bench` is all 4 nodes). */
@@ -444,7 +485,7 @@ function resetTool(k, nodes = [HEAD]) {
     if (TOOLS[k].kind === 'sky') rmrf(path.join(node.home, '.skysync'));
   }
   if (TOOLS[k].kind === 'sky') {
-    rmrf(path.join(runRoot, TOOLS[k].state));
+    rmrf(stateDir(TOOLS[k]));
     // The remote agent and its state are shared by both skysync variants on a node.
     for (const o of Object.keys(TOOLS)) if (TOOLS[o].kind === 'sky' && o !== k && nodes.includes(HEAD)) synced.delete(o);
   }
@@ -547,8 +588,10 @@ async function scenario(name, title, body) {
     if (VERIFY === 'each' && sc.verifyKeys) verifyTools(sc.verifyKeys, sc.verifyNodes);
   } catch (e) {
     log(`FAILED ${name}: ${e.stack ?? e}`);
-    results.failures.push({ scenario: name, error: String(e.message ?? e) });
-    sc.error = String(e.message ?? e).split('\n')[0];
+    const msg = String(e.message ?? e);
+    const lines = msg.split('\n');
+    results.failures.push({ scenario: name, error: msg });
+    sc.error = [lines[0], ...lines.slice(1).filter((l) => /fail|error|missing/i.test(l)).slice(0, 2)].join(' | ').slice(0, 600);
     // The destinations may be anywhere now: sync them again before the next scenario.
     synced.clear();
   }
@@ -765,17 +808,25 @@ await scenario('fanout', 'initial push to 4 nodes (head + 3 workers, one shared 
   let pending = null;
   const runsWanted = (k) => (k === 'rsync' && pending ? 1 : REPS);
   const done = { sky: 0, rsync: 0 };
+  let skyError = null;
   for (let rep = 0; rep < REPS; rep++) {
     round++;
     for (const k of order(['sky', 'rsync'], round)) {
-      if (k === 'sky' && pending) continue;
+      if (k === 'sky' && (pending || skyError)) continue;
       if (done[k] >= runsWanted(k)) continue;
       resetTool(k, nodes);
       spawnSync('sync');
       if (FIRST_MODE === 'cold') dropCaches();
       let r;
       if (k === 'sky') {
-        r = push('sky', CFG4);
+        try {
+          r = push('sky', CFG4);
+        } catch (e) {
+          // Keep measuring the rsync baseline; the step still fails at the end.
+          skyError = e;
+          log(`  skysync push bench failed: ${String(e.message).split('\n').slice(0, 6).join(' | ')}`);
+          continue;
+        }
         const reached = workers.filter((n) => fs.existsSync(destOf('sky', n)) && listFiles(destOf('sky', n)).length === expectedCount);
         r.nodesReached = 1 + reached.length;
         if (reached.length < workers.length) {
@@ -813,6 +864,10 @@ await scenario('fanout', 'initial push to 4 nodes (head + 3 workers, one shared 
     }
   }
   sc.pending = pending;
+  if (skyError) {
+    sc.summary = summarize(sc.runs, ['sky', 'rsync'], [FIRST_MODE]);
+    throw skyError;
+  }
   if (pending) sc.notes.push(`pending [cli]: ${pending}; its timing (head only) is in the raw runs, not in the table${REPS > 1 ? '; the rsync baseline ran once' : ''}`);
   sc.summary = summarize(sc.runs, ['sky', 'rsync'], [FIRST_MODE]);
   // Every node's rsync destination, and skysync's where it reached.
@@ -896,7 +951,7 @@ for (const [name, sc] of Object.entries(results.scenarios)) {
     const skyw = S(sc, mode, 'skyw');
     const rs = S(sc, mode, 'rsync');
     const rn = S(sc, mode, 'rnir');
-    const tgt = targetFor(name, mode, sc);
+    const tgt = sc.error ? { text: `**step failed:** ${sc.error}`, met: null } : targetFor(name, mode, sc);
     const pendingSky = name === 'fanout' && sc.pending;
     const cpu = (x) => (x ? `${fmtMs(x.clientCpuMs ?? NaN)} + ${x.serverCpuMs === null ? 'n/a' : fmtMs(x.serverCpuMs)}` : '—');
     const skyCell = pendingSky ? 'pending [cli]' : sky ? fmtMs(sky.ms) : '—';
@@ -945,7 +1000,7 @@ const md = [
   mdTable,
   '',
   ...(notes.length ? ['Notes:', ...notes, ''] : []),
-  results.failures.length ? `**${results.failures.length} step(s) failed:** ${results.failures.map((f) => `${f.scenario}: ${f.error.split('\n')[0]}`).join('; ')}\n` : '',
+  results.failures.length ? `**${results.failures.length} step(s) failed:** ${results.failures.map((f) => `${f.scenario}: ${results.scenarios[f.scenario]?.error ?? f.error.split('\n')[0]}`).join('; ')}\n` : '',
   rebuilt ? '**Warning:** the build changed during this run; the numbers may mix two builds. Re-run.\n' : '',
   `CPU taken by other processes on this shared machine during each scenario: ${Object.keys(results.otherCpuDuring)
     .map((k) => `${k} ${(results.otherCpuDuring[k] * 100).toFixed(0)}%`)
@@ -1038,6 +1093,7 @@ cleanup();
 if (!flags.keep) {
   for (const n of rig.nodes) for (const k of Object.keys(TOOLS)) rmrfInBackground(destOf(k, n));
   rmrfInBackground(runRoot);
+  rmrfInBackground(STATE_ROOT);
 }
 if (results.failures.length) {
   log(`${results.failures.length} step(s) failed: ${results.failures.map((f) => f.scenario).join(', ')}`);

@@ -845,3 +845,4 @@ module.exports.cutPoints = nativeBinding.cutPoints
 module.exports.defaultChunkParams = nativeBinding.defaultChunkParams
 module.exports.recipeDigest = nativeBinding.recipeDigest
 module.exports.scan = nativeBinding.scan
+module.exports.verifyChunks = nativeBinding.verifyChunks

@@ -163,3 +163,9 @@ export interface ScanWarning {
   path: string
   message: string
 }
+
+/**
+ * Verifies consecutive chunks of `data` against packed refs (id + length) off the JavaScript thread, so a
+ * receiver keeps reading while it hashes. Resolves with the index of the first bad chunk, or -1.
+ */
+export declare function verifyChunks(data: Buffer, refs: Buffer): Promise<number>

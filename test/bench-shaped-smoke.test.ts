@@ -58,24 +58,28 @@ interface ModeSummary {
 }
 interface Result {
   smoke: boolean;
+  machine: { date: string };
   failures: Array<{ scenario: string; error: string }>;
   scenarios: Record<string, { summary?: Record<string, ModeSummary>; error?: string; pending?: string | null }>;
   kept?: { runRoot: string; src: string; dests: Record<string, string>; fanout: Array<{ node: string; rsync: string; sky: string }> | null };
 }
 
 let kept: Result['kept'];
+/** Whether this test ran the benchmark (and so owns what it left); not when another run had the rig. */
+let ran = false;
 
 describe('bench/shaped.mjs --smoke --loopback', () => {
   afterAll(() => {
-    if (why) return;
+    if (why || !ran) return;
     spawnSync(process.execPath, [RIG, 'down', '--wipe'], { stdio: 'ignore' });
     if (kept?.runRoot?.includes('skysync-bench')) fs.rmSync(kept.runRoot, { recursive: true, force: true });
   });
 
   it.skipIf(why !== null)(`runs every scenario for both tools and leaves the destinations equal to the source${why ? ` (skipped: ${why})` : ''}`, (ctx) => {
-    fs.rmSync(RESULT, { force: true });
+    const started = new Date();
     const r = spawnSync(process.execPath, [BENCH, '--smoke', '--loopback', '--reps', '1', '--keep'], { cwd: REPO, encoding: 'utf8', timeout: 280_000 });
-    if (r.status === 75) ctx.skip(); // another run has the rig (it is one per machine)
+    if (r.status === 75) ctx.skip(); // another run has the rig (one per machine): leave it alone
+    ran = true;
     expect(r.status, `stderr:\n${r.stderr.slice(-4000)}`).toBe(0);
     expect(r.stdout).toMatch(/\| scenario \|/);
     expect(fs.existsSync(RESULT)).toBe(true);
@@ -84,6 +88,7 @@ describe('bench/shaped.mjs --smoke --loopback', () => {
     const res = JSON.parse(fs.readFileSync(RESULT, 'utf8')) as Result;
     kept = res.kept;
     expect(res.smoke).toBe(true);
+    expect(new Date(res.machine.date).getTime(), 'the result file is from this run').toBeGreaterThanOrEqual(started.getTime() - 1000);
     expect(res.failures).toEqual([]);
 
     // Numbers for both tools in every scenario and page-cache mode.

@@ -267,13 +267,37 @@ describe.skipIf(!!skip)('a SkyPilot-shaped cluster', () => {
     expect(fs.readFileSync(dest, 'utf8')).toBe('out from 2\n');
   });
 
-  it('a destination the user cannot write and no sudo: one clear line, non-zero', () => {
+  it('destinations the user cannot write: linked from ~/.sky/file_mounts, else SkyPilot\'s errors in one line', () => {
     write(path.join(work, 'bad.yaml'), 'file_mounts:\n  /opt/skysync-e2e-denied/x: ./config.json\nrun: echo never\n');
     const r = skysync(['launch', 'sky-c', 'bad.yaml', '--head-only']);
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/error: file_mounts\.\/opt\/skysync-e2e-denied\/x: cannot write \/opt.* (sudo|no sudo).*pick a destination under ~\//);
     expect(r.stdout).not.toContain('never');
     expect(fs.existsSync('/opt/skysync-e2e-denied')).toBe(false);
+
+    // SkyPilot's placement for such paths: under ~/.sky/file_mounts and linked into place. A link made earlier
+    // (by sudo) is reused; a real directory in the way gives SkyPilot's "path exists" error.
+    const head = cluster.nodes[0]!;
+    const linked = path.join(outside, 'linked');
+    fs.symlinkSync(path.join(head.home, '.sky/file_mounts', linked.slice(1)), linked);
+    const blocked = fs.mkdtempSync('/srv-skysync-e2e-ro-');
+    fs.chmodSync(blocked, 0o755);
+    try {
+      write(path.join(work, 'link.yaml'), `file_mounts:\n  ${linked}: ./assets\nrun: cat ${linked}/vocab.txt\n`);
+      const ok = skysync(['launch', 'sky-c', 'link.yaml', '--head-only']);
+      expect(ok.code, ok.stderr).toBe(0);
+      expect(ok.stdout).toMatch(/^a b c/);
+      expect(ok.stderr).toContain(`-> ~/.sky/file_mounts${linked}`);
+      expect(fs.lstatSync(linked).isSymbolicLink()).toBe(true);
+      write(path.join(work, 'blocked.yaml'), `file_mounts:\n  ${blocked}: ./assets\nrun: echo never\n`);
+      const no = skysync(['launch', 'sky-c', 'blocked.yaml', '--head-only']);
+      expect(no.code).toBe(1);
+      expect(no.stderr).toContain(`Failed mounting because path exists: ${blocked}`);
+      expect(no.stdout).not.toContain('never');
+      expect(fs.readdirSync(blocked)).toEqual([]);
+    } finally {
+      fs.rmSync(blocked, { recursive: true, force: true });
+    }
   });
 });
 

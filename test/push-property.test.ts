@@ -54,7 +54,9 @@ function randomPath(rng: Rng, dirs: string[]): string {
 function content(rng: Rng): Buffer {
   const r = rng.next();
   if (r < 0.6) return Buffer.from(`line ${rng.int(1e6)}\n`.repeat(rng.int(200)));
-  if (r < 0.9) return rng.bytes(rng.int(64 * 1024));
+  if (r < 0.85) return rng.bytes(rng.int(64 * 1024));
+  // A block repeated many times: the same chunks recur inside one file.
+  if (r < 0.9) return Buffer.concat(Array.from({ length: 4 + rng.int(20) }, () => rng.bytes(70 * 1024 + rng.int(100 * 1024))).flatMap((b, _i, all) => [b, all[0]!]));
   return rng.bytes(300 * 1024 + rng.int(2 * 1024 * 1024));
 }
 
@@ -234,6 +236,12 @@ describe('push property test (local target)', () => {
             jobTouched.add(p);
             log.push(`round ${round}: remote drift ${p}`);
           }
+        }
+        // SKYSYNC_PROPERTY_SNAPSHOT=DIR keeps the state before each push, to replay a failing one by hand.
+        const snap = process.env.SKYSYNC_PROPERTY_SNAPSHOT;
+        if (snap) {
+          fs.rmSync(snap, { recursive: true, force: true });
+          fs.cpSync(work, snap, { recursive: true, verbatimSymlinks: true });
         }
         const stats = await push({ source: src, target, native, compression: agent === 'fallback' ? ['zstd', 'deflate'] : undefined });
         const want = expected(src, gitDir);

@@ -604,6 +604,31 @@ pub fn blake3(data: Buffer) -> Buffer {
     core::chunk::chunk_id(&data).to_vec().into()
 }
 
+pub struct VerifyTask {
+    data: Buffer,
+    refs: Buffer,
+}
+
+impl Task for VerifyTask {
+    type Output = i64;
+    type JsValue = i64;
+
+    fn compute(&mut self) -> Result<i64> {
+        Ok(core::chunk::verify_chunks(&self.data, &self.refs).map(|i| i as i64).unwrap_or(-1))
+    }
+
+    fn resolve(&mut self, _env: Env, output: i64) -> Result<i64> {
+        Ok(output)
+    }
+}
+
+/// Verifies consecutive chunks of `data` against packed refs (id + length) off the JavaScript thread, so a
+/// receiver keeps reading while it hashes. Resolves with the index of the first bad chunk, or -1.
+#[napi(ts_return_type = "Promise<number>")]
+pub fn verify_chunks(data: Buffer, refs: Buffer) -> AsyncTask<VerifyTask> {
+    AsyncTask::new(VerifyTask { data, refs })
+}
+
 /// The whole-file digest of a packed recipe.
 #[napi]
 pub fn recipe_digest(chunks: Buffer) -> Result<Buffer> {

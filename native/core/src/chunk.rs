@@ -104,66 +104,103 @@ pub fn chunk_bytes(data: &[u8], params: ChunkParams) -> Recipe {
     Recipe { size: data.len() as u64, digest: recipe_digest(&chunks), chunks }
 }
 
+/// Checks consecutive chunks of `data` against packed refs (32-byte id, u32 LE length each). Returns the index
+/// of the first chunk that does not match (or does not fit), or None when all match.
+pub fn verify_chunks(data: &[u8], refs: &[u8]) -> Option<usize> {
+    if refs.len() % 36 != 0 {
+        return Some(0);
+    }
+    let mut spans = Vec::with_capacity(refs.len() / 36);
+    let mut offset = 0usize;
+    for r in refs.chunks_exact(36) {
+        let len = u32::from_le_bytes([r[32], r[33], r[34], r[35]]) as usize;
+        spans.push((offset, len, &r[..32]));
+        offset += len;
+    }
+    if offset != data.len() {
+        return Some(spans.iter().position(|&(o, l, _)| o + l > data.len()).unwrap_or(spans.len().saturating_sub(1)));
+    }
+    let bad = |&(o, l, id): &(usize, usize, &[u8])| chunk_id(&data[o..o + l])[..] != *id;
+    if spans.len() > 4 {
+        spans.par_iter().position_first(bad)
+    } else {
+        spans.iter().position(bad)
+    }
+}
+
 /// Buffer for streaming: large enough that rayon can hash many chunks of one window in parallel, small enough
 /// that memory stays bounded per file in flight.
 const WINDOW: usize = 8 * 1024 * 1024;
 
+/// One window's worth of work: the buffer, how much of it is data, and the chunks found in it.
+struct Window {
+    buf: Vec<u8>,
+    spans: Vec<(usize, usize)>,
+}
+
 /// Streams a reader through the chunker with a bounded window. Cut points are identical to chunking the whole
 /// input at once because FastCDC never looks further than `max_size` past the chunk start, and the window always
 /// holds at least `max_size` bytes ahead unless the input has ended.
-pub fn chunk_reader<R: Read>(mut reader: R, params: ChunkParams) -> io::Result<Recipe> {
+///
+/// Reading and cutting (sequential by nature) run on their own thread, one window ahead of the hashing (parallel
+/// across the chunks of a window): a large file is cut and hashed at the same time. Two windows of memory.
+pub fn chunk_reader<R: Read + Send>(mut reader: R, params: ChunkParams) -> io::Result<Recipe> {
     let max = params.max_size as usize;
     let window = WINDOW.max(4 * max);
-    let mut buf = vec![0u8; window];
-    let mut filled = 0usize;
-    let mut eof = false;
+    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Window>(1);
+    let (free_tx, free_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
     let mut chunks: Vec<ChunkRef> = Vec::new();
     let mut size = 0u64;
-    let mut spans: Vec<(usize, usize)> = Vec::new();
-    loop {
-        while !eof && filled < window {
-            match reader.read(&mut buf[filled..]) {
-                Ok(0) => eof = true,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+    let produced = std::thread::scope(|scope| -> io::Result<()> {
+        let producer = scope.spawn(move || -> io::Result<()> {
+            let mut carry: Vec<u8> = Vec::new();
+            let mut eof = false;
+            loop {
+                let mut buf = free_rx.try_recv().unwrap_or_else(|_| vec![0u8; window]);
+                buf[..carry.len()].copy_from_slice(&carry);
+                let mut filled = carry.len();
+                while !eof && filled < window {
+                    match reader.read(&mut buf[filled..]) {
+                        Ok(0) => eof = true,
+                        Ok(n) => filled += n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                // Every cut that is final given what is buffered.
+                let mut spans = Vec::new();
+                let cdc = FastCDC::with_level(&buf[..filled], params.min_size as usize, params.avg_size as usize, max, Normalization::Level1);
+                let mut start = 0usize;
+                while start < filled {
+                    let remaining = filled - start;
+                    if !eof && remaining < max {
+                        break;
+                    }
+                    let (_, end) = cdc.cut(start, remaining);
+                    spans.push((start, end - start));
+                    start = end;
+                }
+                carry.clear();
+                carry.extend_from_slice(&buf[start..filled]);
+                let done = eof && carry.is_empty();
+                if full_tx.send(Window { buf, spans }).is_err() || done {
+                    return Ok(());
+                }
             }
+        });
+        for w in full_rx.iter() {
+            let hashed: Vec<ChunkRef> = if w.spans.len() > 4 {
+                w.spans.par_iter().map(|&(s, l)| ChunkRef { id: chunk_id(&w.buf[s..s + l]), len: l as u32 }).collect()
+            } else {
+                w.spans.iter().map(|&(s, l)| ChunkRef { id: chunk_id(&w.buf[s..s + l]), len: l as u32 }).collect()
+            };
+            size += w.spans.iter().map(|&(_, l)| l as u64).sum::<u64>();
+            chunks.extend(hashed);
+            let _ = free_tx.try_send(w.buf);
         }
-        // Find every cut that is final given what is buffered.
-        spans.clear();
-        let cdc = FastCDC::with_level(
-            &buf[..filled],
-            params.min_size as usize,
-            params.avg_size as usize,
-            max,
-            Normalization::Level1,
-        );
-        let mut start = 0usize;
-        while start < filled {
-            let remaining = filled - start;
-            if !eof && remaining < max {
-                break;
-            }
-            let (_, end) = cdc.cut(start, remaining);
-            spans.push((start, end - start));
-            start = end;
-        }
-        let hashed: Vec<ChunkRef> = if spans.len() > 4 {
-            spans
-                .par_iter()
-                .map(|&(s, l)| ChunkRef { id: chunk_id(&buf[s..s + l]), len: l as u32 })
-                .collect()
-        } else {
-            spans.iter().map(|&(s, l)| ChunkRef { id: chunk_id(&buf[s..s + l]), len: l as u32 }).collect()
-        };
-        chunks.extend(hashed);
-        size += start as u64;
-        if eof && start >= filled {
-            break;
-        }
-        buf.copy_within(start..filled, 0);
-        filled -= start;
-    }
+        producer.join().unwrap_or_else(|_| Err(io::Error::other("chunking thread panicked")))
+    });
+    produced?;
     Ok(Recipe { size, digest: recipe_digest(&chunks), chunks })
 }
 
@@ -257,6 +294,23 @@ mod tests {
         let a = ChunkRef { id: [1; 32], len: 5 };
         let b = ChunkRef { id: [2; 32], len: 5 };
         assert_ne!(recipe_digest(&[a, b]), recipe_digest(&[b, a]));
+    }
+
+    #[test]
+    fn verify_finds_the_first_bad_chunk() {
+        let data = pseudo_random(300_000, 7);
+        let recipe = chunk_bytes(&data, DEFAULT_PARAMS);
+        let mut refs = Vec::new();
+        for c in &recipe.chunks {
+            refs.extend_from_slice(&c.id);
+            refs.extend_from_slice(&c.len.to_le_bytes());
+        }
+        assert_eq!(verify_chunks(&data, &refs), None);
+        let mut bad = data.clone();
+        let second = recipe.chunks[0].len as usize + 5;
+        bad[second] ^= 1;
+        assert_eq!(verify_chunks(&bad, &refs), Some(1));
+        assert_eq!(verify_chunks(&data[..data.len() - 1], &refs), Some(recipe.chunks.len() - 1));
     }
 
     #[test]

@@ -313,8 +313,12 @@ export class Receiver {
     }
   }
 
+  /** One random prefix per sync and a counter: unique enough with O_EXCL, and cheaper than random bytes per file. */
+  private readonly tempPrefix = `.skysync-${randomBytes(6).toString('hex')}-`;
+  private tempCount = 0;
+
   private tempName(dir: string): string {
-    const name = `.skysync-${randomBytes(8).toString('hex')}.tmp`;
+    const name = `${this.tempPrefix}${(this.tempCount++).toString(36)}.tmp`;
     return dir ? `${dir}/${name}` : name;
   }
 
@@ -457,8 +461,6 @@ export class Receiver {
         this.bytesFromDisk += run.len;
         return buf;
       }
-      // A chunk written earlier in this sync, perhaps earlier in this very file: its write must have landed.
-      await writing;
       const sc = await this.session.get(p.id.toString('hex'));
       if (!sc) throw new Error('chunk expected from earlier in this sync is missing');
       const h = fs.openSync(sc.file, O_RDONLY | O_NOFOLLOW);
@@ -472,35 +474,45 @@ export class Receiver {
       pr.catch(() => {});
       return pr;
     };
-    let next = runs.length ? quiet(fetch(runs[0]!)) : null;
+    // A run that repeats a chunk written earlier (perhaps earlier in this file) is read only once the writes
+    // before it have landed; other runs are read one ahead.
+    const prefetchable = (r: number): boolean => r < runs.length && pieces[runs[r]!.i]!.from !== 'session';
+    let next: Promise<Buffer | null> | null = prefetchable(0) ? quiet(fetch(runs[0]!)) : null;
     for (let r = 0; r < runs.length; r++) {
       const run = runs[r]!;
       const p = pieces[run.i]!;
       let buf: Buffer | null = null;
       let fetchError: unknown = null;
       try {
-        buf = await next!;
+        if (next === null) {
+          await writing.catch(() => {});
+          next = quiet(fetch(run));
+        }
+        buf = await next;
       } catch (err) {
         fetchError = err;
       }
       // Stream data must be taken in order, whatever happens to this run (the rest only while still useful).
-      next = r + 1 < runs.length ? quiet(fetch(runs[r + 1]!)) : null;
+      next = prefetchable(r + 1) ? quiet(fetch(runs[r + 1]!)) : null;
       try {
         if (fetchError) throw fetchError;
         if (failed || !buf) continue;
-        let o = 0;
-        for (let k = run.i; k <= run.j; k++) {
-          const q = pieces[k]!;
-          if (!chunker.blake3(buf.subarray(o, o + q.len)).equals(q.id)) {
-            throw new Error(
-              q.from === 'disk'
-                ? `chunk from ${displayPath((q as { path: string }).path)} does not match its id (changed on this side?)`
-                : q.from === 'stream'
-                  ? 'received chunk does not match its id'
-                  : 'session chunk does not match its id',
-            );
-          }
-          o += q.len;
+        const refs = Buffer.allocUnsafe((run.j - run.i + 1) * 36);
+        for (let k = run.i, r = 0; k <= run.j; k++, r += 36) {
+          pieces[k]!.id.copy(refs, r);
+          refs.writeUInt32LE(pieces[k]!.len, r + 32);
+        }
+        // Hashed off this thread (native): frames keep arriving and the previous block keeps being written.
+        const bad = await chunker.verifyChunks(buf, refs);
+        if (bad >= 0) {
+          const q = pieces[run.i + bad]!;
+          throw new Error(
+            q.from === 'disk'
+              ? `chunk from ${displayPath((q as { path: string }).path)} does not match its id (changed on this side?)`
+              : q.from === 'stream'
+                ? 'received chunk does not match its id'
+                : 'session chunk does not match its id',
+          );
         }
         await writing;
         const at = off;

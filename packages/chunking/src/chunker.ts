@@ -12,4 +12,20 @@ export interface Chunker {
   chunkFile(path: string | Buffer, params?: ChunkParams): Promise<Recipe>;
   /** The whole-file digest of packed chunks (`Recipe.chunks`). */
   recipeDigest(chunks: Buffer): Buffer;
+  /**
+   * Checks consecutive chunks of `data` against packed refs (32-byte id + u32 LE length each): the index of the
+   * first chunk that does not match, or -1. The native one hashes off the JavaScript thread.
+   */
+  verifyChunks(data: Buffer, refs: Buffer): Promise<number>;
+}
+
+/** The same check, synchronously, with any BLAKE3. */
+export function verifyChunksWith(hash: (d: Uint8Array) => Buffer, data: Buffer, refs: Buffer): number {
+  let off = 0;
+  for (let i = 0, r = 0; r + 36 <= refs.length; i++, r += 36) {
+    const len = refs.readUInt32LE(r + 32);
+    if (off + len > data.length || !hash(data.subarray(off, off + len)).equals(refs.subarray(r, r + 32))) return i;
+    off += len;
+  }
+  return off === data.length && refs.length % 36 === 0 ? -1 : Math.max(0, refs.length / 36 - 1);
 }

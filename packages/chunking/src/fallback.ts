@@ -4,7 +4,7 @@
 import { open } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import type { IHasher } from 'hash-wasm';
-import type { Chunker } from './chunker.js';
+import { verifyChunksWith, type Chunker } from './chunker.js';
 import { WasmCdc } from './cdc-wasm.js';
 import { finalCutsJs, makeCutter } from './fastcdc.js';
 import type { Cutter } from './fastcdc.js';
@@ -179,6 +179,7 @@ export async function createFallbackChunker(opts: FallbackOptions = {}): Promise
     chunkBuffer,
     chunkFile,
     recipeDigest: (chunks) => hashing.recipeDigest(chunks),
+    verifyChunks: async (data, refs) => verifyChunksWith((d) => hashing.hash(d), data, refs),
   };
 }
 

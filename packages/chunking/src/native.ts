@@ -3,7 +3,7 @@
 import { createRequire } from 'node:module';
 import { constants as osConstants } from 'node:os';
 import { isAbsolute, resolve } from 'node:path';
-import type { Chunker } from './chunker.js';
+import { verifyChunksWith, type Chunker } from './chunker.js';
 import type { ChunkParams } from './params.js';
 import { DEFAULT_PARAMS, validateParams } from './params.js';
 import type { Recipe } from './recipe.js';
@@ -128,5 +128,8 @@ export function createNativeChunker(addon: NativeAddon): Chunker {
     chunkBuffer,
     chunkFile,
     recipeDigest: (chunks) => addon.recipeDigest(chunks),
+    // An addon from before verifyChunks existed (an agent installed earlier) hashes on this thread instead.
+    verifyChunks: (data, refs) =>
+      typeof addon.verifyChunks === 'function' ? addon.verifyChunks(data, refs) : Promise.resolve(verifyChunksWith((d) => addon.blake3(asBuffer(d)), data, refs)),
   };
 }

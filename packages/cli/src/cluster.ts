@@ -5,7 +5,7 @@
 import type { NativeAddon } from '@skysync/chunking';
 import { openSession, pushMany, pushWithRsync, runJob, shellQuote, type PushEvent, type PushStats, type RemoteJob, type Session } from '@skysync/engine';
 import type { DeleteMode } from '@skysync/protocol';
-import { type FileMount, placement } from '@skysync/task';
+import type { FileMount } from '@skysync/task';
 import { NoAgentError, SshTarget, listWorkers, parseTarget, type Target } from '@skysync/transport';
 import { UsageError } from './exit-codes.js';
 
@@ -92,6 +92,8 @@ async function collect(job: { stdout: NodeJS.ReadableStream; stderr: NodeJS.Read
 /** Where each elsewhere-mount goes on one node: written directly, or under ~/.sky/file_mounts and linked. */
 async function mountPlacements(target: Target, mounts: LocalMount[]): Promise<Map<string, 'direct' | 'link'>> {
   const result = new Map<string, 'direct' | 'link'>();
+  // Loaded only for tasks: the YAML parser costs every other command startup time.
+  const { placement } = await import('@skysync/task');
   const elsewhere = mounts.filter((m) => placement(m.remote) === 'elsewhere');
   for (const m of mounts) if (!elsewhere.includes(m)) result.set(m.key, 'direct');
   if (!elsewhere.length) return result;

@@ -6,7 +6,7 @@ import type { Command } from 'commander';
 import type { NativeAddon } from '@skysync/chunking';
 import { checkSource, type PushEvent, type PushStats, type RemoteJob } from '@skysync/engine';
 import type { DeleteMode } from '@skysync/protocol';
-import { loadTask, parseEnvAssignments, type Task } from '@skysync/task';
+import type { Task } from '@skysync/task';
 import type { Target } from '@skysync/transport';
 import { nodeAddress, resolveNodes, runOnNodes, syncNodes, type LocalMount, type NodeReport, type TargetOptions } from './cluster.js';
 import { EXIT, UsageError } from './exit-codes.js';
@@ -42,6 +42,7 @@ function deleteMode(flags: SyncFlags): DeleteMode {
 
 async function readTask(file: string | undefined, flags: SyncFlags, print: (l: string) => void): Promise<Task | null> {
   if (!file) return null;
+  const { loadTask, parseEnvAssignments } = await import('@skysync/task');
   const task = await loadTask(path.resolve(file), { env: parseEnvAssignments(flags.env ?? []) });
   if (task.ignoredKeys.length) {
     print(`note: ${path.basename(task.file)}: ${task.ignoredKeys.join(', ')} ${task.ignoredKeys.length > 1 ? 'are' : 'is'} for SkyPilot's provisioning; skysync ignores ${task.ignoredKeys.length > 1 ? 'them' : 'it'}`);
@@ -245,7 +246,7 @@ export async function execCommand(ctx: CommandContext, targetSpec: string, taskF
     let code = syncCode === EXIT.failure ? EXIT.failure : 0;
     if (syncCode !== EXIT.failure && !flags.dryRun) {
       const env = { ...(p.task?.envs ?? {}), ...(p.task?.secrets ?? {}) };
-      if (!p.task) Object.assign(env, parseEnvAssignments(flags.env ?? []));
+      if (!p.task) Object.assign(env, (await import('@skysync/task')).parseEnvAssignments(flags.env ?? []));
       const addresses = await Promise.all(p.nodes.map(nodeAddress));
       if (launch && p.task?.setup && flags.setup !== false) {
         const setupCodes = await runPhase(ctx, p, p.task.setup, env, addresses, 'setup');

@@ -325,26 +325,38 @@ async function pushToNode(o: NodePush): Promise<PushStats> {
   const recipeOf = (p: string): Recipe | null => prepared.recipes.get(p) ?? tree.recipe(p);
 
   const planner = new Planner(base, drift);
-  const entries: Array<{ entry: PlanEntry; literals: LiteralRef[] }> = [];
+  // Files are planned in the order they travel (path order): the first file to use a chunk carries its bytes,
+  // and the receiver expects them at that file's place in the stream.
+  const pending: Array<{ path: string; make: () => { entry: PlanEntry; literals: LiteralRef[] } }> = [];
   let chunksReused = 0;
   let chunksLiteral = 0;
   let filesChanged = 0;
   let filesDeleted = 0;
   const listed: Array<{ status: string; path: string; kind: string }> = [];
   const seen = new Set<string>();
+  const fixed = (entry: PlanEntry) => () => ({ entry, literals: [] as LiteralRef[] });
+  const planned = (e: { path: string; mode: number; size: number; mtimeSec: number; mtimeNsec: number }, r: Recipe, prev: Buffer | null) => () => {
+    const fp = planner.planFile(e.path, r.chunks, prev);
+    chunksReused += fp.reused;
+    chunksLiteral += fp.literals.length;
+    return {
+      entry: { kind: 'file' as const, path: e.path, mode: e.mode, size: e.size, mtimeSec: e.mtimeSec, mtimeNsec: e.mtimeNsec, digest: r.digest, ops: fp.ops },
+      literals: fp.literals,
+    };
+  };
   for (const c of changes) {
     const e = c.entry;
     seen.add(e.path);
     if (c.status === 'deleted') {
-      entries.push({ entry: { kind: 'delete', path: e.path, forgetOnly: deleteMode === 'none' }, literals: [] });
+      pending.push({ path: e.path, make: fixed({ kind: 'delete', path: e.path, forgetOnly: deleteMode === 'none' }) });
       if (deleteMode !== 'none') filesDeleted++;
       listed.push({ status: 'deleted', path: e.path, kind: e.kind });
       continue;
     }
     if (e.kind === 'dir') {
-      entries.push({ entry: { kind: 'dir', path: e.path, mode: e.mode }, literals: [] });
+      pending.push({ path: e.path, make: fixed({ kind: 'dir', path: e.path, mode: e.mode }) });
     } else if (e.kind === 'symlink') {
-      entries.push({ entry: { kind: 'symlink', path: e.path, target: e.target! }, literals: [] });
+      pending.push({ path: e.path, make: fixed({ kind: 'symlink', path: e.path, target: e.target! }) });
       filesChanged++;
     } else {
       if (prepared.unreadable.has(e.path)) continue;
@@ -356,14 +368,8 @@ async function pushToNode(o: NodePush): Promise<PushStats> {
         const before = base?.entry(e.path);
         if (before && before.mode === e.mode && before.mtimeSec === e.mtimeSec && before.mtimeNsec === e.mtimeNsec) continue;
       }
-      const fp = planner.planFile(e.path, r.chunks, prev?.chunks ?? null);
-      chunksReused += fp.reused;
-      chunksLiteral += fp.literals.length;
+      pending.push({ path: e.path, make: planned(e, r, prev?.chunks ?? null) });
       filesChanged++;
-      entries.push({
-        entry: { kind: 'file', path: e.path, mode: e.mode, size: e.size, mtimeSec: e.mtimeSec, mtimeNsec: e.mtimeNsec, digest: r.digest, ops: fp.ops },
-        literals: fp.literals,
-      });
     }
     listed.push({ status: c.status, path: e.path, kind: e.kind });
   }
@@ -372,22 +378,17 @@ async function pushToNode(o: NodePush): Promise<PushStats> {
     if (seen.has(p)) continue;
     const e = tree.entry(p);
     if (!e) continue;
-    if (e.kind === 'symlink') entries.push({ entry: { kind: 'symlink', path: p, target: e.target! }, literals: [] });
+    if (e.kind === 'symlink') pending.push({ path: p, make: fixed({ kind: 'symlink', path: p, target: e.target! }) });
     else if (e.kind === 'file') {
       const r = recipeOf(p);
       if (!r) continue;
-      const fp = planner.planFile(p, r.chunks, null);
-      chunksReused += fp.reused;
-      chunksLiteral += fp.literals.length;
-      entries.push({
-        entry: { kind: 'file', path: p, mode: e.mode, size: e.size, mtimeSec: e.mtimeSec, mtimeNsec: e.mtimeNsec, digest: r.digest, ops: fp.ops },
-        literals: fp.literals,
-      });
+      pending.push({ path: p, make: planned(e, r, null) });
     }
     filesChanged++;
     listed.push({ status: 'drifted', path: p, kind: e.kind });
   }
-  entries.sort(byPath);
+  pending.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+  const entries = pending.map((x) => x.make());
   for (const l of listed) emit({ type: 'change', ...l });
 
   const stats: PushStats = {

@@ -126,6 +126,9 @@ export class FrameDecoder {
  * A framed, bidirectional connection over any pair of byte streams (a child's stdio, an SSH channel).
  * Writes respect backpressure; reads are pulled one frame at a time.
  */
+/** Bytes a sender may queue ahead of the transport before it waits for it to drain. */
+const SEND_AHEAD = 8 * 1024 * 1024;
+
 export class Connection {
   private decoder = new FrameDecoder();
   private queue: FrameMessage[] = [];
@@ -199,7 +202,9 @@ export class Connection {
     if (this.failure) throw this.failure;
     const frame = encodeFrame(type, payload);
     this.bytesWritten += frame.length;
-    if (!this.output.write(frame)) {
+    // Keep several megabytes in flight: waiting for every frame to drain through a 64 KiB pipe or an SSH window
+    // turns the transfer into stop-and-wait between two busy event loops.
+    if (!this.output.write(frame) && this.output.writableLength > SEND_AHEAD) {
       await new Promise<void>((resolve, reject) => {
         const onDrain = (): void => {
           this.output.off('error', onError);

@@ -7,16 +7,48 @@ import net from 'node:net';
 import type { Readable } from 'node:stream';
 import { CtlDecoder, CtlFrame, encodeCtl, ensureControlDir, type DaemonArgs } from './control.js';
 import { SshTarget } from './ssh.js';
+import type { AgentChannel } from './target.js';
 
 const args = JSON.parse(process.argv[2] ?? '{}') as DaemonArgs;
 let sink: string[] | null = null;
 const target = new SshTarget(args.spec, { ...args.options, control: false, log: (m) => sink?.push(m) });
 target.retain();
 let active = 0;
+/**
+ * An agent started ahead of need: the next command gets one that has already started node, loaded the bundle
+ * and the addon, and said hello, instead of paying for that (and the exec round trip) before its first frame.
+ */
+let spare: Promise<AgentChannel> | null = null;
+
+function prepareSpare(): void {
+  if (closing) return;
+  const p = target.openAgent();
+  p.catch(() => {});
+  spare = p;
+}
+
+async function takeAgent(): Promise<AgentChannel> {
+  const ready = spare;
+  spare = null;
+  if (ready) {
+    const ch = await ready.catch(() => null);
+    const alive = ch && (await Promise.race([ch.exited.then(() => false), Promise.resolve(true)]));
+    if (ch && alive) {
+      prepareSpare();
+      return ch;
+    }
+  }
+  const ch = await target.openAgent();
+  prepareSpare();
+  return ch;
+}
+let closing = false;
 let idle: NodeJS.Timeout | null = null;
 let server: net.Server | null = null;
 
 function shutdown(why = 'stop'): void {
+  closing = true;
+  void spare?.then((ch) => ch.close()).catch(() => {});
   if (process.env.SKYSYNC_DEBUG) process.stderr.write(`${new Date().toISOString()} ${args.spec}: shutting down: ${why}\n`);
   if (server) {
     server.close();
@@ -109,7 +141,7 @@ function handle(sock: net.Socket): void {
     sink = [];
     try {
       if (req.kind === 'agent') {
-        const ch = await target.openAgent();
+        const ch = await takeAgent();
         sock.write(encodeCtl(CtlFrame.Opened, JSON.stringify({ logs: sink })));
         stdin = ch.output;
         const out = forward(ch.input, sock, CtlFrame.Stdout);
@@ -183,6 +215,7 @@ async function main(): Promise<void> {
   }
   if (process.env.SKYSYNC_DEBUG) process.stderr.write(`${new Date().toISOString()} ${args.spec}: connected\n`);
   target.onDisconnect(() => shutdown('disconnected'));
+  prepareSpare();
   touch(0);
 }
 

@@ -15,7 +15,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { PassThrough, Writable } from 'node:stream';
-import { fileURLToPath } from 'node:url';
+import { createRequire } from 'node:module';
 import { ConnectError, NoAgentError, type AgentChannel, type RemoteProcess } from './target.js';
 
 export const enum CtlFrame {
@@ -232,7 +232,8 @@ export interface DaemonArgs {
 
 /** Starts the background process for a target, detached; it connects on its own. */
 export function spawnControlDaemon(args: DaemonArgs): void {
-  const main = fileURLToPath(new URL('./control-main.js', import.meta.url));
+  // By package name, so that it resolves from the bundled CLI as well as from this package.
+  const main = createRequire(import.meta.url).resolve('@skysync/transport/control-main');
   // SKYSYNC_DEBUG: the background process's own errors go to a log file beside its socket.
   const out = process.env.SKYSYNC_DEBUG ? fs.openSync(`${args.socket}.log`, 'a', 0o600) : 'ignore';
   const child = spawn(process.execPath, [main, JSON.stringify(args)], { detached: true, stdio: ['ignore', out, out], env: process.env });
