@@ -12,7 +12,8 @@
 //                                              untimed first where a scenario needs it)
 //   --keep                                     keep the run directory and the remote homes (for inspection; then
 //                                              `node bench/rig/rig.mjs down --wipe` and rm -rf the run directory)
-//   --files N --bin-mib M                      a custom workdir size, for development
+//   --files N --bin-mib M                      a custom workdir size, for development (results go to
+//                                              /tmp/skysync-bench/results, not bench/results)
 //   --verify=each|end                          check every destination against the source after each scenario
 //                                              (smoke default) or only after the initial push and at the end
 //
@@ -67,11 +68,10 @@ import {
   table,
   waitForQuiet,
   watchInterference,
-  writeResults,
 } from './lib/common.mjs';
 import { RandomStream } from './lib/gen.mjs';
 import { BINARIES, SIZES, customSize, ensureWorkdir, isIgnored, listFiles } from './lib/workdir.mjs';
-import { CLUSTER, RigBusyError, parseRate, rigSkipReason, teardown, up as rigUp } from './rig/rig.mjs';
+import { CLUSTER, RigBusyError, parseRate, rigSkipReason, up as rigUp } from './rig/rig.mjs';
 
 // ---- flags ----
 
@@ -473,11 +473,6 @@ function verifyTools(keys, nodes = [HEAD]) {
 
 const synced = new Set();
 
-function chownR(p, uid, gid) {
-  fs.lchownSync(p, uid, gid);
-  if (fs.lstatSync(p).isDirectory()) for (const n of fs.readdirSync(p)) chownR(path.join(p, n), uid, gid);
-}
-
 /** Back to a fresh node for tool k: no destination; for skysync also no agent, remote state or local state. */
 function resetTool(k, nodes = [HEAD]) {
   for (const node of nodes) {
@@ -574,8 +569,14 @@ function summarize(runs, tools, modes) {
   return out;
 }
 
+let rigGone = null;
 async function scenario(name, title, body) {
   if (!wanted(name)) return;
+  if (rigGone) {
+    results.failures.push({ scenario: name, error: `not run: ${rigGone}` });
+    results.scenarios[name] = { title, runs: [], notes: [], error: `not run: ${rigGone}` };
+    return;
+  }
   const busy = flags.smoke ? null : await waitForQuiet({ maxMs: 20_000 });
   results.cpuBusyBefore[name] = busy;
   log(`${name}: ${title}`);
@@ -594,6 +595,10 @@ async function scenario(name, title, body) {
     sc.error = [lines[0], ...lines.slice(1).filter((l) => /fail|error|missing/i.test(l)).slice(0, 2)].join(' | ').slice(0, 600);
     // The destinations may be anywhere now: sync them again before the next scenario.
     synced.clear();
+    if (!fs.existsSync(`/sys/class/net/${rig.iface}`) || !Object.values(rig.state.pids).every((p) => fs.existsSync(`/proc/${p}`))) {
+      rigGone = 'the rig (veth, sshd or proxy) disappeared during the run: something else tore it down';
+      log(rigGone);
+    }
   }
   sc.wallMs = nowMs() - t0;
   results.otherCpuDuring[name] = others();
@@ -993,7 +998,7 @@ for (const [name, sc] of Object.entries(results.scenarios)) {
 }
 const transports = new Set(Object.values(results.scenarios).flatMap((sc) => sc.runs.map((r) => r.stats?.transport).filter(Boolean)));
 if (transports.size && [...transports].some((t) => t !== 'ssh')) notes.push(`- **skysync transports seen: ${[...transports].join(', ')}** (not only its agent over ssh)`);
-if (TOOLS.skyw && !process.env.SKYSYNC_CONTROL_PERSIST) notes.push('- "warm" = skysync with its default environment (a kept SSH connection once that lands); "cold CLI" = SKYSYNC_CONTROL_PERSIST=0. Until warm connections exist, the two are the same program.');
+notes.push('- "warm" = skysync in its default environment: it keeps the SSH connection to each node in a background process between commands (its CPU counts as client CPU); "cold CLI" = SKYSYNC_CONTROL_PERSIST=0, a new SSH connection every command.');
 for (const n of results.notes) notes.push(`- ${n}`);
 const md = [
   header,
@@ -1070,10 +1075,10 @@ function svgChart() {
 
 const svg = svgChart();
 const base = resultName;
-if (svg) {
-  fs.mkdirSync(RESULTS_DIR, { recursive: true });
-  fs.writeFileSync(path.join(RESULTS_DIR, `${base}.svg`), svg);
-}
+// Development sizes (--files/--bin-mib) write next to their data, not into the repository.
+const outDir = custom ? path.join(CACHE_ROOT, 'results') : RESULTS_DIR;
+fs.mkdirSync(outDir, { recursive: true });
+if (svg) fs.writeFileSync(path.join(outDir, `${base}.svg`), svg);
 if (flags.keep) {
   results.kept = {
     runRoot,
@@ -1084,7 +1089,8 @@ if (flags.keep) {
   };
 }
 results.markdown = md;
-const out = writeResults(base, results);
+const out = path.join(outDir, `${base}.json`);
+fs.writeFileSync(out, JSON.stringify(results, null, 2) + '\n');
 log(`wrote ${out}${svg ? ` and ${base}.svg` : ''}`);
 
 // ---- clean up: the rig always; the data unless --keep ----

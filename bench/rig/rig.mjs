@@ -13,7 +13,8 @@
 //
 //   node bench/rig/rig.mjs up [--rate 100mbit] [--rtt 20] [--loopback] [--nodes 4]   set up, print the ssh config
 //   node bench/rig/rig.mjs status                                                    what is up
-//   node bench/rig/rig.mjs down [--wipe]          tear down (--wipe also empties the bench users' homes)
+//   node bench/rig/rig.mjs down [--wipe] [--force]   tear down (--wipe also empties the bench users' homes;
+//                                                   a rig a running benchmark owns is left alone unless --force)
 //
 // Needs root. Everything it creates is recorded in CACHE_ROOT/rig/state.json as it goes, so `down` (or the next
 // `up`) can remove a partial or orphaned setup. Only one rig can be up at a time (the users are fixed).
@@ -561,21 +562,21 @@ export async function up({ rate = '100mbit', rttMs = 20, loopback = false, nodes
     const sshConfig = path.join(dir, 'ssh_config');
     const nodeList = st.users.map((u, i) => ({ alias: i === 0 ? CLUSTER : `${CLUSTER}-worker${i}`, ...u }));
     const hostBlock = (n) =>
-          [
-            `# skysync shaped-link bench: ${n.alias === CLUSTER ? 'head' : 'worker'} node`,
-            `Host ${n.alias}`,
-            '  HostName 127.0.0.1',
-            `  Port ${entryPort}`,
-            `  User ${n.user}`,
-            `  IdentityFile ${clientKey}`,
-            '  IdentitiesOnly yes',
-            '  StrictHostKeyChecking no',
-            '  UserKnownHostsFile=/dev/null',
-            '  GlobalKnownHostsFile=/dev/null',
-            '  BatchMode yes',
-            '  LogLevel ERROR',
-            '',
-          ].join('\n');
+      [
+        `# skysync shaped-link bench: ${n.alias === CLUSTER ? 'head' : 'worker'} node`,
+        `Host ${n.alias}`,
+        '  HostName 127.0.0.1',
+        `  Port ${entryPort}`,
+        `  User ${n.user}`,
+        `  IdentityFile ${clientKey}`,
+        '  IdentitiesOnly yes',
+        '  StrictHostKeyChecking no',
+        '  UserKnownHostsFile=/dev/null',
+        '  GlobalKnownHostsFile=/dev/null',
+        '  BatchMode yes',
+        '  LogLevel ERROR',
+        '',
+      ].join('\n');
     fs.writeFileSync(sshConfig, nodeList.map(hostBlock).join('\n'), { mode: 0o644 });
     // The same head alone: a single-node cluster (`push bench` then means the head only, for every CLI version).
     const sshConfigHead = path.join(dir, 'ssh_config.1node');
@@ -641,7 +642,7 @@ export function readCounters(iface) {
 
 async function main(argv) {
   const [cmd, ...rest] = argv;
-  const o = { rate: '100mbit', rtt: 20, loopback: false, nodes: 4, wipe: false };
+  const o = { rate: '100mbit', rtt: 20, loopback: false, nodes: 4, wipe: false, force: false };
   for (let i = 0; i < rest.length; i++) {
     const a = rest[i];
     const [k, inline] = a.includes('=') ? [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)] : [a, undefined];
@@ -651,6 +652,7 @@ async function main(argv) {
     else if (k === '--nodes') o.nodes = Number(v());
     else if (k === '--loopback') o.loopback = true;
     else if (k === '--wipe') o.wipe = true;
+    else if (k === '--force') o.force = true;
     else throw new Error(`unknown argument ${a}`);
   }
   const log = (m) => process.stderr.write(`${m}\n`);
@@ -669,6 +671,10 @@ async function main(argv) {
     );
   } else if (cmd === 'down') {
     const st = readState();
+    if (st && !st.detached && st.owner && pidAlive(st.owner) && !o.force) {
+      // A benchmark run (not `rig.mjs up`) is using it: tearing it down would break that run.
+      throw new RigBusyError(`rig: in use by a running benchmark (pid ${st.owner}); not touching it (--force to tear it down anyway)`);
+    }
     if (!st) {
       log('rig: nothing is up');
       if (o.wipe) wipeHomes(o.nodes);
@@ -682,7 +688,7 @@ async function main(argv) {
     if (!st) process.stdout.write('no rig\n');
     else process.stdout.write(JSON.stringify({ ...st, alive: Object.fromEntries(Object.entries(st.pids ?? {}).map(([k, p]) => [k, pidAlive(p)])) }, null, 2) + '\n');
   } else {
-    process.stderr.write('usage: node bench/rig/rig.mjs up [--rate 100mbit] [--rtt 20] [--loopback] [--nodes 4] | down [--wipe] | status\n');
+    process.stderr.write('usage: node bench/rig/rig.mjs up [--rate 100mbit] [--rtt 20] [--loopback] [--nodes 4] | down [--wipe] [--force] | status\n');
     process.exitCode = 2;
   }
 }
