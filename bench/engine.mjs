@@ -43,7 +43,7 @@ import {
   waitForQuiet,
   writeResults,
 } from './lib/common.mjs';
-import { RandomStream, ensureData, writeRandomFile } from './lib/gen.mjs';
+import { ensureData, insertByte, overwrite, writeRandomFile } from './lib/gen.mjs';
 
 const flags = parseArgs(process.argv.slice(2));
 if (flags.help) {
@@ -110,28 +110,6 @@ function countFiles(dir) {
 }
 
 /** Inserts one byte at `pos` in place (the tail moves up by one). */
-function insertByte(file, pos, byte) {
-  const size = fs.statSync(file).size;
-  const tail = Buffer.allocUnsafe(size - pos);
-  const fd = fs.openSync(file, 'r+');
-  try {
-    for (let o = 0; o < tail.length; ) o += fs.readSync(fd, tail, o, tail.length - o, pos + o);
-    fs.writeSync(fd, Buffer.from([byte]), 0, 1, pos);
-    for (let o = 0; o < tail.length; ) o += fs.writeSync(fd, tail, o, tail.length - o, pos + 1 + o);
-  } finally {
-    fs.closeSync(fd);
-  }
-}
-
-function overwrite(file, pos, len, seed) {
-  const fd = fs.openSync(file, 'r+');
-  try {
-    fs.writeSync(fd, new RandomStream(seed).next(len), 0, len, pos);
-  } finally {
-    fs.closeSync(fd);
-  }
-}
-
 function scenarioDirs(name) {
   const d = { root: path.join(work, name) };
   d.src = path.join(d.root, 'src');

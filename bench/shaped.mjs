@@ -69,7 +69,7 @@ import {
   waitForQuiet,
   watchInterference,
 } from './lib/common.mjs';
-import { RandomStream } from './lib/gen.mjs';
+import { RandomStream, insertByte, overwrite } from './lib/gen.mjs';
 import { BINARIES, SIZES, customSize, ensureWorkdir, isIgnored, listFiles } from './lib/workdir.mjs';
 import { CLUSTER, RigBusyError, parseRate, rigSkipReason, up as rigUp } from './rig/rig.mjs';
 
@@ -515,28 +515,6 @@ function appendLine(rel, round) {
   const line = ['.py', '.pl', '.pm', '.sh', '.toml', '.yaml', '.yml', '.cmake', '.txt'].includes(ext) ? `# bench edit ${round}\n` : `// bench edit ${round}\n`;
   fs.appendFileSync(abs, line);
   fs.utimesSync(abs, mtimeFor(round), mtimeFor(round));
-}
-
-function insertByte(abs, pos, byte) {
-  const size = fs.statSync(abs).size;
-  const tail = Buffer.allocUnsafe(size - pos);
-  const fd = fs.openSync(abs, 'r+');
-  try {
-    for (let o = 0; o < tail.length; ) o += fs.readSync(fd, tail, o, tail.length - o, pos + o);
-    fs.writeSync(fd, Buffer.from([byte]), 0, 1, pos);
-    for (let o = 0; o < tail.length; ) o += fs.writeSync(fd, tail, o, tail.length - o, pos + 1 + o);
-  } finally {
-    fs.closeSync(fd);
-  }
-}
-
-function overwrite(abs, pos, len, seed) {
-  const fd = fs.openSync(abs, 'r+');
-  try {
-    fs.writeSync(fd, new RandomStream(seed).next(len), 0, len, pos);
-  } finally {
-    fs.closeSync(fd);
-  }
 }
 
 // ---- scenario machinery ----

@@ -310,3 +310,27 @@ export function ensureData(profile) {
   fs.writeFileSync(marker, JSON.stringify({ want, counts, createdAt: new Date().toISOString() }, null, 2));
   return { ...data, counts, generated: true };
 }
+
+/** Inserts one byte at `pos`, shifting the rest of the file (a 1-byte insert in the middle of a large file). */
+export function insertByte(file, pos, byte) {
+  const size = fs.statSync(file).size;
+  const tail = Buffer.allocUnsafe(size - pos);
+  const fd = fs.openSync(file, 'r+');
+  try {
+    for (let o = 0; o < tail.length; ) o += fs.readSync(fd, tail, o, tail.length - o, pos + o);
+    fs.writeSync(fd, Buffer.from([byte]), 0, 1, pos);
+    for (let o = 0; o < tail.length; ) o += fs.writeSync(fd, tail, o, tail.length - o, pos + 1 + o);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** Overwrites `len` bytes at `pos` with seeded random bytes. */
+export function overwrite(file, pos, len, seed) {
+  const fd = fs.openSync(file, 'r+');
+  try {
+    fs.writeSync(fd, new RandomStream(seed).next(len), 0, len, pos);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
