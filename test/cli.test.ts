@@ -51,6 +51,37 @@ describe('skysync push', () => {
     expect(again.bytesWire).toBeLessThan(1024);
   });
 
+  it('updates a touched or chmod-ed file in place, and rewrites one a job changed on the remote', () => {
+    const src = path.join(work, 'p-touch');
+    tree(src, { 'a.txt': 'alpha\n', 'b.sh': 'echo b\n', 'c.txt': 'gamma\n' });
+    const home = path.join(work, 'h-touch');
+    const dest = path.join(home, 'sky_workdir');
+    expect(skysync(['push', `local:${home}`, '-w', src, '--json']).code).toBe(0);
+    const inoBefore = (f: string) => fs.statSync(path.join(dest, f)).ino;
+    const [a0, b0, c0] = ['a.txt', 'b.sh', 'c.txt'].map(inoBefore);
+    fs.utimesSync(path.join(src, 'a.txt'), 1_700_000_000, 1_700_000_000);
+    fs.chmodSync(path.join(src, 'b.sh'), 0o755);
+    // A job rewrote c.txt with the same bytes: it is no longer the file skysync placed, so it is rebuilt.
+    fs.rmSync(path.join(dest, 'c.txt'));
+    fs.writeFileSync(path.join(dest, 'c.txt'), 'gamma\n');
+    fs.utimesSync(path.join(src, 'c.txt'), 1_700_000_100, 1_700_000_100);
+    const r = skysync(['push', `local:${home}`, '-w', src, '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    // Only the file the job changed travels again (local wins, and a changed file is never a source).
+    expect(JSON.parse(r.stdout).bytesLiteral).toBe('gamma\n'.length);
+    expect(inoBefore('a.txt')).toBe(a0);
+    expect(inoBefore('b.sh')).toBe(b0);
+    expect(inoBefore('c.txt')).not.toBe(c0);
+    expect(fs.statSync(path.join(dest, 'a.txt')).mtimeMs).toBe(1_700_000_000_000);
+    expect(fs.statSync(path.join(dest, 'b.sh')).mode & 0o777).toBe(0o755);
+    expect(fs.statSync(path.join(dest, 'c.txt')).mtimeMs).toBe(1_700_000_100_000);
+    expect(fs.readFileSync(path.join(dest, 'c.txt'), 'utf8')).toBe('gamma\n');
+    // The records follow: a no-op now, and no drift reported.
+    const again = JSON.parse(skysync(['push', `local:${home}`, '-w', src, '--json']).stdout);
+    expect(again.filesChanged).toBe(0);
+    expect(again.drift).toEqual([]);
+  });
+
   it('prints an rsync-like summary when not asked for JSON', () => {
     const src = path.join(work, 'p2');
     tree(src, { 'x.txt': 'x\n' });

@@ -89,6 +89,8 @@ interface Staged {
   error: string | null;
   /** fstat of the finished temp file: inode, size and mtime survive the rename. */
   stat?: StatKey;
+  /** The file in place already has the entry's bytes: only its mode and mtime change. */
+  retouch?: PlacedRecord;
 }
 
 /** Where a chunk received earlier in this sync sits; settles once its bytes are on disk (small files are
@@ -132,15 +134,15 @@ export class Receiver {
       // keep it instead of rebuilding it.
       if (e.kind === 'file' && !this.opts.untrusted.has(e.path)) {
         const cur = this.opts.held.current?.(e.path);
-        if (
-          cur?.kind === 'file' &&
-          cur.digest?.equals(e.digest) &&
-          cur.mode === e.mode &&
-          cur.mtimeSec === e.mtimeSec &&
-          cur.mtimeNsec === e.mtimeNsec &&
-          e.ops.every((op) => op.op === 'chunks')
-        ) {
-          this.unchanged.set(e.path, cur);
+        const sameContent = cur?.kind === 'file' && cur.size === e.size && !!cur.digest?.equals(e.digest);
+        if (sameContent && cur!.mode === e.mode && cur!.mtimeSec === e.mtimeSec && cur!.mtimeNsec === e.mtimeNsec && e.ops.every((op) => op.op === 'chunks')) {
+          this.unchanged.set(e.path, cur!);
+          continue;
+        }
+        // Same bytes, new mode or mtime (a touched file): change the metadata in place instead of rewriting the
+        // file. Only when no op takes bytes from the stream, so the receiver stays in step with the sender.
+        if (sameContent && e.ops.every((op) => op.op === 'copy')) {
+          this.staged.push({ entry: e, temp: null, error: null, retouch: cur! });
           continue;
         }
       }
@@ -181,7 +183,7 @@ export class Receiver {
 
   buildAll(): void {
     for (const s of this.staged) {
-      if (s.entry.kind === 'file') this.queue = this.queue.then(() => this.buildFile(s));
+      if (s.entry.kind === 'file' && !s.retouch) this.queue = this.queue.then(() => this.buildFile(s));
     }
   }
 
@@ -379,6 +381,24 @@ export class Receiver {
       return s.temp;
     } finally {
       if (fd !== null) fs.closeSync(fd);
+    }
+  }
+
+  /**
+   * Sets mode and mtime on a file that already holds the entry's bytes. The open does not follow a symlink, and
+   * the file must still be the one recorded (inode, size, mtime), or a job's change would get the new metadata.
+   */
+  private retouch(e: FileEntry, cur: PlacedRecord): StatKey {
+    this.checkParents(e.path);
+    const fd = fs.openSync(this.abs(e.path), O_RDONLY | O_NOFOLLOW);
+    try {
+      const st = fs.fstatSync(fd, { bigint: true });
+      if (!st.isFile() || st.ino.toString() !== cur.stat.ino || Number(st.size) !== cur.stat.size || st.mtimeNs.toString() !== cur.stat.mtimeNs) {
+        throw new Error(`${displayPath(e.path)} changed on this side during the sync; push again`);
+      }
+      return this.finishTemp(fd, e);
+    } finally {
+      fs.closeSync(fd);
     }
   }
 
@@ -632,6 +652,18 @@ export class Receiver {
           this.ensureDir(e.path);
           dirModes.push({ path: e.path, mode: e.mode });
           result.placed.set(e.path, { kind: 'dir', mode: e.mode, size: 0, mtimeSec: 0, mtimeNsec: 0, stat: this.statKey(e.path) });
+        } else if (e.kind === 'file' && s.retouch) {
+          result.placed.set(e.path, {
+            kind: 'file',
+            mode: e.mode,
+            size: e.size,
+            mtimeSec: e.mtimeSec,
+            mtimeNsec: e.mtimeNsec,
+            chunks: this.packedOf(e),
+            digest: e.digest,
+            stat: this.retouch(e, s.retouch),
+          });
+          result.written++;
         } else if (e.kind === 'file') {
           if (!s.temp) throw new Error('file was not staged');
           this.ensureDir(parentOf(e.path));
