@@ -238,6 +238,17 @@ describe.skipIf(!!skip)('a SkyPilot-shaped cluster', () => {
     expect(failing.code).toBe(9);
     expect(logins(), 'no new logins through warm connections').toEqual(mid);
 
+    // Between commands each node keeps one agent, the one the last push handed back: the next push reuses it.
+    const agents = (): string[] =>
+      cluster.nodes.map((n) => spawnSync('pgrep', ['-u', n.user, '-f', 'skysync/agent/.*serve'], { encoding: 'utf8' }).stdout.trim());
+    await waitFor(() => agents().every((p) => /^\d+$/.test(p)), 'one idle agent per node');
+    const idleAgents = agents();
+    write(path.join(work, 'proj', 'reuse.txt'), 'reused\n');
+    const third = skysync(['exec', 'sky-c', 'task.yaml', '--', 'cat reuse.txt'], warm);
+    expect(third.code, third.stderr).toBe(0);
+    expect(third.stdout).toContain('(sky-c-worker1, rank=1) reused');
+    expect(agents(), 'the same agent processes served the push').toEqual(idleAgents);
+
     // A background process that died leaves a socket nobody answers: the next command connects afresh.
     const victim = spawnSync('pgrep', ['-f', `control-main.js.*"spec":"sky-c-worker1"`], { encoding: 'utf8' }).stdout.trim().split('\n')[0]!;
     expect(victim).toMatch(/^\d+$/);

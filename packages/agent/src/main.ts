@@ -60,6 +60,11 @@ export async function serve(home: string): Promise<void> {
     // and one agent process serve them all.
     let f = await conn.next();
     while (f) {
+      // `end` after an operation: the client keeps this agent for a later command and holds nothing meanwhile.
+      if (f.type === Frame.End) {
+        f = await conn.next();
+        continue;
+      }
       if (f.type !== Frame.Begin) throw new Error(`expected begin, got ${frameName(f.type)}`);
       const begin = parseJson<Begin>(f.payload, 'begin');
       let next: FrameMessage | null | undefined;

@@ -173,6 +173,7 @@ export async function syncNodes(req: SyncRequest): Promise<NodeReport[]> {
     return out;
   };
 
+  let completed = false;
   try {
     if (req.workdir) {
       const done = await pushAll(req.workdir, 'workdir', () => req.dest, live());
@@ -230,8 +231,10 @@ export async function syncNodes(req: SyncRequest): Promise<NodeReport[]> {
         );
       }
     }
+    completed = true;
   } finally {
-    await Promise.all(sessions.map((s) => s?.close().catch(() => {})));
+    // A node whose operations all ran to their end keeps its agent when a warm connection can hold it.
+    await Promise.all(sessions.map((s, i) => (completed && !reports[i]!.error ? s?.release() : s?.close())?.catch(() => {})));
   }
   return reports;
 }

@@ -82,6 +82,7 @@ export async function pull(opts: PullOptions): Promise<PullStats> {
   const prefs = opts.compression ?? (opts.target.kind === 'local' ? ['none'] : ['zstd', 'deflate', 'none']);
   const session = await openSession(opts.target, prefs);
   const warnings: string[] = [];
+  let finished = false;
   try {
     await session.agentHello;
     const begin: PullBegin = { op: 'pull', path: opts.remotePath, chunkParams: native.defaultChunkParams() };
@@ -155,6 +156,7 @@ export async function pull(opts: PullOptions): Promise<PullStats> {
     receiver.stream.end();
     const result = await receiver.transition();
     await session.conn.sendJson(Frame.Done, { generation: null, written: result.written, deleted: 0, kept: [], failed: [] });
+    finished = true;
     const chunksTotal = todo.reduce((a, e) => a + (e.kind === 'file' ? e.ops.reduce((b, op) => b + (op.op === 'chunks' ? op.chunks.length / 36 : op.count), 0) : 0), 0);
     return {
       filesScanned: entries.filter((e) => e.kind !== 'dir').length,
@@ -169,6 +171,6 @@ export async function pull(opts: PullOptions): Promise<PullStats> {
       warnings,
     };
   } finally {
-    await session.close();
+    await (finished ? session.release() : session.close());
   }
 }

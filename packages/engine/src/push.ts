@@ -172,11 +172,12 @@ export async function pushMany(opts: MultiPushOptions): Promise<Array<PushStats 
   return Promise.all(
     nodes.map(async (node, i): Promise<PushStats | Error> => {
       let session: Session | null = null;
+      let finished = false;
       try {
         session = await node.session;
         const state = states[i]!;
         const inBase = i === baseIndex || (baseTreeId !== null && state.treeId === baseTreeId);
-        return await pushToNode({
+        const stats = await pushToNode({
           ...opts,
           source,
           dest,
@@ -196,10 +197,13 @@ export async function pushMany(opts: MultiPushOptions): Promise<Array<PushStats 
           t0,
           emit: (e) => emit(e, i),
         });
+        finished = true;
+        return stats;
       } catch (e) {
         return e instanceof Error ? e : new Error(String(e));
       } finally {
-        if (node.owned && session) await session.close().catch(() => {});
+        // A push that ran to its end leaves the agent between operations: a warm connection may keep it.
+        if (node.owned && session) await (finished ? session.release() : session.close()).catch(() => {});
       }
     }),
   );

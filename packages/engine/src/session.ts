@@ -19,6 +19,8 @@ export interface Session {
   /** Resolves with the agent's hello (the client's own goes out at once, without waiting). */
   agentHello: Promise<Hello>;
   close(): Promise<void>;
+  /** Ends the session after a completed operation, keeping the agent for a later command when the transport can. */
+  release(): Promise<void>;
 }
 
 export async function openSession(target: Target, compression: Compression[]): Promise<Session> {
@@ -56,6 +58,15 @@ export async function openSession(target: Target, compression: Compression[]): P
     close: async () => {
       conn.end();
       await channel.close();
+    },
+    release: async () => {
+      if (!channel.release) {
+        conn.end();
+        await channel.close();
+        return;
+      }
+      await conn.send(Frame.End, Buffer.alloc(0));
+      await channel.release();
     },
   };
 }

@@ -24,6 +24,8 @@ export const enum Frame {
   Done = 9,
   Error = 10,
   Plan = 11,
+  /** Client: this operation is over, hold nothing for it (the session stays open for another begin). */
+  End = 12,
 }
 
 const FRAME_NAMES: Record<number, string> = {
@@ -38,6 +40,7 @@ const FRAME_NAMES: Record<number, string> = {
   9: 'done',
   10: 'error',
   11: 'plan',
+  12: 'end',
 };
 
 export function frameName(t: number): string {

@@ -5,6 +5,7 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import type { Readable } from 'node:stream';
+import { MAGIC } from '@skysync/protocol';
 import { CtlDecoder, CtlFrame, encodeCtl, ensureControlDir, type DaemonArgs } from './control.js';
 import { SshTarget } from './ssh.js';
 import type { AgentChannel } from './target.js';
@@ -14,41 +15,143 @@ let sink: string[] | null = null;
 const target = new SshTarget(args.spec, { ...args.options, control: false, log: (m) => sink?.push(m) });
 target.retain();
 let active = 0;
+
+/** Where the greeting (MAGIC, then one frame: the hello) that starts at `from` ends; -1 while incomplete. */
+function greetingEnd(buf: Buffer, from: number): number {
+  const head = from + MAGIC.length;
+  if (buf.length < head + 4) return -1;
+  const end = head + 4 + buf.readUInt32LE(head);
+  return buf.length >= end ? end : -1;
+}
+
+/** Most of a greeting that is looked for before giving up on reusing that agent (a login banner precedes it). */
+const GREETING_LIMIT = 1 << 20;
+
+/** An agent this process started; one command at a time uses it, and it outlives the command when released. */
+class PooledAgent {
+  /** The agent's MAGIC and hello, replayed to every client after the first. */
+  greeting: Buffer | null = null;
+  /** The first client's MAGIC and hello: a later client must send exactly these to be given this agent. */
+  clientGreeting: Buffer | null = null;
+  exited = false;
+  /** Told when the agent ends, while a command uses it. */
+  onExit: ((code: number | null) => void) | null = null;
+  private seen: Buffer | null = Buffer.alloc(0);
+  private sink: ((d: Buffer) => void) | null = null;
+  private held: Buffer[] = [];
+  private stderrMark = 0;
+
+  constructor(readonly ch: AgentChannel) {
+    ch.input.on('data', (d: Buffer) => {
+      if (this.seen) this.learn(d);
+      if (this.sink) this.sink(d);
+      else this.held.push(d);
+    });
+    // Its last output is passed on before its exit is.
+    const drained = new Promise<void>((resolve) => {
+      ch.input.once('end', resolve);
+      ch.input.once('close', resolve);
+      ch.input.once('error', () => resolve());
+    });
+    void Promise.all([ch.exited, drained]).then(([code]) => {
+      this.exited = true;
+      this.onExit?.(code);
+      this.onExit = null;
+    });
+  }
+
+  private learn(d: Buffer): void {
+    const seen = Buffer.concat([this.seen!, d]);
+    const at = seen.indexOf(MAGIC);
+    const end = at < 0 ? -1 : greetingEnd(seen, at);
+    if (end >= 0) {
+      this.greeting = Buffer.from(seen.subarray(at, end));
+      this.seen = null;
+    } else this.seen = seen.length > GREETING_LIMIT ? null : seen;
+  }
+
+  get reusable(): boolean {
+    return !this.exited && this.greeting !== null && this.clientGreeting !== null;
+  }
+
+  /** Sends the agent's output to `sock` from now on (what it wrote meanwhile first), pausing it while full. */
+  attach(sock: net.Socket): void {
+    this.stderrMark = this.ch.stderr().length;
+    this.sink = (d) => {
+      if (!sock.write(encodeCtl(CtlFrame.Stdout, d))) {
+        this.ch.input.pause();
+        sock.once('drain', () => this.ch.input.resume());
+      }
+    };
+    for (const d of this.held.splice(0)) this.sink(d);
+  }
+
+  detach(): void {
+    this.sink = null;
+    this.onExit = null;
+    this.ch.input.resume();
+  }
+
+  /** What the agent wrote on stderr since it was attached. */
+  newStderr(): string {
+    return this.ch.stderr().slice(this.stderrMark);
+  }
+
+  close(): void {
+    this.detach();
+    void this.ch.close().catch(() => {});
+  }
+}
+
 /**
  * An agent started ahead of need: the next command gets one that has already started node, loaded the bundle
  * and the addon, and said hello, instead of paying for that (and the exec round trip) before its first frame.
  */
-let spare: Promise<AgentChannel> | null = null;
+let spare: Promise<PooledAgent> | null = null;
+/** An agent a command handed back, waiting between operations for the next command. */
+let idleAgent: PooledAgent | null = null;
 
 function prepareSpare(): void {
-  if (closing) return;
-  const p = target.openAgent();
+  if (closing || spare || idleAgent) return;
+  const p = target.openAgent().then((ch) => new PooledAgent(ch));
   p.catch(() => {});
   spare = p;
 }
 
-async function takeAgent(): Promise<AgentChannel> {
+async function takeAgent(): Promise<{ agent: PooledAgent; reused: boolean }> {
+  const idle = idleAgent;
+  idleAgent = null;
+  if (idle?.reusable) return { agent: idle, reused: true };
+  idle?.close();
   const ready = spare;
   spare = null;
-  if (ready) {
-    const ch = await ready.catch(() => null);
-    const alive = ch && (await Promise.race([ch.exited.then(() => false), Promise.resolve(true)]));
-    if (ch && alive) {
-      prepareSpare();
-      return ch;
-    }
-  }
-  const ch = await target.openAgent();
-  prepareSpare();
-  return ch;
+  const fresh = ready ? await ready.catch(() => null) : null;
+  if (fresh && !fresh.exited) return { agent: fresh, reused: false };
+  return { agent: new PooledAgent(await target.openAgent()), reused: false };
 }
+
+/** A released agent waits for the next command; one is enough. */
+function keep(agent: PooledAgent): void {
+  agent.detach();
+  if (closing || idleAgent || !agent.reusable) {
+    agent.close();
+    prepareSpare();
+    return;
+  }
+  idleAgent = agent;
+  agent.onExit = () => {
+    if (idleAgent === agent) idleAgent = null;
+  };
+}
+
 let closing = false;
 let idle: NodeJS.Timeout | null = null;
 let server: net.Server | null = null;
 
 function shutdown(why = 'stop'): void {
   closing = true;
-  void spare?.then((ch) => ch.close()).catch(() => {});
+  void spare?.then((a) => a.close()).catch(() => {});
+  idleAgent?.close();
   if (process.env.SKYSYNC_DEBUG) process.stderr.write(`${new Date().toISOString()} ${args.spec}: shutting down: ${why}\n`);
   if (server) {
     server.close();
@@ -92,6 +195,8 @@ function handle(sock: net.Socket): void {
   let pending: Array<{ type: number; payload: Buffer }> = [];
   let opened = false;
   let closed = false;
+  /** Set for an agent channel: what to do with the client's bytes, its end, and its release. */
+  let agentIo: { write(d: Buffer): void; end(): void; release(): void } | null = null;
   const finish = (): void => {
     if (closed) return;
     closed = true;
@@ -99,11 +204,18 @@ function handle(sock: net.Socket): void {
   };
   sock.on('close', () => {
     // The client went away: end the channel's stdin so the agent aborts and a job is hung up.
-    stdin?.end();
+    if (agentIo) agentIo.end();
+    else stdin?.end();
     finish();
   });
   sock.on('error', () => {});
   const feed = (f: { type: number; payload: Buffer }): void => {
+    if (agentIo) {
+      if (f.type === CtlFrame.Stdin) agentIo.write(Buffer.from(f.payload));
+      else if (f.type === CtlFrame.StdinEnd) agentIo.end();
+      else if (f.type === CtlFrame.Release) agentIo.release();
+      return;
+    }
     if (!stdin) {
       pending.push(f);
       return;
@@ -113,7 +225,7 @@ function handle(sock: net.Socket): void {
         sock.pause();
         stdin.once('drain', () => sock.resume());
       }
-    } else if (f.type === CtlFrame.StdinEnd) stdin.end();
+    } else if (f.type === CtlFrame.StdinEnd || f.type === CtlFrame.Release) stdin.end();
   };
   sock.on('data', (chunk: Buffer) => {
     let frames;
@@ -132,6 +244,101 @@ function handle(sock: net.Socket): void {
     }
   });
 
+  /**
+   * Serves one command's agent channel. The client's first bytes are its greeting: a reused agent already had
+   * one, so it is compared (a different one gets a fresh agent) and answered with the agent's greeting from
+   * memory. A release hands the agent back, between operations, for the next command.
+   */
+  const serveAgent = async (): Promise<void> => {
+    let { agent, reused } = await takeAgent();
+    sock.write(encodeCtl(CtlFrame.Opened, JSON.stringify({ logs: sink })));
+    let greetingIn: Buffer | null = Buffer.alloc(0);
+    let released = false;
+    let ended = false;
+    const toAgent = (d: Buffer): void => {
+      if (!agent.ch.output.write(d)) {
+        sock.pause();
+        agent.ch.output.once('drain', () => sock.resume());
+      }
+    };
+    const queued: Buffer[] = [];
+    let switching: Promise<void> | null = null;
+    const startFresh = async (first: Buffer): Promise<void> => {
+      agent.close();
+      try {
+        agent = new PooledAgent(await target.openAgent());
+      } catch (e) {
+        const err = e as Error;
+        sock.end(encodeCtl(CtlFrame.Failed, JSON.stringify({ name: err.name, message: err.message })));
+        return;
+      }
+      reused = false;
+      agent.clientGreeting = first;
+      agent.attach(sock);
+      watchExit();
+      toAgent(first);
+      for (const d of queued.splice(0)) toAgent(d);
+      if (ended) agent.ch.output.end();
+    };
+    const write = (d: Buffer): void => {
+      if (switching) return void queued.push(d);
+      if (greetingIn) {
+        greetingIn = Buffer.concat([greetingIn, d]);
+        const end = greetingEnd(greetingIn, 0);
+        if (end < 0) return;
+        const greeting = greetingIn.subarray(0, end);
+        const rest = greetingIn.subarray(end);
+        greetingIn = null;
+        if (!reused) {
+          agent.clientGreeting = Buffer.from(greeting);
+          toAgent(Buffer.concat([greeting, rest]));
+        } else if (agent.clientGreeting!.equals(greeting)) {
+          sock.write(encodeCtl(CtlFrame.Stdout, agent.greeting!));
+          agent.attach(sock);
+          if (rest.length) toAgent(rest);
+        } else {
+          queued.push(rest);
+          switching = startFresh(Buffer.from(greeting)).finally(() => (switching = null));
+        }
+        return;
+      }
+      toAgent(d);
+    };
+    // The agent ended while this command used it: say so, and have another one ready for the next command.
+    const watchExit = (): void => {
+      const watched = agent;
+      watched.onExit = (code) => {
+        const said = watched.newStderr();
+        if (said) sock.write(encodeCtl(CtlFrame.Stderr, said));
+        sock.end(encodeCtl(CtlFrame.Exit, JSON.stringify({ code })));
+        prepareSpare();
+      };
+      if (watched.exited) watched.onExit(null);
+    };
+    agentIo = {
+      write,
+      end: () => {
+        if (released || ended) return;
+        ended = true;
+        if (!switching) agent.ch.output.end();
+      },
+      release: () => {
+        if (released || ended) return;
+        released = true;
+        void (async () => {
+          await switching;
+          keep(agent);
+          sock.end(encodeCtl(CtlFrame.Exit, JSON.stringify({ code: null })));
+        })();
+      },
+    };
+    // A fresh agent's output (its greeting first) goes to the client at once; a reused one's after the check.
+    if (!reused) agent.attach(sock);
+    watchExit();
+    for (const f of pending) feed(f);
+    pending = [];
+  };
+
   const open = async (req: { kind: string; command?: string }): Promise<void> => {
     if (req.kind === 'shutdown') {
       sock.end(encodeCtl(CtlFrame.Opened, JSON.stringify({ logs: [] })));
@@ -141,14 +348,8 @@ function handle(sock: net.Socket): void {
     sink = [];
     try {
       if (req.kind === 'agent') {
-        const ch = await takeAgent();
-        sock.write(encodeCtl(CtlFrame.Opened, JSON.stringify({ logs: sink })));
-        stdin = ch.output;
-        const out = forward(ch.input, sock, CtlFrame.Stdout);
-        const code = await ch.exited;
-        await out;
-        if (ch.stderr()) sock.write(encodeCtl(CtlFrame.Stderr, ch.stderr()));
-        sock.end(encodeCtl(CtlFrame.Exit, JSON.stringify({ code })));
+        await serveAgent();
+        return;
       } else if (req.kind === 'exec' && typeof req.command === 'string') {
         const proc = await target.exec(req.command);
         sock.write(encodeCtl(CtlFrame.Opened, JSON.stringify({ logs: sink })));

@@ -5,8 +5,13 @@
 // client connects directly, as if it had never existed.
 //
 // One socket connection carries one channel (the agent, or one command). Frames both ways: u8 type, u32 BE
-// length, payload. Client: OPEN {kind, command?}, then STDIN..., STDIN_END. Daemon: OPENED {logs} or FAILED
-// {name, message}, then STDOUT..., STDERR..., EXIT {code}.
+// length, payload. Client: OPEN {kind, command?}, then STDIN..., and STDIN_END, or RELEASE (the agent is
+// between operations: keep it running for the next command). Daemon: OPENED {logs} or FAILED {name, message},
+// then STDOUT..., STDERR..., EXIT {code}.
+//
+// A released agent is reused: the next client's greeting (magic and hello) is checked against the one the agent
+// got first and not sent again, and the agent's own greeting is replayed from memory. A no-op push through a
+// warm connection then costs one request and one answer on the wire, with no channel opened or closed.
 
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -22,6 +27,7 @@ export const enum CtlFrame {
   Open = 1,
   Stdin = 2,
   StdinEnd = 3,
+  Release = 4,
   Opened = 10,
   Failed = 11,
   Stdout = 12,
@@ -111,6 +117,8 @@ interface OpenedChannel {
   stdin: Writable;
   exited: Promise<number | null>;
   logs: string[];
+  /** Ends the channel's input with RELEASE instead of STDIN_END (after anything written before). */
+  release(): void;
 }
 
 /** Opens one channel through the background process. */
@@ -169,6 +177,7 @@ async function openChannel(socketPath: string, request: { kind: 'agent' | 'exec'
     }
   });
   sock.write(encodeCtl(CtlFrame.Open, JSON.stringify(request)));
+  let releasing = false;
   const stdin = new Writable({
     write(chunk: Buffer, _enc, cb) {
       if (sock.destroyed) return cb(new Error('the warm connection closed'));
@@ -176,13 +185,17 @@ async function openChannel(socketPath: string, request: { kind: 'agent' | 'exec'
       else sock.once('drain', () => cb());
     },
     final(cb) {
-      if (!sock.destroyed) sock.write(encodeCtl(CtlFrame.StdinEnd));
+      if (!sock.destroyed) sock.write(encodeCtl(releasing ? CtlFrame.Release : CtlFrame.StdinEnd));
       cb();
     },
   });
   stdin.on('error', () => {});
   const logs = await opened;
-  return { stdout, stderr, stdin, exited, logs };
+  const release = (): void => {
+    releasing = true;
+    stdin.end();
+  };
+  return { stdout, stderr, stdin, exited, logs, release };
 }
 
 export async function controlExec(socketPath: string, command: string, log?: (m: string) => void): Promise<RemoteProcess> {
@@ -205,6 +218,12 @@ export async function controlAgent(socketPath: string, log?: (m: string) => void
     exited: ch.exited,
     close: async () => {
       ch.stdin.end();
+      const t = setTimeout(() => ch.stdout.destroy(), 10_000);
+      await ch.exited;
+      clearTimeout(t);
+    },
+    release: async () => {
+      ch.release();
       const t = setTimeout(() => ch.stdout.destroy(), 10_000);
       await ch.exited;
       clearTimeout(t);

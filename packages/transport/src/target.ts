@@ -11,6 +11,11 @@ export interface AgentChannel {
   /** Resolves with the agent's exit code once it has ended. */
   exited: Promise<number | null>;
   close(): Promise<void>;
+  /**
+   * Hands the agent back instead of ending it, for a later command to reuse (warm connections only). Only
+   * between operations, after the client said `end`.
+   */
+  release?(): Promise<void>;
 }
 
 /** A command running on the target (over the same connection as the agent, for SSH targets). */
