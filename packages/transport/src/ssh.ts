@@ -23,7 +23,7 @@ import { ConnectError, NoAgentError, type AgentChannel, type RemoteProcess, type
 import { ControlGone, controlAgent, controlExec, controlShutdown, controlSocketPath, ensureControlDir, persistSeconds, spawnControlDaemon } from './control.js';
 
 /** Bumped when the background process's socket protocol changes, so old daemons are never asked. */
-const CONTROL_VERSION = 1;
+const CONTROL_VERSION = 2;
 
 export interface SshTargetOptions {
   /** `-F FILE` / SKYSYNC_SSH_CONFIG. */
