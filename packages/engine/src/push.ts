@@ -209,6 +209,41 @@ export async function pushMany(opts: MultiPushOptions): Promise<Array<PushStats 
   );
 }
 
+/** Files at least this large travel as a stream of their own that the agent reads ahead of its writes. */
+const LARGE_FILE = 8 * 1024 * 1024;
+/** What one more small file costs the agent, counted in bytes of a large file's stream. */
+const SMALL_FILE_COST = 16 * 1024;
+
+/**
+ * The order entries travel in: path order, except that small files are spread between the large ones in
+ * proportion to their share of the work. The agent builds files in stream order; a run of thousands of small
+ * files is paced by its per-file work while the link idles, and a large file by the link while the agent idles.
+ * Interleaved, the agent writes small files while the next large one is still arriving.
+ */
+export function travelOrder<T extends { path: string; size?: number }>(items: T[]): T[] {
+  const large = items.filter((x) => (x.size ?? 0) >= LARGE_FILE);
+  if (large.length === 0 || large.length === items.length) return items;
+  const small = items.filter((x) => (x.size ?? 0) < LARGE_FILE);
+  const weight = (x: T): number => (x.size ?? 0) + SMALL_FILE_COST;
+  const largeTotal = large.reduce((a, x) => a + x.size!, 0);
+  const smallTotal = small.reduce((a, x) => a + weight(x), 0);
+  const out: T[] = [];
+  let i = 0;
+  let j = 0;
+  let largeDone = 0;
+  let smallDone = 0;
+  while (i < large.length || j < small.length) {
+    if (j < small.length && (i >= large.length || smallDone / smallTotal <= largeDone / largeTotal)) {
+      smallDone += weight(small[j]!);
+      out.push(small[j++]!);
+    } else {
+      largeDone += large[i]!.size!;
+      out.push(large[i++]!);
+    }
+  }
+  return out;
+}
+
 /** The state most nodes share (by the tree id saved with it); ties go to the first node. */
 function chooseBase(states: SyncState[]): number {
   const count = new Map<string, number>();
@@ -331,7 +366,7 @@ async function pushToNode(o: NodePush): Promise<PushStats> {
   const planner = new Planner(base, drift);
   // Files are planned in the order they travel (path order): the first file to use a chunk carries its bytes,
   // and the receiver expects them at that file's place in the stream.
-  const pending: Array<{ path: string; make: () => { entry: PlanEntry; literals: LiteralRef[] } }> = [];
+  const pending: Array<{ path: string; size?: number; make: () => { entry: PlanEntry; literals: LiteralRef[] } }> = [];
   let chunksReused = 0;
   let chunksLiteral = 0;
   let filesChanged = 0;
@@ -372,7 +407,7 @@ async function pushToNode(o: NodePush): Promise<PushStats> {
         const before = base?.entry(e.path);
         if (before && before.mode === e.mode && before.mtimeSec === e.mtimeSec && before.mtimeNsec === e.mtimeNsec) continue;
       }
-      pending.push({ path: e.path, make: planned(e, r, prev?.chunks ?? null) });
+      pending.push({ path: e.path, size: e.size, make: planned(e, r, prev?.chunks ?? null) });
       filesChanged++;
     }
     listed.push({ status: c.status, path: e.path, kind: e.kind });
@@ -386,13 +421,13 @@ async function pushToNode(o: NodePush): Promise<PushStats> {
     else if (e.kind === 'file') {
       const r = recipeOf(p);
       if (!r) continue;
-      pending.push({ path: p, make: planned(e, r, null) });
+      pending.push({ path: p, size: e.size, make: planned(e, r, null) });
     }
     filesChanged++;
     listed.push({ status: 'drifted', path: p, kind: e.kind });
   }
   pending.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
-  const entries = pending.map((x) => x.make());
+  const entries = travelOrder(pending).map((x) => x.make());
   for (const l of listed) emit({ type: 'change', ...l });
 
   const stats: PushStats = {
