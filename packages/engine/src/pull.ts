@@ -41,6 +41,7 @@ async function localHeld(
   root: string,
   paths: string[],
   native: NativeAddon,
+  early: EarlyChunk | null,
 ): Promise<{ held: HeldChunks; digests: Map<string, Buffer>; stats: Map<string, { mode: number; mtimeMs: number }> }> {
   const present: string[] = [];
   const stats = new Map<string, { mode: number; mtimeMs: number }>();
@@ -53,7 +54,9 @@ async function localHeld(
       }
     }),
   );
-  const outcomes = present.length ? await native.chunkFiles(root, present, null) : [];
+  // The single local file chunked while the agent was busy is used as it is, if it is the one asked for.
+  const usable = early && present.length === 1 && path.join(root, Buffer.from(present[0]!, 'latin1').toString()) === early.file ? await early.outcome : null;
+  const outcomes = usable ? [usable] : present.length ? await native.chunkFiles(root, present, null) : [];
   const recipes = new Map<string, Buffer>();
   const digests = new Map<string, Buffer>();
   const index = new Map<string, { path: string; offset: number }>();
@@ -76,9 +79,36 @@ async function localHeld(
   };
 }
 
+/** A local file chunked ahead, while the agent lists and chunks the remote side. */
+interface EarlyChunk {
+  file: string;
+  outcome: Promise<Awaited<ReturnType<NativeAddon["chunkFiles"]>>[number] | null>;
+}
+
+/**
+ * Pulling onto an existing file (the usual case: a newer checkpoint over the older one) needs that file's chunks.
+ * Start on them now, so they are ready when the plan arrives instead of after it. Only unchanged by the
+ * time it is used: a file that moved meanwhile is chunked again.
+ */
+async function chunkEarly(localPath: string, native: NativeAddon): Promise<EarlyChunk | null> {
+  const file = path.resolve(localPath);
+  const before = await fsp.lstat(file).catch(() => null);
+  if (!before?.isFile()) return null;
+  const outcome = native
+    .chunkFiles(path.dirname(file), [path.basename(file)], null)
+    .then(async ([o]) => {
+      const after = await fsp.lstat(file).catch(() => null);
+      const same = after && after.ino === before.ino && after.size === before.size && after.mtimeMs === before.mtimeMs;
+      return o?.recipe && same ? o : null;
+    })
+    .catch(() => null);
+  return { file, outcome };
+}
+
 export async function pull(opts: PullOptions): Promise<PullStats> {
   const t0 = performance.now();
   const native = opts.native;
+  const early = chunkEarly(opts.localPath, native);
   const prefs = opts.compression ?? (opts.target.kind === 'local' ? ['none'] : ['zstd', 'deflate', 'none']);
   const session = await openSession(opts.target, prefs);
   const warnings: string[] = [];
@@ -115,7 +145,7 @@ export async function pull(opts: PullOptions): Promise<PullStats> {
     }
     await fsp.mkdir(root, { recursive: true });
     const files = entries.filter((e) => e.kind === 'file').map((e) => e.path);
-    const { held, digests, stats: localStats } = await localHeld(root, files, native);
+    const { held, digests, stats: localStats } = await localHeld(root, files, native, plan.single ? await early : null);
     // Files whose content is already here only get their mode and mtime fixed.
     const todo: PlanEntry[] = [];
     for (const e of entries) {
