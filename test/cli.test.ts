@@ -168,7 +168,7 @@ describe('skysync push', () => {
 });
 
 describe('skysync pull', () => {
-  it('rebuilds files whose chunks repeat inside them and across files (need mode, then data mode)', () => {
+  it('rebuilds files whose chunks repeat inside them and across files (fresh node, data mode, need mode)', () => {
     const src = path.join(work, 'repeats');
     const home = path.join(work, 'h-repeats');
     // A random 200 KiB block repeated: the chunker cuts the same chunks again and again within one file.
@@ -192,6 +192,15 @@ describe('skysync pull', () => {
     }
     // Every repeat was sent once: far less literal data than the files hold.
     expect(JSON.parse(first.stdout).bytesLiteral).toBeLessThan(1 << 20);
+    // The client forgets what it pushed: the agent is asked what it lacks (need mode) and finds it all.
+    fs.rmSync(path.join(work, 'state'), { recursive: true, force: true });
+    fs.writeFileSync(path.join(src, 'e.bin'), Buffer.concat([block2, block, Buffer.from('tail')]));
+    const third = skysync(['push', `local:${home}`, '--workdir', src, '--json']);
+    expect(third.code, third.stderr).toBe(0);
+    expect(JSON.parse(third.stdout).bytesLiteral).toBeLessThan(64 * 1024);
+    for (const f of ['a/repeated.bin', 'd.bin', 'e.bin']) {
+      expect(fs.readFileSync(path.join(home, 'sky_workdir', f)).equals(fs.readFileSync(path.join(src, f))), f).toBe(true);
+    }
   });
 
   it('brings back a directory and a single file', () => {

@@ -46,7 +46,7 @@ export async function servePush(conn: Connection, begin: PushBegin, ctx: AgentCo
     if (!st.isDirectory()) throw new ProtocolError(`${dir} is not a directory on the remote`);
     const store = await openStore(ctx.native, stateBase, ctx.log);
     const drift = await store.drift(root);
-    const state: PushState = { generation: store.generation, drift, dest: root };
+    const state: PushState = { generation: store.generation, drift, dest: root, held: store.size };
     await conn.sendJson(Frame.State, state);
 
     const first = await conn.next();

@@ -347,6 +347,8 @@ async function pushToNode(o: NodePush): Promise<PushStats> {
   const { prepared, remoteState, state, native, emit, deleteMode } = o;
   const tree = prepared.tree;
   const baseValid = o.inBase && state.tree !== null && remoteState.generation !== null && remoteState.generation === state.generation;
+  // An agent that holds nothing here (a fresh node) has nothing to find by id: send data without asking.
+  const dataMode = baseValid || remoteState.held === 0;
   let changes = prepared.changes;
   if (!baseValid && prepared.base) {
     // The remote is not where the scan's base left it (another client, a lost state, a node that missed a push):
@@ -463,7 +465,7 @@ async function pushToNode(o: NodePush): Promise<PushStats> {
     stats.bytesLiteral = entries.reduce((a, e) => a + e.literals.reduce((b, l) => b + l.len, 0), 0);
   } else if (entries.length > 0 || !baseValid || deleteMode === 'mirror') {
     const compression = chooseCompression(o.prefs, o.agentHello.compression);
-    const mode: Plan['mode'] = baseValid ? 'data' : 'need';
+    const mode: Plan['mode'] = dataMode ? 'data' : 'need';
     const plan: Plan = { mode, compression, deleteMode, dryRun: false };
     await conn.sendJson(Frame.Plan, plan);
     const pump = new DataPump(conn, compression, native, o.fileName === null ? o.source : o.source);

@@ -45,6 +45,11 @@ export interface PushState {
   drift: string[];
   /** Absolute destination path on the remote, for messages. */
   dest: string;
+  /**
+   * How many entries the agent has records of at this destination. 0: it can find nothing by id there, so the
+   * client sends data straight away (data mode) instead of asking first.
+   */
+  held?: number;
 }
 
 export interface PullState {
