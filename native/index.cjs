@@ -844,5 +844,6 @@ module.exports.chunkFiles = nativeBinding.chunkFiles
 module.exports.cutPoints = nativeBinding.cutPoints
 module.exports.defaultChunkParams = nativeBinding.defaultChunkParams
 module.exports.recipeDigest = nativeBinding.recipeDigest
+module.exports.replaceFile = nativeBinding.replaceFile
 module.exports.scan = nativeBinding.scan
 module.exports.verifyChunks = nativeBinding.verifyChunks

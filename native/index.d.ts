@@ -134,6 +134,12 @@ export interface Recipe {
 export declare function recipeDigest(chunks: Buffer): Buffer
 
 /**
+ * Moves a finished temp file over `dest` (see `core::replace`): a regular file there is exchanged, not
+ * overwritten, and a large one is freed on a thread of its own, so the caller does not wait for either.
+ */
+export declare function replaceFile(temp: Buffer, dest: Buffer): void
+
+/**
  * Walks `root` with its ignore rules and compares it with `previous` (the tree of the last sync). Only what
  * changed crosses into JavaScript; the returned tree carries recipes over for unchanged files.
  */

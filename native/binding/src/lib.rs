@@ -692,3 +692,17 @@ impl ZstdDecoder {
 fn io_err(e: std::io::Error) -> Error {
     Error::new(Status::GenericFailure, e.to_string())
 }
+
+/// Moves a finished temp file over `dest` (see `core::replace`): a regular file there is exchanged, not
+/// overwritten, and a large one is freed on a thread of its own, so the caller does not wait for either.
+#[napi]
+pub fn replace_file(temp: Buffer, dest: Buffer) -> Result<()> {
+    let old = core::replace::replace_file(Path::new(std::ffi::OsStr::from_bytes(&temp)), Path::new(std::ffi::OsStr::from_bytes(&dest)))
+        .map_err(io_err)?;
+    if let Some(file) = old {
+        if file.metadata().map(|m| m.len() >= 1 << 20).unwrap_or(false) {
+            std::thread::spawn(move || drop(file));
+        }
+    }
+    Ok(())
+}

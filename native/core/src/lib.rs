@@ -6,6 +6,7 @@
 pub mod chunk;
 pub mod compress;
 pub mod ignore_rules;
+pub mod replace;
 pub mod scan;
 pub mod snapshot;
 pub mod tree;

@@ -25,6 +25,8 @@ import {
 import { DataStream } from './data-stream.js';
 
 const { O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW, O_RDONLY } = fs.constants;
+/** Files from this size on are put in place by exchanging names (see `ReceiverOptions.replaceFile`). */
+const REPLACE_NATIVE_FROM = 1 << 20;
 
 export interface StatKey {
   size: number;
@@ -63,6 +65,11 @@ export interface ReceiverOptions {
   untrusted: Set<string>;
   isPlaced: (path: string) => boolean;
   deleteMode: DeleteMode;
+  /**
+   * Puts a temp file over an existing regular file without waiting for the old one to be freed (the native
+   * addon's `replaceFile`); without it, a plain rename.
+   */
+  replaceFile?: (temp: Buffer, dest: Buffer) => void;
 }
 
 export interface ReceiveResult {
@@ -603,7 +610,16 @@ export class Receiver {
   }
 
   /** Renames a staged file or link into place; a directory in the way goes only when it is empty. */
-  private place(temp: Buffer, rel: string): void {
+  private place(temp: Buffer, rel: string, size = 0): void {
+    // Worth it only where a rename would wait: over a large file.
+    if (this.opts.replaceFile && size >= REPLACE_NATIVE_FROM) {
+      try {
+        this.opts.replaceFile(temp, this.abs(rel));
+        return;
+      } catch {
+        // Whatever stands there now, the plain rename below says how to handle it.
+      }
+    }
     try {
       fs.renameSync(temp, this.abs(rel));
     } catch (e) {
@@ -667,7 +683,7 @@ export class Receiver {
         } else if (e.kind === 'file') {
           if (!s.temp) throw new Error('file was not staged');
           this.ensureDir(parentOf(e.path));
-          this.place(s.temp, e.path);
+          this.place(s.temp, e.path, e.size);
           s.temp = null;
           result.placed.set(e.path, {
             kind: 'file',

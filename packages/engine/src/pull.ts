@@ -168,6 +168,7 @@ export async function pull(opts: PullOptions): Promise<PullStats> {
       untrusted: new Set(),
       isPlaced: () => false,
       deleteMode: 'none',
+      replaceFile: native.replaceFile,
     });
     receiver.add(todo, false);
     const need = receiver.resolveNeeds();
