@@ -64,8 +64,15 @@ export interface Change {
 
 export declare function chunkBuffer(data: Buffer, params?: ChunkParams | undefined | null): Recipe
 
-/** Chunks files under `root` in parallel. One outcome per path, in order: a recipe or the read error. */
-export declare function chunkFiles(root: string, paths: string[], params?: ChunkParams | undefined | null): Promise<ChunkOutcome[]>
+/**
+ * Chunks files under `root` in parallel. One outcome per path, in order: a recipe or the read error.
+ *
+ * `hints`, when given, has one entry per path: the packed recipe the caller had for that file before (as in
+ * `Recipe.chunks`), or null. The outcomes are the same as without hints; where a large file still holds the
+ * chunks of its hint they are hashed instead of cut again. A hint must come from the same chunk parameters
+ * (the tree's `params`): with others, the cuts may differ from a run without hints.
+ */
+export declare function chunkFiles(root: string, paths: string[], params?: ChunkParams | undefined | null, hints?: Array<Buffer | null | undefined> | null): Promise<ChunkOutcome[]>
 
 export interface ChunkLocation {
   path: string

@@ -546,6 +546,7 @@ pub struct ChunkTask {
     root: PathBuf,
     paths: Vec<Vec<u8>>,
     params: core::ChunkParams,
+    hints: Option<Vec<Option<Vec<core::ChunkRef>>>>,
 }
 
 #[napi(object)]
@@ -560,7 +561,10 @@ impl Task for ChunkTask {
 
     fn compute(&mut self) -> Result<Self::Output> {
         let abs: Vec<PathBuf> = self.paths.iter().map(|p| join(&self.root, p)).collect();
-        Ok(core::chunk_files(&abs, self.params))
+        Ok(match &self.hints {
+            Some(hints) => core::chunk_files_hinted(&abs, hints, self.params),
+            None => core::chunk_files(&abs, self.params),
+        })
     }
 
     fn resolve(&mut self, _env: Env, out: Self::Output) -> Result<Self::JsValue> {
@@ -575,16 +579,41 @@ impl Task for ChunkTask {
 }
 
 /// Chunks files under `root` in parallel. One outcome per path, in order: a recipe or the read error.
+///
+/// `hints`, when given, has one entry per path: the packed recipe the caller had for that file before (as in
+/// `Recipe.chunks`), or null. The outcomes are the same as without hints; where a large file still holds the
+/// chunks of its hint they are hashed instead of cut again. A hint must come from the same chunk parameters
+/// (the tree's `params`): with others, the cuts may differ from a run without hints.
 #[napi(ts_return_type = "Promise<ChunkOutcome[]>")]
 pub fn chunk_files(
     root: String,
     #[napi(ts_arg_type = "string[]")] paths: Vec<BytePath>,
     params: Option<ChunkParams>,
+    #[napi(ts_arg_type = "Array<Buffer | null | undefined> | null")] hints: Option<Vec<Option<Buffer>>>,
 ) -> Result<AsyncTask<ChunkTask>> {
+    let hints = match hints {
+        Some(h) if h.len() != paths.len() => {
+            return Err(Error::new(
+                Status::InvalidArg,
+                format!("hints must have one entry per path ({} paths, {} hints)", paths.len(), h.len()),
+            ))
+        }
+        Some(h) => Some(
+            h.iter()
+                .enumerate()
+                .map(|(i, b)| match b {
+                    Some(b) => unpack_chunks(b).map(Some).map_err(|e| Error::new(Status::InvalidArg, format!("hint {i}: {}", e.reason))),
+                    None => Ok(None),
+                })
+                .collect::<Result<Vec<_>>>()?,
+        ),
+        None => None,
+    };
     Ok(AsyncTask::new(ChunkTask {
         root: PathBuf::from(root),
         paths: paths.into_iter().map(|p| p.0).collect(),
         params: params_of(params)?,
+        hints,
     }))
 }
 

@@ -130,7 +130,7 @@ pub fn verify_chunks(data: &[u8], refs: &[u8]) -> Option<usize> {
 
 /// Buffer for streaming: large enough that rayon can hash many chunks of one window in parallel, small enough
 /// that memory stays bounded per file in flight.
-const WINDOW: usize = 8 * 1024 * 1024;
+pub(crate) const WINDOW: usize = 8 * 1024 * 1024;
 
 /// One window's worth of work: the buffer, how much of it is data, and the chunks found in it.
 struct Window {
@@ -205,8 +205,13 @@ pub fn chunk_reader<R: Read + Send>(mut reader: R, params: ChunkParams) -> io::R
 }
 
 pub fn chunk_file(path: &Path, params: ChunkParams) -> io::Result<Recipe> {
-    let mut file = File::open(path)?;
+    let file = File::open(path)?;
     let len = file.metadata()?.len();
+    chunk_open_file(file, len, params)
+}
+
+/// `len` only picks the strategy: the file is read to its end whatever its size turns out to be.
+pub(crate) fn chunk_open_file(mut file: File, len: u64, params: ChunkParams) -> io::Result<Recipe> {
     // Most files are small: read them whole instead of zeroing a streaming window for each one.
     if len <= (WINDOW / 2) as u64 {
         let mut data = Vec::with_capacity(len as usize + 1);

@@ -5,13 +5,16 @@
 
 pub mod chunk;
 pub mod compress;
+mod drift;
 pub mod ignore_rules;
+pub mod rechunk;
 pub mod replace;
 pub mod scan;
 pub mod snapshot;
 pub mod tree;
 
 pub use chunk::{chunk_bytes, chunk_file, chunk_files, chunk_reader, ChunkParams, ChunkRef, Recipe, DEFAULT_PARAMS};
+pub use rechunk::{chunk_file_hinted, chunk_files_hinted};
 pub use scan::{scan_tree, scan_tree_sized, ScanError, ScanOutput, Warning, WarningKind};
 pub use snapshot::{Change, ChangeKind, LoadError, Snapshot};
 pub use tree::{Entry, EntryList, EntryRef, Kind, Meta};

@@ -11,7 +11,6 @@
 
 use std::fs;
 use std::io::{self, Write};
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -347,31 +346,10 @@ impl Snapshot {
     }
 
     /// Indexes of files and symlinks whose lstat no longer matches what was recorded (size, inode, and the
-    /// mtime observed right after placing, which agents keep in the ctime slot). Missing ones count too.
+    /// mtime observed right after placing, which agents keep in the ctime slot). Missing ones count too, and so
+    /// does everything under a directory that is now a symlink: no symlink below `root` is followed.
     pub fn drift(&self, root: &Path) -> Vec<usize> {
-        use rayon::prelude::*;
-        use std::os::unix::fs::MetadataExt;
-        let mut out: Vec<usize> = (0..self.entries.len())
-            .into_par_iter()
-            .filter_map(|i| {
-                let e = self.entries.get(i);
-                if e.meta.kind == Kind::Dir {
-                    return None;
-                }
-                let p = root.join(std::ffi::OsStr::from_bytes(e.path()));
-                let changed = match fs::symlink_metadata(&p) {
-                    Err(_) => true,
-                    Ok(md) => {
-                        let kind_ok = if e.meta.kind == Kind::File { md.file_type().is_file() } else { md.file_type().is_symlink() };
-                        let mtime = md.mtime() * 1_000_000_000 + md.mtime_nsec();
-                        !kind_ok || md.size() != e.meta.size || md.ino() != e.meta.ino || mtime != e.meta.ctime_ns
-                    }
-                };
-                changed.then_some(i)
-            })
-            .collect();
-        out.sort_unstable();
-        out
+        crate::drift::drifted(&self.entries, root)
     }
 
     /// Builds a snapshot of a whole scan with no recipes yet (every file is new).
