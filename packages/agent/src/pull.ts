@@ -20,6 +20,27 @@ import {
 import { DataPump } from '@skysync/transfer';
 import { resolveRemotePath, type AgentContext } from './context.js';
 import { statFields, walkTree, type WalkEntry } from './walk.js';
+import { manifestPath } from './manifest.js';
+
+/**
+ * The recipe recorded for `abs` by the push that placed it (the nearest destination above it that has a record),
+ * or null. Only a hint: the file is chunked anyway, faster where it still matches.
+ */
+async function recordedRecipe(ctx: AgentContext, abs: string): Promise<Buffer | null> {
+  if (!ctx.native) return null;
+  for (let dir = abs; ; dir = path.dirname(dir)) {
+    const tree = `${manifestPath(ctx.home, dir).replace(/\.manifest$/, '')}.tree`;
+    if (await fsp.stat(tree).then(() => true, () => false)) {
+      try {
+        const rel = dir === abs ? path.basename(abs) : path.relative(dir, abs);
+        return ctx.native.Tree.load(tree).recipe(Buffer.from(rel, 'utf8').toString('latin1'))?.chunks ?? null;
+      } catch {
+        return null;
+      }
+    }
+    if (dir === path.dirname(dir)) return null;
+  }
+}
 
 const BATCH = 512;
 
@@ -49,7 +70,9 @@ export async function servePull(conn: Connection, begin: PullBegin, client: Hell
   const recipes = new Map<string, { chunks: Buffer; digest: Buffer }>();
   const rootBuf = Buffer.from(root, 'utf8');
   if (ctx.native) {
-    const outcomes = await ctx.native.chunkFiles(root, files.map((f) => f.path), begin.chunkParams);
+    // A single large file this agent placed (a checkpoint a job rewrote since): its recorded recipe makes a hint.
+    const hint = kind === 'file' && files.length === 1 && files[0]!.size >= 1 << 20 ? await recordedRecipe(ctx, abs) : null;
+    const outcomes = await ctx.native.chunkFiles(root, files.map((f) => f.path), begin.chunkParams, hint ? [hint] : null);
     outcomes.forEach((o, i) => {
       if (o.recipe) recipes.set(files[i]!.path, { chunks: o.recipe.chunks, digest: o.recipe.digest });
       else ctx.log(`cannot read ${Buffer.from(files[i]!.path, 'latin1').toString()}: ${o.error}`);

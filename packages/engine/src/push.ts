@@ -267,11 +267,14 @@ async function prepareDir(source: string, base: Tree | null, native: NativeAddon
   for (const w of scanned.warnings) warn(`${displayPath(w.path) || '.'}: ${w.message}`);
   const tree = scanned.tree;
   // Files whose content must be chunked: new or changed locally. Chunked once, whatever the number of nodes.
-  const toChunk = scanned.changes.filter((c) => c.status !== 'deleted' && c.entry.kind === 'file').map((c) => c.entry.path);
+  const changed = scanned.changes.filter((c) => c.status !== 'deleted' && c.entry.kind === 'file');
+  const toChunk = changed.map((c) => c.entry.path);
   const recipes = new Map<string, Recipe>();
   const unreadable = new Set<string>();
   if (toChunk.length) {
-    const outcomes = await native.chunkFiles(source, toChunk, null);
+    // A changed file's last recipe lets the chunker confirm unchanged runs by hash instead of cutting them again.
+    const hints = changed.map((c) => c.prevRecipe?.chunks ?? null);
+    const outcomes = await native.chunkFiles(source, toChunk, null, hints.some((h) => h !== null) ? hints : null);
     outcomes.forEach((o, i) => {
       const p = toChunk[i]!;
       if (o.recipe && tree.setRecipe(p, o.recipe.chunks)) recipes.set(p, o.recipe);
@@ -306,7 +309,7 @@ async function prepareFile(source: string, name: string, base: Tree | null, nati
   const unreadable = new Set<string>();
   let chunks: Buffer | undefined = same ? prevRecipe.chunks : undefined;
   if (!same) {
-    const [o] = await native.chunkFiles(path.dirname(source), [path.basename(source)], null);
+    const [o] = await native.chunkFiles(path.dirname(source), [path.basename(source)], null, prevRecipe ? [prevRecipe.chunks] : null);
     if (o?.recipe && o.recipe.size === entry.size) {
       chunks = o.recipe.chunks;
       recipes.set(name, o.recipe);
