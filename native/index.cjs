@@ -844,5 +844,7 @@ module.exports.chunkFiles = nativeBinding.chunkFiles
 module.exports.cutPoints = nativeBinding.cutPoints
 module.exports.defaultChunkParams = nativeBinding.defaultChunkParams
 module.exports.recipeDigest = nativeBinding.recipeDigest
+module.exports.renameFiles = nativeBinding.renameFiles
 module.exports.scan = nativeBinding.scan
 module.exports.verifyChunks = nativeBinding.verifyChunks
+module.exports.writeFiles = nativeBinding.writeFiles

@@ -64,6 +64,7 @@ export async function servePush(conn: Connection, begin: PushBegin, ctx: AgentCo
       untrusted,
       isPlaced: (p) => store.has(p),
       deleteMode: plan.deleteMode,
+      native: ctx.native,
     });
     const decoder = createBlockDecoder(plan.compression, ctx.native);
     const dataMode = plan.mode === 'data';

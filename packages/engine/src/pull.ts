@@ -138,6 +138,7 @@ export async function pull(opts: PullOptions): Promise<PullStats> {
       untrusted: new Set(),
       isPlaced: () => false,
       deleteMode: 'none',
+      native,
     });
     receiver.add(todo, false);
     const need = receiver.resolveNeeds();
