@@ -109,6 +109,19 @@ export interface Entry {
   target?: string | undefined
 }
 
+/** One file of a batch that could not be written or renamed: nothing of it is left behind. */
+export interface FileOpFailure {
+  index: number
+  /**
+   * `parent` when a directory on the way is missing, a symlink or not a directory; also `path`, `digest`,
+   * `chunk`, `io`.
+   */
+  kind: 'parent' | 'path' | 'digest' | 'chunk' | 'io'
+  /** The OS error number, when the OS refused (EEXIST, ELOOP, EISDIR...). */
+  errno?: number
+  message: string
+}
+
 /**
  * What an agent placed: recorded with the source's metadata and the stat it saw right after placing, so a
  * later `drift` can tell whether something else changed the file since.
@@ -139,6 +152,13 @@ export interface Recipe {
 
 /** The whole-file digest of a packed recipe. */
 export declare function recipeDigest(chunks: Buffer): Buffer
+
+/**
+ * Renames `from[i]` to `to[i]` under `root`, in parallel off the JavaScript thread; resolves with the pairs
+ * that failed. The targets must be distinct and none may be needed as a directory by another pair. No directory
+ * on the way may be a symlink.
+ */
+export declare function renameFiles(root: string, from: string[], to: string[]): Promise<FileOpFailure[]>
 
 /**
  * Moves a finished temp file over `dest` (see `core::replace`): a regular file there is exchanged, not
@@ -182,3 +202,22 @@ export interface ScanWarning {
  * receiver keeps reading while it hashes. Resolves with the index of the first bad chunk, or -1.
  */
 export declare function verifyChunks(data: Buffer, refs: Buffer): Promise<number>
+
+/**
+ * Writes a batch of small files into new temp files under `root`, in parallel off the JavaScript thread. File
+ * i's bytes follow file i-1's in `data`, and its packed chunk refs (36 bytes each) follow in `refs`; `layout`
+ * holds 56 bytes a file (little endian): size u32, chunk count u32, mode u32, mtime nanoseconds u32, mtime
+ * seconds i64, recipe digest (32 bytes). Paths are relative to `root`; no directory on the way may be a
+ * symlink, and missing ones are created when `makeDirs` is set. Each file's digest and chunks are checked before
+ * it is created (`O_EXCL|O_NOFOLLOW`); a file that fails is removed and reported alone.
+ */
+export declare function writeFiles(root: string, paths: string[], layout: Buffer, data: Buffer, refs: Buffer, makeDirs: boolean): Promise<WriteFilesResult>
+
+export interface WriteFilesResult {
+  /**
+   * 24 bytes a file, in order: inode (u64 LE), size (u64 LE), mtime in nanoseconds (i64 LE), as fstat saw
+   * the finished file; zeros for a file that failed.
+   */
+  stats: Buffer
+  failures: Array<FileOpFailure>
+}

@@ -735,3 +735,161 @@ pub fn replace_file(temp: Buffer, dest: Buffer) -> Result<()> {
     }
     Ok(())
 }
+
+/// Bytes of one file's record in `writeFiles`' layout buffer.
+const WRITE_RECORD: usize = 56;
+
+/// One file of a batch that could not be written or renamed: nothing of it is left behind.
+#[napi(object)]
+pub struct FileOpFailure {
+    pub index: u32,
+    /// `parent` when a directory on the way is missing, a symlink or not a directory; also `path`, `digest`,
+    /// `chunk`, `io`.
+    #[napi(ts_type = "'parent' | 'path' | 'digest' | 'chunk' | 'io'")]
+    pub kind: String,
+    /// The OS error number, when the OS refused (EEXIST, ELOOP, EISDIR...).
+    pub errno: Option<i32>,
+    pub message: String,
+}
+
+fn failure(index: usize, e: &core::write::WriteError) -> FileOpFailure {
+    FileOpFailure { index: index as u32, kind: e.kind().to_string(), errno: e.errno(), message: e.to_string() }
+}
+
+#[napi(object)]
+pub struct WriteFilesResult {
+    /// 24 bytes a file, in order: inode (u64 LE), size (u64 LE), mtime in nanoseconds (i64 LE), as fstat saw
+    /// the finished file; zeros for a file that failed.
+    pub stats: Buffer,
+    pub failures: Vec<FileOpFailure>,
+}
+
+pub struct WriteFilesTask {
+    root: PathBuf,
+    paths: Vec<Vec<u8>>,
+    layout: Buffer,
+    data: Buffer,
+    refs: Buffer,
+    make_dirs: bool,
+}
+
+fn le_u32(b: &[u8], at: usize) -> u32 {
+    b.get(at..at + 4).map_or(0, |s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+impl Task for WriteFilesTask {
+    type Output = Vec<std::result::Result<core::write::Written, core::write::WriteError>>;
+    type JsValue = WriteFilesResult;
+
+    fn compute(&mut self) -> Result<Self::Output> {
+        let (layout, data, refs) = (&self.layout[..], &self.data[..], &self.refs[..]);
+        let mut items = Vec::with_capacity(self.paths.len());
+        let (mut d, mut r) = (0usize, 0usize);
+        for (i, path) in self.paths.iter().enumerate() {
+            let rec = layout.get(i * WRITE_RECORD..(i + 1) * WRITE_RECORD).ok_or_else(bad_layout)?;
+            let size = le_u32(rec, 0) as usize;
+            let nrefs = le_u32(rec, 4) as usize * 36;
+            let digest: &[u8; 32] = rec[24..56].try_into().map_err(|_| bad_layout())?;
+            items.push(core::write::WriteItem {
+                path,
+                data: data.get(d..d + size).ok_or_else(bad_layout)?,
+                refs: refs.get(r..r + nrefs).ok_or_else(bad_layout)?,
+                digest: Some(digest),
+                mode: le_u32(rec, 8),
+                mtime_nsec: le_u32(rec, 12),
+                mtime_sec: i64::from_le_bytes(rec[16..24].try_into().map_err(|_| bad_layout())?),
+            });
+            d += size;
+            r += nrefs;
+        }
+        if d != data.len() || r != refs.len() {
+            return Err(bad_layout());
+        }
+        Ok(core::write::write_files(&self.root, &items, self.make_dirs))
+    }
+
+    fn resolve(&mut self, _env: Env, out: Self::Output) -> Result<WriteFilesResult> {
+        let mut stats = vec![0u8; out.len() * 24];
+        let mut failures = Vec::new();
+        for (i, r) in out.iter().enumerate() {
+            match r {
+                Ok(w) => {
+                    stats[i * 24..i * 24 + 8].copy_from_slice(&w.ino.to_le_bytes());
+                    stats[i * 24 + 8..i * 24 + 16].copy_from_slice(&w.size.to_le_bytes());
+                    stats[i * 24 + 16..i * 24 + 24].copy_from_slice(&w.mtime_ns.to_le_bytes());
+                }
+                Err(e) => failures.push(failure(i, e)),
+            }
+        }
+        Ok(WriteFilesResult { stats: stats.into(), failures })
+    }
+}
+
+fn bad_layout() -> Error {
+    Error::new(Status::InvalidArg, "writeFiles: layout does not match paths, data and refs".to_string())
+}
+
+/// Writes a batch of small files into new temp files under `root`, in parallel off the JavaScript thread. File
+/// i's bytes follow file i-1's in `data`, and its packed chunk refs (36 bytes each) follow in `refs`; `layout`
+/// holds 56 bytes a file (little endian): size u32, chunk count u32, mode u32, mtime nanoseconds u32, mtime
+/// seconds i64, recipe digest (32 bytes). Paths are relative to `root`; no directory on the way may be a
+/// symlink, and missing ones are created when `makeDirs` is set. Each file's digest and chunks are checked before
+/// it is created (`O_EXCL|O_NOFOLLOW`); a file that fails is removed and reported alone.
+#[napi(ts_return_type = "Promise<WriteFilesResult>")]
+pub fn write_files(
+    root: String,
+    #[napi(ts_arg_type = "string[]")] paths: Vec<BytePath>,
+    layout: Buffer,
+    data: Buffer,
+    refs: Buffer,
+    make_dirs: bool,
+) -> Result<AsyncTask<WriteFilesTask>> {
+    if layout.len() != paths.len() * WRITE_RECORD {
+        return Err(bad_layout());
+    }
+    let paths = paths.into_iter().map(|p| p.0).collect();
+    Ok(AsyncTask::new(WriteFilesTask { root: PathBuf::from(root), paths, layout, data, refs, make_dirs }))
+}
+
+pub struct RenameFilesTask {
+    root: PathBuf,
+    from: Vec<Vec<u8>>,
+    to: Vec<Vec<u8>>,
+}
+
+impl Task for RenameFilesTask {
+    type Output = Vec<FileOpFailure>;
+    type JsValue = Vec<FileOpFailure>;
+
+    fn compute(&mut self) -> Result<Self::Output> {
+        let pairs: Vec<(&[u8], &[u8])> = self.from.iter().zip(&self.to).map(|(a, b)| (a.as_slice(), b.as_slice())).collect();
+        Ok(core::write::rename_files(&self.root, &pairs)
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| r.as_ref().err().map(|e| failure(i, e)))
+            .collect())
+    }
+
+    fn resolve(&mut self, _env: Env, out: Self::Output) -> Result<Self::JsValue> {
+        Ok(out)
+    }
+}
+
+/// Renames `from[i]` to `to[i]` under `root`, in parallel off the JavaScript thread; resolves with the pairs
+/// that failed. The targets must be distinct and none may be needed as a directory by another pair. No directory
+/// on the way may be a symlink.
+#[napi(ts_return_type = "Promise<FileOpFailure[]>")]
+pub fn rename_files(
+    root: String,
+    #[napi(ts_arg_type = "string[]")] from: Vec<BytePath>,
+    #[napi(ts_arg_type = "string[]")] to: Vec<BytePath>,
+) -> Result<AsyncTask<RenameFilesTask>> {
+    if from.len() != to.len() {
+        return Err(Error::new(Status::InvalidArg, "renameFiles: from and to differ in length".to_string()));
+    }
+    Ok(AsyncTask::new(RenameFilesTask {
+        root: PathBuf::from(root),
+        from: from.into_iter().map(|p| p.0).collect(),
+        to: to.into_iter().map(|p| p.0).collect(),
+    }))
+}

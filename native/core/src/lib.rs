@@ -1,7 +1,8 @@
 //! skysync's hot path as a plain Rust crate: the napi binding in `../binding` is a thin layer over it.
 //!
 //! Data path: `scan` (walk + ignore rules) -> `snapshot` (compare with the last sync) -> `chunk` (FastCDC +
-//! BLAKE3 over what changed) -> `compress` (zstd stream for the wire).
+//! BLAKE3 over what changed) -> `compress` (zstd stream for the wire); on the receiving side `write` creates and
+//! renames files in parallel batches.
 
 pub mod chunk;
 pub mod compress;
@@ -12,6 +13,7 @@ pub mod replace;
 pub mod scan;
 pub mod snapshot;
 pub mod tree;
+pub mod write;
 
 pub use chunk::{chunk_bytes, chunk_file, chunk_files, chunk_reader, ChunkParams, ChunkRef, Recipe, DEFAULT_PARAMS};
 pub use rechunk::{chunk_file_hinted, chunk_files_hinted};

@@ -65,6 +65,7 @@ export async function servePush(conn: Connection, begin: PushBegin, ctx: AgentCo
       isPlaced: (p) => store.has(p),
       deleteMode: plan.deleteMode,
       replaceFile: ctx.native?.replaceFile,
+      native: ctx.native,
     });
     const decoder = createBlockDecoder(plan.compression, ctx.native);
     const dataMode = plan.mode === 'data';

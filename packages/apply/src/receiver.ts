@@ -2,7 +2,8 @@
 //
 // Stage: every new or changed file is built in a temp file from chunks already held (anywhere under the root,
 // each verified against its id as it is read) and chunks from the data stream (verified too); the recipe's
-// digest is checked before anything is written; mode and mtime are set on the temp file.
+// digest is checked before anything is written; mode and mtime are set on the temp file. Small files that come
+// whole from the stream are written in batches by the native addon, in parallel off this thread.
 // Transition: removals first (deepest first), then directories, then renames into place, then directory modes.
 // Old content is never touched until every temp file is built, so renames and copies can use it.
 //
@@ -11,8 +12,9 @@
 
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
+import os from 'node:os';
 import { randomBytes } from 'node:crypto';
-import type { Chunker } from '@skysync/chunking';
+import type { Chunker, NativeAddon } from '@skysync/chunking';
 import {
   CHUNK_REF_SIZE,
   type DeleteMode,
@@ -70,6 +72,8 @@ export interface ReceiverOptions {
    * addon's `replaceFile`); without it, a plain rename.
    */
   replaceFile?: (temp: Buffer, dest: Buffer) => void;
+  /** Writes and renames files in batches off this thread when it has `writeFiles` (an older addon may not). */
+  native?: NativeAddon | null;
 }
 
 export interface ReceiveResult {
@@ -92,7 +96,8 @@ type Piece =
 
 interface Staged {
   entry: PlanEntry;
-  temp: Buffer | null;
+  /** The temp file, relative to the root (latin1, as paths). */
+  temp: string | null;
   error: string | null;
   /** fstat of the finished temp file: inode, size and mtime survive the rename. */
   stat?: StatKey;
@@ -100,9 +105,47 @@ interface Staged {
   retouch?: PlacedRecord;
 }
 
-/** Where a chunk received earlier in this sync sits; settles once its bytes are on disk (small files are
- * written in parallel), or to null when that write failed. */
-type SessionChunk = Promise<{ file: Buffer; offset: number } | null>;
+/** Where a chunk received earlier in this sync sits: `file` settles to the temp file (relative to the root) once
+ * its bytes are on disk (small files are written in batches), or to null when that write failed. One promise per
+ * file, shared by its chunks. */
+interface SessionChunk {
+  file: Promise<string | null>;
+  offset: number;
+}
+
+/** Files up to this size whose bytes all come from the stream are written whole (in batches, when native). */
+const SMALL_FILE = 256 * 1024;
+/** A batch goes to the writer at this many files or bytes, with at most BATCHES_IN_FLIGHT being written: enough
+ * to keep the writer's threads busy while this thread takes the next files from the stream, and a bounded amount
+ * of memory. */
+const BATCH_FILES = 256;
+const BATCH_BYTES = 8 * 1024 * 1024;
+const BATCHES_IN_FLIGHT = 2;
+/** Renames handed to the native side at once in the transition. */
+const RENAME_BATCH = 1024;
+/** Bytes of one file's record in `writeFiles`' layout: size, chunk count, mode, mtime nsec (u32 each), mtime sec
+ * (i64), digest (32 bytes). */
+const RECORD = 56;
+const NO_BYTES = Buffer.alloc(0);
+
+/** Small files whose bytes were taken from the stream, waiting to be written together. */
+interface Batch {
+  files: Staged[];
+  temps: string[];
+  /** The files' bytes one after another (`bytes` of them), and their records; reused by later batches. */
+  data: Buffer;
+  layout: Buffer;
+  refs: Buffer[];
+  bytes: number;
+  /** Settles once every file of the batch is written or has its error. */
+  written: Promise<void>;
+  settle: () => void;
+}
+
+type Writer = Pick<NativeAddon, 'writeFiles' | 'renameFiles'>;
+
+/** The errno names Node's fs errors carry as `code`, by number. */
+const errnoNames = new Map<number, string>(Object.entries(os.constants.errno).map(([k, v]) => [v, k]));
 
 export class Receiver {
   readonly stream = new DataStream();
@@ -119,12 +162,19 @@ export class Receiver {
   /** Need mode: ids resolved before building (local location or "comes from the stream"). */
   private resolved: Map<string, { path: string; offset: number } | 'stream'> | null = null;
   private queue: Promise<void> = Promise.resolve();
-  private writesInFlight = new Set<Promise<void>>();
+  private readonly writer: Writer | null;
+  private pending: Batch | null = null;
+  private readonly inFlight = new Set<Promise<void>>();
+  /** Buffers of finished batches, for the next ones: fresh 8 MiB buffers cost a page fault per 4 KiB. */
+  private readonly spare: Array<{ data: Buffer; layout: Buffer }> = [];
+  private aborted = false;
   bytesFromStream = 0;
   bytesFromDisk = 0;
 
   constructor(private readonly opts: ReceiverOptions) {
     this.rootBuf = Buffer.from(opts.root, 'utf8');
+    const n = opts.native;
+    this.writer = n && typeof n.writeFiles === 'function' && typeof n.renameFiles === 'function' ? n : null;
   }
 
   private abs(rel: string): Buffer {
@@ -169,7 +219,7 @@ export class Receiver {
         if (op.op !== 'chunks') continue;
         for (let o = 0; o < op.chunks.length; o += CHUNK_REF_SIZE) {
           const id = op.chunks.subarray(o, o + 32);
-          const key = id.toString('hex');
+          const key = id.toString('latin1');
           if (!resolved.has(key)) {
             resolved.set(key, 'stream');
             ids.push(id);
@@ -181,7 +231,7 @@ export class Receiver {
     const needed: Buffer[] = [];
     ids.forEach((id, i) => {
       const loc = found[i];
-      if (loc && !this.opts.untrusted.has(loc.path)) resolved.set(id.toString('hex'), loc);
+      if (loc && !this.opts.untrusted.has(loc.path)) resolved.set(id.toString('latin1'), loc);
       else needed.push(id);
     });
     this.resolved = resolved;
@@ -196,8 +246,12 @@ export class Receiver {
 
   /** Waits for every file to be staged (the data stream must be ended by then). */
   async staged_(): Promise<void> {
-    await this.queue;
-    await Promise.all(this.writesInFlight);
+    try {
+      await this.queue;
+    } finally {
+      await this.flush();
+      await Promise.all(this.inFlight);
+    }
   }
 
   private prefixSums(path: string, recipe: Buffer): Float64Array {
@@ -248,7 +302,7 @@ export class Receiver {
           refs.push(ref);
           const id = ref.subarray(0, 32);
           const len = ref.readUInt32LE(32);
-          const key = id.toString('hex');
+          const key = id.toString('latin1');
           const local = this.resolved?.get(key);
           if (local && local !== 'stream') pieces.push({ from: 'disk', path: local.path, offset: local.offset, id, len });
           else if (this.claimed.has(key)) pieces.push({ from: 'session', id, len });
@@ -333,6 +387,12 @@ export class Receiver {
 
   private async buildFile(s: Staged): Promise<void> {
     const e = s.entry as FileEntry;
+    if (this.writer && e.size <= SMALL_FILE) {
+      const claim = this.claimFromStream(e);
+      if (claim) return this.addToBatch(s, e, claim.refs, claim.keys);
+    }
+    // A file built here may need chunks that the pending batch carries (session pieces): send it on its way.
+    await this.flush();
     const { pieces, packed, error } = this.pieces(e);
     let problem = error;
     if (!problem) {
@@ -355,10 +415,10 @@ export class Receiver {
         s.error = (err as Error).message;
         return;
       }
-      const temp = this.writeSmall(s, e, pieces, bytes);
+      const file = Promise.resolve(this.writeSmall(s, e, pieces, bytes));
       let off = 0;
       for (const p of pieces) {
-        this.session.set(p.id.toString('hex'), Promise.resolve(temp ? { file: temp, offset: off } : null));
+        this.session.set(p.id.toString('latin1'), { file, offset: off });
         off += p.len;
       }
       return;
@@ -366,8 +426,152 @@ export class Receiver {
     await this.writeLarge(s, e, pieces);
   }
 
-  /** Writes a small file whole, synchronously: five syscalls beat five thread-pool round trips. */
-  private writeSmall(s: Staged, e: FileEntry, pieces: Piece[], bytes: Buffer): Buffer | null {
+  /**
+   * When every chunk of a file is taken from the stream (none held here, none claimed by an earlier file or
+   * twice in this one) and the lengths add up, claims them: their packed refs and their keys. Otherwise null and
+   * nothing claimed, and the general path builds (or refuses) the file.
+   */
+  private claimFromStream(e: FileEntry): { refs: Buffer[]; keys: string[] } | null {
+    const refs: Buffer[] = [];
+    let total = 0;
+    for (const op of e.ops) {
+      if (op.op !== 'chunks') return null;
+      refs.push(op.chunks);
+      for (let o = 32; o < op.chunks.length; o += CHUNK_REF_SIZE) total += op.chunks.readUInt32LE(o);
+    }
+    if (total !== e.size) return null;
+    const keys: string[] = [];
+    for (const c of refs) {
+      for (let o = 0; o < c.length; o += CHUNK_REF_SIZE) {
+        const key = c.toString('latin1', o, o + 32);
+        const where = this.resolved?.get(key);
+        if ((where !== undefined && where !== 'stream') || this.claimed.has(key)) {
+          for (const k of keys) this.claimed.delete(k);
+          return null;
+        }
+        this.claimed.add(key);
+        keys.push(key);
+      }
+    }
+    return { refs, keys };
+  }
+
+  /**
+   * Takes a small file's bytes from the stream now (the stream is read in plan order) and queues it for the
+   * native writer, which creates missing directories (never through a symlink), checks the file's digest and
+   * chunks, writes it into a temp file in its directory and sets its mode and mtime. Its chunks are available to
+   * later files once its batch is written.
+   */
+  private async addToBatch(s: Staged, e: FileEntry, refs: Buffer[], keys: string[]): Promise<void> {
+    let bytes: Buffer;
+    try {
+      bytes = e.size === 0 ? NO_BYTES : await this.stream.take(e.size);
+      this.bytesFromStream += e.size;
+    } catch (err) {
+      s.error = (err as Error).message;
+      return;
+    }
+    const temp = this.tempName(parentOf(e.path));
+    if (this.pending && this.pending.bytes + e.size > BATCH_BYTES) await this.flush();
+    const b = (this.pending ??= this.newBatch());
+    bytes.copy(b.data, b.bytes);
+    const rec = b.files.length * RECORD;
+    b.layout.writeUInt32LE(e.size, rec);
+    b.layout.writeUInt32LE(keys.length, rec + 4);
+    b.layout.writeUInt32LE(e.mode, rec + 8);
+    b.layout.writeUInt32LE(e.mtimeNsec, rec + 12);
+    b.layout.writeBigInt64LE(BigInt(e.mtimeSec), rec + 16);
+    e.digest.copy(b.layout, rec + 24, 0, 32);
+    b.files.push(s);
+    b.temps.push(temp);
+    b.refs.push(...refs);
+    b.bytes += e.size;
+    s.temp = temp;
+    if (keys.length) {
+      const file = b.written.then(() => (s.error ? null : s.temp));
+      let off = 0;
+      for (let i = 0, k = 0; i < refs.length; i++) {
+        for (let o = 32; o < refs[i]!.length; o += CHUNK_REF_SIZE, k++) {
+          this.session.set(keys[k]!, { file, offset: off });
+          off += refs[i]!.readUInt32LE(o);
+        }
+      }
+    }
+    if (b.files.length >= BATCH_FILES) await this.flush();
+  }
+
+  /** Hands the pending batch to the writer, after waiting for room among the batches in flight. */
+  private async flush(): Promise<void> {
+    const b = this.pending;
+    if (!b) return;
+    this.pending = null;
+    while (this.inFlight.size >= BATCHES_IN_FLIGHT) await Promise.race(this.inFlight);
+    const p: Promise<void> = this.writeBatch(b).finally(() => this.inFlight.delete(p));
+    this.inFlight.add(p);
+  }
+
+  private newBatch(): Batch {
+    const bufs = this.spare.pop() ?? { data: Buffer.allocUnsafe(BATCH_BYTES), layout: Buffer.allocUnsafe(BATCH_FILES * RECORD) };
+    let settle!: () => void;
+    const written = new Promise<void>((resolve) => (settle = resolve));
+    return { files: [], temps: [], refs: [], ...bufs, bytes: 0, written, settle };
+  }
+
+  /** Never rejects: each file gets its stat or its error. */
+  private async writeBatch(b: Batch): Promise<void> {
+    const n = b.files.length;
+    try {
+      if (this.aborted) throw new Error('the sync was aborted');
+      const out = await this.writer!.writeFiles(this.opts.root, b.temps, b.layout.subarray(0, n * RECORD), b.data.subarray(0, b.bytes), Buffer.concat(b.refs), true);
+      const retry = new Set<number>();
+      for (const f of out.failures) {
+        const s = b.files[f.index]!;
+        // The writer removed what it had created.
+        s.temp = null;
+        // A parent that is a file or a symlink (which this plan may replace with a directory): stage this one
+        // at the root, as the one-by-one path does.
+        if (f.kind === 'parent') retry.add(f.index);
+        else s.error = f.message;
+      }
+      for (let i = 0, at = 0; i < n; i++) {
+        const s = b.files[i]!;
+        const size = b.layout.readUInt32LE(i * RECORD);
+        if (retry.has(i)) this.writeAlone(s, b.data.subarray(at, at + size));
+        else if (!s.error) {
+          const o = i * 24;
+          s.stat = { size: Number(out.stats.readBigUInt64LE(o + 8)), mtimeNs: out.stats.readBigInt64LE(o + 16).toString(), ino: out.stats.readBigUInt64LE(o).toString() };
+          // The writer opened (or made) every directory on the way as a plain one.
+          for (let d = parentOf(s.entry.path); !this.goodDirs.has(d); d = parentOf(d)) this.goodDirs.add(d);
+        }
+        at += size;
+      }
+    } catch (err) {
+      // Whatever was created is removed with the other temp files.
+      for (const s of b.files) s.error ??= (err as Error).message;
+    } finally {
+      this.spare.push({ data: b.data, layout: b.layout });
+      b.settle();
+    }
+  }
+
+  /** A file of a batch that the writer could not place in its directory, written by the one-by-one path. */
+  private writeAlone(s: Staged, bytes: Buffer): void {
+    const e = s.entry as FileEntry;
+    const pieces: Piece[] = [];
+    for (const op of e.ops) {
+      if (op.op !== 'chunks') continue;
+      for (let o = 0; o < op.chunks.length; o += CHUNK_REF_SIZE) {
+        pieces.push({ from: 'stream', id: op.chunks.subarray(o, o + 32), len: op.chunks.readUInt32LE(o + 32) });
+      }
+    }
+    this.writeSmall(s, e, pieces, bytes);
+  }
+
+  /**
+   * Writes a small file whole, synchronously: five syscalls beat five thread-pool round trips. Used where the
+   * native batch writer is not available.
+   */
+  private writeSmall(s: Staged, e: FileEntry, pieces: Piece[], bytes: Buffer): string | null {
     let fd: number | null = null;
     try {
       let off = 0;
@@ -377,8 +581,8 @@ export class Receiver {
         }
         off += p.len;
       }
-      const temp = this.abs(this.tempName(this.stagingFor(e.path)));
-      fd = fs.openSync(temp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
+      const temp = this.tempName(this.stagingFor(e.path));
+      fd = fs.openSync(this.abs(temp), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
       s.temp = temp;
       if (bytes.length) fs.writeSync(fd, bytes, 0, bytes.length, 0);
       s.stat = this.finishTemp(fd, e);
@@ -430,17 +634,19 @@ export class Receiver {
     let failed: string | null = null;
     let off = 0;
     try {
-      const temp = this.abs(this.tempName(this.stagingFor(e.path)));
-      fd = fs.openSync(temp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
+      const temp = this.tempName(this.stagingFor(e.path));
+      fd = fs.openSync(this.abs(temp), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
       s.temp = temp;
     } catch (err) {
       failed = (err as Error).message;
     }
     const chunker = this.opts.chunker;
+    let written: Promise<string | null> | null = null;
     const register = (from: number, to: number, at: number): void => {
+      written ??= Promise.resolve(s.temp);
       for (let k = from; k <= to; k++) {
         const q = pieces[k]!;
-        this.session.set(q.id.toString('hex'), Promise.resolve({ file: s.temp!, offset: at }));
+        this.session.set(q.id.toString('latin1'), { file: written, offset: at });
         at += q.len;
       }
     };
@@ -488,9 +694,10 @@ export class Receiver {
         this.bytesFromDisk += run.len;
         return buf;
       }
-      const sc = await this.session.get(p.id.toString('hex'));
-      if (!sc) throw new Error('chunk expected from earlier in this sync is missing');
-      const h = fs.openSync(sc.file, O_RDONLY | O_NOFOLLOW);
+      const sc = this.session.get(p.id.toString('latin1'));
+      const file = sc ? await sc.file : null;
+      if (!sc || !file) throw new Error('chunk expected from earlier in this sync is missing');
+      const h = fs.openSync(this.abs(file), O_RDONLY | O_NOFOLLOW);
       try {
         return await readAt(h, p.len, sc.offset);
       } finally {
@@ -609,25 +816,60 @@ export class Receiver {
     return 'removed';
   }
 
-  /** Renames a staged file or link into place; a directory in the way goes only when it is empty. */
-  private place(temp: Buffer, rel: string, size = 0): void {
+  /** Renames a staged file or link (relative to the root) into place; a directory in the way goes only when it is
+   * empty. */
+  private place(temp: string, rel: string, size = 0): void {
     // Worth it only where a rename would wait: over a large file.
     if (this.opts.replaceFile && size >= REPLACE_NATIVE_FROM) {
       try {
-        this.opts.replaceFile(temp, this.abs(rel));
+        this.opts.replaceFile(this.abs(temp), this.abs(rel));
         return;
       } catch {
         // Whatever stands there now, the plain rename below says how to handle it.
       }
     }
     try {
-      fs.renameSync(temp, this.abs(rel));
+      fs.renameSync(this.abs(temp), this.abs(rel));
     } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      if (code !== 'EISDIR' && code !== 'ENOTEMPTY' && code !== 'EEXIST' && code !== 'ENOTDIR') throw e;
+      if (!inTheWay((e as NodeJS.ErrnoException).code)) throw e;
       this.clearForFile(rel);
-      fs.renameSync(temp, this.abs(rel));
+      fs.renameSync(this.abs(temp), this.abs(rel));
     }
+  }
+
+  /**
+   * Renames staged files into place off this thread. Only plain renames of distinct files whose parents were
+   * checked go here: none depends on another, nor on anything else the transition does once its parent exists.
+   * A rename that meets a directory, or fails, is retried here the usual way.
+   */
+  private async renameBatch(batch: Staged[], result: ReceiveResult): Promise<void> {
+    let failures: Array<{ index: number; errno?: number | null; message: string }>;
+    try {
+      failures = await this.writer!.renameFiles(
+        this.opts.root,
+        batch.map((s) => s.temp!),
+        batch.map((s) => s.entry.path),
+      );
+    } catch (err) {
+      failures = batch.map((_, index) => ({ index, message: (err as Error).message }));
+    }
+    const failed = new Set<number>();
+    for (const f of failures) {
+      const s = batch[f.index]!;
+      const rel = s.entry.path;
+      try {
+        if (f.errno == null || !inTheWay(errnoNames.get(f.errno))) throw new Error(f.message);
+        this.place(s.temp!, rel);
+      } catch (err) {
+        failed.add(f.index);
+        result.placed.delete(rel);
+        result.written--;
+        result.failed.push({ path: rel, error: (err as Error).message });
+      }
+    }
+    batch.forEach((s, i) => {
+      if (!failed.has(i)) s.temp = null;
+    });
   }
 
   /** Waits for staging, then makes the plan true on disk. */
@@ -656,18 +898,37 @@ export class Receiver {
         result.failed.push({ path: e.path, error: (err as Error).message });
       }
     }
-    // 2. Directories and 3. files and symlinks, parents first.
+    // 2. Directories and 3. files and symlinks, parents first. Files renamed in batches (native) are placed in
+    // the result now and taken out again if their rename fails.
     const placing = this.staged.filter((s) => s.entry.kind !== 'delete').sort((a, b) => (a.entry.path < b.entry.path ? -1 : 1));
     const dirModes: Array<{ path: string; mode: number }> = [];
+    let renames: Staged[] = [];
+    let renaming = new Set<string>();
+    const renamed: Array<Promise<void>> = [];
+    const sendRenames = (): void => {
+      if (renames.length) renamed.push(this.renameBatch(renames, result));
+      renames = [];
+      renaming = new Set();
+    };
     for (const s of placing) {
       const e = s.entry;
       try {
         if (s.error) throw new Error(s.error);
         if (e.kind === 'dir') {
-          this.replaceNonDir(e.path);
+          // A directory this sync made or checked (and did not remove since) needs no second look.
+          if (!this.goodDirs.has(e.path)) this.replaceNonDir(e.path);
           this.ensureDir(e.path);
-          dirModes.push({ path: e.path, mode: e.mode });
-          result.placed.set(e.path, { kind: 'dir', mode: e.mode, size: 0, mtimeSec: 0, mtimeNsec: 0, stat: this.statKey(e.path) });
+          const st = fs.lstatSync(this.abs(e.path), { bigint: true });
+          // Most directories have their mode already; the others get it last (4.).
+          if ((Number(st.mode) & 0o7777) !== e.mode) dirModes.push({ path: e.path, mode: e.mode });
+          result.placed.set(e.path, {
+            kind: 'dir',
+            mode: e.mode,
+            size: 0,
+            mtimeSec: 0,
+            mtimeNsec: 0,
+            stat: { size: Number(st.size), mtimeNs: st.mtimeNs.toString(), ino: st.ino.toString() },
+          });
         } else if (e.kind === 'file' && s.retouch) {
           result.placed.set(e.path, {
             kind: 'file',
@@ -683,8 +944,19 @@ export class Receiver {
         } else if (e.kind === 'file') {
           if (!s.temp) throw new Error('file was not staged');
           this.ensureDir(parentOf(e.path));
-          this.place(s.temp, e.path, e.size);
-          s.temp = null;
+          if (this.writer && s.stat && e.size < REPLACE_NATIVE_FROM) {
+            // The same path twice in a plan: the later entry must win, as it would one by one.
+            if (renaming.has(e.path)) {
+              sendRenames();
+              await Promise.all(renamed);
+            }
+            renames.push(s);
+            renaming.add(e.path);
+            if (renames.length >= RENAME_BATCH) sendRenames();
+          } else {
+            this.place(s.temp, e.path, e.size);
+            s.temp = null;
+          }
           result.placed.set(e.path, {
             kind: 'file',
             mode: e.mode,
@@ -699,12 +971,12 @@ export class Receiver {
         } else if (e.kind === 'symlink') {
           const parent = parentOf(e.path);
           this.ensureDir(parent);
-          const temp = this.abs(this.tempName(parent));
-          fs.symlinkSync(Buffer.from(e.target, 'latin1'), temp);
+          const temp = this.tempName(parent);
+          fs.symlinkSync(Buffer.from(e.target, 'latin1'), this.abs(temp));
           try {
             this.place(temp, e.path);
           } catch (err) {
-            fs.rmSync(temp, { force: true });
+            fs.rmSync(this.abs(temp), { force: true });
             throw err;
           }
           result.placed.set(e.path, { kind: 'symlink', mode: 0o777, size: 0, mtimeSec: 0, mtimeNsec: 0, target: e.target, stat: this.statKey(e.path) });
@@ -714,6 +986,8 @@ export class Receiver {
         result.failed.push({ path: e.path, error: (err as Error).message });
       }
     }
+    sendRenames();
+    await Promise.all(renamed);
     // 4. Directory modes last, deepest first, so a read-only directory does not block its own children.
     for (const d of dirModes.reverse()) {
       try {
@@ -727,6 +1001,8 @@ export class Receiver {
   }
 
   private packedOf(e: FileEntry): Buffer {
+    const only = e.ops.length === 1 ? e.ops[0]! : null;
+    if (only?.op === 'chunks') return only.chunks;
     const refs: Buffer[] = [];
     for (const op of e.ops) {
       if (op.op === 'chunks') refs.push(op.chunks);
@@ -759,6 +1035,7 @@ export class Receiver {
 
   /** Gives up before the transition: unblocks the builder, waits for it, removes every temp file. */
   async abort(why: Error): Promise<void> {
+    this.aborted = true;
     this.stream.fail(why);
     await this.staged_().catch(() => {});
     await this.cleanup();
@@ -768,7 +1045,7 @@ export class Receiver {
   async cleanup(): Promise<void> {
     for (const s of this.staged) {
       if (s.temp) {
-        await fsp.unlink(s.temp).catch(() => {});
+        await fsp.unlink(this.abs(s.temp)).catch(() => {});
         s.temp = null;
       }
     }
@@ -777,4 +1054,9 @@ export class Receiver {
       this.stagingDir = null;
     }
   }
+}
+
+/** A rename that failed on one of these may succeed once an empty directory in the way is removed. */
+function inTheWay(code: string | undefined): boolean {
+  return code === 'EISDIR' || code === 'ENOTEMPTY' || code === 'EEXIST' || code === 'ENOTDIR';
 }

@@ -169,6 +169,7 @@ export async function pull(opts: PullOptions): Promise<PullStats> {
       isPlaced: () => false,
       deleteMode: 'none',
       replaceFile: native.replaceFile,
+      native,
     });
     receiver.add(todo, false);
     const need = receiver.resolveNeeds();

@@ -100,9 +100,10 @@ export class FrameDecoder {
       if (len < 1 || len > MAX_FRAME) throw new ProtocolError(`malformed frame: length ${len}`);
       if (buf.length - pos - 4 < len) break;
       const type = buf[pos + 4]!;
-      // A frame that is the whole buffer needs no copy; smaller ones are copied so they do not pin it.
+      // A frame that is most of the buffer (a data block joined from many reads) needs no copy; smaller ones are
+      // copied so they do not pin it.
       const body = buf.subarray(pos + 5, pos + 4 + len);
-      out.push({ type, payload: body.length === buf.length - 5 ? body : Buffer.from(body) });
+      out.push({ type, payload: body.length * 2 >= buf.length ? body : copyOf(body) });
       pos += 4 + len;
     }
     const rest = buf.subarray(pos);
@@ -257,4 +258,11 @@ export function parseJson<T>(payload: Buffer, what: string): T {
   } catch {
     throw new ProtocolError(`malformed ${what} message`);
   }
+}
+
+/** A copy without the zero fill of `Buffer.from`. */
+function copyOf(b: Buffer): Buffer {
+  const out = Buffer.allocUnsafe(b.length);
+  b.copy(out);
+  return out;
 }
