@@ -74,12 +74,14 @@ class NativeStore implements ManifestStore {
   }
 
   held(untrusted: Set<string>): HeldChunks {
+    // An empty tree (a first push) answers every lookup with nothing: skip a call into the addon per file.
+    const empty = this.tree.size === 0;
     return {
       recipeOf: (p) => (untrusted.has(p) ? null : (this.tree.recipe(p)?.chunks ?? null)),
       locate: (ids) =>
         this.tree.locateChunks(Buffer.concat(ids)).map((l) => (l && !untrusted.has(l.path) ? { path: l.path, offset: l.offset } : null)),
       current: (p) => {
-        if (untrusted.has(p)) return null;
+        if (empty || untrusted.has(p)) return null;
         const e = this.tree.entry(p);
         if (!e) return null;
         const r = e.kind === 'file' ? this.tree.recipe(p) : null;

@@ -179,6 +179,7 @@ export class Receiver {
    * Need mode: call `resolveNeeds` after the whole plan arrived, then `buildAll`.
    */
   add(entries: PlanEntry[], buildNow: boolean): void {
+    const build: Staged[] = [];
     for (const e of entries) {
       // A file that is already here exactly as described (a push that lost its state describes everything):
       // keep it instead of rebuilding it.
@@ -198,8 +199,9 @@ export class Receiver {
       }
       const s: Staged = { entry: e, temp: null, error: null };
       this.staged.push(s);
-      if (buildNow && e.kind === 'file') this.queue = this.queue.then(() => this.buildFile(s));
+      if (buildNow && e.kind === 'file') build.push(s);
     }
+    if (build.length) this.queue = this.queue.then(() => this.buildMany(build));
   }
 
   /** Need mode: which chunk ids must come over the wire, in the order the builder will take them. */
@@ -232,9 +234,8 @@ export class Receiver {
   }
 
   buildAll(): void {
-    for (const s of this.staged) {
-      if (s.entry.kind === 'file' && !s.retouch) this.queue = this.queue.then(() => this.buildFile(s));
-    }
+    const build = this.staged.filter((s) => s.entry.kind === 'file' && !s.retouch);
+    this.queue = this.queue.then(() => this.buildMany(build));
   }
 
   /** Waits for every file to be staged (the data stream must be ended by then). */
@@ -378,14 +379,38 @@ export class Receiver {
     return dir ? `${dir}/${name}` : name;
   }
 
+  /**
+   * Builds files in plan order. A small file that comes whole from the stream joins the pending batch; while its
+   * bytes are already buffered (the usual case) that takes no await at all.
+   */
+  private async buildMany(list: Staged[]): Promise<void> {
+    for (const s of list) {
+      const e = s.entry as FileEntry;
+      const claim = this.writer && e.size <= SMALL_FILE ? this.claimFromStream(e) : null;
+      if (!claim) {
+        // A file built the other way may need chunks that the pending batch carries: send it on its way.
+        await this.flush();
+        await this.buildFile(s);
+        continue;
+      }
+      let bytes = e.size === 0 ? NO_BYTES : this.stream.takeReady(e.size);
+      if (!bytes) {
+        try {
+          bytes = await this.stream.take(e.size);
+        } catch (err) {
+          s.error = (err as Error).message;
+          continue;
+        }
+      }
+      this.bytesFromStream += e.size;
+      if (this.pending && this.pending.bytes + e.size > BATCH_BYTES) await this.flush();
+      this.addToBatch(s, e, claim.refs, claim.keys, bytes);
+      if (this.pending!.files.length >= BATCH_FILES) await this.flush();
+    }
+  }
+
   private async buildFile(s: Staged): Promise<void> {
     const e = s.entry as FileEntry;
-    if (this.writer && e.size <= SMALL_FILE) {
-      const claim = this.claimFromStream(e);
-      if (claim) return this.addToBatch(s, e, claim.refs, claim.keys);
-    }
-    // A file built here may need chunks that the pending batch carries (session pieces): send it on its way.
-    await this.flush();
     const { pieces, packed, error } = this.pieces(e);
     let problem = error;
     if (!problem) {
@@ -450,22 +475,13 @@ export class Receiver {
   }
 
   /**
-   * Takes a small file's bytes from the stream now (the stream is read in plan order) and queues it for the
-   * native writer, which creates missing directories (never through a symlink), checks the file's digest and
-   * chunks, writes it into a temp file in its directory and sets its mode and mtime. Its chunks are available to
-   * later files once its batch is written.
+   * Queues a small file, whose bytes were just taken from the stream (in plan order), for the native writer: it
+   * creates missing directories (never through a symlink), checks the file's digest and chunks, writes it into a
+   * temp file in its directory and sets its mode and mtime. Its chunks are available to later files once its
+   * batch is written.
    */
-  private async addToBatch(s: Staged, e: FileEntry, refs: Buffer[], keys: string[]): Promise<void> {
-    let bytes: Buffer;
-    try {
-      bytes = e.size === 0 ? NO_BYTES : await this.stream.take(e.size);
-      this.bytesFromStream += e.size;
-    } catch (err) {
-      s.error = (err as Error).message;
-      return;
-    }
+  private addToBatch(s: Staged, e: FileEntry, refs: Buffer[], keys: string[], bytes: Buffer): void {
     const temp = this.tempName(parentOf(e.path));
-    if (this.pending && this.pending.bytes + e.size > BATCH_BYTES) await this.flush();
     const b = (this.pending ??= this.newBatch());
     bytes.copy(b.data, b.bytes);
     const rec = b.files.length * RECORD;
@@ -490,7 +506,6 @@ export class Receiver {
         }
       }
     }
-    if (b.files.length >= BATCH_FILES) await this.flush();
   }
 
   /** Hands the pending batch to the writer, after waiting for room among the batches in flight. */
