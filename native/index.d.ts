@@ -32,6 +32,14 @@ export declare class Tree {
   locateChunks(ids: Buffer): Array<ChunkLocation | undefined | null>
   /** Inserts or replaces what an agent placed and forgets removed paths, keeping the tree sorted. */
   update(placed: Array<PlacedEntry>, removed: string[]): void
+  /**
+   * `update` for many entries at once, packed: a conversion per entry field costs more than the update itself.
+   * `paths` and the symlinks' `targets` are joined with NUL bytes; `records` holds 48 bytes an entry (little
+   * endian): kind u8 (0 file, 1 dir, 2 symlink), 3 unused, mode u32, size u64, mtime seconds i64, mtime
+   * nanoseconds u32, chunk count u32, observed mtime in nanoseconds i64, inode u64; each file's packed chunks
+   * follow the previous file's in `chunks`.
+   */
+  updatePacked(paths: string, records: Buffer, chunks: Buffer, targets: string, removed: string[]): void
   /** Paths of placed files and symlinks under `root` that changed since they were placed (or are gone). */
   drift(root: string): Promise<string[]>
   /** The stat an agent recorded for a placed entry: mtime observed after placing, and inode. */
