@@ -155,11 +155,11 @@ export interface Recipe {
 export declare function recipeDigest(chunks: Buffer): Buffer
 
 /**
- * Renames `from[i]` to `to[i]` under `root`, in parallel off the JavaScript thread; resolves with the pairs
- * that failed. The targets must be distinct and none may be needed as a directory by another pair. No directory
- * on the way may be a symlink.
+ * Renames path i of `from` to path i of `to` (both relative to `root`, joined with NUL bytes), in parallel off
+ * the JavaScript thread; resolves with the pairs that failed. The targets must be distinct and none may be
+ * needed as a directory by another pair. No directory on the way may be a symlink.
  */
-export declare function renameFiles(root: string, from: string[], to: string[]): Promise<FileOpFailure[]>
+export declare function renameFiles(root: string, from: string, to: string): Promise<FileOpFailure[]>
 
 /**
  * Walks `root` with its ignore rules and compares it with `previous` (the tree of the last sync). Only what
@@ -199,14 +199,15 @@ export interface ScanWarning {
 export declare function verifyChunks(data: Buffer, refs: Buffer): Promise<number>
 
 /**
- * Writes a batch of small files into new temp files under `root`, in parallel off the JavaScript thread. File
+ * Writes a batch of small files into new temp files under `root`, in parallel off the JavaScript thread. `paths`
+ * holds the files' paths relative to `root`, joined with NUL bytes (one string crosses, not thousands). File
  * i's bytes follow file i-1's in `data`, and its packed chunk refs (36 bytes each) follow in `refs`; `layout`
  * holds 56 bytes a file (little endian): size u32, chunk count u32, mode u32, mtime nanoseconds u32, mtime
- * seconds i64, recipe digest (32 bytes). Paths are relative to `root`; no directory on the way may be a
- * symlink, and missing ones are created when `makeDirs` is set. Each file's digest and chunks are checked before
+ * seconds i64, recipe digest (32 bytes). No directory on the way may be a symlink, and missing ones are created
+ * when `makeDirs` is set. Each file's digest and chunks are checked before
  * it is created (`O_EXCL|O_NOFOLLOW`); a file that fails is removed and reported alone.
  */
-export declare function writeFiles(root: string, paths: string[], layout: Buffer, data: Buffer, refs: Buffer, makeDirs: boolean): Promise<WriteFilesResult>
+export declare function writeFiles(root: string, paths: string, layout: Buffer, data: Buffer, refs: Buffer, makeDirs: boolean): Promise<WriteFilesResult>
 
 export interface WriteFilesResult {
   /**

@@ -146,4 +146,48 @@ describe('many small files through the agent', () => {
       }
     }, 300_000);
   }
+
+  it('records what was placed the same way through updatePacked as through update', () => {
+    const rng = new Rng(9);
+    const kinds = ['file', 'dir', 'symlink'] as const;
+    const entries = Array.from({ length: 3000 }, (_, i) => {
+      const kind = kinds[i % 10 === 0 ? 1 : i % 17 === 0 ? 2 : 0]!;
+      const data = rng.bytes(rng.int(100_000));
+      return {
+        path: Buffer.from(`d${i % 50}/f\u00fcr-${i}`, 'utf8').toString('latin1'),
+        kind,
+        mode: kind === 'symlink' ? 0o777 : 0o644 | (i % 2),
+        size: kind === 'file' ? data.length : 4096,
+        mtimeSec: i % 3 ? 1_600_000_000 + i : -5 - i,
+        mtimeNsec: (i * 7919) % 1_000_000_000,
+        observedMtimeNs: String(1_600_000_000_000_000_000n + BigInt(i)),
+        ino: String(2n ** 60n + BigInt(i)),
+        target: kind === 'symlink' ? `../t${i}` : undefined,
+        chunks: kind === 'file' ? native.chunkBuffer(data, null).chunks : undefined,
+      };
+    });
+    const one = native.Tree.empty(null);
+    one.update(entries, []);
+    const records = Buffer.alloc(entries.length * 48);
+    entries.forEach((e, k) => {
+      const o = k * 48;
+      records[o] = kinds.indexOf(e.kind);
+      records.writeUInt32LE(e.mode, o + 4);
+      records.writeBigUInt64LE(BigInt(e.size), o + 8);
+      records.writeBigInt64LE(BigInt(e.mtimeSec), o + 16);
+      records.writeUInt32LE(e.mtimeNsec, o + 24);
+      records.writeUInt32LE((e.chunks?.length ?? 0) / 36, o + 28);
+      records.writeBigInt64LE(BigInt(e.observedMtimeNs), o + 32);
+      records.writeBigUInt64LE(BigInt(e.ino), o + 40);
+    });
+    const packed = native.Tree.empty(null);
+    const targets = entries.filter((e) => e.target).map((e) => e.target);
+    packed.updatePacked(entries.map((e) => e.path).join('\0'), records, Buffer.concat(entries.flatMap((e) => (e.chunks ? [e.chunks] : []))), targets.join('\0'), []);
+    const a = path.join(work, 'one.tree');
+    const b = path.join(work, 'packed.tree');
+    one.save(a);
+    packed.save(b);
+    expect(fs.readFileSync(b).equals(fs.readFileSync(a))).toBe(true);
+    expect(() => packed.updatePacked('x\0y', Buffer.alloc(48), Buffer.alloc(0), '', [])).toThrow(/bad paths/);
+  });
 });

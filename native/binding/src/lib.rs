@@ -859,29 +859,38 @@ impl Task for WriteFilesTask {
     }
 }
 
+/// Paths joined with NUL bytes (which no path holds), one by one; none for an empty string.
+fn split_nul(joined: &[u8]) -> Vec<Vec<u8>> {
+    if joined.is_empty() {
+        return Vec::new();
+    }
+    joined.split(|&b| b == 0).map(|p| p.to_vec()).collect()
+}
+
 fn bad_layout() -> Error {
     Error::new(Status::InvalidArg, "writeFiles: layout does not match paths, data and refs".to_string())
 }
 
-/// Writes a batch of small files into new temp files under `root`, in parallel off the JavaScript thread. File
+/// Writes a batch of small files into new temp files under `root`, in parallel off the JavaScript thread. `paths`
+/// holds the files' paths relative to `root`, joined with NUL bytes (one string crosses, not thousands). File
 /// i's bytes follow file i-1's in `data`, and its packed chunk refs (36 bytes each) follow in `refs`; `layout`
 /// holds 56 bytes a file (little endian): size u32, chunk count u32, mode u32, mtime nanoseconds u32, mtime
-/// seconds i64, recipe digest (32 bytes). Paths are relative to `root`; no directory on the way may be a
-/// symlink, and missing ones are created when `makeDirs` is set. Each file's digest and chunks are checked before
+/// seconds i64, recipe digest (32 bytes). No directory on the way may be a symlink, and missing ones are created
+/// when `makeDirs` is set. Each file's digest and chunks are checked before
 /// it is created (`O_EXCL|O_NOFOLLOW`); a file that fails is removed and reported alone.
 #[napi(ts_return_type = "Promise<WriteFilesResult>")]
 pub fn write_files(
     root: String,
-    #[napi(ts_arg_type = "string[]")] paths: Vec<BytePath>,
+    #[napi(ts_arg_type = "string")] paths: BytePath,
     layout: Buffer,
     data: Buffer,
     refs: Buffer,
     make_dirs: bool,
 ) -> Result<AsyncTask<WriteFilesTask>> {
+    let paths = split_nul(&paths.0);
     if layout.len() != paths.len() * WRITE_RECORD {
         return Err(bad_layout());
     }
-    let paths = paths.into_iter().map(|p| p.0).collect();
     Ok(AsyncTask::new(WriteFilesTask { root: PathBuf::from(root), paths, layout, data, refs, make_dirs }))
 }
 
@@ -909,21 +918,18 @@ impl Task for RenameFilesTask {
     }
 }
 
-/// Renames `from[i]` to `to[i]` under `root`, in parallel off the JavaScript thread; resolves with the pairs
-/// that failed. The targets must be distinct and none may be needed as a directory by another pair. No directory
-/// on the way may be a symlink.
+/// Renames path i of `from` to path i of `to` (both relative to `root`, joined with NUL bytes), in parallel off
+/// the JavaScript thread; resolves with the pairs that failed. The targets must be distinct and none may be
+/// needed as a directory by another pair. No directory on the way may be a symlink.
 #[napi(ts_return_type = "Promise<FileOpFailure[]>")]
 pub fn rename_files(
     root: String,
-    #[napi(ts_arg_type = "string[]")] from: Vec<BytePath>,
-    #[napi(ts_arg_type = "string[]")] to: Vec<BytePath>,
+    #[napi(ts_arg_type = "string")] from: BytePath,
+    #[napi(ts_arg_type = "string")] to: BytePath,
 ) -> Result<AsyncTask<RenameFilesTask>> {
+    let (from, to) = (split_nul(&from.0), split_nul(&to.0));
     if from.len() != to.len() {
         return Err(Error::new(Status::InvalidArg, "renameFiles: from and to differ in length".to_string()));
     }
-    Ok(AsyncTask::new(RenameFilesTask {
-        root: PathBuf::from(root),
-        from: from.into_iter().map(|p| p.0).collect(),
-        to: to.into_iter().map(|p| p.0).collect(),
-    }))
+    Ok(AsyncTask::new(RenameFilesTask { root: PathBuf::from(root), from, to }))
 }

@@ -530,7 +530,7 @@ export class Receiver {
     const n = b.files.length;
     try {
       if (this.aborted) throw new Error('the sync was aborted');
-      const out = await this.writer!.writeFiles(this.opts.root, b.temps, b.layout.subarray(0, n * RECORD), b.data.subarray(0, b.bytes), Buffer.concat(b.refs), true);
+      const out = await this.writer!.writeFiles(this.opts.root, b.temps.join('\0'), b.layout.subarray(0, n * RECORD), b.data.subarray(0, b.bytes), Buffer.concat(b.refs), true);
       const retry = new Set<number>();
       for (const f of out.failures) {
         const s = b.files[f.index]!;
@@ -846,8 +846,8 @@ export class Receiver {
     try {
       failures = await this.writer!.renameFiles(
         this.opts.root,
-        batch.map((s) => s.temp!),
-        batch.map((s) => s.entry.path),
+        batch.map((s) => s.temp!).join('\0'),
+        batch.map((s) => s.entry.path).join('\0'),
       );
     } catch (err) {
       failures = batch.map((_, index) => ({ index, message: (err as Error).message }));
