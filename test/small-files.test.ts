@@ -8,6 +8,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadNative } from '@skysync/chunking';
 import { push } from '@skysync/engine';
+import { Connection, Frame, PROTOCOL_VERSION, encodeEntries, type PlanEntry } from '@skysync/protocol';
 import { LocalTarget } from '@skysync/transport';
 import { Rng } from './helpers/random.js';
 
@@ -189,5 +190,30 @@ describe('many small files through the agent', () => {
     packed.save(b);
     expect(fs.readFileSync(b).equals(fs.readFileSync(a))).toBe(true);
     expect(() => packed.updatePacked('x\0y', Buffer.alloc(48), Buffer.alloc(0), '', [])).toThrow(/bad paths/);
+  });
+
+  it('leaves no temp file and no partial file when the client goes away in the middle', async () => {
+    const rng = new Rng(10);
+    const home = path.join(work, 'home-cut');
+    const files = Array.from({ length: 2000 }, (_, i) => ({ path: `d${i % 20}/f${i}`, data: rng.bytes(1 + rng.int(8000)) }));
+    const entries: PlanEntry[] = files.map((f) => {
+      const r = native.chunkBuffer(f.data, null);
+      return { kind: 'file', path: f.path, mode: 0o644, size: f.data.length, mtimeSec: 1_700_000_000, mtimeNsec: 0, digest: r.digest, ops: [{ op: 'chunks', chunks: r.chunks }] };
+    });
+    const ch = await new LocalTarget('local:' + home, home).openAgent();
+    const conn = new Connection(ch.input, ch.output);
+    await conn.sendJson(Frame.Hello, { protocol: PROTOCOL_VERSION, software: 'test', role: 'client', compression: ['none'], native: true, platform: 'x', node: 'x' });
+    await conn.expect(Frame.Hello);
+    await conn.sendJson(Frame.Begin, { op: 'push', dest: '~/sky_workdir', base: null, chunkParams: native.defaultChunkParams() });
+    await conn.expect(Frame.State);
+    await conn.sendJson(Frame.Plan, { mode: 'data', compression: 'none', deleteMode: 'placed', dryRun: false });
+    await conn.send(Frame.Entries, encodeEntries(entries));
+    // Most of the data: several batches are written or in flight when the connection drops.
+    const some = Buffer.concat(files.slice(0, 1500).map((f) => f.data));
+    for (let o = 0; o < some.length; o += 1 << 20) await conn.send(Frame.Data, some.subarray(o, o + (1 << 20)));
+    await ch.close();
+    const dest = path.join(home, 'sky_workdir');
+    expect(tempsLeft(home)).toEqual([]);
+    expect([...snapshot(dest).values()].filter((x) => x.kind === 'file')).toEqual([]);
   });
 });
