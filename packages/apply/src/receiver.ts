@@ -154,6 +154,8 @@ export class Receiver {
   private readonly unchanged = new Map<string, PlacedRecord>();
   /** Need mode: ids resolved before building (local location or "comes from the stream"). */
   private resolved: Map<string, { path: string; offset: number } | 'stream'> | null = null;
+  /** Need mode: ids the plan takes more than once. Only their bytes are ever read back from this sync's files. */
+  private repeated: Set<string> | null = null;
   private queue: Promise<void> = Promise.resolve();
   private readonly writer: Writer | null;
   private pending: Batch | null = null;
@@ -207,6 +209,7 @@ export class Receiver {
   /** Need mode: which chunk ids must come over the wire, in the order the builder will take them. */
   resolveNeeds(): Buffer[] {
     const resolved = new Map<string, { path: string; offset: number } | 'stream'>();
+    const repeated = new Set<string>();
     const ids: Buffer[] = [];
     for (const s of this.staged) {
       if (s.entry.kind !== 'file') continue;
@@ -218,7 +221,7 @@ export class Receiver {
           if (!resolved.has(key)) {
             resolved.set(key, 'stream');
             ids.push(id);
-          }
+          } else repeated.add(key);
         }
       }
     }
@@ -230,6 +233,7 @@ export class Receiver {
       else needed.push(id);
     });
     this.resolved = resolved;
+    this.repeated = repeated;
     return needed;
   }
 
@@ -496,14 +500,16 @@ export class Receiver {
     b.refs.push(...refs);
     b.bytes += e.size;
     s.temp = temp;
-    if (keys.length) {
-      const file = b.written.then(() => (s.error ? null : s.temp));
-      let off = 0;
-      for (let i = 0, k = 0; i < refs.length; i++) {
-        for (let o = 32; o < refs[i]!.length; o += CHUNK_REF_SIZE, k++) {
-          this.session.set(keys[k]!, { file, offset: off });
-          off += refs[i]!.readUInt32LE(o);
+    let file: Promise<string | null> | null = null;
+    let off = 0;
+    for (let i = 0, k = 0; i < refs.length; i++) {
+      for (let o = 32; o < refs[i]!.length; o += CHUNK_REF_SIZE, k++) {
+        const key = keys[k]!;
+        if (!this.repeated || this.repeated.has(key)) {
+          file ??= b.written.then(() => (s.error ? null : s.temp));
+          this.session.set(key, { file, offset: off });
         }
+        off += refs[i]!.readUInt32LE(o);
       }
     }
   }
