@@ -32,6 +32,14 @@ export declare class Tree {
   locateChunks(ids: Buffer): Array<ChunkLocation | undefined | null>
   /** Inserts or replaces what an agent placed and forgets removed paths, keeping the tree sorted. */
   update(placed: Array<PlacedEntry>, removed: string[]): void
+  /**
+   * `update` for many entries at once, packed: a conversion per entry field costs more than the update itself.
+   * `paths` and the symlinks' `targets` are joined with NUL bytes; `records` holds 48 bytes an entry (little
+   * endian): kind u8 (0 file, 1 dir, 2 symlink), 3 unused, mode u32, size u64, mtime seconds i64, mtime
+   * nanoseconds u32, chunk count u32, observed mtime in nanoseconds i64, inode u64; each file's packed chunks
+   * follow the previous file's in `chunks`.
+   */
+  updatePacked(paths: string, records: Buffer, chunks: Buffer, targets: string, removed: string[]): void
   /** Paths of placed files and symlinks under `root` that changed since they were placed (or are gone). */
   drift(root: string): Promise<string[]>
   /** The stat an agent recorded for a placed entry: mtime observed after placing, and inode. */
@@ -154,11 +162,11 @@ export interface Recipe {
 export declare function recipeDigest(chunks: Buffer): Buffer
 
 /**
- * Renames `from[i]` to `to[i]` under `root`, in parallel off the JavaScript thread; resolves with the pairs
- * that failed. The targets must be distinct and none may be needed as a directory by another pair. No directory
- * on the way may be a symlink.
+ * Renames path i of `from` to path i of `to` (both relative to `root`, joined with NUL bytes), in parallel off
+ * the JavaScript thread; resolves with the pairs that failed. The targets must be distinct and none may be
+ * needed as a directory by another pair. No directory on the way may be a symlink.
  */
-export declare function renameFiles(root: string, from: string[], to: string[]): Promise<FileOpFailure[]>
+export declare function renameFiles(root: string, from: string, to: string): Promise<FileOpFailure[]>
 
 /**
  * Moves a finished temp file over `dest` (see `core::replace`): a regular file there is exchanged, not
@@ -204,14 +212,15 @@ export interface ScanWarning {
 export declare function verifyChunks(data: Buffer, refs: Buffer): Promise<number>
 
 /**
- * Writes a batch of small files into new temp files under `root`, in parallel off the JavaScript thread. File
+ * Writes a batch of small files into new temp files under `root`, in parallel off the JavaScript thread. `paths`
+ * holds the files' paths relative to `root`, joined with NUL bytes (one string crosses, not thousands). File
  * i's bytes follow file i-1's in `data`, and its packed chunk refs (36 bytes each) follow in `refs`; `layout`
  * holds 56 bytes a file (little endian): size u32, chunk count u32, mode u32, mtime nanoseconds u32, mtime
- * seconds i64, recipe digest (32 bytes). Paths are relative to `root`; no directory on the way may be a
- * symlink, and missing ones are created when `makeDirs` is set. Each file's digest and chunks are checked before
+ * seconds i64, recipe digest (32 bytes). No directory on the way may be a symlink, and missing ones are created
+ * when `makeDirs` is set. Each file's digest and chunks are checked before
  * it is created (`O_EXCL|O_NOFOLLOW`); a file that fails is removed and reported alone.
  */
-export declare function writeFiles(root: string, paths: string[], layout: Buffer, data: Buffer, refs: Buffer, makeDirs: boolean): Promise<WriteFilesResult>
+export declare function writeFiles(root: string, paths: string, layout: Buffer, data: Buffer, refs: Buffer, makeDirs: boolean): Promise<WriteFilesResult>
 
 export interface WriteFilesResult {
   /**

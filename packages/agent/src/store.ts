@@ -39,6 +39,17 @@ async function writeAtomic(file: string, data: Buffer | string): Promise<void> {
   await fsp.rename(tmp, file);
 }
 
+/** Bytes of one entry in `Tree.updatePacked`'s records, and the kinds by their number there. */
+const PLACED_RECORD = 48;
+const KINDS = ['file', 'dir', 'symlink'];
+
+/** A whole number within ±2^53 as a little-endian i64. */
+function writeI64(buf: Buffer, n: number, at: number): void {
+  const hi = Math.floor(n / 0x1_0000_0000);
+  buf.writeUInt32LE(n - hi * 0x1_0000_0000, at);
+  buf.writeInt32LE(hi, at + 4);
+}
+
 class NativeStore implements ManifestStore {
   constructor(
     private readonly native: NativeAddon,
@@ -74,12 +85,14 @@ class NativeStore implements ManifestStore {
   }
 
   held(untrusted: Set<string>): HeldChunks {
+    // An empty tree (a first push) answers every lookup with nothing: skip a call into the addon per file.
+    const empty = this.tree.size === 0;
     return {
       recipeOf: (p) => (untrusted.has(p) ? null : (this.tree.recipe(p)?.chunks ?? null)),
       locate: (ids) =>
         this.tree.locateChunks(Buffer.concat(ids)).map((l) => (l && !untrusted.has(l.path) ? { path: l.path, offset: l.offset } : null)),
       current: (p) => {
-        if (untrusted.has(p)) return null;
+        if (empty || untrusted.has(p)) return null;
         const e = this.tree.entry(p);
         if (!e) return null;
         const r = e.kind === 'file' ? this.tree.recipe(p) : null;
@@ -104,6 +117,34 @@ class NativeStore implements ManifestStore {
   }
 
   apply(placed: Map<string, PlacedRecord>, gone: string[]): void {
+    // An addon from before updatePacked (an agent installed earlier) takes one object per entry.
+    if (typeof this.tree.updatePacked !== 'function') return this.applyEach(placed, gone);
+    const records = Buffer.alloc(placed.size * PLACED_RECORD);
+    const paths: string[] = [];
+    const targets: string[] = [];
+    const chunks: Buffer[] = [];
+    let o = 0;
+    for (const [p, r] of placed) {
+      records[o] = KINDS.indexOf(r.kind);
+      records.writeUInt32LE(r.mode, o + 4);
+      writeI64(records, r.kind === 'file' ? r.size : r.stat.size, o + 8);
+      writeI64(records, r.mtimeSec, o + 16);
+      records.writeUInt32LE(r.mtimeNsec, o + 24);
+      if (r.kind === 'file') {
+        const c = r.chunks ?? Buffer.alloc(0);
+        records.writeUInt32LE(c.length / CHUNK_REF_SIZE, o + 28);
+        chunks.push(c);
+      }
+      records.writeBigInt64LE(BigInt(r.stat.mtimeNs), o + 32);
+      records.writeBigUInt64LE(BigInt(r.stat.ino), o + 40);
+      if (r.kind === 'symlink') targets.push(r.target ?? '');
+      paths.push(p);
+      o += PLACED_RECORD;
+    }
+    this.tree.updatePacked(paths.join('\0'), records, Buffer.concat(chunks), targets.join('\0'), gone);
+  }
+
+  private applyEach(placed: Map<string, PlacedRecord>, gone: string[]): void {
     const entries = [...placed].map(([p, r]) => ({
       path: p,
       kind: r.kind,

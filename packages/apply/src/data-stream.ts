@@ -37,6 +37,14 @@ export class DataStream {
     return new Promise((resolve) => this.drainWaiters.push(resolve));
   }
 
+  /** The next `n` bytes when they are here already (and nobody waits), else null: no promise per small file. */
+  takeReady(n: number): Buffer | null {
+    if (this.waiter || this.failure || this.buffered < n) return null;
+    const out = this.takeNow(n);
+    if (this.drainWaiters.length) for (const d of this.drainWaiters.splice(0)) d();
+    return out;
+  }
+
   take(n: number): Promise<Buffer> {
     if (this.waiter) return Promise.reject(new Error('DataStream.take: concurrent takes'));
     return new Promise((resolve, reject) => {

@@ -161,6 +161,8 @@ export class Receiver {
   private readonly unchanged = new Map<string, PlacedRecord>();
   /** Need mode: ids resolved before building (local location or "comes from the stream"). */
   private resolved: Map<string, { path: string; offset: number } | 'stream'> | null = null;
+  /** Need mode: ids the plan takes more than once. Only their bytes are ever read back from this sync's files. */
+  private repeated: Set<string> | null = null;
   private queue: Promise<void> = Promise.resolve();
   private readonly writer: Writer | null;
   private pending: Batch | null = null;
@@ -186,6 +188,7 @@ export class Receiver {
    * Need mode: call `resolveNeeds` after the whole plan arrived, then `buildAll`.
    */
   add(entries: PlanEntry[], buildNow: boolean): void {
+    const build: Staged[] = [];
     for (const e of entries) {
       // A file that is already here exactly as described (a push that lost its state describes everything):
       // keep it instead of rebuilding it.
@@ -205,13 +208,15 @@ export class Receiver {
       }
       const s: Staged = { entry: e, temp: null, error: null };
       this.staged.push(s);
-      if (buildNow && e.kind === 'file') this.queue = this.queue.then(() => this.buildFile(s));
+      if (buildNow && e.kind === 'file') build.push(s);
     }
+    if (build.length) this.queue = this.queue.then(() => this.buildMany(build));
   }
 
   /** Need mode: which chunk ids must come over the wire, in the order the builder will take them. */
   resolveNeeds(): Buffer[] {
     const resolved = new Map<string, { path: string; offset: number } | 'stream'>();
+    const repeated = new Set<string>();
     const ids: Buffer[] = [];
     for (const s of this.staged) {
       if (s.entry.kind !== 'file') continue;
@@ -223,7 +228,7 @@ export class Receiver {
           if (!resolved.has(key)) {
             resolved.set(key, 'stream');
             ids.push(id);
-          }
+          } else repeated.add(key);
         }
       }
     }
@@ -235,13 +240,13 @@ export class Receiver {
       else needed.push(id);
     });
     this.resolved = resolved;
+    this.repeated = repeated;
     return needed;
   }
 
   buildAll(): void {
-    for (const s of this.staged) {
-      if (s.entry.kind === 'file' && !s.retouch) this.queue = this.queue.then(() => this.buildFile(s));
-    }
+    const build = this.staged.filter((s) => s.entry.kind === 'file' && !s.retouch);
+    this.queue = this.queue.then(() => this.buildMany(build));
   }
 
   /** Waits for every file to be staged (the data stream must be ended by then). */
@@ -385,14 +390,38 @@ export class Receiver {
     return dir ? `${dir}/${name}` : name;
   }
 
+  /**
+   * Builds files in plan order. A small file that comes whole from the stream joins the pending batch; while its
+   * bytes are already buffered (the usual case) that takes no await at all.
+   */
+  private async buildMany(list: Staged[]): Promise<void> {
+    for (const s of list) {
+      const e = s.entry as FileEntry;
+      const claim = this.writer && e.size <= SMALL_FILE ? this.claimFromStream(e) : null;
+      if (!claim) {
+        // A file built the other way may need chunks that the pending batch carries: send it on its way.
+        await this.flush();
+        await this.buildFile(s);
+        continue;
+      }
+      let bytes = e.size === 0 ? NO_BYTES : this.stream.takeReady(e.size);
+      if (!bytes) {
+        try {
+          bytes = await this.stream.take(e.size);
+        } catch (err) {
+          s.error = (err as Error).message;
+          continue;
+        }
+      }
+      this.bytesFromStream += e.size;
+      if (this.pending && this.pending.bytes + e.size > BATCH_BYTES) await this.flush();
+      this.addToBatch(s, e, claim.refs, claim.keys, bytes);
+      if (this.pending!.files.length >= BATCH_FILES) await this.flush();
+    }
+  }
+
   private async buildFile(s: Staged): Promise<void> {
     const e = s.entry as FileEntry;
-    if (this.writer && e.size <= SMALL_FILE) {
-      const claim = this.claimFromStream(e);
-      if (claim) return this.addToBatch(s, e, claim.refs, claim.keys);
-    }
-    // A file built here may need chunks that the pending batch carries (session pieces): send it on its way.
-    await this.flush();
     const { pieces, packed, error } = this.pieces(e);
     let problem = error;
     if (!problem) {
@@ -457,22 +486,13 @@ export class Receiver {
   }
 
   /**
-   * Takes a small file's bytes from the stream now (the stream is read in plan order) and queues it for the
-   * native writer, which creates missing directories (never through a symlink), checks the file's digest and
-   * chunks, writes it into a temp file in its directory and sets its mode and mtime. Its chunks are available to
-   * later files once its batch is written.
+   * Queues a small file, whose bytes were just taken from the stream (in plan order), for the native writer: it
+   * creates missing directories (never through a symlink), checks the file's digest and chunks, writes it into a
+   * temp file in its directory and sets its mode and mtime. Its chunks are available to later files once its
+   * batch is written.
    */
-  private async addToBatch(s: Staged, e: FileEntry, refs: Buffer[], keys: string[]): Promise<void> {
-    let bytes: Buffer;
-    try {
-      bytes = e.size === 0 ? NO_BYTES : await this.stream.take(e.size);
-      this.bytesFromStream += e.size;
-    } catch (err) {
-      s.error = (err as Error).message;
-      return;
-    }
+  private addToBatch(s: Staged, e: FileEntry, refs: Buffer[], keys: string[], bytes: Buffer): void {
     const temp = this.tempName(parentOf(e.path));
-    if (this.pending && this.pending.bytes + e.size > BATCH_BYTES) await this.flush();
     const b = (this.pending ??= this.newBatch());
     bytes.copy(b.data, b.bytes);
     const rec = b.files.length * RECORD;
@@ -487,17 +507,18 @@ export class Receiver {
     b.refs.push(...refs);
     b.bytes += e.size;
     s.temp = temp;
-    if (keys.length) {
-      const file = b.written.then(() => (s.error ? null : s.temp));
-      let off = 0;
-      for (let i = 0, k = 0; i < refs.length; i++) {
-        for (let o = 32; o < refs[i]!.length; o += CHUNK_REF_SIZE, k++) {
-          this.session.set(keys[k]!, { file, offset: off });
-          off += refs[i]!.readUInt32LE(o);
+    let file: Promise<string | null> | null = null;
+    let off = 0;
+    for (let i = 0, k = 0; i < refs.length; i++) {
+      for (let o = 32; o < refs[i]!.length; o += CHUNK_REF_SIZE, k++) {
+        const key = keys[k]!;
+        if (!this.repeated || this.repeated.has(key)) {
+          file ??= b.written.then(() => (s.error ? null : s.temp));
+          this.session.set(key, { file, offset: off });
         }
+        off += refs[i]!.readUInt32LE(o);
       }
     }
-    if (b.files.length >= BATCH_FILES) await this.flush();
   }
 
   /** Hands the pending batch to the writer, after waiting for room among the batches in flight. */
@@ -522,7 +543,7 @@ export class Receiver {
     const n = b.files.length;
     try {
       if (this.aborted) throw new Error('the sync was aborted');
-      const out = await this.writer!.writeFiles(this.opts.root, b.temps, b.layout.subarray(0, n * RECORD), b.data.subarray(0, b.bytes), Buffer.concat(b.refs), true);
+      const out = await this.writer!.writeFiles(this.opts.root, b.temps.join('\0'), b.layout.subarray(0, n * RECORD), b.data.subarray(0, b.bytes), Buffer.concat(b.refs), true);
       const retry = new Set<number>();
       for (const f of out.failures) {
         const s = b.files[f.index]!;
@@ -847,8 +868,8 @@ export class Receiver {
     try {
       failures = await this.writer!.renameFiles(
         this.opts.root,
-        batch.map((s) => s.temp!),
-        batch.map((s) => s.entry.path),
+        batch.map((s) => s.temp!).join('\0'),
+        batch.map((s) => s.entry.path).join('\0'),
       );
     } catch (err) {
       failures = batch.map((_, index) => ({ index, message: (err as Error).message }));

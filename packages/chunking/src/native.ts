@@ -108,6 +108,9 @@ function fileError(path: string | Buffer, message: string): Error {
   return err;
 }
 
+/** Up to this many bytes, verifying chunks on the calling thread is cheaper than handing them to a worker. */
+const SYNC_VERIFY_MAX = 64 * 1024;
+
 export function createNativeChunker(addon: NativeAddon): Chunker {
   function chunkBuffer(data: Uint8Array, params: ChunkParams = DEFAULT_PARAMS): Recipe {
     validateParams(params);
@@ -128,8 +131,11 @@ export function createNativeChunker(addon: NativeAddon): Chunker {
     chunkBuffer,
     chunkFile,
     recipeDigest: (chunks) => addon.recipeDigest(chunks),
-    // An addon from before verifyChunks existed (an agent installed earlier) hashes on this thread instead.
+    // A small buffer is hashed on this thread: the round trip through the thread pool costs more than the hash.
+    // So is everything with an addon from before verifyChunks existed (an agent installed earlier).
     verifyChunks: (data, refs) =>
-      typeof addon.verifyChunks === 'function' ? addon.verifyChunks(data, refs) : Promise.resolve(verifyChunksWith((d) => addon.blake3(asBuffer(d)), data, refs)),
+      typeof addon.verifyChunks === 'function' && data.length > SYNC_VERIFY_MAX
+        ? addon.verifyChunks(data, refs)
+        : Promise.resolve(verifyChunksWith((d) => addon.blake3(asBuffer(d)), data, refs)),
   };
 }
