@@ -369,8 +369,10 @@ fn placed_to_core(p: PlacedEntry) -> Result<(core::Entry, Option<Vec<core::Chunk
     Ok((entry, chunks))
 }
 
+/// Bytes of one entry in `updatePacked`'s records.
 const PLACED_RECORD: usize = 48;
 
+/// The entries of `updatePacked`, checked as `placed_to_core` checks one object.
 fn unpack_placed(paths: &[u8], records: &[u8], chunks: &[u8], targets: &[u8]) -> Result<Vec<(core::Entry, Option<Vec<core::ChunkRef>>)>> {
     let bad = |what: &str| Error::new(Status::InvalidArg, format!("updatePacked: bad {what}"));
     if records.len() % PLACED_RECORD != 0 {
@@ -402,7 +404,8 @@ fn unpack_placed(paths: &[u8], records: &[u8], chunks: &[u8], targets: &[u8]) ->
         }
         let meta = core::Meta {
             size: u64_at(8),
-            mtime_ns: (u64_at(16) as i64) * 1_000_000_000 + u32_at(24) as i64,
+            // Saturating: a hostile record must not overflow (a panic must never cross into JavaScript).
+            mtime_ns: (u64_at(16) as i64).saturating_mul(1_000_000_000).saturating_add(u32_at(24) as i64),
             ctime_ns: u64_at(32) as i64,
             ino: u64_at(40),
             mode: (u32_at(4) & 0o7777) as u16,
