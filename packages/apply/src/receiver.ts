@@ -951,16 +951,7 @@ export class Receiver {
             stat: { size: Number(st.size), mtimeNs: st.mtimeNs.toString(), ino: st.ino.toString() },
           });
         } else if (e.kind === 'file' && s.retouch) {
-          result.placed.set(e.path, {
-            kind: 'file',
-            mode: e.mode,
-            size: e.size,
-            mtimeSec: e.mtimeSec,
-            mtimeNsec: e.mtimeNsec,
-            chunks: this.packedOf(e),
-            digest: e.digest,
-            stat: this.retouch(e, s.retouch),
-          });
+          result.placed.set(e.path, this.fileRecord(e, this.retouch(e, s.retouch)));
           result.written++;
         } else if (e.kind === 'file') {
           if (!s.temp) throw new Error('file was not staged');
@@ -978,16 +969,7 @@ export class Receiver {
             this.place(s.temp, e.path, e.size);
             s.temp = null;
           }
-          result.placed.set(e.path, {
-            kind: 'file',
-            mode: e.mode,
-            size: e.size,
-            mtimeSec: e.mtimeSec,
-            mtimeNsec: e.mtimeNsec,
-            chunks: this.packedOf(e),
-            digest: e.digest,
-            stat: s.stat ?? this.statKey(e.path),
-          });
+          result.placed.set(e.path, this.fileRecord(e, s.stat ?? this.statKey(e.path)));
           result.written++;
         } else if (e.kind === 'symlink') {
           const parent = parentOf(e.path);
@@ -1019,6 +1001,10 @@ export class Receiver {
     }
     await this.cleanup();
     return result;
+  }
+
+  private fileRecord(e: FileEntry, stat: StatKey): PlacedRecord {
+    return { kind: 'file', mode: e.mode, size: e.size, mtimeSec: e.mtimeSec, mtimeNsec: e.mtimeNsec, chunks: this.packedOf(e), digest: e.digest, stat };
   }
 
   private packedOf(e: FileEntry): Buffer {
