@@ -56,6 +56,9 @@ export async function servePush(conn: Connection, begin: PushBegin, ctx: AgentCo
     if (first.type !== Frame.Plan) throw new ProtocolError(`expected plan, got ${frameName(first.type)}`);
     const plan = parseJson<Plan>(first.payload, 'plan');
     if (onlyName !== null && plan.deleteMode === 'mirror') throw new ProtocolError('--delete does not apply to a single-file destination');
+    // Written while the files are built; it must land before the first rename.
+    const invalidated = store.invalidate();
+    invalidated.catch(() => {});
     const untrusted = new Set(drift);
     const receiver = new Receiver({
       root,
@@ -115,6 +118,7 @@ export async function servePush(conn: Connection, begin: PushBegin, ctx: AgentCo
       await receiver.abort(e as Error);
       throw e;
     }
+    await invalidated;
     const result = await receiver.transition();
     // A path that failed keeps its old record when the old file is still there untouched; a drifted path that
     // failed again is no longer what we placed: forget it rather than trust it.
@@ -129,7 +133,6 @@ export async function servePush(conn: Connection, begin: PushBegin, ctx: AgentCo
       }
     }
     const generation = newGeneration();
-    await store.save(generation);
     const done: Done = {
       generation,
       written: result.written,
@@ -137,7 +140,14 @@ export async function servePush(conn: Connection, begin: PushBegin, ctx: AgentCo
       kept: result.kept,
       failed: result.failed,
     };
+    // The answer goes first: the state on disk says "unknown" until the save below lands, and a crash before
+    // that only makes the next push compare everything.
     await conn.sendJson(Frame.Done, done);
+    try {
+      await store.save(generation);
+    } catch (e) {
+      ctx.log(`could not record this push (${(e as Error).message}); the next push will compare everything`);
+    }
     return undefined;
   } finally {
     await release();

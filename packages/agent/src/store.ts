@@ -22,7 +22,12 @@ export interface ManifestStore {
   held(untrusted: Set<string>): HeldChunks;
   drift(root: string): Promise<string[]>;
   apply(placed: Map<string, PlacedRecord>, gone: string[]): void;
-  /** Saves under a new generation; a crash midway leaves "unknown", never a wrong generation. */
+  /**
+   * Says "generation unknown" before the destination changes. With it done first, a crash anywhere later
+   * leaves "unknown", never a wrong generation, and `save` may follow the answer to the client.
+   */
+  invalidate(): Promise<void>;
+  /** Saves under a new generation (after `invalidate`). */
   save(generation: string): Promise<void>;
 }
 
@@ -160,8 +165,11 @@ class NativeStore implements ManifestStore {
     this.tree.update(entries, gone);
   }
 
-  async save(generation: string): Promise<void> {
+  async invalidate(): Promise<void> {
     await writeAtomic(`${this.base}.gen`, JSON.stringify({ generation: null }));
+  }
+
+  async save(generation: string): Promise<void> {
     this.tree.save(`${this.base}.tree`);
     await writeAtomic(`${this.base}.gen`, JSON.stringify({ generation }));
   }
@@ -223,6 +231,9 @@ class JsStore implements ManifestStore {
     for (const p of gone) this.m.entries.delete(p);
     for (const [p, r] of placed) this.m.entries.set(p, r);
   }
+
+  // The manifest and its generation are one file, replaced whole: nothing to mark.
+  async invalidate(): Promise<void> {}
 
   async save(generation: string): Promise<void> {
     this.m.generation = generation;
