@@ -23,6 +23,7 @@ import {
 import { DataPump } from '@skysync/transfer';
 import type { Target } from '@skysync/transport';
 import { Planner, type LiteralRef } from './plan.js';
+import { RecipeQueue, type Recipe, type ToChunk } from './recipes.js';
 import { expectFrame, openSession, type Session } from './session.js';
 import { loadState, saveState, stateDirFor, type SyncState } from './state.js';
 
@@ -79,7 +80,6 @@ const BATCH_ENTRIES = 512;
 
 type Tree = InstanceType<NativeAddon['Tree']>;
 type Change = Awaited<ReturnType<NativeAddon['scan']>>['changes'][number];
-type Recipe = { chunks: Buffer; digest: Buffer };
 
 export interface MultiPushOptions extends Omit<PushOptions, 'target' | 'session' | 'onEvent'> {
   targets: Target[];
@@ -95,8 +95,8 @@ interface Prepared {
   /** Changes against `base`, the tree most nodes were left at (null: nothing known, everything is added). */
   changes: Change[];
   base: Tree | null;
-  recipes: Map<string, Recipe>;
-  unreadable: Set<string>;
+  /** New recipes of the changed files, cut in travel order while the first ones are already being sent. */
+  recipes: RecipeQueue;
   files: number;
   bytes: number;
   scanMs: number;
@@ -158,7 +158,9 @@ export async function pushMany(opts: MultiPushOptions): Promise<Array<PushStats 
   const baseIndex = chooseBase(states);
   let prepared: Prepared;
   try {
-    prepared = fileName === null ? await prepareDir(source, states[baseIndex]?.tree ?? null, native, warn) : await prepareFile(source, fileName, states[baseIndex]?.tree ?? null, native, warn);
+    // Warnings found while chunking arrive after the nodes have started: each node's stats get them at its end.
+    const warnLater = (m: string): void => emit({ type: 'warning', message: m }, undefined);
+    prepared = fileName === null ? await prepareDir(source, states[baseIndex]?.tree ?? null, native, warn, warnLater) : await prepareFile(source, fileName, states[baseIndex]?.tree ?? null, native, warn);
   } catch (e) {
     await Promise.all(nodes.map(async (n) => n.owned && (await n.session.catch(() => null))?.close().catch(() => {})));
     throw e;
@@ -260,32 +262,26 @@ function chooseBase(states: SyncState[]): number {
   return Math.max(0, best);
 }
 
-async function prepareDir(source: string, base: Tree | null, native: NativeAddon, warn: (m: string) => void): Promise<Prepared> {
+async function prepareDir(
+  source: string,
+  base: Tree | null,
+  native: NativeAddon,
+  warn: (m: string) => void,
+  warnLater: (m: string) => void,
+): Promise<Prepared> {
   const tScan = performance.now();
   const scanned = await native.scan(source, base);
   const scanMs = performance.now() - tScan;
   for (const w of scanned.warnings) warn(`${displayPath(w.path) || '.'}: ${w.message}`);
   const tree = scanned.tree;
   // Files whose content must be chunked: new or changed locally. Chunked once, whatever the number of nodes.
-  const changed = scanned.changes.filter((c) => c.status !== 'deleted' && c.entry.kind === 'file');
-  const toChunk = changed.map((c) => c.entry.path);
-  const recipes = new Map<string, Recipe>();
-  const unreadable = new Set<string>();
-  if (toChunk.length) {
-    // A changed file's last recipe lets the chunker confirm unchanged runs by hash instead of cutting them again.
-    const hints = changed.map((c) => c.prevRecipe?.chunks ?? null);
-    const outcomes = await native.chunkFiles(source, toChunk, null, hints.some((h) => h !== null) ? hints : null);
-    outcomes.forEach((o, i) => {
-      const p = toChunk[i]!;
-      if (o.recipe && tree.setRecipe(p, o.recipe.chunks)) recipes.set(p, o.recipe);
-      else {
-        unreadable.add(p);
-        tree.forget(p);
-        warn(`${displayPath(p)}: ${o.error ?? 'changed while it was read'}; skipped, the remote keeps its copy`);
-      }
-    });
+  const changed: ToChunk[] = [];
+  for (const c of scanned.changes) {
+    if (c.status === 'deleted' || c.entry.kind !== 'file') continue;
+    changed.push({ path: c.entry.path, size: c.entry.size, hint: c.prevRecipe?.chunks ?? null });
   }
-  return { tree, changes: scanned.changes, base, recipes, unreadable, files: scanned.stats.files + scanned.stats.symlinks, bytes: scanned.stats.bytes, scanMs };
+  const recipes = new RecipeQueue(source, travelOrder(changed), native, tree, warnLater);
+  return { tree, changes: scanned.changes, base, recipes, files: scanned.stats.files + scanned.stats.symlinks, bytes: scanned.stats.bytes, scanMs };
 }
 
 /** A single file as a tree of one entry named `name`; it is chunked only when its size, mtime or mode moved. */
@@ -305,22 +301,23 @@ async function prepareFile(source: string, name: string, base: Tree | null, nati
   const same =
     prev !== null && prevRecipe !== null && prev.kind === 'file' && prev.size === entry.size && prev.mode === entry.mode && prev.mtimeSec === entry.mtimeSec && prev.mtimeNsec === entry.mtimeNsec;
   const tree = native.Tree.empty(native.defaultChunkParams());
-  const recipes = new Map<string, Recipe>();
-  const unreadable = new Set<string>();
+  const results = new Map<string, Recipe | null>();
   let chunks: Buffer | undefined = same ? prevRecipe.chunks : undefined;
   if (!same) {
     const [o] = await native.chunkFiles(path.dirname(source), [path.basename(source)], null, prevRecipe ? [prevRecipe.chunks] : null);
     if (o?.recipe && o.recipe.size === entry.size) {
       chunks = o.recipe.chunks;
-      recipes.set(name, o.recipe);
+      results.set(name, o.recipe);
     } else {
-      unreadable.add(name);
+      results.set(name, null);
       warn(`${source}: ${o?.error ?? 'changed while it was read'}; skipped, the remote keeps its copy`);
     }
   }
   tree.update([{ ...entry, observedMtimeNs: '0', ino: '0', ...(chunks ? { chunks } : {}) }], []);
-  const changes: Change[] = same || unreadable.size ? [] : [{ status: prev ? 'modified' : 'added', entry, prevKind: prev?.kind, ...(prevRecipe ? { prevRecipe } : {}) }];
-  return { tree, changes, base, recipes, unreadable, files: 1, bytes: entry.size, scanMs: performance.now() - tScan };
+  const unreadable = results.get(name) === null;
+  const changes: Change[] = same || unreadable ? [] : [{ status: prev ? 'modified' : 'added', entry, prevKind: prev?.kind, ...(prevRecipe ? { prevRecipe } : {}) }];
+  const recipes = RecipeQueue.settled(native, tree, results);
+  return { tree, changes, base, recipes, files: 1, bytes: entry.size, scanMs: performance.now() - tScan };
 }
 
 interface NodePush {
@@ -366,23 +363,46 @@ async function pushToNode(o: NodePush): Promise<PushStats> {
   }
   const base = baseValid ? prepared.base : null;
   const drift = new Set(baseValid ? remoteState.drift : []);
-  const recipeOf = (p: string): Recipe | null => prepared.recipes.get(p) ?? tree.recipe(p);
+  const recipeOf = async (p: string): Promise<Recipe | null> => (prepared.recipes.has(p) ? prepared.recipes.recipe(p) : tree.recipe(p));
 
   const planner = new Planner(base, drift);
-  // Files are planned in the order they travel (path order): the first file to use a chunk carries its bytes,
-  // and the receiver expects them at that file's place in the stream.
-  const pending: Array<{ path: string; size?: number; make: () => { entry: PlanEntry; literals: LiteralRef[] } }> = [];
+  // Files are planned in the order they travel: the first file to use a chunk carries its bytes, and the
+  // receiver expects them at that file's place in the stream. Entries are made one after another, as the
+  // recipes they need are cut; one that turns out to have nothing to send (unreadable, or only a racy re-check
+  // of the same bytes) makes nothing.
+  type Made = { entry: PlanEntry; literals: LiteralRef[] };
+  const pending: Array<{ path: string; size?: number; make: () => Promise<Made | null> }> = [];
   let chunksReused = 0;
   let chunksLiteral = 0;
   let filesChanged = 0;
   let filesDeleted = 0;
   const listed: Array<{ status: string; path: string; kind: string }> = [];
+  const list = (status: string, p: string, kind: string): void => {
+    const l = { status, path: p, kind };
+    listed.push(l);
+    emit({ type: 'change', ...l });
+  };
   const seen = new Set<string>();
-  const fixed = (entry: PlanEntry) => () => ({ entry, literals: [] as LiteralRef[] });
-  const planned = (e: { path: string; mode: number; size: number; mtimeSec: number; mtimeNsec: number }, r: Recipe, prev: Buffer | null) => () => {
-    const fp = planner.planFile(e.path, r.chunks, prev);
+  const fixed = (entry: PlanEntry, status: string, kind: string, counts: boolean) => async (): Promise<Made> => {
+    if (counts) filesChanged++;
+    list(status, entry.path, kind);
+    return { entry, literals: [] };
+  };
+  type FileMeta = { path: string; mode: number; size: number; mtimeSec: number; mtimeNsec: number };
+  const planned = (e: FileMeta, status: string, prevRecipe: Recipe | null, prevKind: string | undefined) => async (): Promise<Made | null> => {
+    const r = await recipeOf(e.path);
+    if (!r) return null;
+    const prev = prevRecipe && !drift.has(e.path) && baseValid ? prevRecipe : null;
+    // Same content, same metadata (a racy re-check, or only ctime moved): nothing to send.
+    if (prev && prev.digest.equals(r.digest) && prevKind === 'file') {
+      const before = base?.entry(e.path);
+      if (before && before.mode === e.mode && before.mtimeSec === e.mtimeSec && before.mtimeNsec === e.mtimeNsec) return null;
+    }
+    const fp = planner.planFile(e.path, r.chunks, prev?.chunks ?? null);
     chunksReused += fp.reused;
     chunksLiteral += fp.literals.length;
+    filesChanged++;
+    list(status, e.path, 'file');
     return {
       entry: { kind: 'file' as const, path: e.path, mode: e.mode, size: e.size, mtimeSec: e.mtimeSec, mtimeNsec: e.mtimeNsec, digest: r.digest, ops: fp.ops },
       literals: fp.literals,
@@ -392,48 +412,43 @@ async function pushToNode(o: NodePush): Promise<PushStats> {
     const e = c.entry;
     seen.add(e.path);
     if (c.status === 'deleted') {
-      pending.push({ path: e.path, make: fixed({ kind: 'delete', path: e.path, forgetOnly: deleteMode === 'none' }) });
+      pending.push({ path: e.path, make: fixed({ kind: 'delete', path: e.path, forgetOnly: deleteMode === 'none' }, 'deleted', e.kind, false) });
       if (deleteMode !== 'none') filesDeleted++;
-      listed.push({ status: 'deleted', path: e.path, kind: e.kind });
-      continue;
-    }
-    if (e.kind === 'dir') {
-      pending.push({ path: e.path, make: fixed({ kind: 'dir', path: e.path, mode: e.mode }) });
+    } else if (e.kind === 'dir') {
+      pending.push({ path: e.path, make: fixed({ kind: 'dir', path: e.path, mode: e.mode }, c.status, 'dir', false) });
     } else if (e.kind === 'symlink') {
-      pending.push({ path: e.path, make: fixed({ kind: 'symlink', path: e.path, target: e.target! }) });
-      filesChanged++;
+      pending.push({ path: e.path, make: fixed({ kind: 'symlink', path: e.path, target: e.target! }, c.status, 'symlink', true) });
     } else {
-      if (prepared.unreadable.has(e.path)) continue;
-      const r = recipeOf(e.path);
-      if (!r) continue;
-      const prev = c.prevRecipe && !drift.has(e.path) && baseValid ? c.prevRecipe : null;
-      // Same content, same metadata (a racy re-check, or only ctime moved): nothing to send.
-      if (prev && prev.digest.equals(r.digest) && c.prevKind === 'file' && !drift.has(e.path)) {
-        const before = base?.entry(e.path);
-        if (before && before.mode === e.mode && before.mtimeSec === e.mtimeSec && before.mtimeNsec === e.mtimeNsec) continue;
-      }
-      pending.push({ path: e.path, size: e.size, make: planned(e, r, prev?.chunks ?? null) });
-      filesChanged++;
+      pending.push({ path: e.path, size: e.size, make: planned(e, c.status, c.prevRecipe ?? null, c.prevKind) });
     }
-    listed.push({ status: c.status, path: e.path, kind: e.kind });
   }
   // Files the remote changed behind our back: the local version wins.
   for (const p of drift) {
     if (seen.has(p)) continue;
     const e = tree.entry(p);
     if (!e) continue;
-    if (e.kind === 'symlink') pending.push({ path: p, make: fixed({ kind: 'symlink', path: p, target: e.target! }) });
-    else if (e.kind === 'file') {
-      const r = recipeOf(p);
-      if (!r) continue;
-      pending.push({ path: p, size: e.size, make: planned(e, r, null) });
-    }
-    filesChanged++;
-    listed.push({ status: 'drifted', path: p, kind: e.kind });
+    if (e.kind === 'symlink') pending.push({ path: p, make: fixed({ kind: 'symlink', path: p, target: e.target! }, 'drifted', 'symlink', true) });
+    else if (e.kind === 'file') pending.push({ path: p, size: e.size, make: planned(e, 'drifted', null, undefined) });
   }
   pending.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
-  const entries = travelOrder(pending).map((x) => x.make());
-  for (const l of listed) emit({ type: 'change', ...l });
+  const ordered = travelOrder(pending);
+  /**
+   * Makes the next entries of `ordered`: all of them, or (streaming) up to `BATCH_ENTRIES` and no further than
+   * the first one whose recipe is still being cut once some are made: those travel now rather than wait.
+   */
+  let cursor = 0;
+  const makeSome = async (streaming: boolean): Promise<Made[]> => {
+    const out: Made[] = [];
+    while (cursor < ordered.length && (!streaming || out.length < BATCH_ENTRIES)) {
+      if (streaming && out.length > 0 && !prepared.recipes.ready(ordered[cursor]!.path)) break;
+      const m = await ordered[cursor++]!.make();
+      if (m) out.push(m);
+    }
+    return out;
+  };
+  // Data mode streams entries as they are made; otherwise (need mode, a dry run) the whole plan comes first.
+  const streaming = dataMode && !o.dryRun;
+  const entries: Made[] = await makeSome(streaming);
 
   const stats: PushStats = {
     filesScanned: prepared.files,
@@ -450,13 +465,20 @@ async function pushToNode(o: NodePush): Promise<PushStats> {
     generation: remoteState.generation,
     drift: [...drift].map(displayPath),
     kept: [],
-    failed: [...prepared.unreadable].map((p) => ({ path: displayPath(p), error: 'unreadable' })),
+    failed: [],
     warnings: o.warnings,
     dryRun: !!o.dryRun,
   };
   const session = o.session;
   const conn = session.conn;
   const wireBefore = conn.bytesWritten;
+  const finishStats = (): void => {
+    stats.filesChanged = filesChanged;
+    stats.chunksReused = chunksReused;
+    stats.chunksLiteral = chunksLiteral;
+    for (const p of prepared.recipes.unreadable) stats.failed.push({ path: displayPath(p), error: 'unreadable' });
+    stats.warnings.push(...prepared.recipes.warnings);
+  };
   const save = async (generation: string, failed: string[]): Promise<void> => {
     const info = { source: o.source, target: o.target.key, dest: o.dest };
     // Nodes left at the same tree share its id, so the next push scans once against it for all of them.
@@ -464,7 +486,8 @@ async function pushToNode(o: NodePush): Promise<PushStats> {
     if (failed.length) await forgetInSaved(o.stDir, native, failed);
   };
   if (o.dryRun) {
-    stats.changes = listed.map((l) => ({ ...l, path: displayPath(l.path) }));
+    finishStats();
+    stats.changes = listed.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0)).map((l) => ({ ...l, path: displayPath(l.path) }));
     stats.bytesLiteral = entries.reduce((a, e) => a + e.literals.reduce((b, l) => b + l.len, 0), 0);
   } else if (entries.length > 0 || !baseValid || deleteMode === 'mirror') {
     const compression = chooseCompression(o.prefs, o.agentHello.compression);
@@ -476,10 +499,9 @@ async function pushToNode(o: NodePush): Promise<PushStats> {
     const localPath = (p: string): string => (o.fileName === null ? p : '');
     let filesSent = 0;
     const progress = (): void =>
-      emit({ type: 'progress', bytesLiteral: pump.bytesLiteral, bytesWire: conn.bytesWritten - wireBefore, filesSent, filesTotal: entries.length });
+      emit({ type: 'progress', bytesLiteral: pump.bytesLiteral, bytesWire: conn.bytesWritten - wireBefore, filesSent, filesTotal: ordered.length });
     if (mode === 'data') {
-      for (let i = 0; i < entries.length; i += BATCH_ENTRIES) {
-        const batch = entries.slice(i, i + BATCH_ENTRIES);
+      for (let batch = entries; batch.length > 0; batch = await makeSome(true)) {
         await conn.send(Frame.Entries, encodeEntries(batch.map((b) => b.entry)));
         for (const b of batch) {
           for (const l of b.literals) await pump.addFromFile(localPath(b.entry.path), l.offset, l.len);
@@ -488,11 +510,13 @@ async function pushToNode(o: NodePush): Promise<PushStats> {
         progress();
       }
       await conn.send(Frame.PlanEnd, Buffer.alloc(0));
+      finishStats();
     } else {
+      finishStats();
       const where = new Map<string, { path: string; offset: number; len: number }>();
       for (const b of entries) {
         if (b.entry.kind !== 'file') continue;
-        const r = recipeOf(b.entry.path);
+        const r = await recipeOf(b.entry.path);
         if (!r) continue;
         let off = 0;
         for (let c = 0; c < r.chunks.length; c += 36) {
@@ -523,9 +547,10 @@ async function pushToNode(o: NodePush): Promise<PushStats> {
     stats.generation = done.generation;
     stats.bytesLiteral = pump.bytesLiteral;
     if (done.generation) await save(done.generation, done.failed.map((f) => f.path).filter(Boolean));
-  } else if (changes.length > 0 && remoteState.generation) {
+  } else {
+    finishStats();
     // Only re-checked entries (racy timestamps, metadata the remote does not keep): remember them as settled.
-    await save(remoteState.generation, []);
+    if (changes.length > 0 && remoteState.generation) await save(remoteState.generation, []);
   }
   stats.bytesWire = conn.bytesWritten - wireBefore;
   stats.durationMs = performance.now() - o.t0;
