@@ -50,6 +50,8 @@ export class RecipeQueue {
       limit = BATCH_BYTES;
     };
     for (const f of files) {
+      // A large file does not hold up the small ones before it: it starts a batch of its own.
+      if (batch.length > 0 && bytes + f.size > 2 * limit) close();
       batch.push(f);
       bytes += f.size;
       if (bytes >= limit || batch.length >= BATCH_FILES) close();
