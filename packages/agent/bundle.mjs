@@ -2,7 +2,7 @@
 // not bundled: it is loaded from a file beside the bundle when one is there.
 import { build } from 'esbuild';
 import { createHash } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 
 await build({
   entryPoints: ['dist/bin.js'],
@@ -17,5 +17,11 @@ await build({
   mainFields: ['module', 'main'],
   logLevel: 'warning',
 });
-const hash = createHash('sha256').update(readFileSync('dist/agent.cjs')).digest('hex').slice(0, 16);
+// The remote file names come from this hash (`<hash>.cjs`, and `<hash>.node` for the addon uploaded with it), so
+// it covers the addon built here too: two skysync builds pushing to one machine never load each other's addon.
+const nativeDir = new URL('../../native/', import.meta.url);
+const addon = existsSync(nativeDir) ? readdirSync(nativeDir).find((f) => /^skysync\..*\.node$/.test(f)) : undefined;
+const digest = createHash('sha256').update(readFileSync('dist/agent.cjs'));
+if (addon) digest.update(readFileSync(new URL(addon, nativeDir)));
+const hash = digest.digest('hex').slice(0, 16);
 writeFileSync('dist/agent.json', JSON.stringify({ file: 'agent.cjs', hash }) + '\n');

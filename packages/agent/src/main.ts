@@ -21,15 +21,13 @@ import { servePush } from './push.js';
 export const AGENT_VERSION = '0.1.0';
 
 
+/**
+ * The addon installed with this agent: `<hash>.node` beside `<hash>.cjs`. Only that one: an addon left by
+ * another skysync version may lack functions this agent calls. (Local targets pass SKYSYNC_NATIVE_PATH.)
+ */
 function nativeCandidates(): string[] {
-  const dirs: string[] = [];
-  if (typeof __dirname === 'string') dirs.push(__dirname);
-  const out: string[] = [];
-  for (const d of dirs) {
-    out.push(path.join(d, `skysync.${process.platform}-${process.arch}-gnu.node`));
-    out.push(path.join(d, `skysync.${process.platform}-${process.arch}.node`));
-  }
-  return out;
+  if (typeof __filename !== 'string' || !__filename.endsWith('.cjs')) return [];
+  return [__filename.slice(0, -'.cjs'.length) + '.node'];
 }
 
 async function context(home: string): Promise<AgentContext> {

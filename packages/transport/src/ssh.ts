@@ -101,7 +101,7 @@ export function bootstrapCommand(hash: string): string {
   return `sh -c '${script.replace(/'/g, `'\\''`)}'`;
 }
 
-export function installCommand(hash: string, withAddon: string | null): string {
+export function installCommand(hash: string, withAddon: boolean): string {
   const dir = '"$HOME/.skysync/agent"';
   const tmp = `"$HOME/.skysync/agent/.${hash}.$$.tmp"`;
   // Upload into a temp file, rename into place (atomic, so two installing clients cannot corrupt each other),
@@ -113,9 +113,10 @@ export function installCommand(hash: string, withAddon: string | null): string {
     `mv -f ${tmp} "$HOME/.skysync/agent/${hash}.cjs"`,
   ];
   if (withAddon) {
-    parts.push(`cat > ${tmp}.node`, `mv -f ${tmp}.node "$HOME/.skysync/agent/${withAddon}"`);
+    // Named after the agent it was built with: another skysync version's agent never loads it.
+    parts.push(`cat > ${tmp}.node`, `mv -f ${tmp}.node "$HOME/.skysync/agent/${hash}.node"`);
   }
-  parts.push(`find ${dir} -maxdepth 1 -name '*.cjs' ! -name '${hash}.cjs' -mtime +1 -delete 2>/dev/null || true`);
+  parts.push(`find ${dir} -maxdepth 1 \\( -name '*.cjs' -o -name '*.node' \\) ! -name '${hash}.*' -mtime +1 -delete 2>/dev/null || true`);
   return parts.join(' && ');
 }
 
@@ -529,9 +530,8 @@ export class SshTarget implements Target {
       const bundle = fs.readFileSync(file);
       const addon = nativeAddonPath();
       const same = addon && probe.os === os.platform() && nodeArch(probe.arch) === os.arch();
-      const addonName = same ? path.basename(addon) : null;
       const input = [bundle, ...(same ? [fs.readFileSync(addon)] : [])];
-      const cmd = `sh -c '${installCommand(hash, addonName).replace(/'/g, `'\\''`)}' skysync-install ${bundle.length}`;
+      const cmd = `sh -c '${installCommand(hash, !!same).replace(/'/g, `'\\''`)}' skysync-install ${bundle.length}`;
       const r = await run(client, cmd, input);
       if (r.code !== 0) {
         await this.endConnection();
