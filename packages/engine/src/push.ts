@@ -25,7 +25,7 @@ import type { Target } from '@skysync/transport';
 import { Planner, type LiteralRef } from './plan.js';
 import { RecipeQueue, type Recipe, type ToChunk } from './recipes.js';
 import { expectFrame, openSession, type Session } from './session.js';
-import { loadState, saveState, stateDirFor, type SyncState } from './state.js';
+import { loadMeta, loadState, saveState, stateDirFor, type SyncState } from './state.js';
 
 export interface PushOptions {
   /** A directory (its contents land in `dest`) or a single file (it becomes `dest`). */
@@ -135,8 +135,8 @@ export async function pushMany(opts: MultiPushOptions): Promise<Array<PushStats 
   // A single file becomes `dest` itself: a tree of one entry, named as the destination.
   const fileName = srcStat.isDirectory() ? null : path.posix.basename(dest.replace(/\/+$/, ''));
   const stDirs = targets.map((t) => stateDirFor('push', t.key, dest, source));
-  const states = await Promise.all(stDirs.map((d) => loadState(d, native)));
-  for (const s of states) if (s.warning) warn(s.warning);
+  // The generations first: the agents start their drift checks while the saved trees load.
+  const metas = await Promise.all(stDirs.map((d) => loadMeta(d)));
   const prefsFor = (t: Target): Compression[] => opts.compression ?? (t.kind === 'local' ? ['none'] : ['zstd', 'deflate', 'none']);
 
   // Ask every node for its state now: the agents check drift while we scan.
@@ -144,15 +144,21 @@ export async function pushMany(opts: MultiPushOptions): Promise<Array<PushStats 
   const nodes = targets.map((target, i) => {
     const given = opts.sessions?.[i];
     const session = given ? Promise.resolve(given) : openSession(target, prefsFor(target));
-    const remote = session.then(async (s) => {
+    const begun = session.then(async (s) => {
       await s.agentHello;
-      await s.conn.sendJson(Frame.Begin, { ...begin, base: states[i]!.generation });
-      return parseJson<PushState>((await expectFrame(s, Frame.State, `push to ${target.spec}`)).payload, 'state');
+      await s.conn.sendJson(Frame.Begin, { ...begin, base: metas[i]?.generation ?? null });
+      return s;
     });
+    const remote = begun.then(async (s) => parseJson<PushState>((await expectFrame(s, Frame.State, `push to ${target.spec}`)).payload, 'state'));
     session.catch(() => {});
     remote.catch(() => {});
-    return { target, session, remote, owned: !given };
+    return { target, session, begun, remote, owned: !given };
   });
+  // Loading a saved tree blocks this thread for a while: let warm connections send their `begin` first (a cold
+  // one takes longer than the load anyway).
+  await Promise.race([Promise.allSettled(nodes.map((n) => n.begun)), new Promise((r) => setTimeout(r, 15))]);
+  const states = await Promise.all(stDirs.map((d, i) => loadState(d, native, metas[i])));
+  for (const s of states) if (s.warning) warn(s.warning);
 
   // The scan runs against the tree most nodes were left at.
   const baseIndex = chooseBase(states);

@@ -26,18 +26,26 @@ export function stateDirFor(kind: 'push' | 'pull', ...key: string[]): string {
   return path.join(stateRoot(), kind, h);
 }
 
-export async function loadState(dir: string, native: NativeAddon): Promise<SyncState> {
-  let generation: string | null = null;
-  let treeId: string | null = null;
+export interface StateMeta {
+  generation: string | null;
+  treeId: string | null;
+}
+
+/** The small part of a saved state (generation, tree id): enough to start talking to the agent. */
+export async function loadMeta(dir: string): Promise<StateMeta | null> {
   try {
     const meta = JSON.parse(await fsp.readFile(path.join(dir, 'state.json'), 'utf8')) as { generation?: string; treeId?: string };
-    generation = typeof meta.generation === 'string' ? meta.generation : null;
-    treeId = typeof meta.treeId === 'string' ? meta.treeId : null;
+    return { generation: typeof meta.generation === 'string' ? meta.generation : null, treeId: typeof meta.treeId === 'string' ? meta.treeId : null };
   } catch {
-    return { generation: null, treeId: null, tree: null, warning: null };
+    return null;
   }
+}
+
+export async function loadState(dir: string, native: NativeAddon, known?: StateMeta | null): Promise<SyncState> {
+  const meta = known === undefined ? await loadMeta(dir) : known;
+  if (!meta) return { generation: null, treeId: null, tree: null, warning: null };
   try {
-    return { generation, treeId, tree: native.Tree.load(path.join(dir, 'tree.snap')), warning: null };
+    return { ...meta, tree: native.Tree.load(path.join(dir, 'tree.snap')), warning: null };
   } catch (e) {
     // A damaged snapshot is rebuilt: the agent then finds the chunks it already has by their ids.
     return { generation: null, treeId: null, tree: null, warning: `${(e as Error).message}; rebuilding it` };
