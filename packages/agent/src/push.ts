@@ -51,8 +51,10 @@ export async function servePush(conn: Connection, begin: PushBegin, ctx: AgentCo
 
     const first = await conn.next();
     // Nothing changed on the client's side and no drift: the session ends or goes on to the next operation.
-    if (!first || first.type === Frame.Begin) return first;
-    if (first.type === Frame.End) return undefined;
+    if (!first || first.type === Frame.Begin || first.type === Frame.End) {
+      store.unchanged();
+      return first?.type === Frame.End ? undefined : first;
+    }
     if (first.type !== Frame.Plan) throw new ProtocolError(`expected plan, got ${frameName(first.type)}`);
     const plan = parseJson<Plan>(first.payload, 'plan');
     if (onlyName !== null && plan.deleteMode === 'mirror') throw new ProtocolError('--delete does not apply to a single-file destination');

@@ -29,6 +29,8 @@ export interface ManifestStore {
   invalidate(): Promise<void>;
   /** Saves under a new generation (after `invalidate`). */
   save(generation: string): Promise<void>;
+  /** The push changed nothing here: an agent that serves the next push too may keep this state in memory. */
+  unchanged(): void;
 }
 
 async function writeAtomic(file: string, data: Buffer | string): Promise<void> {
@@ -55,6 +57,18 @@ function writeI64(buf: Buffer, n: number, at: number): void {
   buf.writeInt32LE(hi, at + 4);
 }
 
+/**
+ * Trees an agent keeps between the pushes it serves (a warm connection hands it push after push), by state
+ * file, with the identity of the file they were loaded from or saved to. A push takes its tree out and puts it
+ * back only once saved or known unchanged, so a tree changed in memory by a push that failed is never reused.
+ */
+const keptTrees = new Map<string, { tree: Tree; file: string }>();
+
+function fileIdentity(file: string): string | null {
+  const st = fs.statSync(file, { bigint: true, throwIfNoEntry: false });
+  return st ? `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}` : null;
+}
+
 class NativeStore implements ManifestStore {
   constructor(
     private readonly native: NativeAddon,
@@ -71,8 +85,11 @@ class NativeStore implements ManifestStore {
       generation = null;
     }
     let tree: Tree;
+    const kept = keptTrees.get(base);
+    keptTrees.delete(base);
     try {
-      tree = native.Tree.load(`${base}.tree`);
+      const identity = fileIdentity(`${base}.tree`);
+      tree = kept && identity !== null && kept.file === identity ? kept.tree : native.Tree.load(`${base}.tree`);
     } catch (e) {
       if (fs.existsSync(`${base}.tree`)) log(`${(e as Error).message}; starting over`);
       tree = native.Tree.empty(null);
@@ -171,7 +188,14 @@ class NativeStore implements ManifestStore {
 
   async save(generation: string): Promise<void> {
     this.tree.save(`${this.base}.tree`);
+    const identity = fileIdentity(`${this.base}.tree`);
     await writeAtomic(`${this.base}.gen`, JSON.stringify({ generation }));
+    if (identity !== null) keptTrees.set(this.base, { tree: this.tree, file: identity });
+  }
+
+  unchanged(): void {
+    const identity = fileIdentity(`${this.base}.tree`);
+    if (identity !== null) keptTrees.set(this.base, { tree: this.tree, file: identity });
   }
 }
 
@@ -234,6 +258,8 @@ class JsStore implements ManifestStore {
 
   // The manifest and its generation are one file, replaced whole: nothing to mark.
   async invalidate(): Promise<void> {}
+
+  unchanged(): void {}
 
   async save(generation: string): Promise<void> {
     this.m.generation = generation;
