@@ -310,7 +310,8 @@ export async function runOnNodes(req: RunRequest, onStart?: (jobs: RemoteJob[]) 
       const prefix = n > 1 ? `(${req.nodes[rank]!.spec}, rank=${rank}) ` : '';
       const piped = Promise.all([pipeLines(job.stdout, req.stdout, prefix), pipeLines(job.stderr, req.stderr, prefix)]);
       const code = await job.exited;
-      await Promise.race([piped, new Promise((r) => setTimeout(r, 200))]);
+      // Unref'd: a pending timer would hold the process for its full length after the output ended.
+      await Promise.race([piped, new Promise((r) => setTimeout(r, 200).unref())]);
       return code;
     }),
   );

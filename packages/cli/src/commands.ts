@@ -160,6 +160,7 @@ async function syncPhase(
   withMounts: boolean,
   defaultWorkdir: boolean,
   compactSummary: boolean,
+  onNodes?: (nodes: Target[]) => void,
 ): Promise<Prepared> {
   const t0 = Date.now();
   const task = await readTask(taskFile, flags, ctx.print);
@@ -169,6 +170,7 @@ async function syncPhase(
   const nodes = await resolveNodes(targetSpec, { headOnly: flags.headOnly, nodes: flags.nodes }, ctx.targetOptions());
   // One connection per node for the whole command, until closeAll.
   for (const t of nodes) t.retain();
+  onNodes?.(nodes);
   if (!workdir && !mounts.length) return { task, nodes, reports: nodes.map((t) => ({ node: t.spec, workdir: null, mounts: [], error: null, viaRsync: null })), t0 };
   const progress = progressReporter(nodes, flags, ctx.print);
   const reports = await syncNodes({
@@ -236,7 +238,13 @@ export async function execCommand(ctx: CommandContext, targetSpec: string, taskF
   if (!taskFile && !command.length) throw new UsageError(`nothing to run: give a task YAML or a command after --, e.g. skysync exec ${targetSpec} -- python train.py`);
   const withMounts = launch || !!flags.fileMounts;
   // As `sky exec`: without a task, only an explicit --workdir is synced.
-  const p = await syncPhase(ctx, targetSpec, taskFile, flags, withMounts, false, true);
+  // Each node's address (for SKYPILOT_NODE_IPS) is asked for while the workdir syncs, not after.
+  let early: Promise<string[]> | null = null;
+  const p = await syncPhase(ctx, targetSpec, taskFile, flags, withMounts, false, true, (nodes) => {
+    if (flags.dryRun) return;
+    early = Promise.all(nodes.map(nodeAddress));
+    early.catch(() => {});
+  });
   try {
     if (!launch && !flags.fileMounts && p.task?.fileMounts.length) {
       ctx.print('note: file_mounts are not synced by exec (SkyPilot\'s exec skips them too); add --file-mounts to sync them');
@@ -247,7 +255,7 @@ export async function execCommand(ctx: CommandContext, targetSpec: string, taskF
     if (syncCode !== EXIT.failure && !flags.dryRun) {
       const env = { ...(p.task?.envs ?? {}), ...(p.task?.secrets ?? {}) };
       if (!p.task) Object.assign(env, (await import('@skysync/task')).parseEnvAssignments(flags.env ?? []));
-      const addresses = await Promise.all(p.nodes.map(nodeAddress));
+      const addresses = await (early ?? Promise.all(p.nodes.map(nodeAddress)));
       if (launch && p.task?.setup && flags.setup !== false) {
         const setupCodes = await runPhase(ctx, p, p.task.setup, env, addresses, 'setup');
         result.setupExitCodes = setupCodes;

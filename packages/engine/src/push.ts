@@ -156,7 +156,7 @@ export async function pushMany(opts: MultiPushOptions): Promise<Array<PushStats 
   });
   // Loading a saved tree blocks this thread for a while: let warm connections send their `begin` first (a cold
   // one takes longer than the load anyway).
-  await Promise.race([Promise.allSettled(nodes.map((n) => n.begun)), new Promise((r) => setTimeout(r, 15))]);
+  await Promise.race([Promise.allSettled(nodes.map((n) => n.begun)), new Promise((r) => setTimeout(r, 15).unref())]);
   const states = await Promise.all(stDirs.map((d, i) => loadState(d, native, metas[i])));
   for (const s of states) if (s.warning) warn(s.warning);
 
