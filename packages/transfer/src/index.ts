@@ -75,7 +75,9 @@ export class DataPump {
 
   private async sendBlock(): Promise<void> {
     if (this.filled === 0) return;
-    const raw = Buffer.from(this.block.subarray(0, this.filled));
+    // No copy: the encoders copy their input, and `send` copies the payload into the frame before it returns to
+    // the event loop, so the block is free again by the time anything writes into it.
+    const raw = this.block.subarray(0, this.filled);
     this.filled = 0;
     const out = this.encoder.encode(raw);
     this.bytesEncoded += out.length;
