@@ -8,7 +8,7 @@ import type { Readable } from 'node:stream';
 import { MAGIC } from '@skysync/protocol';
 import { CtlDecoder, CtlFrame, encodeCtl, ensureControlDir, type DaemonArgs } from './control.js';
 import { SshTarget } from './ssh.js';
-import type { AgentChannel } from './target.js';
+import type { AgentChannel, RemoteProcess } from './target.js';
 
 const args = JSON.parse(process.argv[2] ?? '{}') as DaemonArgs;
 let sink: string[] | null = null;
@@ -144,6 +144,38 @@ function keep(agent: PooledAgent): void {
   };
 }
 
+/**
+ * A shell started ahead of need, waiting on its stdin for a command: a line with the command's length in bytes,
+ * then the command. `dd bs=1` takes exactly those bytes (and `read` exactly one line), so whatever follows (a
+ * job script) is the command's stdin. A command then costs no channel open, no exec request and no new session
+ * on the remote: the round trips and the sshd fork happened while nothing waited.
+ */
+const RUNNER = `sh -c 'IFS= read -r n || exit 125; c=$(dd bs=1 count="$n" 2>/dev/null); eval "$c"'`;
+let spareRunner: Promise<{ proc: RemoteProcess; exited: () => boolean }> | null = null;
+
+function prepareRunner(): void {
+  if (closing || spareRunner) return;
+  const p = target.exec(RUNNER).then((proc) => {
+    let done = false;
+    void proc.exited.then(() => (done = true));
+    return { proc, exited: () => done };
+  });
+  p.catch(() => {});
+  spareRunner = p;
+}
+
+async function execCommand(command: string): Promise<RemoteProcess> {
+  const ready = spareRunner;
+  spareRunner = null;
+  const runner = ready ? await ready.catch(() => null) : null;
+  prepareRunner();
+  if (runner && !runner.exited()) {
+    runner.proc.stdin.write(`${Buffer.byteLength(command)}\n${command}`);
+    return runner.proc;
+  }
+  return target.exec(command);
+}
+
 let closing = false;
 let idle: NodeJS.Timeout | null = null;
 let server: net.Server | null = null;
@@ -151,6 +183,7 @@ let server: net.Server | null = null;
 function shutdown(why = 'stop'): void {
   closing = true;
   void spare?.then((a) => a.close()).catch(() => {});
+  void spareRunner?.then((r) => r.proc.stdin.end()).catch(() => {});
   idleAgent?.close();
   if (process.env.SKYSYNC_DEBUG) process.stderr.write(`${new Date().toISOString()} ${args.spec}: shutting down: ${why}\n`);
   if (server) {
@@ -351,7 +384,7 @@ function handle(sock: net.Socket): void {
         await serveAgent();
         return;
       } else if (req.kind === 'exec' && typeof req.command === 'string') {
-        const proc = await target.exec(req.command);
+        const proc = await execCommand(req.command);
         sock.write(encodeCtl(CtlFrame.Opened, JSON.stringify({ logs: sink })));
         stdin = proc.stdin;
         const streams = Promise.all([forward(proc.stdout, sock, CtlFrame.Stdout), forward(proc.stderr, sock, CtlFrame.Stderr)]);
@@ -417,6 +450,7 @@ async function main(): Promise<void> {
   if (process.env.SKYSYNC_DEBUG) process.stderr.write(`${new Date().toISOString()} ${args.spec}: connected\n`);
   target.onDisconnect(() => shutdown('disconnected'));
   prepareSpare();
+  prepareRunner();
   touch(0);
 }
 
