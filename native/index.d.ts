@@ -42,6 +42,11 @@ export declare class Tree {
   updatePacked(paths: string, records: Buffer, chunks: Buffer, targets: string, removed: string[]): void
   /** Paths of placed files and symlinks under `root` that changed since they were placed (or are gone). */
   drift(root: string): Promise<string[]>
+  /**
+   * `drift` for only the entries directly in `dirs` and anywhere below `subtrees` (relative paths, "" for the
+   * root): what a watch reported as changed since the last check. The rest is taken as unchanged.
+   */
+  driftIn(root: string, dirs: string[], subtrees: string[]): Promise<string[]>
   /** The stat an agent recorded for a placed entry: mtime observed after placing, and inode. */
   observed(path: string): Array<string> | null
 }

@@ -431,6 +431,8 @@ fn unpack_placed(paths: &[u8], records: &[u8], chunks: &[u8], targets: &[u8]) ->
 pub struct DriftTask {
     tree: Tree,
     root: PathBuf,
+    /// Directories (their direct entries) and subtrees to check; None: everything.
+    scope: Option<(Vec<Vec<u8>>, Vec<Vec<u8>>)>,
 }
 
 impl Task for DriftTask {
@@ -439,7 +441,11 @@ impl Task for DriftTask {
 
     fn compute(&mut self) -> Result<Self::Output> {
         let s = self.tree.inner.read().unwrap();
-        Ok(s.drift(&self.root).into_iter().map(|i| s.entries().path(i).to_vec()).collect())
+        let found = match &self.scope {
+            None => s.drift(&self.root),
+            Some((dirs, subtrees)) => s.drift_in(&self.root, &core::drift::DriftScope { dirs, subtrees }),
+        };
+        Ok(found.into_iter().map(|i| s.entries().path(i).to_vec()).collect())
     }
 
     fn resolve(&mut self, _env: Env, out: Self::Output) -> Result<Self::JsValue> {
@@ -483,7 +489,20 @@ impl Tree {
     /// Paths of placed files and symlinks under `root` that changed since they were placed (or are gone).
     #[napi(ts_return_type = "Promise<string[]>")]
     pub fn drift(&self, root: String) -> AsyncTask<DriftTask> {
-        AsyncTask::new(DriftTask { tree: self.clone(), root: PathBuf::from(root) })
+        AsyncTask::new(DriftTask { tree: self.clone(), root: PathBuf::from(root), scope: None })
+    }
+
+    /// `drift` for only the entries directly in `dirs` and anywhere below `subtrees` (relative paths, "" for the
+    /// root): what a watch reported as changed since the last check. The rest is taken as unchanged.
+    #[napi(ts_return_type = "Promise<string[]>")]
+    pub fn drift_in(
+        &self,
+        root: String,
+        #[napi(ts_arg_type = "string[]")] dirs: Vec<BytePath>,
+        #[napi(ts_arg_type = "string[]")] subtrees: Vec<BytePath>,
+    ) -> AsyncTask<DriftTask> {
+        let scope = (dirs.into_iter().map(|d| d.0).collect(), subtrees.into_iter().map(|d| d.0).collect());
+        AsyncTask::new(DriftTask { tree: self.clone(), root: PathBuf::from(root), scope: Some(scope) })
     }
 
     /// The stat an agent recorded for a placed entry: mtime observed after placing, and inode.

@@ -31,7 +31,37 @@ struct Dir<'a> {
 
 /// Indexes of the files and symlinks in `entries` whose lstat under `root` no longer matches the record.
 pub(crate) fn drifted(entries: &EntryList, root: &Path) -> Vec<usize> {
-    let (dirs, mut out) = directories(entries);
+    drifted_where(entries, root, |_| true)
+}
+
+/// Which recorded entries a partial drift check looks at: those directly in one of `dirs`, and those anywhere
+/// below one of `subtrees` (relative paths, "" for the root). Used when a watch says only these directories
+/// saw changes since the last check.
+pub struct DriftScope<'a> {
+    pub dirs: &'a [Vec<u8>],
+    pub subtrees: &'a [Vec<u8>],
+}
+
+impl DriftScope<'_> {
+    fn covers(&self, path: &[u8]) -> bool {
+        let (parent, _) = split(path);
+        self.dirs.iter().any(|d| d.as_slice() == parent)
+            || self.subtrees.iter().any(|t| t.is_empty() || (path.len() > t.len() && path.starts_with(t) && path[t.len()] == b'/'))
+    }
+}
+
+/// [`drifted`], restricted to the entries `scope` covers; the others are taken as unchanged.
+pub(crate) fn drifted_in(entries: &EntryList, root: &Path, scope: &DriftScope) -> Vec<usize> {
+    let dirs: std::collections::HashSet<&[u8]> = scope.dirs.iter().map(|d| d.as_slice()).collect();
+    if scope.subtrees.is_empty() {
+        // The common case (a few dirty directories): a set lookup per entry.
+        return drifted_where(entries, root, |p| dirs.contains(split(p).0));
+    }
+    drifted_where(entries, root, |p| scope.covers(p))
+}
+
+fn drifted_where(entries: &EntryList, root: &Path, keep: impl Fn(&[u8]) -> bool) -> Vec<usize> {
+    let (dirs, mut out) = directories(entries, keep);
     match open_root(root) {
         Ok(fd) => out.extend(visit(entries, &dirs, 0, &fd)),
         Err(_) => out.extend(files_below(&dirs, 0).map(|(i, _)| i)),
@@ -42,14 +72,14 @@ pub(crate) fn drifted(entries: &EntryList, root: &Path) -> Vec<usize> {
 
 /// The directories that hold entries to check, as a tree; also the entries whose path has an empty, `.` or
 /// `..` component (only a hand-made tree has them): they cannot name anything under the root, so they drifted.
-fn directories(entries: &EntryList) -> (Vec<Dir<'_>>, Vec<usize>) {
+fn directories(entries: &EntryList, keep: impl Fn(&[u8]) -> bool) -> (Vec<Dir<'_>>, Vec<usize>) {
     let mut dirs = vec![Dir { name: b"", parent: 0, depth: 0, files: Vec::new(), subdirs: Vec::new() }];
     let mut by_path: HashMap<&[u8], usize> = HashMap::new();
     let mut bad = Vec::new();
     // Entries come in path order, so most share the directory of the one before.
     let mut last: Option<(&[u8], Option<usize>)> = None;
     for i in 0..entries.len() {
-        if entries.meta(i).kind == Kind::Dir {
+        if entries.meta(i).kind == Kind::Dir || !keep(entries.path(i)) {
             continue;
         }
         let (parent, name) = split(entries.path(i));

@@ -6,7 +6,7 @@
 
 pub mod chunk;
 pub mod compress;
-mod drift;
+pub mod drift;
 pub mod ignore_rules;
 pub mod rechunk;
 pub mod replace;

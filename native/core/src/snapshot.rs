@@ -352,6 +352,11 @@ impl Snapshot {
         crate::drift::drifted(&self.entries, root)
     }
 
+    /// [`Snapshot::drift`] for only the entries `scope` covers (directories a watch saw change).
+    pub fn drift_in(&self, root: &Path, scope: &crate::drift::DriftScope) -> Vec<usize> {
+        crate::drift::drifted_in(&self.entries, root, scope)
+    }
+
     /// Builds a snapshot of a whole scan with no recipes yet (every file is new).
     pub fn from_scan(scan: ScanOutput, params: ChunkParams) -> Snapshot {
         Snapshot::empty(params).diff(scan, params).0
@@ -637,6 +642,47 @@ mod update_tests {
         std::fs::write(dir.path().join("edited"), b"yy").unwrap();
         let drifted: Vec<&[u8]> = s.drift(dir.path()).into_iter().map(|i| s.entries().path(i)).collect();
         assert_eq!(drifted, vec![b"edited".as_slice(), b"gone".as_slice()]);
+    }
+
+    #[test]
+    fn scoped_drift_checks_only_the_directories_it_is_given() {
+        use crate::drift::DriftScope;
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        for d in ["a", "a/deep", "b"] {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        let names = ["top", "a/one", "a/deep/two", "b/three"];
+        for n in names {
+            std::fs::write(dir.path().join(n), b"x").unwrap();
+        }
+        let rec = |name: &str| {
+            let md = std::fs::symlink_metadata(dir.path().join(name)).unwrap();
+            let m = Meta { size: md.size(), mtime_ns: 0, ctime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(), ino: md.ino(), mode: 0o644, kind: Kind::File };
+            (Entry::new(name.as_bytes(), m, None), None)
+        };
+        let mut s = Snapshot::empty(crate::DEFAULT_PARAMS);
+        s.update(names.iter().map(|n| rec(n)).collect(), vec![]);
+        // Every file changes; each scope reports exactly the ones it covers.
+        for n in names {
+            std::fs::write(dir.path().join(n), b"changed").unwrap();
+        }
+        let paths = |v: Vec<usize>| -> Vec<String> { v.into_iter().map(|i| String::from_utf8_lossy(s.entries().path(i)).into_owned()).collect() };
+        let none: Vec<Vec<u8>> = vec![];
+        let only = |dirs: &[&str], subtrees: &[&str]| {
+            let d: Vec<Vec<u8>> = dirs.iter().map(|x| x.as_bytes().to_vec()).collect();
+            let t: Vec<Vec<u8>> = subtrees.iter().map(|x| x.as_bytes().to_vec()).collect();
+            paths(s.drift_in(dir.path(), &DriftScope { dirs: &d, subtrees: &t }))
+        };
+        assert_eq!(only(&[""], &[]), vec!["top"]);
+        assert_eq!(only(&["a"], &[]), vec!["a/one"]);
+        assert_eq!(only(&["a/deep", "b"], &[]), vec!["a/deep/two", "b/three"]);
+        assert_eq!(only(&[], &["a"]), vec!["a/deep/two", "a/one"]);
+        assert_eq!(only(&[], &[""]), paths(s.drift(dir.path())));
+        assert!(paths(s.drift_in(dir.path(), &DriftScope { dirs: &none, subtrees: &none })).is_empty());
+        // A directory that is gone: what was recorded in it drifted.
+        std::fs::remove_dir_all(dir.path().join("b")).unwrap();
+        assert_eq!(only(&["b"], &[]), vec!["b/three"]);
     }
 }
 
