@@ -7,6 +7,10 @@ export interface AgentContext {
   chunker: Chunker;
   native: NativeAddon | null;
   log: (msg: string) => void;
+  /** Directory destinations this agent served. */
+  served: Set<string>;
+  /** The client keeps this agent for later commands (it sent `end`). */
+  kept: () => void;
 }
 
 /** `~` and `~/x` are the agent's home; other relative paths are relative to it too; absolute stays. */

@@ -17,6 +17,7 @@ import path from 'node:path';
 import { defaultHome, type AgentContext } from './context.js';
 import { servePull } from './pull.js';
 import { servePush } from './push.js';
+import { watchDestination } from './store.js';
 
 export const AGENT_VERSION = '0.1.0';
 
@@ -33,7 +34,13 @@ function nativeCandidates(): string[] {
 async function context(home: string): Promise<AgentContext> {
   const native: NativeAddon | null = loadNative(nativeCandidates());
   const chunker = native ? createNativeChunker(native) : await createFallbackChunker();
-  return { home, native, chunker, log: (m) => process.stderr.write(`skysync-agent: ${m}\n`) };
+  const log = (m: string): void => void process.stderr.write(`skysync-agent: ${m}\n`);
+  const served = new Set<string>();
+  // Kept by a warm connection: watch what it pushed to, so later drift checks stat only what changed.
+  const kept = (): void => {
+    for (const root of served) watchDestination(native, root, log);
+  };
+  return { home, native, chunker, log, served, kept };
 }
 
 export async function serve(home: string): Promise<void> {
@@ -60,6 +67,7 @@ export async function serve(home: string): Promise<void> {
     while (f) {
       // `end` after an operation: the client keeps this agent for a later command and holds nothing meanwhile.
       if (f.type === Frame.End) {
+        ctx.kept();
         f = await conn.next();
         continue;
       }

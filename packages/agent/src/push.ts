@@ -42,6 +42,7 @@ export async function servePush(conn: Connection, begin: PushBegin, ctx: AgentCo
     const dir = begin.file ? path.dirname(dest) : dest;
     await fsp.mkdir(dir, { recursive: true });
     const root = await fsp.realpath(dir);
+    if (!begin.file) ctx.served.add(root);
     const st = await fsp.stat(root);
     if (!st.isDirectory()) throw new ProtocolError(`${dir} is not a directory on the remote`);
     const store = await openStore(ctx.native, stateBase, ctx.log);
@@ -51,8 +52,9 @@ export async function servePush(conn: Connection, begin: PushBegin, ctx: AgentCo
 
     const first = await conn.next();
     // Nothing changed on the client's side and no drift: the session ends or goes on to the next operation.
+    if (first?.type === Frame.End) ctx.kept();
     if (!first || first.type === Frame.Begin || first.type === Frame.End) {
-      store.unchanged();
+      store.unchanged(drift.length > 0);
       return first?.type === Frame.End ? undefined : first;
     }
     if (first.type !== Frame.Plan) throw new ProtocolError(`expected plan, got ${frameName(first.type)}`);

@@ -30,7 +30,7 @@ export interface ManifestStore {
   /** Saves under a new generation (after `invalidate`). */
   save(generation: string): Promise<void>;
   /** The push changed nothing here: an agent that serves the next push too may keep this state in memory. */
-  unchanged(): void;
+  unchanged(drifted: boolean): void;
 }
 
 async function writeAtomic(file: string, data: Buffer | string): Promise<void> {
@@ -63,6 +63,31 @@ function writeI64(buf: Buffer, n: number, at: number): void {
  * back only once saved or known unchanged, so a tree changed in memory by a push that failed is never reused.
  */
 const keptTrees = new Map<string, { tree: Tree; file: string }>();
+
+/** The addon's inotify watcher (`native/core/src/watch.rs`), as this file uses it. */
+interface DestWatcher {
+  changesSince(token: string | null): { state: 'ok' | 'starting' | 'dead'; token?: string | null; full: boolean; dirs: string[]; subtrees: string[] };
+  close(): void;
+}
+
+/**
+ * Watches of destinations, started once a client hands this agent to a warm connection (it will serve more
+ * pushes). A drift check then stats only what sits in directories that saw a change since the last check that
+ * a push completed after: a check whose push failed must not hide the drift it found from the next one.
+ */
+const destWatches = new Map<string, { watcher: DestWatcher; token: string | null }>();
+
+export function watchDestination(native: NativeAddon | null, root: string, log: (m: string) => void): void {
+  const Watcher = (native as unknown as { Watcher?: new (root: string) => DestWatcher } | null)?.Watcher;
+  if (!Watcher || destWatches.has(root)) return;
+  try {
+    destWatches.set(root, { watcher: new Watcher(root), token: null });
+  } catch (e) {
+    // Not supported here (platform, filesystem, inotify limits): every check stays a full one.
+    log(`not watching ${root}: ${(e as Error).message}`);
+    destWatches.set(root, { watcher: { changesSince: () => ({ state: 'dead', full: true, dirs: [], subtrees: [] }), close: () => {} }, token: null });
+  }
+}
 
 function fileIdentity(file: string): string | null {
   const st = fs.statSync(file, { bigint: true, throwIfNoEntry: false });
@@ -134,8 +159,27 @@ class NativeStore implements ManifestStore {
     };
   }
 
-  drift(root: string): Promise<string[]> {
-    return this.tree.size ? this.tree.drift(root) : Promise.resolve([]);
+  /** The watch token taken before this push's drift check: committed once the push completed. */
+  private pendingWatch: { root: string; token: string } | null = null;
+
+  async drift(root: string): Promise<string[]> {
+    const w = destWatches.get(root);
+    const answer = w?.watcher.changesSince(w.token);
+    if (w && answer?.state === 'ok' && answer.token) this.pendingWatch = { root, token: answer.token };
+    if (!this.tree.size) return [];
+    // The tree's records change only through pushes that commit the token, so what no event touched since that
+    // token is as the last completed check left it.
+    if (w?.token && answer?.state === 'ok' && !answer.full && typeof this.tree.driftIn === 'function') {
+      return this.tree.driftIn(root, answer.dirs, answer.subtrees);
+    }
+    return this.tree.drift(root);
+  }
+
+  private commitWatch(): void {
+    const p = this.pendingWatch;
+    this.pendingWatch = null;
+    const w = p ? destWatches.get(p.root) : undefined;
+    if (p && w) w.token = p.token;
   }
 
   apply(placed: Map<string, PlacedRecord>, gone: string[]): void {
@@ -191,11 +235,14 @@ class NativeStore implements ManifestStore {
     const identity = fileIdentity(`${this.base}.tree`);
     await writeAtomic(`${this.base}.gen`, JSON.stringify({ generation }));
     if (identity !== null) keptTrees.set(this.base, { tree: this.tree, file: identity });
+    this.commitWatch();
   }
 
-  unchanged(): void {
+  unchanged(drifted: boolean): void {
     const identity = fileIdentity(`${this.base}.tree`);
     if (identity !== null) keptTrees.set(this.base, { tree: this.tree, file: identity });
+    // Drift that nobody re-sent stays to be found by the next check.
+    if (!drifted) this.commitWatch();
   }
 }
 
@@ -259,7 +306,7 @@ class JsStore implements ManifestStore {
   // The manifest and its generation are one file, replaced whole: nothing to mark.
   async invalidate(): Promise<void> {}
 
-  unchanged(): void {}
+  unchanged(_drifted: boolean): void {}
 
   async save(generation: string): Promise<void> {
     this.m.generation = generation;
