@@ -843,6 +843,7 @@ module.exports.chunkBuffer = nativeBinding.chunkBuffer
 module.exports.chunkFiles = nativeBinding.chunkFiles
 module.exports.cutPoints = nativeBinding.cutPoints
 module.exports.defaultChunkParams = nativeBinding.defaultChunkParams
+module.exports.readRanges = nativeBinding.readRanges
 module.exports.recipeDigest = nativeBinding.recipeDigest
 module.exports.renameFiles = nativeBinding.renameFiles
 module.exports.replaceFile = nativeBinding.replaceFile

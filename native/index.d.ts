@@ -154,6 +154,14 @@ export interface PlacedEntry {
 }
 
 /**
+ * Reads byte ranges of many files under `root` in parallel, off the JavaScript thread, and resolves with their
+ * bytes one after another. `paths` are relative to `root`, joined with NUL bytes; `ranges` holds 12 bytes per
+ * path (offset u64 LE, length u32 LE). The last component is never followed if it is a symlink; a file shorter
+ * than its range rejects ("path: changed while it was read").
+ */
+export declare function readRanges(root: string, paths: string, ranges: Buffer): Promise<Buffer>
+
+/**
  * A file's content as chunks. `chunks` packs each chunk as a 32-byte BLAKE3 id followed by its length
  * (u32 little endian), 36 bytes a chunk, so a 1 GB file's recipe crosses as one buffer.
  */

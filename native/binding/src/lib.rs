@@ -998,3 +998,51 @@ pub fn rename_files(
     }
     Ok(AsyncTask::new(RenameFilesTask { root: PathBuf::from(root), from, to }))
 }
+
+pub struct ReadRangesTask {
+    root: PathBuf,
+    paths: Vec<Vec<u8>>,
+    ranges: Buffer,
+}
+
+impl Task for ReadRangesTask {
+    type Output = Vec<u8>;
+    type JsValue = Buffer;
+
+    fn compute(&mut self) -> Result<Self::Output> {
+        let ranges: Vec<core::read::ReadRange> = self
+            .paths
+            .iter()
+            .zip(self.ranges.chunks_exact(READ_RANGE))
+            .map(|(p, r)| core::read::ReadRange {
+                path: p,
+                offset: u64::from_le_bytes(r[0..8].try_into().unwrap()),
+                len: u32::from_le_bytes(r[8..12].try_into().unwrap()),
+            })
+            .collect();
+        core::read::read_ranges(&self.root, &ranges).map_err(|f| {
+            let path = String::from_utf8_lossy(&self.paths[f.index]).into_owned();
+            Error::new(Status::GenericFailure, format!("{path}: {}", f.error))
+        })
+    }
+
+    fn resolve(&mut self, _env: Env, out: Self::Output) -> Result<Self::JsValue> {
+        Ok(out.into())
+    }
+}
+
+/// Bytes of one range in `readRanges`: offset u64 LE, length u32 LE.
+const READ_RANGE: usize = 12;
+
+/// Reads byte ranges of many files under `root` in parallel, off the JavaScript thread, and resolves with their
+/// bytes one after another. `paths` are relative to `root`, joined with NUL bytes; `ranges` holds 12 bytes per
+/// path (offset u64 LE, length u32 LE). The last component is never followed if it is a symlink; a file shorter
+/// than its range rejects ("path: changed while it was read").
+#[napi(ts_return_type = "Promise<Buffer>")]
+pub fn read_ranges(root: String, #[napi(ts_arg_type = "string")] paths: BytePath, ranges: Buffer) -> Result<AsyncTask<ReadRangesTask>> {
+    let paths = split_nul(&paths.0);
+    if ranges.len() != paths.len() * READ_RANGE {
+        return Err(Error::new(Status::InvalidArg, "readRanges: ranges do not match paths".to_string()));
+    }
+    Ok(AsyncTask::new(ReadRangesTask { root: PathBuf::from(root), paths, ranges }))
+}

@@ -8,6 +8,7 @@ pub mod chunk;
 pub mod compress;
 pub mod drift;
 pub mod ignore_rules;
+pub mod read;
 pub mod rechunk;
 pub mod replace;
 pub mod scan;

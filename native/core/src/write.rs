@@ -111,7 +111,7 @@ fn pool() -> Option<&'static rayon::ThreadPool> {
     .as_ref()
 }
 
-fn in_pool<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+pub(crate) fn in_pool<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     match pool() {
         Some(p) => p.install(f),
         None => f(),

@@ -509,9 +509,22 @@ async function pushToNode(o: NodePush): Promise<PushStats> {
     if (mode === 'data') {
       for (let batch = entries; batch.length > 0; batch = await makeSome(true)) {
         await conn.send(Frame.Entries, encodeEntries(batch.map((b) => b.entry)));
-        for (const b of batch) {
-          for (const l of b.literals) await pump.addFromFile(localPath(b.entry.path), l.offset, l.len);
-          filesSent++;
+        for (const step of readSteps(batch, o.fileName === null ? native : null, o.source)) {
+          if (step.kind === 'file') {
+            for (const l of step.made.literals) await pump.addFromFile(localPath(step.made.entry.path), l.offset, l.len);
+            filesSent++;
+            continue;
+          }
+          // Small files' literal bytes, read together (in parallel, off this thread) while earlier ones travel.
+          const bytes = await step.bytes;
+          let at = 0;
+          for (const m of step.files) {
+            for (const l of m.literals) {
+              await pump.add(bytes.subarray(at, at + l.len));
+              at += l.len;
+            }
+            filesSent++;
+          }
         }
         progress();
       }
@@ -561,6 +574,76 @@ async function pushToNode(o: NodePush): Promise<PushStats> {
   stats.bytesWire = conn.bytesWritten - wireBefore;
   stats.durationMs = performance.now() - o.t0;
   return stats;
+}
+
+/** Files up to this size have their literal bytes read in batches by the addon. */
+const SMALL_READ = 256 * 1024;
+/** Bytes per batched read, and batches read ahead of the one being sent. */
+const READ_GROUP_BYTES = 8 * 1024 * 1024;
+const READS_AHEAD = 2;
+
+type ReadStep<M> = { kind: 'file'; made: M } | { kind: 'group'; files: M[]; bytes: Promise<Buffer> };
+
+/**
+ * The order in which a batch's literal bytes are read: large files one by one (sequential reads of a big file
+ * are cheap), runs of small files as one native read each, started up to `READS_AHEAD` groups ahead.
+ */
+function* readSteps<M extends { entry: PlanEntry; literals: LiteralRef[] }>(batch: M[], native: NativeAddon | null, root: string): Generator<ReadStep<M>> {
+  if (!native || typeof native.readRanges !== 'function') {
+    for (const made of batch) yield { kind: 'file', made };
+    return;
+  }
+  const small = (m: M): boolean => m.entry.kind === 'file' && m.entry.size <= SMALL_READ && m.literals.length > 0;
+  // Plan the steps first, so reads can start ahead of the one being consumed.
+  type Planned = { kind: 'file'; made: M } | { kind: 'group'; files: M[]; size: number };
+  const planned: Planned[] = [];
+  for (const m of batch) {
+    if (!small(m)) {
+      planned.push({ kind: 'file', made: m });
+      continue;
+    }
+    const size = m.literals.reduce((a, l) => a + l.len, 0);
+    const last = planned[planned.length - 1];
+    if (last?.kind === 'group' && last.size + size <= READ_GROUP_BYTES) {
+      last.files.push(m);
+      last.size += size;
+    } else planned.push({ kind: 'group', files: [m], size });
+  }
+  const reads = new Map<number, Promise<Buffer>>();
+  const start = (i: number): void => {
+    const g = planned[i];
+    if (!g || g.kind !== 'group' || reads.has(i)) return;
+    const paths: string[] = [];
+    const ranges = Buffer.alloc(12 * g.files.reduce((a, m) => a + m.literals.length, 0));
+    let k = 0;
+    for (const m of g.files) {
+      for (const l of m.literals) {
+        paths.push(m.entry.path);
+        // Offsets stay below 2^53: two 32-bit halves, no BigInt per range.
+        ranges.writeUInt32LE(l.offset % 0x1_0000_0000, k * 12);
+        ranges.writeUInt32LE(Math.floor(l.offset / 0x1_0000_0000), k * 12 + 4);
+        ranges.writeUInt32LE(l.len, k * 12 + 8);
+        k++;
+      }
+    }
+    const p = native.readRanges(root, paths.join('\0'), ranges).catch((e: Error) => {
+      throw new Error(`${e.message}; push again`);
+    });
+    p.catch(() => {});
+    reads.set(i, p);
+  };
+  const groups = planned.flatMap((g, i) => (g.kind === 'group' ? [i] : []));
+  for (let i = 0; i < planned.length; i++) {
+    const g = planned[i]!;
+    if (g.kind === 'file') {
+      yield g;
+      continue;
+    }
+    const at = groups.indexOf(i);
+    for (let j = at; j < Math.min(groups.length, at + 1 + READS_AHEAD); j++) start(groups[j]!);
+    yield { kind: 'group', files: g.files, bytes: reads.get(i)! };
+    reads.delete(i);
+  }
 }
 
 /** A node whose push failed for some paths keeps a tree of its own in which those paths are forgotten. */
