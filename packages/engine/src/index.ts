@@ -6,3 +6,4 @@ export { CLIENT_VERSION } from './session.js';
 export { pushWithRsync, RsyncMissingError, SKYPILOT_RSYNC_FLAGS } from './rsync.js';
 export { runJob, jobScript, shellQuote, type RemoteJob } from './run.js';
 export { openSession, type Session } from './session.js';
+export { askWatch, stopWatch, watchPersistSeconds, watchSocketPath, type WatchAnswer } from './watch.js';

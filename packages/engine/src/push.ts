@@ -24,7 +24,8 @@ import { DataPump } from '@skysync/transfer';
 import type { Target } from '@skysync/transport';
 import { Planner, type LiteralRef } from './plan.js';
 import { expectFrame, openSession, type Session } from './session.js';
-import { loadState, saveState, stateDirFor, type SyncState } from './state.js';
+import { loadState, saveState, saveWatch, stateDirFor, type SavedWatch, type SyncState } from './state.js';
+import { askWatch, type WatchAnswer } from './watch.js';
 
 export interface PushOptions {
   /** A directory (its contents land in `dest`) or a single file (it becomes `dest`). */
@@ -72,6 +73,12 @@ export interface PushStats extends SyncSummary {
   failed: Array<{ path: string; error: string }>;
   warnings: string[];
   dryRun: boolean;
+  /** `watch`: only the directories the watch service named were listed; `full`: every directory was. */
+  scan: 'watch' | 'full';
+  /** Directories the scan listed. */
+  scanDirs: number;
+  /** Why the scan was full although watching is on. */
+  scanReason?: string;
   changes?: Array<{ status: string; path: string; kind: string }>;
 }
 
@@ -100,6 +107,11 @@ interface Prepared {
   files: number;
   bytes: number;
   scanMs: number;
+  scan: 'watch' | 'full';
+  scanDirs: number;
+  scanReason?: string;
+  /** To save with `tree`: the watch token taken before the scan, and what it warned about. */
+  watch: SavedWatch | null;
 }
 
 function byPath(a: { entry: { path: string } }, b: { entry: { path: string } }): number {
@@ -158,7 +170,11 @@ export async function pushMany(opts: MultiPushOptions): Promise<Array<PushStats 
   const baseIndex = chooseBase(states);
   let prepared: Prepared;
   try {
-    prepared = fileName === null ? await prepareDir(source, states[baseIndex]?.tree ?? null, native, warn) : await prepareFile(source, fileName, states[baseIndex]?.tree ?? null, native, warn);
+    const baseState = states[baseIndex];
+    prepared =
+      fileName === null
+        ? await prepareDir(source, baseState?.tree ?? null, native, warn, baseState?.tree ? baseState.watch : null)
+        : await prepareFile(source, fileName, baseState?.tree ?? null, native, warn);
   } catch (e) {
     await Promise.all(nodes.map(async (n) => n.owned && (await n.session.catch(() => null))?.close().catch(() => {})));
     throw e;
@@ -260,10 +276,36 @@ function chooseBase(states: SyncState[]): number {
   return Math.max(0, best);
 }
 
-async function prepareDir(source: string, base: Tree | null, native: NativeAddon, warn: (m: string) => void): Promise<Prepared> {
+/** The directory of a relative path ("" for the root's entries). */
+function parentOf(p: string): string {
+  const i = p.lastIndexOf('/');
+  return i < 0 ? '' : p.slice(0, i);
+}
+
+/**
+ * The scan itself: partial when the watch service vouches for what changed since the token saved with `base`,
+ * full otherwise. The token asked for now (before scanning) is saved with the tree this scan produces.
+ */
+async function scanSource(source: string, base: Tree | null, native: NativeAddon, saved: SavedWatch | null) {
+  const answer: WatchAnswer | null = await askWatch(source, saved?.token ?? null);
+  const watch = answer?.token ? { token: answer.token, recheck: [] as string[] } : null;
+  if (answer && base && saved && !answer.full) {
+    // What the last scan warned about (unreadable, special files, bad ignore files) is warned about again at
+    // every scan, as a full one would: list those paths and their directories again.
+    const dirs = [...answer.dirs, ...saved.recheck.map(parentOf)];
+    const subtrees = [...answer.subtrees, ...saved.recheck];
+    const scanned = await native.scanPartial(source, base, dirs, subtrees);
+    return { scanned, watch, reason: scanned.stats.partial ? undefined : 'the kind of ignore rules changed' };
+  }
+  const reason = answer === null ? undefined : !base ? 'no earlier tree' : !saved ? 'no watch token saved with the earlier tree' : answer.reason;
+  return { scanned: await native.scan(source, base), watch, reason };
+}
+
+async function prepareDir(source: string, base: Tree | null, native: NativeAddon, warn: (m: string) => void, saved: SavedWatch | null): Promise<Prepared> {
   const tScan = performance.now();
-  const scanned = await native.scan(source, base);
+  const { scanned, watch, reason } = await scanSource(source, base, native, saved);
   const scanMs = performance.now() - tScan;
+  if (watch) watch.recheck = scanned.warnings.map((w) => w.path);
   for (const w of scanned.warnings) warn(`${displayPath(w.path) || '.'}: ${w.message}`);
   const tree = scanned.tree;
   // Files whose content must be chunked: new or changed locally. Chunked once, whatever the number of nodes.
@@ -285,7 +327,20 @@ async function prepareDir(source: string, base: Tree | null, native: NativeAddon
       }
     });
   }
-  return { tree, changes: scanned.changes, base, recipes, unreadable, files: scanned.stats.files + scanned.stats.symlinks, bytes: scanned.stats.bytes, scanMs };
+  return {
+    tree,
+    changes: scanned.changes,
+    base,
+    recipes,
+    unreadable,
+    files: scanned.stats.files + scanned.stats.symlinks,
+    bytes: scanned.stats.bytes,
+    scanMs,
+    scan: scanned.stats.partial ? 'watch' : 'full',
+    scanDirs: scanned.stats.dirsListed,
+    ...(reason && !scanned.stats.partial ? { scanReason: reason } : {}),
+    watch,
+  };
 }
 
 /** A single file as a tree of one entry named `name`; it is chunked only when its size, mtime or mode moved. */
@@ -320,7 +375,7 @@ async function prepareFile(source: string, name: string, base: Tree | null, nati
   }
   tree.update([{ ...entry, observedMtimeNs: '0', ino: '0', ...(chunks ? { chunks } : {}) }], []);
   const changes: Change[] = same || unreadable.size ? [] : [{ status: prev ? 'modified' : 'added', entry, prevKind: prev?.kind, ...(prevRecipe ? { prevRecipe } : {}) }];
-  return { tree, changes, base, recipes, unreadable, files: 1, bytes: entry.size, scanMs: performance.now() - tScan };
+  return { tree, changes, base, recipes, unreadable, files: 1, bytes: entry.size, scanMs: performance.now() - tScan, scan: 'full', scanDirs: 0, watch: null };
 }
 
 interface NodePush {
@@ -453,6 +508,9 @@ async function pushToNode(o: NodePush): Promise<PushStats> {
     failed: [...prepared.unreadable].map((p) => ({ path: displayPath(p), error: 'unreadable' })),
     warnings: o.warnings,
     dryRun: !!o.dryRun,
+    scan: prepared.scan,
+    scanDirs: prepared.scanDirs,
+    ...(prepared.scanReason ? { scanReason: prepared.scanReason } : {}),
   };
   const session = o.session;
   const conn = session.conn;
@@ -460,7 +518,7 @@ async function pushToNode(o: NodePush): Promise<PushStats> {
   const save = async (generation: string, failed: string[]): Promise<void> => {
     const info = { source: o.source, target: o.target.key, dest: o.dest };
     // Nodes left at the same tree share its id, so the next push scans once against it for all of them.
-    await saveState(o.stDir, generation, tree, info, failed.length ? null : o.treeId);
+    await saveState(o.stDir, generation, tree, info, failed.length ? null : o.treeId, prepared.watch);
     if (failed.length) await forgetInSaved(o.stDir, native, failed);
   };
   if (o.dryRun) {
@@ -526,6 +584,10 @@ async function pushToNode(o: NodePush): Promise<PushStats> {
   } else if (changes.length > 0 && remoteState.generation) {
     // Only re-checked entries (racy timestamps, metadata the remote does not keep): remember them as settled.
     await save(remoteState.generation, []);
+  } else if (prepared.watch && state.tree && state.watch?.token !== prepared.watch.token && tree.sameEntries(state.tree)) {
+    // Nothing changed: this node's saved tree is exactly what the scan found, so the token taken before the scan
+    // vouches for it too (a no-op push does not rewrite the tree).
+    await saveWatch(o.stDir, prepared.watch).catch(() => {});
   }
   stats.bytesWire = conn.bytesWritten - wireBefore;
   stats.durationMs = performance.now() - o.t0;
