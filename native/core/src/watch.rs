@@ -14,10 +14,14 @@
 //! renames are followed exactly: the source's parent is listed again (the old name is gone from it) and the
 //! destination is a new subtree with fresh watches.
 //!
+//! Hard links: a write through one name of a file gives an event in that name's directory only. Files that have
+//! several names when a directory is walked put it in `linked`: it is listed at every query, so writes through any
+//! name are seen. A name made later in a watched directory (ignored names included) makes the watcher walk again
+//! to find where the file's other names are, and answer full.
+//!
 //! Known blind spots of inotify, not covered: writes through a shared `mmap` (no event, and the mtime may move
-//! later), and a file whose second name (hard link) is created outside the watched directories after the watch
-//! began, then written through that name. Files that already have several names when a directory is walked put
-//! that directory in `linked`: it is listed at every query, so writes through any name are seen.
+//! later); and a second name for a file of the tree made outside the watched directories (outside the root, or in
+//! an ignored directory) after the walk, then written through that name: the link gives no event at all.
 
 use std::path::{Path, PathBuf};
 
@@ -215,6 +219,8 @@ mod linux {
         /// Directories that cannot be watched or trusted (path -> why): every answer is `full` while any is left.
         problems: BTreeMap<Vec<u8>, (String, bool)>,
         mounts: u64,
+        /// A rebuild asked for while draining (see `rebuild`).
+        pending: Option<String>,
         buf: Vec<u64>,
     }
 
@@ -406,9 +412,17 @@ mod linux {
             }
         }
 
+        /// Asks for a rebuild once the queue is drained: what comes before it in the queue is superseded by it, and
+        /// many reasons at once (a thousand hard links made) cost one walk.
+        fn rebuild(&mut self, why: String) {
+            if self.pending.is_none() {
+                self.pending = Some(why);
+            }
+        }
+
         /// Forgets every watch and walks again: after lost events, or when the rules (and so the set of watched
         /// directories) changed. Tokens given before cannot be vouched for.
-        fn rebuild(&mut self, why: String) {
+        fn rebuild_now(&mut self, why: String) {
             for wd in self.watches.keys().chain(self.special.keys()) {
                 unsafe { libc::inotify_rm_watch(self.fd, *wd) };
             }
@@ -417,6 +431,7 @@ mod linux {
             self.special.clear();
             self.linked.clear();
             self.problems.clear();
+            self.pending = None;
             self.mark_full(why);
             self.walk_root();
         }
@@ -455,8 +470,10 @@ mod linux {
             }
         }
 
-        /// Reads every queued event without blocking and applies it.
+        /// Reads every queued event without blocking and applies it. After a rebuild, what is left may wait: every
+        /// token given before it gets a full answer anyway.
         fn drain(&mut self) {
+            let mut rebuilt = 0;
             loop {
                 let bytes = self.buf.len() * 8;
                 let n = unsafe { libc::read(self.fd, self.buf.as_mut_ptr().cast(), bytes) };
@@ -467,8 +484,20 @@ mod linux {
                     }
                     if e.kind() != io::ErrorKind::WouldBlock {
                         self.dead = Some(format!("reading events failed: {e}"));
+                        return;
                     }
-                    return;
+                    match self.pending.take() {
+                        Some(why) if self.dead.is_none() && rebuilt < 3 => {
+                            self.rebuild_now(why);
+                            rebuilt += 1;
+                            continue;
+                        }
+                        Some(why) => {
+                            self.pending = Some(why);
+                            return;
+                        }
+                        None => return,
+                    }
                 }
                 if n == 0 {
                     return;
@@ -487,6 +516,9 @@ mod linux {
         }
 
         fn event(&mut self, wd: i32, mask: u32, name: &[u8]) {
+            if self.pending.is_some() || self.dead.is_some() {
+                return;
+            }
             if mask & libc::IN_Q_OVERFLOW != 0 {
                 self.rebuild("the event queue overflowed".into());
                 return;
@@ -539,6 +571,16 @@ mod linux {
             }
             let is_dir = mask & libc::IN_ISDIR != 0;
             let child = join_rel(&rel, name);
+            if !is_dir && mask & (libc::IN_CREATE | libc::IN_MOVED_TO | libc::IN_ATTRIB) != 0 && !self.linked.contains(&rel) {
+                let abs = abs_of(&self.root, &child);
+                if fs::symlink_metadata(&abs).is_ok_and(|m| m.is_file() && m.nlink() > 1) {
+                    // Another name for a file, here or anywhere: the names it has in the tree may be anywhere in it
+                    // (the link count moved their ctime, and writes through one name change the others), so find
+                    // every directory that holds one. Ignored names too: the file's other names may not be.
+                    self.rebuild(format!("{} has another name (a hard link)", String::from_utf8_lossy(&child)));
+                    return;
+                }
+            }
             if is_ignored(&chain, Path::new(OsStr::from_bytes(&child)), child.len(), is_dir) {
                 // Not in the tree, but a name made or removed here moves this directory's times, which its entry
                 // (in its parent's listing) records.
@@ -563,12 +605,6 @@ mod linux {
                     if self.problems.get(&child).is_some_and(|p| p.1) {
                         self.rebuild(format!("{} became readable", String::from_utf8_lossy(&child)));
                     }
-                }
-            } else if mask & (libc::IN_CREATE | libc::IN_MOVED_TO | libc::IN_ATTRIB) != 0 && !self.linked.contains(&rel) {
-                let abs = abs_of(&self.root, &child);
-                if fs::symlink_metadata(&abs).is_ok_and(|m| m.is_file() && m.nlink() > 1) {
-                    // Its other names may be anywhere in the tree: find every directory that holds one.
-                    self.rebuild(format!("{} has another name (a hard link)", String::from_utf8_lossy(&child)));
                 }
             }
         }
@@ -685,6 +721,7 @@ mod linux {
                 linked: BTreeSet::new(),
                 problems: BTreeMap::new(),
                 mounts: 0,
+                pending: None,
                 buf: vec![0u64; 8192],
             };
             let shared = Arc::new(Shared { state: Mutex::new(state), ready: AtomicBool::new(false), instance });

@@ -387,7 +387,9 @@ fn put(path: &Path, data: &[u8]) {
     }
 }
 
-fn mutate(rng: &mut Rng, root: &Path) -> String {
+/// `watched(dir)`: the directory is in the tree. Hard links are only made there: one made in an ignored directory
+/// gives no event (a blind spot of inotify, see watch.rs).
+fn mutate(rng: &mut Rng, root: &Path, watched: &dyn Fn(&str) -> bool) -> String {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     const NAMES: &[&str] = &["a", "b", "c", "src", "lib", "x.log", "build", "keep.log", "n1", "n2", "tmp", "a.b", "a-b"];
     const RULES: &[&str] = &["*.log", "build/", "!keep.log", "tmp*", "b/c", "/lib", "n2"];
@@ -483,7 +485,7 @@ fn mutate(rng: &mut Rng, root: &Path) -> String {
             let _ = fs::rename(p(root, &f), p(root, &to));
             format!("mv {f} {to}")
         }
-        15 if !files.is_empty() && rng.below(3) == 0 => {
+        15 if !files.is_empty() && rng.below(3) == 0 && watched(&dir) => {
             // A second name: a write through either must be seen in both directories.
             let f = rng.pick(&files).clone();
             let to = fresh(rng);
@@ -517,7 +519,8 @@ fn random_changes_the_partial_scan_always_equals_a_full_one() {
     let mut log: Vec<String> = Vec::new();
     for round in 0..rounds {
         for _ in 0..1 + rng.below(4) {
-            log.push(format!("{round}: {}", mutate(&mut rng, root)));
+            let watched = |d: &str| d.is_empty() || prev.find(d.as_bytes()).is_some_and(|i| prev.entry(i).meta.kind == skysync_core::Kind::Dir);
+            log.push(format!("{round}: {}", mutate(&mut rng, root, &watched)));
         }
         let c = w.changes_since(Some(token)).unwrap();
         let out = if c.full {

@@ -283,6 +283,15 @@ function parentOf(p: string): string {
 }
 
 /**
+ * What a partial scan lists: what the watch service names, plus what the last scan warned about (unreadable
+ * entries, special files, bad ignore files), since a full scan warns about them again every time: those paths
+ * are walked whole and their directories listed.
+ */
+export function rescanOf(answer: { dirs: string[]; subtrees: string[] }, recheck: string[]): { dirs: string[]; subtrees: string[] } {
+  return { dirs: [...answer.dirs, ...recheck.map(parentOf)], subtrees: [...answer.subtrees, ...recheck] };
+}
+
+/**
  * The scan itself: partial when the watch service vouches for what changed since the token saved with `base`,
  * full otherwise. The token asked for now (before scanning) is saved with the tree this scan produces.
  */
@@ -290,10 +299,7 @@ async function scanSource(source: string, base: Tree | null, native: NativeAddon
   const answer: WatchAnswer | null = await askWatch(source, saved?.token ?? null);
   const watch = answer?.token ? { token: answer.token, recheck: [] as string[] } : null;
   if (answer && base && saved && !answer.full) {
-    // What the last scan warned about (unreadable, special files, bad ignore files) is warned about again at
-    // every scan, as a full one would: list those paths and their directories again.
-    const dirs = [...answer.dirs, ...saved.recheck.map(parentOf)];
-    const subtrees = [...answer.subtrees, ...saved.recheck];
+    const { dirs, subtrees } = rescanOf(answer, saved.recheck);
     const scanned = await native.scanPartial(source, base, dirs, subtrees);
     return { scanned, watch, reason: scanned.stats.partial ? undefined : 'the kind of ignore rules changed' };
   }

@@ -58,6 +58,7 @@ function answer(req: { op?: unknown; token?: unknown }): Record<string, unknown>
     setImmediate(() => shutdown('asked'));
     return { state: 'stopping' };
   }
+  if (req.op === 'status') return { state: unsupported ? 'unsupported' : watcher ? 'ok' : 'starting', pid: process.pid, root: args.root };
   if (req.op !== 'changes') return { state: 'error', reason: `unknown request ${String(req.op)}` };
   if (unsupported || !watcher) return { state: 'unsupported', token: null, full: true, reason: unsupported ?? 'not watching', dirs: [], subtrees: [] };
   const a = watcher.changesSince(typeof req.token === 'string' ? req.token : null);
@@ -131,6 +132,18 @@ async function main(): Promise<void> {
   }
   startWatcher();
   touch();
+  // Nobody asks about a directory that is gone, nor through a socket someone removed: leave without waiting for
+  // the idle timeout.
+  setInterval(() => {
+    let ours = false;
+    try {
+      ours = fs.statSync(args.socket).ino === socketIno;
+    } catch {
+      // Removed.
+    }
+    if (!ours) shutdown('the socket was removed');
+    else if (!fs.existsSync(args.root)) shutdown('the directory is gone');
+  }, 5000).unref();
 }
 
 void main();

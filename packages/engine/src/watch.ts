@@ -6,7 +6,7 @@
 // waits for it to start: the first push after it was started scans everything, and so does any push whose
 // question it cannot answer at once.
 //
-// Protocol: one JSON line each way per connection. Request {op: 'changes', token} (or 'stop'); answer
+// Protocol: one JSON line each way per connection. Request {op: 'changes', token} (or 'status', 'stop'); answer
 // {state: 'ok' | 'starting' | 'dead' | 'unsupported', token, full, reason?, dirs[], subtrees[]}, paths as latin1
 // strings (raw bytes).
 
@@ -141,6 +141,16 @@ export async function askWatch(root: string, token: string | null, timeoutMs = 1
       return full('the watch service was not running (started now)');
     }
     return full(`watch service: ${(e as Error).message}`);
+  }
+}
+
+/** The service watching `root`: its process id, or null when there is none. */
+export async function watchStatus(root: string): Promise<{ state: string; pid: number } | null> {
+  try {
+    const a = await request(watchSocketPath(root), { op: 'status' }, 2000);
+    return { state: String(a.state), pid: Number(a.pid) };
+  } catch {
+    return null;
   }
 }
 
