@@ -374,16 +374,16 @@ mod linux {
                 }
                 for (name, de) in names {
                     let Ok(ft) = de.file_type() else { continue };
+                    // Ignored names too: an event on one with several names must not look like news (see `event`).
+                    if ft.is_file() && !self.linked.contains(&rel) && de.metadata().is_ok_and(|m| m.nlink() > 1) {
+                        self.linked.insert(rel.clone());
+                    }
                     let child = join_rel(&rel, &name);
                     if is_ignored(&own, Path::new(OsStr::from_bytes(&child)), child.len(), ft.is_dir()) {
                         continue;
                     }
                     if ft.is_dir() {
                         stack.push((child, own.clone(), dev));
-                    } else if ft.is_file() && !self.linked.contains(&rel) {
-                        if de.metadata().map(|m| m.nlink() > 1).unwrap_or(false) {
-                            self.linked.insert(rel.clone());
-                        }
                     }
                 }
                 if let Some(old) = self.by_path.insert(rel.clone(), wd) {
@@ -571,14 +571,20 @@ mod linux {
             }
             let is_dir = mask & libc::IN_ISDIR != 0;
             let child = join_rel(&rel, name);
-            if !is_dir && mask & (libc::IN_CREATE | libc::IN_MOVED_TO | libc::IN_ATTRIB) != 0 && !self.linked.contains(&rel) {
+            if !is_dir && mask & (libc::IN_CREATE | libc::IN_MOVED_TO | libc::IN_ATTRIB) != 0 {
                 let abs = abs_of(&self.root, &child);
                 if fs::symlink_metadata(&abs).is_ok_and(|m| m.is_file() && m.nlink() > 1) {
-                    // Another name for a file, here or anywhere: the names it has in the tree may be anywhere in it
-                    // (the link count moved their ctime, and writes through one name change the others), so find
-                    // every directory that holds one. Ignored names too: the file's other names may not be.
-                    self.rebuild(format!("{} has another name (a hard link)", String::from_utf8_lossy(&child)));
-                    return;
+                    let linked = self.linked.contains(&rel);
+                    if mask & libc::IN_MOVED_TO != 0 {
+                        // Renamed, not linked: its other names were multi-link names already, and so are known.
+                        self.linked.insert(rel.clone());
+                    } else if mask & libc::IN_CREATE != 0 || !linked {
+                        // A new name for a file (ignored or not), or one with several names where none was known:
+                        // its names in the tree may be anywhere (the link count moved their ctime, and writes
+                        // through one name change the others), so find every directory that holds one.
+                        self.rebuild(format!("{} has another name (a hard link)", String::from_utf8_lossy(&child)));
+                        return;
+                    }
                 }
             }
             if is_ignored(&chain, Path::new(OsStr::from_bytes(&child)), child.len(), is_dir) {
