@@ -239,8 +239,8 @@ export declare function verifyChunks(data: Buffer, refs: Buffer): Promise<number
 
 export interface WatchAnswer {
   /**
-   * `ok`: answered; `starting`: the first walk is not done (no token yet); `dead`: this watcher can never
-   * answer again (its directory went away or moved): start another.
+   * `ok`: answered; `starting`: a walk is under way (the first one, or one after lost events): no token yet;
+   * `dead`: this watcher can never answer again (its directory went away or moved): start another.
    */
   state: 'ok' | 'starting' | 'dead'
   /** The token to store with the tree of a scan that starts after this answer. */

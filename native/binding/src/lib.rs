@@ -671,8 +671,8 @@ pub fn scan_partial(
 
 #[napi(object)]
 pub struct WatchAnswer {
-    /// `ok`: answered; `starting`: the first walk is not done (no token yet); `dead`: this watcher can never
-    /// answer again (its directory went away or moved): start another.
+    /// `ok`: answered; `starting`: a walk is under way (the first one, or one after lost events): no token yet;
+    /// `dead`: this watcher can never answer again (its directory went away or moved): start another.
     #[napi(ts_type = "'ok' | 'starting' | 'dead'")]
     pub state: String,
     /// The token to store with the tree of a scan that starts after this answer.
@@ -718,8 +718,8 @@ impl Watcher {
                 dirs: c.dirs.into_iter().map(BytePath).collect(),
                 subtrees: c.subtrees.into_iter().map(BytePath).collect(),
             },
-            Err(core::watch::WatchError::NotReady) => {
-                WatchAnswer { state: "starting".into(), token: None, full: true, reason: Some("the watcher is starting".into()), dirs: vec![], subtrees: vec![] }
+            Err(e @ (core::watch::WatchError::NotReady | core::watch::WatchError::Busy)) => {
+                WatchAnswer { state: "starting".into(), token: None, full: true, reason: Some(e.to_string()), dirs: vec![], subtrees: vec![] }
             }
             Err(e) => WatchAnswer { state: "dead".into(), token: None, full: true, reason: Some(e.to_string()), dirs: vec![], subtrees: vec![] },
         }

@@ -62,6 +62,8 @@ pub enum WatchError {
     Unsupported(String),
     /// The first walk is still adding watches.
     NotReady,
+    /// A walk after lost events or changed rules holds the watcher longer than a caller should wait.
+    Busy,
     /// The root went away or moved: this watcher can never answer again (start another).
     Dead(String),
     Io(std::io::Error),
@@ -72,6 +74,7 @@ impl std::fmt::Display for WatchError {
         match self {
             WatchError::Unsupported(why) => write!(f, "watching is not supported: {why}"),
             WatchError::NotReady => write!(f, "the watcher is still starting"),
+            WatchError::Busy => write!(f, "the watcher is walking the tree again"),
             WatchError::Dead(why) => write!(f, "the watcher stopped: {why}"),
             WatchError::Io(e) => write!(f, "{e}"),
         }
@@ -768,7 +771,19 @@ mod linux {
             if !self.shared.ready.load(Ordering::Acquire) {
                 return Err(WatchError::NotReady);
             }
-            self.shared.state.lock().unwrap().answer(since)
+            // Events are applied in moments; a walk (after an overflow or a rule change) can take a second on a
+            // large tree, longer than the scan it would spare.
+            let until = Instant::now() + Duration::from_millis(250);
+            loop {
+                match self.shared.state.try_lock() {
+                    Ok(mut st) => return st.answer(since),
+                    Err(std::sync::TryLockError::Poisoned(p)) => return p.into_inner().answer(since),
+                    Err(std::sync::TryLockError::WouldBlock) if Instant::now() < until => {
+                        std::thread::sleep(Duration::from_micros(500))
+                    }
+                    Err(std::sync::TryLockError::WouldBlock) => return Err(WatchError::Busy),
+                }
+            }
         }
     }
 

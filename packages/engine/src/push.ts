@@ -296,7 +296,9 @@ export function rescanOf(answer: { dirs: string[]; subtrees: string[] }, recheck
  * full otherwise. The token asked for now (before scanning) is saved with the tree this scan produces.
  */
 async function scanSource(source: string, base: Tree | null, native: NativeAddon, saved: SavedWatch | null) {
-  const answer: WatchAnswer | null = await askWatch(source, saved?.token ?? null);
+  // An addon from before watching (SKYSYNC_NATIVE_PATH) scans in full.
+  const canWatch = typeof native.scanPartial === 'function' && typeof native.Watcher === 'function';
+  const answer: WatchAnswer | null = canWatch ? await askWatch(source, saved?.token ?? null) : null;
   const watch = answer?.token ? { token: answer.token, recheck: [] as string[] } : null;
   if (answer && base && saved && !answer.full) {
     const { dirs, subtrees } = rescanOf(answer, saved.recheck);
@@ -590,7 +592,7 @@ async function pushToNode(o: NodePush): Promise<PushStats> {
   } else if (changes.length > 0 && remoteState.generation) {
     // Only re-checked entries (racy timestamps, metadata the remote does not keep): remember them as settled.
     await save(remoteState.generation, []);
-  } else if (prepared.watch && state.tree && state.watch?.token !== prepared.watch.token && tree.sameEntries(state.tree)) {
+  } else if (prepared.watch && state.tree && state.watch?.token !== prepared.watch.token && tree.sameEntries?.(state.tree)) {
     // Nothing changed: this node's saved tree is exactly what the scan found, so the token taken before the scan
     // vouches for it too (a no-op push does not rewrite the tree).
     await saveWatch(o.stDir, prepared.watch).catch(() => {});

@@ -111,7 +111,7 @@ const full = (reason: string): WatchAnswer => ({ token: null, full: true, reason
  * watching is off. Starts the service when there is none (without waiting for it); a service that does not
  * answer within `timeoutMs` is passed over: the push scans everything, as it would without one.
  */
-export async function askWatch(root: string, token: string | null, timeoutMs = 1500): Promise<WatchAnswer | null> {
+export async function askWatch(root: string, token: string | null, timeoutMs = 1000): Promise<WatchAnswer | null> {
   const idle = watchPersistSeconds();
   if (idle === 0 || process.platform !== 'linux') return null;
   let socket: string;
