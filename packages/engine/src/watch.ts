@@ -16,7 +16,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { createRequire } from 'node:module';
-import { ensureControlDir } from '@skysync/transport';
+import { ensureControlDir, nativeAddonPath } from '@skysync/transport';
 
 /** In the socket's key: a client never talks to a service of another version. */
 export const WATCH_VERSION = 1;
@@ -50,16 +50,20 @@ function serviceMain(): string {
   return createRequire(import.meta.url).resolve('@skysync/engine/watch-main');
 }
 
-/** The socket of the service watching `root`, keyed by the root, the service's build and the user. */
+/** The socket of the service watching `root`, keyed by the root, the service's build (its code and the addon
+ * that holds the watcher) and the user. */
 export function watchSocketPath(root: string): string {
   const main = serviceMain();
-  let stamp = '';
-  try {
-    stamp = String(fs.statSync(main).mtimeMs);
-  } catch {
-    // Then the spawn fails too, and every push scans everything.
-  }
-  const key = JSON.stringify({ root, version: WATCH_VERSION, main, stamp, uid: process.getuid?.() });
+  const addon = process.env.SKYSYNC_NATIVE_PATH || nativeAddonPath();
+  const stamp = (f: string | null): number | null => {
+    try {
+      return f ? fs.statSync(f).mtimeMs : null;
+    } catch {
+      // Then the spawn or the load fails too, and every push scans everything.
+      return null;
+    }
+  };
+  const key = JSON.stringify({ root, version: WATCH_VERSION, main, mainStamp: stamp(main), addon, addonStamp: stamp(addon), uid: process.getuid?.() });
   return path.join(ensureControlDir(), `w-${createHash('sha256').update(key).digest('hex').slice(0, 24)}.sock`);
 }
 
