@@ -299,7 +299,10 @@ async function scanSource(source: string, base: Tree | null, native: NativeAddon
   // An addon from before watching (SKYSYNC_NATIVE_PATH) scans in full.
   const canWatch = typeof native.scanPartial === 'function' && typeof native.Watcher === 'function';
   const answer: WatchAnswer | null = canWatch ? await askWatch(source, saved?.token ?? null) : null;
-  const watch = answer?.token ? { token: answer.token, recheck: [] as string[] } : null;
+  // Without a new token (no service yet, no answer in time, watching off), the one saved with the base still
+  // vouches for the new tree: whatever changed after this scan began also changed after it was given.
+  const token = answer?.token ?? saved?.token ?? null;
+  const watch = token ? { token, recheck: [] as string[] } : null;
   if (answer && base && saved && !answer.full) {
     const { dirs, subtrees } = rescanOf(answer, saved.recheck);
     const scanned = await native.scanPartial(source, base, dirs, subtrees);
