@@ -236,12 +236,13 @@ impl Walk<'_> {
         }
         let prev = r.previous;
         let range = prev.subtree_range(&rel, 0..prev.len());
-        let mut local = EntryList::new();
         if !r.marks_below(&rel) {
-            prev.copy_range_to(range, &mut local);
-            self.out.lock().unwrap().append(&mut local);
+            // Straight into the result: on a no-op this is nearly the whole tree, and memory touched for the
+            // first time is what such a scan mostly pays for.
+            prev.copy_range_to(range, &mut self.out.lock().unwrap());
             return;
         }
+        let mut local = EntryList::new();
         // Directories below must be listed: the rules of this one apply to them. Its ignore file is unchanged
         // (a change makes the watcher ask for a full scan), and any warning it gave made it a listed directory.
         let mut own = chain.clone();
@@ -260,7 +261,7 @@ impl Walk<'_> {
                 let child = &path[..skip + slash];
                 let sub = prev.subtree_range(child, i..range.end);
                 if !r.must_list(child) && !r.marks_below(child) {
-                    prev.copy_range_to(sub.clone(), &mut local);
+                    prev.copy_range_to(sub.clone(), &mut self.out.lock().unwrap());
                 }
                 i = sub.end.max(i + 1);
                 continue;
