@@ -4,7 +4,7 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import { loadNative, type NativeAddon } from '@skysync/chunking';
-import { ensureControlDir } from '@skysync/transport';
+import { ensureControlDir, nativeAddonPath } from '@skysync/transport';
 import type { WatchArgs } from './watch.js';
 
 type Watcher = InstanceType<NativeAddon['Watcher']>;
@@ -28,6 +28,18 @@ function startWatcher(): void {
     unsupported = (e as Error).message;
     debug(`cannot watch: ${unsupported}`);
   }
+}
+
+/** This script's and the addon's modification times, as the socket's key has them. */
+function buildStamp(): string {
+  const stamp = (f: string | null | undefined): string => {
+    try {
+      return f ? String(fs.statSync(f).mtimeMs) : '-';
+    } catch {
+      return 'gone';
+    }
+  };
+  return `${stamp(process.argv[1])} ${stamp(process.env.SKYSYNC_NATIVE_PATH || nativeAddonPath())}`;
 }
 
 let server: net.Server | null = null;
@@ -132,8 +144,9 @@ async function main(): Promise<void> {
   }
   startWatcher();
   touch();
-  // Nobody asks about a directory that is gone, nor through a socket someone removed: leave without waiting for
-  // the idle timeout.
+  // Nobody asks about a directory that is gone, through a socket someone removed, or a service whose build was
+  // replaced (the build is in the socket's key): leave without waiting for the idle timeout.
+  const build = buildStamp();
   setInterval(() => {
     let ours = false;
     try {
@@ -143,6 +156,7 @@ async function main(): Promise<void> {
     }
     if (!ours) shutdown('the socket was removed');
     else if (!fs.existsSync(args.root)) shutdown('the directory is gone');
+    else if (buildStamp() !== build) shutdown('another build is installed');
   }, 5000).unref();
 }
 
