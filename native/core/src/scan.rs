@@ -254,6 +254,7 @@ impl Walk<'_> {
         // a child directory is decided on at its own entry, and its subtree skipped or copied where it starts.
         let skip = if rel.is_empty() { 0 } else { rel.len() + 1 };
         let mut descend: Vec<Vec<u8>> = Vec::new();
+        let mut subtrees: Vec<std::ops::Range<usize>> = Vec::new();
         let mut i = range.start;
         while i < range.end {
             let path = prev.path(i);
@@ -261,14 +262,15 @@ impl Walk<'_> {
                 let child = &path[..skip + slash];
                 let sub = prev.subtree_range(child, i..range.end);
                 if !r.must_list(child) && !r.marks_below(child) {
-                    prev.copy_range_to(sub.clone(), &mut self.out.lock().unwrap());
+                    subtrees.push(sub.clone());
                 }
                 i = sub.end.max(i + 1);
                 continue;
             }
             if prev.meta(i).kind == Kind::Dir {
-                if r.must_list(path) {
-                    // Its own entry is stat'ed again: its times and mode are what a full scan would record now.
+                if r.must_list(path) || r.marks_below(path) {
+                    // On the way to a listed directory, or listed itself: stat'ed again, so that its entry (times,
+                    // mode) is what a full scan records now, and the way is known to be there.
                     match fs::symlink_metadata(self.root.join(OsStr::from_bytes(path))) {
                         Ok(md) if md.file_type().is_dir() => local.push(path, meta_of(&md, Kind::Dir), None),
                         // Gone or no longer a directory: this directory changed after all, so list it.
@@ -277,16 +279,19 @@ impl Walk<'_> {
                     descend.push(path.to_vec());
                 } else {
                     prev.copy_range_to(i..i + 1, &mut local);
-                    if r.marks_below(path) {
-                        descend.push(path.to_vec());
-                    }
                 }
             } else {
                 prev.copy_range_to(i..i + 1, &mut local);
             }
             i += 1;
         }
-        self.out.lock().unwrap().append(&mut local);
+        {
+            let mut out = self.out.lock().unwrap();
+            for sub in subtrees {
+                prev.copy_range_to(sub, &mut out);
+            }
+            out.append(&mut local);
+        }
         for d in descend {
             let child_abs = self.root.join(OsStr::from_bytes(&d));
             let child_chain = own.clone();
