@@ -4,8 +4,8 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import { loadNative, type NativeAddon } from '@skysync/chunking';
-import { ensureControlDir, nativeAddonPath } from '@skysync/transport';
-import type { WatchArgs } from './watch.js';
+import { nativeAddonPath } from '@skysync/transport';
+import { ensureWatchDir, type WatchArgs } from './watch.js';
 
 type Watcher = InstanceType<NativeAddon['Watcher']>;
 
@@ -137,7 +137,7 @@ async function listen(): Promise<boolean> {
 }
 
 async function main(): Promise<void> {
-  ensureControlDir();
+  ensureWatchDir();
   if (!(await listen())) {
     debug('another one listens');
     process.exit(0);

@@ -1,10 +1,10 @@
 // The watch service's client. A push asks it what changed in the source since the token saved with the tree it
 // compares against, and scans only those directories (`scanPartial`); with no answer it scans everything. One
 // small background process per source directory (watch-main.ts) holds a native `Watcher` and answers over a Unix
-// socket in the user's 0700 control directory, so several targets (local or SSH) pushing the same source share
-// it. It exits after SKYSYNC_WATCH_PERSIST idle seconds (default 600; 0 turns watching off). A command never
-// waits for it to start: the first push after it was started scans everything, and so does any push whose
-// question it cannot answer at once.
+// socket in a 0700 directory (`ctl/watch/`, beside the warm connections' sockets), so several targets (local or
+// SSH) pushing the same source share it. It exits after SKYSYNC_WATCH_PERSIST idle seconds (default 600; 0 turns
+// watching off). A command never waits for it to start: the first push after it was started scans everything, and
+// so does any push whose question it cannot answer at once.
 //
 // Protocol: one JSON line each way per connection. Request {op: 'changes', token} (or 'status', 'stop'); answer
 // {state: 'ok' | 'starting' | 'dead' | 'unsupported', token, full, reason?, dirs[], subtrees[]}, paths as latin1
@@ -64,7 +64,16 @@ export function watchSocketPath(root: string): string {
     }
   };
   const key = JSON.stringify({ root, version: WATCH_VERSION, main, mainStamp: stamp(main), addon, addonStamp: stamp(addon), uid: process.getuid?.() });
-  return path.join(ensureControlDir(), `w-${createHash('sha256').update(key).digest('hex').slice(0, 24)}.sock`);
+  return path.join(ensureWatchDir(), `w-${createHash('sha256').update(key).digest('hex').slice(0, 24)}.sock`);
+}
+
+/** Beside the warm connections' sockets, apart from them (what is there is theirs), and as private. */
+export function ensureWatchDir(): string {
+  const dir = path.join(ensureControlDir(), 'watch');
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  fs.chmodSync(dir, 0o700);
+  if (process.getuid && fs.statSync(dir).uid !== process.getuid()) throw new Error(`${dir} belongs to another user`);
+  return dir;
 }
 
 function spawnService(args: WatchArgs): void {
