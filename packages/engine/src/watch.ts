@@ -144,13 +144,16 @@ export async function askWatch(root: string, token: string | null, timeoutMs = 1
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' || code === 'ECONNREFUSED') {
-      // None, or a leftover of one that died: start one for the next push.
+      // None, or a leftover of one that died: start one for the next push. A spawn holds this thread for
+      // milliseconds (tens on a loaded machine): on the next turn, it overlaps the scan that runs meanwhile.
       if (code === 'ECONNREFUSED') fs.rmSync(socket, { force: true });
-      try {
-        spawnService({ root, socket, idleSeconds: idle });
-      } catch {
-        // Only a missed speed-up.
-      }
+      setImmediate(() => {
+        try {
+          spawnService({ root, socket, idleSeconds: idle });
+        } catch {
+          // Only a missed speed-up.
+        }
+      });
       return full('the watch service was not running (started now)');
     }
     return full(`watch service: ${(e as Error).message}`);
