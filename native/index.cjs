@@ -836,6 +836,7 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.Tree = nativeBinding.Tree
+module.exports.Watcher = nativeBinding.Watcher
 module.exports.ZstdDecoder = nativeBinding.ZstdDecoder
 module.exports.ZstdEncoder = nativeBinding.ZstdEncoder
 module.exports.blake3 = nativeBinding.blake3
@@ -848,5 +849,6 @@ module.exports.recipeDigest = nativeBinding.recipeDigest
 module.exports.renameFiles = nativeBinding.renameFiles
 module.exports.replaceFile = nativeBinding.replaceFile
 module.exports.scan = nativeBinding.scan
+module.exports.scanPartial = nativeBinding.scanPartial
 module.exports.verifyChunks = nativeBinding.verifyChunks
 module.exports.writeFiles = nativeBinding.writeFiles

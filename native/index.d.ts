@@ -28,6 +28,8 @@ export declare class Tree {
   setRecipe(path: string, chunks: Buffer): boolean
   /** Forgets a file's recipe so the next scan reports it again. */
   forget(path: string): void
+  /** Same entries as `other`, every recorded field alike (recipes aside): a scan that found the tree as it was. */
+  sameEntries(other: Tree): boolean
   /** Where each chunk (packed 32-byte ids) can be found in this tree, or null. */
   locateChunks(ids: Buffer): Array<ChunkLocation | undefined | null>
   /** Inserts or replaces what an agent placed and forgets removed paths, keeping the tree sorted. */
@@ -49,6 +51,18 @@ export declare class Tree {
   driftIn(root: string, dirs: string[], subtrees: string[]): Promise<string[]>
   /** The stat an agent recorded for a placed entry: mtime observed after placing, and inode. */
   observed(path: string): Array<string> | null
+}
+
+/**
+ * Watches a directory tree (Linux inotify) so that a later scan lists only what changed (`scanPartial`).
+ * Throws when watching is not supported here (platform, filesystem).
+ */
+export declare class Watcher {
+  constructor(root: string)
+  /** What changed since `token` (null: nothing known), and the token for a scan that starts now. */
+  changesSince(token?: string | undefined | null): WatchAnswer
+  /** Stops watching (also done when the object is collected). */
+  close(): void
 }
 
 export declare class ZstdDecoder {
@@ -193,6 +207,14 @@ export declare function replaceFile(temp: Buffer, dest: Buffer): void
  */
 export declare function scan(root: string, previous?: Tree | undefined | null, params?: ChunkParams | undefined | null): Promise<ScanResult>
 
+/**
+ * `scan`, listing only `dirs` (their direct entries), `subtrees` (walked whole) and directories `previous` does
+ * not hold, and taking every other entry from `previous`. Equal to `scan` when nothing changed elsewhere since
+ * `previous` was scanned: what a `Watcher` vouches for. `stats.partial` is false when it had to scan everything
+ * (the ignore rules' kind changed).
+ */
+export declare function scanPartial(root: string, previous: Tree, dirs: string[], subtrees: string[], params?: ChunkParams | undefined | null): Promise<ScanResult>
+
 export interface ScanResult {
   tree: Tree
   changes: Array<Change>
@@ -210,6 +232,10 @@ export interface ScanStats {
   unchanged: number
   durationMs: number
   ignoreMode: 'gitignore' | 'skyignore'
+  /** Directories whose entries were listed. */
+  dirsListed: number
+  /** Only some directories were listed (`scanPartial`), the rest taken from the previous tree. */
+  partial: boolean
 }
 
 export interface ScanWarning {
@@ -223,6 +249,21 @@ export interface ScanWarning {
  * receiver keeps reading while it hashes. Resolves with the index of the first bad chunk, or -1.
  */
 export declare function verifyChunks(data: Buffer, refs: Buffer): Promise<number>
+
+export interface WatchAnswer {
+  /**
+   * `ok`: answered; `starting`: a walk is under way (the first one, or one after lost events): no token yet;
+   * `dead`: this watcher can never answer again (its directory went away or moved): start another.
+   */
+  state: 'ok' | 'starting' | 'dead'
+  /** The token to store with the tree of a scan that starts after this answer. */
+  token?: string
+  /** Scan everything: the watcher cannot vouch for the token given. */
+  full: boolean
+  reason?: string
+  dirs: string[]
+  subtrees: string[]
+}
 
 /**
  * Writes a batch of small files into new temp files under `root`, in parallel off the JavaScript thread. `paths`

@@ -176,6 +176,10 @@ pub struct ScanStats {
     pub duration_ms: f64,
     #[napi(ts_type = "'gitignore' | 'skyignore'")]
     pub ignore_mode: String,
+    /// Directories whose entries were listed.
+    pub dirs_listed: u32,
+    /// Only some directories were listed (`scanPartial`), the rest taken from the previous tree.
+    pub partial: bool,
 }
 
 #[napi(object, object_from_js = false)]
@@ -281,6 +285,16 @@ impl Tree {
         if let Some(i) = s.find(&path.0) {
             s.forget(i);
         }
+    }
+
+    /// Same entries as `other`, every recorded field alike (recipes aside): a scan that found the tree as it was.
+    #[napi]
+    pub fn same_entries(&self, other: &Tree) -> bool {
+        if Arc::ptr_eq(&self.inner, &other.inner) {
+            return true;
+        }
+        let (a, b) = (self.inner.read().unwrap(), other.inner.read().unwrap());
+        a.entries() == b.entries()
     }
 
     /// Where each chunk (packed 32-byte ids) can be found in this tree, or null.
@@ -520,6 +534,8 @@ pub struct ScanTask {
     root: PathBuf,
     previous: Option<Tree>,
     params: core::ChunkParams,
+    /// For a partial scan: the directories to list, and those to walk whole.
+    rescan: Option<(Vec<Vec<u8>>, Vec<Vec<u8>>)>,
 }
 
 pub struct ScanDone {
@@ -528,6 +544,8 @@ pub struct ScanDone {
     changes: Vec<core::Change>,
     warnings: Vec<core::Warning>,
     ignored: u64,
+    dirs_listed: u64,
+    partial: bool,
     duration_ms: f64,
 }
 
@@ -544,10 +562,6 @@ impl Task for ScanTask {
             }
             None => (0, 0),
         };
-        let out = core::scan_tree_sized(&self.root, hint_entries, hint_bytes)
-            .map_err(|e| Error::new(Status::GenericFailure, e.to_string()))?;
-        let warnings = out.warnings.clone();
-        let ignored = out.ignored;
         let empty;
         let prev_guard;
         let prev: &core::Snapshot = match &self.previous {
@@ -560,6 +574,15 @@ impl Task for ScanTask {
                 &empty
             }
         };
+        let out = match (&self.rescan, &self.previous) {
+            (Some((dirs, subtrees)), Some(_)) => core::scan_tree_partial(&self.root, prev, dirs, subtrees),
+            _ => core::scan_tree_sized(&self.root, hint_entries, hint_bytes),
+        }
+        .map_err(|e| Error::new(Status::GenericFailure, e.to_string()))?;
+        let warnings = out.warnings.clone();
+        let ignored = out.ignored;
+        let dirs_listed = out.dirs_listed;
+        let partial = out.partial;
         let (snapshot, changes) = prev.diff(out, self.params);
         Ok(ScanDone {
             snapshot,
@@ -567,6 +590,8 @@ impl Task for ScanTask {
             changes,
             warnings,
             ignored,
+            dirs_listed,
+            partial,
             duration_ms: t0.elapsed().as_secs_f64() * 1000.0,
         })
     }
@@ -583,6 +608,8 @@ impl Task for ScanTask {
             unchanged: 0,
             duration_ms: done.duration_ms,
             ignore_mode: done.snapshot.ignore_mode.map(|m| m.as_str()).unwrap_or("gitignore").to_string(),
+            dirs_listed: done.dirs_listed as u32,
+            partial: done.partial,
         };
         for e in done.snapshot.entries() {
             match e.meta.kind {
@@ -638,7 +665,90 @@ impl Task for ScanTask {
 /// changed crosses into JavaScript; the returned tree carries recipes over for unchanged files.
 #[napi(ts_return_type = "Promise<ScanResult>")]
 pub fn scan(root: String, previous: Option<&Tree>, params: Option<ChunkParams>) -> Result<AsyncTask<ScanTask>> {
-    Ok(AsyncTask::new(ScanTask { root: PathBuf::from(root), previous: previous.cloned(), params: params_of(params)? }))
+    Ok(AsyncTask::new(ScanTask { root: PathBuf::from(root), previous: previous.cloned(), params: params_of(params)?, rescan: None }))
+}
+
+/// `scan`, listing only `dirs` (their direct entries), `subtrees` (walked whole) and directories `previous` does
+/// not hold, and taking every other entry from `previous`. Equal to `scan` when nothing changed elsewhere since
+/// `previous` was scanned: what a `Watcher` vouches for. `stats.partial` is false when it had to scan everything
+/// (the ignore rules' kind changed).
+#[napi(ts_return_type = "Promise<ScanResult>")]
+pub fn scan_partial(
+    root: String,
+    previous: &Tree,
+    #[napi(ts_arg_type = "string[]")] dirs: Vec<BytePath>,
+    #[napi(ts_arg_type = "string[]")] subtrees: Vec<BytePath>,
+    params: Option<ChunkParams>,
+) -> Result<AsyncTask<ScanTask>> {
+    Ok(AsyncTask::new(ScanTask {
+        root: PathBuf::from(root),
+        previous: Some(previous.clone()),
+        params: params_of(params)?,
+        rescan: Some((dirs.into_iter().map(|d| d.0).collect(), subtrees.into_iter().map(|d| d.0).collect())),
+    }))
+}
+
+#[napi(object)]
+pub struct WatchAnswer {
+    /// `ok`: answered; `starting`: a walk is under way (the first one, or one after lost events): no token yet;
+    /// `dead`: this watcher can never answer again (its directory went away or moved): start another.
+    #[napi(ts_type = "'ok' | 'starting' | 'dead'")]
+    pub state: String,
+    /// The token to store with the tree of a scan that starts after this answer.
+    pub token: Option<String>,
+    /// Scan everything: the watcher cannot vouch for the token given.
+    pub full: bool,
+    pub reason: Option<String>,
+    #[napi(ts_type = "string[]")]
+    pub dirs: Vec<BytePath>,
+    #[napi(ts_type = "string[]")]
+    pub subtrees: Vec<BytePath>,
+}
+
+/// Watches a directory tree (Linux inotify) so that a later scan lists only what changed (`scanPartial`).
+/// Throws when watching is not supported here (platform, filesystem).
+#[napi]
+pub struct Watcher {
+    inner: Option<core::watch::Watcher>,
+}
+
+#[napi]
+impl Watcher {
+    #[napi(constructor)]
+    pub fn new(root: String) -> Result<Watcher> {
+        core::watch::Watcher::start(Path::new(&root), core::watch::WatchOptions::default())
+            .map(|w| Watcher { inner: Some(w) })
+            .map_err(|e| Error::new(Status::GenericFailure, format!("{root}: {e}")))
+    }
+
+    /// What changed since `token` (null: nothing known), and the token for a scan that starts now.
+    #[napi]
+    pub fn changes_since(&self, token: Option<String>) -> WatchAnswer {
+        let since = token.as_deref().and_then(core::watch::Token::parse);
+        let Some(w) = &self.inner else {
+            return WatchAnswer { state: "dead".into(), token: None, full: true, reason: Some("closed".into()), dirs: vec![], subtrees: vec![] };
+        };
+        match w.changes_since(since) {
+            Ok(c) => WatchAnswer {
+                state: "ok".into(),
+                token: Some(c.token.encode()),
+                full: c.full,
+                reason: c.reason,
+                dirs: c.dirs.into_iter().map(BytePath).collect(),
+                subtrees: c.subtrees.into_iter().map(BytePath).collect(),
+            },
+            Err(e @ (core::watch::WatchError::NotReady | core::watch::WatchError::Busy)) => {
+                WatchAnswer { state: "starting".into(), token: None, full: true, reason: Some(e.to_string()), dirs: vec![], subtrees: vec![] }
+            }
+            Err(e) => WatchAnswer { state: "dead".into(), token: None, full: true, reason: Some(e.to_string()), dirs: vec![], subtrees: vec![] },
+        }
+    }
+
+    /// Stops watching (also done when the object is collected).
+    #[napi]
+    pub fn close(&mut self) {
+        self.inner = None;
+    }
 }
 
 pub struct ChunkTask {

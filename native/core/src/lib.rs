@@ -14,10 +14,11 @@ pub mod replace;
 pub mod scan;
 pub mod snapshot;
 pub mod tree;
+pub mod watch;
 pub mod write;
 
 pub use chunk::{chunk_bytes, chunk_file, chunk_files, chunk_reader, ChunkParams, ChunkRef, Recipe, DEFAULT_PARAMS};
 pub use rechunk::{chunk_file_hinted, chunk_files_hinted};
-pub use scan::{scan_tree, scan_tree_sized, ScanError, ScanOutput, Warning, WarningKind};
+pub use scan::{scan_tree, scan_tree_partial, scan_tree_sized, ScanError, ScanOutput, Warning, WarningKind};
 pub use snapshot::{Change, ChangeKind, LoadError, Snapshot};
 pub use tree::{Entry, EntryList, EntryRef, Kind, Meta};

@@ -8,9 +8,11 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Mutex;
 
 use crate::ignore_rules::{is_ignored, push_level, IgnoreMode, RuleChain};
+use crate::snapshot::Snapshot;
 use crate::tree::{EntryList, Kind, Meta};
 
 #[derive(Debug)]
@@ -60,7 +62,12 @@ pub struct ScanOutput {
     pub ignore_mode: IgnoreMode,
     /// Filesystem clock (coarse) when the walk began: anything modified at or after it is racy.
     pub started_ns: i64,
+    /// Ignored entries seen; a partial scan counts those of the directories it listed only.
     pub ignored: u64,
+    /// Directories whose entries were listed (a full scan lists them all).
+    pub dirs_listed: u64,
+    /// Listed only where the previous tree could be out of date (see `scan_tree_partial`).
+    pub partial: bool,
 }
 
 pub fn coarse_now_ns() -> i64 {
@@ -87,7 +94,10 @@ struct Walk<'a> {
     warnings: Mutex<Vec<Warning>>,
     unreadable: Mutex<Vec<Vec<u8>>>,
     ignored: std::sync::atomic::AtomicU64,
-    _root: &'a Path,
+    listed: std::sync::atomic::AtomicU64,
+    root: &'a Path,
+    /// Set for a partial scan: which directories to list again, and the tree to take the others from.
+    rescan: Option<&'a Rescan<'a>>,
 }
 
 impl Walk<'_> {
@@ -102,6 +112,7 @@ impl Walk<'_> {
     }
 
     fn dir<'s>(&'s self, scope: &rayon::Scope<'s>, abs: PathBuf, rel: Vec<u8>, chain: RuleChain) {
+        self.listed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let listing = match fs::read_dir(&abs) {
             Ok(l) => l,
             Err(e) => {
@@ -202,12 +213,138 @@ impl Walk<'_> {
                 let child_abs = de.path();
                 let child_rel = path_buf.clone();
                 let child_chain = chain.clone();
-                scope.spawn(move |s| self.dir(s, child_abs, child_rel, child_chain));
+                if self.rescan.is_some() {
+                    scope.spawn(move |s| self.visit(s, child_abs, child_rel, child_chain));
+                } else {
+                    scope.spawn(move |s| self.dir(s, child_abs, child_rel, child_chain));
+                }
             } else {
                 local.push(&path_buf, meta_of(&md, Kind::File), None);
             }
         }
         self.out.lock().unwrap().append(&mut local);
+    }
+}
+
+impl Walk<'_> {
+    /// A directory a partial scan reaches, with the rules of its ancestors. Listed when the rescan says so;
+    /// otherwise its entries are the previous tree's, and only the way to listed directories below is followed.
+    fn visit<'s>(&'s self, scope: &rayon::Scope<'s>, abs: PathBuf, rel: Vec<u8>, chain: RuleChain) {
+        let r = self.rescan.expect("a partial scan");
+        if r.must_list(&rel) {
+            return self.dir(scope, abs, rel, chain);
+        }
+        let prev = r.previous;
+        let range = prev.subtree_range(&rel, 0..prev.len());
+        if !r.marks_below(&rel) {
+            // Straight into the result: on a no-op this is nearly the whole tree, and memory touched for the
+            // first time is what such a scan mostly pays for.
+            prev.copy_range_to(range, &mut self.out.lock().unwrap());
+            return;
+        }
+        let mut local = EntryList::new();
+        // Directories below must be listed: the rules of this one apply to them. Its ignore file is unchanged
+        // (a change makes the watcher ask for a full scan), and any warning it gave made it a listed directory.
+        let mut own = chain.clone();
+        let rules = abs.join(self.mode.file_name());
+        if fs::symlink_metadata(&rules).map(|m| m.is_file()).unwrap_or(false) {
+            own = push_level(&chain, if rel.is_empty() { 0 } else { rel.len() + 1 }, &rules).0;
+        }
+        // Direct entries and the subtrees of child directories interleave in path order ("a", "a.txt", "a/b"):
+        // a child directory is decided on at its own entry, and its subtree skipped or copied where it starts.
+        let skip = if rel.is_empty() { 0 } else { rel.len() + 1 };
+        let mut descend: Vec<Vec<u8>> = Vec::new();
+        let mut subtrees: Vec<std::ops::Range<usize>> = Vec::new();
+        let mut i = range.start;
+        while i < range.end {
+            let path = prev.path(i);
+            if let Some(slash) = path[skip..].iter().position(|&b| b == b'/') {
+                let child = &path[..skip + slash];
+                let sub = prev.subtree_range(child, i..range.end);
+                if !r.must_list(child) && !r.marks_below(child) {
+                    subtrees.push(sub.clone());
+                }
+                i = sub.end.max(i + 1);
+                continue;
+            }
+            if prev.meta(i).kind == Kind::Dir {
+                if r.must_list(path) || r.marks_below(path) {
+                    // On the way to a listed directory, or listed itself: stat'ed again, so that its entry (times,
+                    // mode) is what a full scan records now, and the way is known to be there.
+                    match fs::symlink_metadata(self.root.join(OsStr::from_bytes(path))) {
+                        Ok(md) if md.file_type().is_dir() => local.push(path, meta_of(&md, Kind::Dir), None),
+                        // Gone or no longer a directory: this directory changed after all, so list it.
+                        _ => return self.dir(scope, abs, rel, chain),
+                    }
+                    descend.push(path.to_vec());
+                } else {
+                    prev.copy_range_to(i..i + 1, &mut local);
+                }
+            } else {
+                prev.copy_range_to(i..i + 1, &mut local);
+            }
+            i += 1;
+        }
+        {
+            let mut out = self.out.lock().unwrap();
+            for sub in subtrees {
+                prev.copy_range_to(sub, &mut out);
+            }
+            out.append(&mut local);
+        }
+        for d in descend {
+            let child_abs = self.root.join(OsStr::from_bytes(&d));
+            let child_chain = own.clone();
+            scope.spawn(move |s| self.visit(s, child_abs, d, child_chain));
+        }
+    }
+}
+
+/// What a partial scan lists again; everything else is taken from the previous tree.
+pub struct Rescan<'a> {
+    previous: &'a EntryList,
+    /// Directories whose own entries are listed again.
+    dirs: HashSet<Vec<u8>>,
+    /// Directories listed with everything below them.
+    subtrees: HashSet<Vec<u8>>,
+    /// Both, sorted: what lies below a directory is a range.
+    marks: BTreeSet<Vec<u8>>,
+}
+
+impl<'a> Rescan<'a> {
+    pub fn new(previous: &'a EntryList, dirs: &[Vec<u8>], subtrees: &[Vec<u8>]) -> Rescan<'a> {
+        let dirs: HashSet<Vec<u8>> = dirs.iter().cloned().collect();
+        let subtrees: HashSet<Vec<u8>> = subtrees.iter().cloned().collect();
+        let marks = dirs.iter().chain(subtrees.iter()).cloned().collect();
+        Rescan { previous, dirs, subtrees, marks }
+    }
+
+    /// Listed: marked itself, under a subtree, or a directory the previous tree does not know as one.
+    fn must_list(&self, rel: &[u8]) -> bool {
+        if self.dirs.contains(rel) || self.subtrees.contains(rel) {
+            return true;
+        }
+        if !self.subtrees.is_empty() {
+            for (i, &b) in rel.iter().enumerate() {
+                if b == b'/' && self.subtrees.contains(&rel[..i]) {
+                    return true;
+                }
+            }
+            if self.subtrees.contains(&b""[..]) {
+                return true;
+            }
+        }
+        !rel.is_empty() && self.previous.find(rel).map(|i| self.previous.meta(i).kind) != Some(Kind::Dir)
+    }
+
+    /// Some mark lies strictly below `rel`.
+    fn marks_below(&self, rel: &[u8]) -> bool {
+        if rel.is_empty() {
+            return self.marks.iter().any(|m| !m.is_empty());
+        }
+        let mut from = rel.to_vec();
+        from.push(b'/');
+        self.marks.range(from.clone()..).next().is_some_and(|m| m.starts_with(&from))
     }
 }
 
@@ -220,6 +357,32 @@ pub fn scan_tree(root: &Path) -> Result<ScanOutput, ScanError> {
 /// scan of the same tree): the result is one of the largest allocations of a scan, and growing it step by step
 /// copies it and leaves the old copies behind in the allocator.
 pub fn scan_tree_sized(root: &Path, entries: usize, name_bytes: usize) -> Result<ScanOutput, ScanError> {
+    walk_tree(root, entries, name_bytes, None)
+}
+
+/// A scan that lists only `dirs` (their own entries), `subtrees` (everything below them) and directories the
+/// previous tree does not hold as directories, and takes every other entry from `previous`, the tree of an
+/// earlier scan of `root`. The result is the full scan's provided nothing changed outside those directories since
+/// that earlier scan began: what a filesystem watcher vouches for (see `watch.rs`). Every directory on the way to
+/// a listed one must be a directory of `previous`; one that is not (or no longer is) is listed itself.
+///
+/// With other ignore rules than `previous` was scanned with (a `.skyignore` appeared or went), it is a full scan.
+pub fn scan_tree_partial(
+    root: &Path,
+    previous: &Snapshot,
+    dirs: &[Vec<u8>],
+    subtrees: &[Vec<u8>],
+) -> Result<ScanOutput, ScanError> {
+    let rescan = Rescan::new(previous.entries(), dirs, subtrees);
+    let entries = previous.len();
+    let name_bytes = previous.entries().name_bytes();
+    if previous.ignore_mode.is_none() || fs::metadata(root).is_ok_and(|m| m.is_dir()) && previous.ignore_mode != Some(IgnoreMode::detect(root)) {
+        return walk_tree(root, entries, name_bytes, None);
+    }
+    walk_tree(root, entries, name_bytes, Some(&rescan))
+}
+
+fn walk_tree(root: &Path, entries: usize, name_bytes: usize, rescan: Option<&Rescan>) -> Result<ScanOutput, ScanError> {
     // A root that is a symlink to a directory is fine (SkyPilot allows it): follow it once.
     let md = match fs::metadata(root) {
         Ok(m) => m,
@@ -253,9 +416,15 @@ pub fn scan_tree_sized(root: &Path, entries: usize, name_bytes: usize) -> Result
         warnings: Mutex::new(warnings),
         unreadable: Mutex::new(Vec::new()),
         ignored: Default::default(),
-        _root: root,
+        listed: Default::default(),
+        root,
+        rescan,
     };
-    rayon::scope(|s| walk.dir(s, root.to_path_buf(), Vec::new(), chain));
+    if rescan.is_some() {
+        rayon::scope(|s| walk.visit(s, root.to_path_buf(), Vec::new(), chain));
+    } else {
+        rayon::scope(|s| walk.dir(s, root.to_path_buf(), Vec::new(), chain));
+    }
     let mut entries = walk.out.into_inner().unwrap();
     entries.sort_by_path();
     entries.shrink_to_fit();
@@ -270,5 +439,7 @@ pub fn scan_tree_sized(root: &Path, entries: usize, name_bytes: usize) -> Result
         ignore_mode: mode,
         started_ns,
         ignored: walk.ignored.into_inner(),
+        dirs_listed: walk.listed.into_inner(),
+        partial: rescan.is_some(),
     })
 }

@@ -722,6 +722,8 @@ mod carry_tests {
             ignore_mode: IgnoreMode::GitIgnore,
             started_ns: 200,
             ignored: 0,
+            dirs_listed: 0,
+            partial: false,
         }
     }
 

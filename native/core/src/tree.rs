@@ -247,6 +247,51 @@ impl EntryList {
         self.names.shrink_to_fit();
     }
 
+    /// The entries strictly under directory `dir` ("" for the root): a contiguous range in path order, because
+    /// '/' sorts before every byte that can follow it in a name ('0' is the first byte after it).
+    pub(crate) fn subtree_range(&self, dir: &[u8], within: std::ops::Range<usize>) -> std::ops::Range<usize> {
+        if dir.is_empty() {
+            return within;
+        }
+        let recs = &self.recs[within.clone()];
+        let names = &self.names;
+        let below = |r: &Rec, last: u8| {
+            let p = r.path(names);
+            let n = dir.len().min(p.len());
+            match p[..n].cmp(dir) {
+                std::cmp::Ordering::Equal => p.len() <= dir.len() || p[dir.len()] < last,
+                o => o == std::cmp::Ordering::Less,
+            }
+        };
+        let lo = recs.partition_point(|r| below(r, b'/'));
+        let hi = recs.partition_point(|r| below(r, b'0'));
+        within.start + lo..within.start + hi
+    }
+
+    /// Entries `range` of this list pushed on another as they are.
+    pub(crate) fn copy_range_to(&self, range: std::ops::Range<usize>, to: &mut EntryList) {
+        let recs = &self.recs[range];
+        if recs.is_empty() {
+            return;
+        }
+        // Names of distinct records never overlap; when those of the range tile one stretch of the buffer (a loaded
+        // tree keeps them in path order), copy the stretch at once.
+        let start = recs.iter().map(|r| r.off).min().unwrap();
+        let end = recs.iter().map(|r| r.off + r.len as u64).max().unwrap();
+        let total: u64 = recs.iter().map(|r| r.len as u64).sum();
+        if end - start == total {
+            let base = to.names.len() as u64;
+            to.names.extend_from_slice(&self.names[start as usize..end as usize]);
+            to.recs.extend(recs.iter().map(|r| Rec { off: r.off - start + base, ..*r }));
+        } else {
+            for r in recs {
+                let off = to.names.len() as u64;
+                to.names.extend_from_slice(r.name(&self.names));
+                to.recs.push(Rec { off, ..*r });
+            }
+        }
+    }
+
     /// Entry `i` of this list, to be pushed on another as it is: copies the record and its name.
     pub(crate) fn copy_to(&self, i: usize, to: &mut EntryList) {
         let r = self.recs[i];

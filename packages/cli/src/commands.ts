@@ -106,6 +106,8 @@ function jsonReport(reports: NodeReport[], t0: number, extra: Record<string, unk
     chunksReused: sum('chunksReused'),
     durationMs: Date.now() - t0,
     transport: [...new Set(all.map((s) => s.transport))].join('+') || 'none',
+    // The workdir's scan is shared by every node.
+    ...(reports[0]?.workdir ? { scan: reports[0].workdir.scan, scanDirs: reports[0].workdir.scanDirs } : {}),
     nodes: reports,
     ...extra,
   };

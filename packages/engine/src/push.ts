@@ -25,7 +25,8 @@ import type { Target } from '@skysync/transport';
 import { Planner, type LiteralRef } from './plan.js';
 import { RecipeQueue, type Recipe, type ToChunk } from './recipes.js';
 import { expectFrame, openSession, type Session } from './session.js';
-import { loadMeta, loadState, saveState, stateDirFor, type SyncState } from './state.js';
+import { loadMeta, loadState, saveState, saveWatch, stateDirFor, type SavedWatch, type SyncState } from './state.js';
+import { askWatch, type WatchAnswer } from './watch.js';
 
 export interface PushOptions {
   /** A directory (its contents land in `dest`) or a single file (it becomes `dest`). */
@@ -73,6 +74,12 @@ export interface PushStats extends SyncSummary {
   failed: Array<{ path: string; error: string }>;
   warnings: string[];
   dryRun: boolean;
+  /** `watch`: only the directories the watch service named were listed; `full`: every directory was. */
+  scan: 'watch' | 'full';
+  /** Directories the scan listed. */
+  scanDirs: number;
+  /** Why the scan was full although watching is on. */
+  scanReason?: string;
   changes?: Array<{ status: string; path: string; kind: string }>;
 }
 
@@ -100,6 +107,11 @@ interface Prepared {
   files: number;
   bytes: number;
   scanMs: number;
+  scan: 'watch' | 'full';
+  scanDirs: number;
+  scanReason?: string;
+  /** To save with `tree`: the watch token taken before the scan, and what it warned about. */
+  watch: SavedWatch | null;
 }
 
 function byPath(a: { entry: { path: string } }, b: { entry: { path: string } }): number {
@@ -166,7 +178,11 @@ export async function pushMany(opts: MultiPushOptions): Promise<Array<PushStats 
   try {
     // Warnings found while chunking arrive after the nodes have started: each node's stats get them at its end.
     const warnLater = (m: string): void => emit({ type: 'warning', message: m }, undefined);
-    prepared = fileName === null ? await prepareDir(source, states[baseIndex]?.tree ?? null, native, warn, warnLater) : await prepareFile(source, fileName, states[baseIndex]?.tree ?? null, native, warn);
+    const baseState = states[baseIndex];
+    prepared =
+      fileName === null
+        ? await prepareDir(source, baseState?.tree ?? null, native, warn, warnLater, baseState?.tree ? baseState.watch : null)
+        : await prepareFile(source, fileName, baseState?.tree ?? null, native, warn);
   } catch (e) {
     await Promise.all(nodes.map(async (n) => n.owned && (await n.session.catch(() => null))?.close().catch(() => {})));
     throw e;
@@ -268,16 +284,54 @@ function chooseBase(states: SyncState[]): number {
   return Math.max(0, best);
 }
 
+/** The directory of a relative path ("" for the root's entries). */
+function parentOf(p: string): string {
+  const i = p.lastIndexOf('/');
+  return i < 0 ? '' : p.slice(0, i);
+}
+
+/**
+ * What a partial scan lists: what the watch service names, plus what the last scan warned about (unreadable
+ * entries, special files, bad ignore files), since a full scan warns about them again every time: those paths
+ * are walked whole and their directories listed.
+ */
+export function rescanOf(answer: { dirs: string[]; subtrees: string[] }, recheck: string[]): { dirs: string[]; subtrees: string[] } {
+  return { dirs: [...answer.dirs, ...recheck.map(parentOf)], subtrees: [...answer.subtrees, ...recheck] };
+}
+
+/**
+ * The scan itself: partial when the watch service vouches for what changed since the token saved with `base`,
+ * full otherwise. The token asked for now (before scanning) is saved with the tree this scan produces.
+ */
+async function scanSource(source: string, base: Tree | null, native: NativeAddon, saved: SavedWatch | null) {
+  // An addon from before watching (SKYSYNC_NATIVE_PATH) scans in full.
+  const canWatch = typeof native.scanPartial === 'function' && typeof native.Watcher === 'function';
+  const answer: WatchAnswer | null = canWatch ? await askWatch(source, saved?.token ?? null) : null;
+  // Without a new token (no service yet, no answer in time, watching off), the one saved with the base still
+  // vouches for the new tree: whatever changed after this scan began also changed after it was given.
+  const token = answer?.token ?? saved?.token ?? null;
+  const watch = token ? { token, recheck: [] as string[] } : null;
+  if (answer && base && saved && !answer.full) {
+    const { dirs, subtrees } = rescanOf(answer, saved.recheck);
+    const scanned = await native.scanPartial(source, base, dirs, subtrees);
+    return { scanned, watch, reason: scanned.stats.partial ? undefined : 'the kind of ignore rules changed' };
+  }
+  const reason = answer === null ? undefined : !base ? 'no earlier tree' : !saved ? 'no watch token saved with the earlier tree' : answer.reason;
+  return { scanned: await native.scan(source, base), watch, reason };
+}
+
 async function prepareDir(
   source: string,
   base: Tree | null,
   native: NativeAddon,
   warn: (m: string) => void,
   warnLater: (m: string) => void,
+  saved: SavedWatch | null,
 ): Promise<Prepared> {
   const tScan = performance.now();
-  const scanned = await native.scan(source, base);
+  const { scanned, watch, reason } = await scanSource(source, base, native, saved);
   const scanMs = performance.now() - tScan;
+  if (watch) watch.recheck = scanned.warnings.map((w) => w.path);
   for (const w of scanned.warnings) warn(`${displayPath(w.path) || '.'}: ${w.message}`);
   const tree = scanned.tree;
   // Files whose content must be chunked: new or changed locally. Chunked once, whatever the number of nodes.
@@ -287,7 +341,19 @@ async function prepareDir(
     changed.push({ path: c.entry.path, size: c.entry.size, hint: c.prevRecipe?.chunks ?? null });
   }
   const recipes = new RecipeQueue(source, travelOrder(changed), native, tree, warnLater);
-  return { tree, changes: scanned.changes, base, recipes, files: scanned.stats.files + scanned.stats.symlinks, bytes: scanned.stats.bytes, scanMs };
+  return {
+    tree,
+    changes: scanned.changes,
+    base,
+    recipes,
+    files: scanned.stats.files + scanned.stats.symlinks,
+    bytes: scanned.stats.bytes,
+    scanMs,
+    scan: scanned.stats.partial ? 'watch' : 'full',
+    scanDirs: scanned.stats.dirsListed,
+    ...(reason && !scanned.stats.partial ? { scanReason: reason } : {}),
+    watch,
+  };
 }
 
 /** A single file as a tree of one entry named `name`; it is chunked only when its size, mtime or mode moved. */
@@ -323,7 +389,7 @@ async function prepareFile(source: string, name: string, base: Tree | null, nati
   const unreadable = results.get(name) === null;
   const changes: Change[] = same || unreadable ? [] : [{ status: prev ? 'modified' : 'added', entry, prevKind: prev?.kind, ...(prevRecipe ? { prevRecipe } : {}) }];
   const recipes = RecipeQueue.settled(native, tree, results);
-  return { tree, changes, base, recipes, files: 1, bytes: entry.size, scanMs: performance.now() - tScan };
+  return { tree, changes, base, recipes, files: 1, bytes: entry.size, scanMs: performance.now() - tScan, scan: 'full', scanDirs: 0, watch: null };
 }
 
 interface NodePush {
@@ -474,6 +540,9 @@ async function pushToNode(o: NodePush): Promise<PushStats> {
     failed: [],
     warnings: o.warnings,
     dryRun: !!o.dryRun,
+    scan: prepared.scan,
+    scanDirs: prepared.scanDirs,
+    ...(prepared.scanReason ? { scanReason: prepared.scanReason } : {}),
   };
   const session = o.session;
   const conn = session.conn;
@@ -488,7 +557,7 @@ async function pushToNode(o: NodePush): Promise<PushStats> {
   const save = async (generation: string, failed: string[]): Promise<void> => {
     const info = { source: o.source, target: o.target.key, dest: o.dest };
     // Nodes left at the same tree share its id, so the next push scans once against it for all of them.
-    await saveState(o.stDir, generation, tree, info, failed.length ? null : o.treeId);
+    await saveState(o.stDir, generation, tree, info, failed.length ? null : o.treeId, prepared.watch);
     if (failed.length) await forgetInSaved(o.stDir, native, failed);
   };
   if (o.dryRun) {
@@ -570,6 +639,11 @@ async function pushToNode(o: NodePush): Promise<PushStats> {
     finishStats();
     // Only re-checked entries (racy timestamps, metadata the remote does not keep): remember them as settled.
     if (changes.length > 0 && remoteState.generation) await save(remoteState.generation, []);
+    else if (prepared.watch && state.tree && state.watch?.token !== prepared.watch.token && tree.sameEntries?.(state.tree)) {
+      // Nothing changed: this node's saved tree is exactly what the scan found, so the token taken before the scan
+      // vouches for it too (a no-op push does not rewrite the tree).
+      await saveWatch(o.stDir, prepared.watch).catch(() => {});
+    }
   }
   stats.bytesWire = conn.bytesWritten - wireBefore;
   stats.durationMs = performance.now() - o.t0;

@@ -92,6 +92,8 @@ export async function pushWithRsync(opts: RsyncPushOptions): Promise<PushStats> 
     chunksLiteral: 0,
     durationMs: performance.now() - t0,
     scanMs: scanned.stats.durationMs,
+    scan: 'full',
+    scanDirs: scanned.stats.dirsListed,
     transport: 'rsync',
     generation: null,
     drift: [],

@@ -14,7 +14,22 @@ export interface SyncState {
   /** Shared by the states of nodes that were left at the same tree by one push. */
   treeId: string | null;
   tree: Tree | null;
+  /** What the watch service said just before the scan that produced `tree` (see watch.ts). */
+  watch: SavedWatch | null;
   warning: string | null;
+}
+
+export interface SavedWatch {
+  token: string;
+  /** Paths the scan warned about: a warning recurs at every scan, so a partial scan lists them again. */
+  recheck: string[];
+}
+
+function savedWatch(v: unknown): SavedWatch | null {
+  if (!v || typeof v !== 'object') return null;
+  const w = v as { token?: unknown; recheck?: unknown };
+  if (typeof w.token !== 'string' || !Array.isArray(w.recheck) || !w.recheck.every((p) => typeof p === 'string')) return null;
+  return { token: w.token, recheck: w.recheck as string[] };
 }
 
 export function stateRoot(): string {
@@ -29,13 +44,18 @@ export function stateDirFor(kind: 'push' | 'pull', ...key: string[]): string {
 export interface StateMeta {
   generation: string | null;
   treeId: string | null;
+  watch: SavedWatch | null;
 }
 
-/** The small part of a saved state (generation, tree id): enough to start talking to the agent. */
+/** The small part of a saved state (generation, tree id, watch token): enough to start talking to the agent. */
 export async function loadMeta(dir: string): Promise<StateMeta | null> {
   try {
-    const meta = JSON.parse(await fsp.readFile(path.join(dir, 'state.json'), 'utf8')) as { generation?: string; treeId?: string };
-    return { generation: typeof meta.generation === 'string' ? meta.generation : null, treeId: typeof meta.treeId === 'string' ? meta.treeId : null };
+    const meta = JSON.parse(await fsp.readFile(path.join(dir, 'state.json'), 'utf8')) as { generation?: string; treeId?: string; watch?: unknown };
+    return {
+      generation: typeof meta.generation === 'string' ? meta.generation : null,
+      treeId: typeof meta.treeId === 'string' ? meta.treeId : null,
+      watch: savedWatch(meta.watch),
+    };
   } catch {
     return null;
   }
@@ -43,19 +63,42 @@ export async function loadMeta(dir: string): Promise<StateMeta | null> {
 
 export async function loadState(dir: string, native: NativeAddon, known?: StateMeta | null): Promise<SyncState> {
   const meta = known === undefined ? await loadMeta(dir) : known;
-  if (!meta) return { generation: null, treeId: null, tree: null, warning: null };
+  if (!meta) return { generation: null, treeId: null, tree: null, watch: null, warning: null };
   try {
     return { ...meta, tree: native.Tree.load(path.join(dir, 'tree.snap')), warning: null };
   } catch (e) {
     // A damaged snapshot is rebuilt: the agent then finds the chunks it already has by their ids.
-    return { generation: null, treeId: null, tree: null, warning: `${(e as Error).message}; rebuilding it` };
+    return { generation: null, treeId: null, tree: null, watch: null, warning: `${(e as Error).message}; rebuilding it` };
   }
 }
 
-export async function saveState(dir: string, generation: string, tree: Tree, info: Record<string, string>, treeId: string | null = null): Promise<void> {
+/**
+ * Saves the tree, then state.json, which names it. A crash between the two leaves the new tree with the old
+ * state.json: its watch token is older than the tree, which only makes the next partial scan list more.
+ */
+export async function saveState(
+  dir: string,
+  generation: string,
+  tree: Tree,
+  info: Record<string, string>,
+  treeId: string | null = null,
+  watch: SavedWatch | null = null,
+): Promise<void> {
   await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
   tree.save(path.join(dir, 'tree.snap'));
   const tmp = path.join(dir, `state.json.${randomBytes(4).toString('hex')}`);
-  await fsp.writeFile(tmp, JSON.stringify({ generation, treeId, ...info, savedAt: new Date().toISOString() }) + '\n', { mode: 0o600 });
+  await fsp.writeFile(tmp, JSON.stringify({ generation, treeId, ...(watch ? { watch } : {}), ...info, savedAt: new Date().toISOString() }) + '\n', { mode: 0o600 });
   await fsp.rename(tmp, path.join(dir, 'state.json'));
+}
+
+/**
+ * Replaces the watch token in state.json, leaving the tree as it is: after a scan that found the saved tree
+ * exactly as it was, the newer token vouches for it as well, and the next partial scan lists less.
+ */
+export async function saveWatch(dir: string, watch: SavedWatch): Promise<void> {
+  const file = path.join(dir, 'state.json');
+  const meta = JSON.parse(await fsp.readFile(file, 'utf8')) as Record<string, unknown>;
+  const tmp = path.join(dir, `state.json.${randomBytes(4).toString('hex')}`);
+  await fsp.writeFile(tmp, JSON.stringify({ ...meta, watch }) + '\n', { mode: 0o600 });
+  await fsp.rename(tmp, file);
 }

@@ -3,4 +3,4 @@ export * from './local.js';
 export * from './ssh.js';
 export * from './parse.js';
 export { resolveHost, listWorkers, parseTargetSpec, type ResolvedHost } from './ssh-config.js';
-export { controlShutdown, controlSocketPath, persistSeconds } from './control.js';
+export { controlShutdown, controlSocketPath, ensureControlDir, persistSeconds } from './control.js';

@@ -1,0 +1,181 @@
+// The watch service's client. A push asks it what changed in the source since the token saved with the tree it
+// compares against, and scans only those directories (`scanPartial`); with no answer it scans everything. One
+// small background process per source directory (watch-main.ts) holds a native `Watcher` and answers over a Unix
+// socket in a 0700 directory (`ctl/watch/`, beside the warm connections' sockets), so several targets (local or
+// SSH) pushing the same source share it. It exits after SKYSYNC_WATCH_PERSIST idle seconds (default 600; 0 turns
+// watching off). A command never waits for it to start: the first push after it was started scans everything, and
+// so does any push whose question it cannot answer at once.
+//
+// Protocol: one JSON line each way per connection. Request {op: 'changes', token} (or 'status', 'stop'); answer
+// {state: 'ok' | 'starting' | 'dead' | 'unsupported', token, full, reason?, dirs[], subtrees[]}, paths as latin1
+// strings (raw bytes).
+
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { createRequire } from 'node:module';
+import { ensureControlDir, nativeAddonPath } from '@skysync/transport';
+
+/** In the socket's key: a client never talks to a service of another version. */
+export const WATCH_VERSION = 1;
+
+/** Seconds the watch service lives without a question (SKYSYNC_WATCH_PERSIST; 0: no watching at all). */
+export function watchPersistSeconds(): number {
+  const v = process.env.SKYSYNC_WATCH_PERSIST;
+  if (v === undefined || v === '') return 600;
+  const n = Number(v);
+  return Number.isFinite(n) && n >= 0 ? n : 600;
+}
+
+export interface WatchAnswer {
+  /** The token to save with the tree of the scan about to start; null when the service cannot give one yet. */
+  token: string | null;
+  /** Scan everything: nothing (or not enough) is known since the token asked about. */
+  full: boolean;
+  reason?: string;
+  dirs: string[];
+  subtrees: string[];
+}
+
+export interface WatchArgs {
+  root: string;
+  socket: string;
+  idleSeconds: number;
+}
+
+function serviceMain(): string {
+  // By package name, so that it resolves from the bundled CLI as well as from this package.
+  return createRequire(import.meta.url).resolve('@skysync/engine/watch-main');
+}
+
+/** The socket of the service watching `root`, keyed by the root, the service's build (its code and the addon
+ * that holds the watcher) and the user. */
+export function watchSocketPath(root: string): string {
+  const main = serviceMain();
+  const addon = process.env.SKYSYNC_NATIVE_PATH || nativeAddonPath();
+  const stamp = (f: string | null): number | null => {
+    try {
+      return f ? fs.statSync(f).mtimeMs : null;
+    } catch {
+      // Then the spawn or the load fails too, and every push scans everything.
+      return null;
+    }
+  };
+  const key = JSON.stringify({ root, version: WATCH_VERSION, main, mainStamp: stamp(main), addon, addonStamp: stamp(addon), uid: process.getuid?.() });
+  return path.join(ensureWatchDir(), `w-${createHash('sha256').update(key).digest('hex').slice(0, 24)}.sock`);
+}
+
+/** Beside the warm connections' sockets, apart from them (what is there is theirs), and as private. */
+export function ensureWatchDir(): string {
+  const dir = path.join(ensureControlDir(), 'watch');
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  fs.chmodSync(dir, 0o700);
+  if (process.getuid && fs.statSync(dir).uid !== process.getuid()) throw new Error(`${dir} belongs to another user`);
+  return dir;
+}
+
+function spawnService(args: WatchArgs): void {
+  const out = process.env.SKYSYNC_DEBUG ? fs.openSync(`${args.socket}.log`, 'a', 0o600) : 'ignore';
+  // Nothing in it uses TLS: a CA bundle would only cost node's start.
+  const env = { ...process.env };
+  delete env.NODE_EXTRA_CA_CERTS;
+  const child = spawn(process.execPath, [serviceMain(), JSON.stringify(args)], { detached: true, stdio: ['ignore', out, out], env });
+  child.unref();
+}
+
+/** One request, one answer line; rejects with the socket's error code, or 'ETIMEDOUT'. */
+function request(socket: string, req: Record<string, unknown>, timeoutMs: number): Promise<Record<string, unknown>> {
+  return new Promise((resolve, reject) => {
+    const sock = net.createConnection(socket);
+    let buf = '';
+    let done = false;
+    const finish = (err: Error | null, value?: Record<string, unknown>): void => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      sock.destroy();
+      if (err) reject(err);
+      else resolve(value!);
+    };
+    const timer = setTimeout(() => finish(Object.assign(new Error('no answer from the watch service'), { code: 'ETIMEDOUT' })), timeoutMs);
+    sock.setEncoding('utf8');
+    sock.on('connect', () => sock.write(JSON.stringify(req) + '\n'));
+    sock.on('data', (d: string) => {
+      buf += d;
+      const nl = buf.indexOf('\n');
+      if (nl < 0) return;
+      try {
+        finish(null, JSON.parse(buf.slice(0, nl)) as Record<string, unknown>);
+      } catch (e) {
+        finish(e as Error);
+      }
+    });
+    sock.on('error', (e) => finish(e));
+    sock.on('close', () => finish(Object.assign(new Error('the watch service closed the connection'), { code: 'ECONNRESET' })));
+  });
+}
+
+const full = (reason: string): WatchAnswer => ({ token: null, full: true, reason, dirs: [], subtrees: [] });
+
+/**
+ * What changed under `root` since `token` (the one saved with the tree about to be compared against). Null when
+ * watching is off. Starts the service when there is none (without waiting for it); a service that does not
+ * answer within `timeoutMs` is passed over: the push scans everything, as it would without one.
+ */
+export async function askWatch(root: string, token: string | null, timeoutMs = 1000): Promise<WatchAnswer | null> {
+  const idle = watchPersistSeconds();
+  if (idle === 0 || process.platform !== 'linux') return null;
+  let socket: string;
+  try {
+    socket = watchSocketPath(root);
+  } catch (e) {
+    return full(`no watch service: ${(e as Error).message}`);
+  }
+  try {
+    const a = await request(socket, { op: 'changes', token }, timeoutMs);
+    const dirs = Array.isArray(a.dirs) ? (a.dirs as unknown[]).filter((d): d is string => typeof d === 'string') : [];
+    const subtrees = Array.isArray(a.subtrees) ? (a.subtrees as unknown[]).filter((d): d is string => typeof d === 'string') : [];
+    const tok = a.state === 'ok' && typeof a.token === 'string' ? a.token : null;
+    const reason = typeof a.reason === 'string' ? a.reason : undefined;
+    if (tok === null) return full(reason ?? `watch service ${String(a.state)}`);
+    return { token: tok, full: a.full !== false, ...(reason ? { reason } : {}), dirs, subtrees };
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ECONNREFUSED') {
+      // None, or a leftover of one that died: start one for the next push. A spawn holds this thread for
+      // milliseconds (tens on a loaded machine): on the next turn, it overlaps the scan that runs meanwhile.
+      if (code === 'ECONNREFUSED') fs.rmSync(socket, { force: true });
+      setImmediate(() => {
+        try {
+          spawnService({ root, socket, idleSeconds: idle });
+        } catch {
+          // Only a missed speed-up.
+        }
+      });
+      return full('the watch service was not running (started now)');
+    }
+    return full(`watch service: ${(e as Error).message}`);
+  }
+}
+
+/** The service watching `root`: its process id, or null when there is none. */
+export async function watchStatus(root: string): Promise<{ state: string; pid: number } | null> {
+  try {
+    const a = await request(watchSocketPath(root), { op: 'status' }, 2000);
+    return { state: String(a.state), pid: Number(a.pid) };
+  } catch {
+    return null;
+  }
+}
+
+/** Asks the service watching `root` to end. True when there was one. */
+export async function stopWatch(root: string): Promise<boolean> {
+  try {
+    await request(watchSocketPath(root), { op: 'stop' }, 2000);
+    return true;
+  } catch {
+    return false;
+  }
+}
