@@ -7,6 +7,8 @@ export interface AgentContext {
   chunker: Chunker;
   native: NativeAddon | null;
   log: (msg: string) => void;
+  /** The chunk server the current push opened for the other nodes (closed when the client moves on). */
+  relay?: { close(): Promise<void> } | null;
 }
 
 /** `~` and `~/x` are the agent's home; other relative paths are relative to it too; absolute stays. */

@@ -26,6 +26,10 @@ export const enum Frame {
   Plan = 11,
   /** Client: this operation is over, hold nothing for it (the session stays open for another begin). */
   End = 12,
+  /** First frame of a relay connection (worker -> head chunk server), both ways. */
+  RelayHello = 13,
+  /** Worker -> chunk server: packed chunk refs (32-byte id + u32 LE length) to send, in this order. */
+  RelayWant = 14,
 }
 
 const FRAME_NAMES: Record<number, string> = {
@@ -41,6 +45,8 @@ const FRAME_NAMES: Record<number, string> = {
   10: 'error',
   11: 'plan',
   12: 'end',
+  13: 'relay-hello',
+  14: 'relay-want',
 };
 
 export function frameName(t: number): string {
