@@ -267,6 +267,7 @@ export class RelayServer {
       // All interfaces: which one the workers can reach is theirs to find out, from the candidates offered.
       r.server.listen(0, () => {
         r.server.off('error', reject);
+        r.port = (r.server.address() as net.AddressInfo).port;
         resolve();
       });
     });
@@ -275,9 +276,8 @@ export class RelayServer {
     return r;
   }
 
-  get port(): number {
-    return (this.server.address() as net.AddressInfo).port;
-  }
+  /** The port it listens on (kept once closed, for messages). */
+  port = 0;
 
   offer(addresses = headAddresses()): RelayOffer {
     return { addresses, port: this.port, token: this.token };
@@ -615,13 +615,15 @@ function connect(offer: RelayOffer, opts: FetchOptions): Promise<{ conn: Connect
       for (const t of timers) clearTimeout(t);
     };
     const maybeFail = (): void => {
-      if (!settled && started === candidates.length && live.size === 0) {
-        finish();
-        reject(new Error(`could not reach the head's relay (${errors.join('; ') || 'no address'})`));
-      }
+      if (settled || live.size) return;
+      // Nothing in flight: try the next address now rather than at its turn.
+      if (started < candidates.length) return attempt();
+      finish();
+      reject(new Error(`could not reach the head's relay (${errors.join('; ') || 'no address'})`));
     };
-    const attempt = (address: string): void => {
-      started++;
+    const attempt = (): void => {
+      if (settled || started >= candidates.length) return;
+      const address = candidates[started++]!;
       const sock = net.connect({ host: address, port: offer.port });
       live.set(sock, address);
       sock.setNoDelay(true);
@@ -650,10 +652,7 @@ function connect(offer: RelayOffer, opts: FetchOptions): Promise<{ conn: Connect
           .catch((e: Error) => drop(e.message));
       });
     };
-    candidates.forEach((a, i) => {
-      if (i === 0) attempt(a);
-      else timers.push(setTimeout(() => !settled && attempt(a), i * stagger));
-    });
+    for (let i = 1; i < candidates.length; i++) timers.push(setTimeout(attempt, i * stagger));
     timers.push(
       setTimeout(() => {
         if (settled) return;
