@@ -129,6 +129,7 @@ export async function servePush(conn: Connection, begin: PushBegin, ctx: AgentCo
           case Frame.DataEnd:
             if (!planEnded) throw new ProtocolError('data ended before the plan');
             dataEnded = true;
+            relayed?.renamingSoon();
             receiver.stream.end();
             break;
           case Frame.Error:

@@ -32,7 +32,7 @@ export interface ChunkLocation {
   /** Relative to the push's root (latin1, as paths). */
   path: string;
   offset: number;
-  /** Set for chunks this push wrote itself (it knows their length); others are hashed before they are sent. */
+  /** Set for chunks in the temp files this push is writing (it knows their length); others are hashed first. */
   len?: number;
 }
 
@@ -54,6 +54,7 @@ export interface ChunkSource {
 export class PushChunks implements ChunkSource {
   private receiver: Receiver | null = null;
   private settled = false;
+  private renaming = false;
   private waiters: Array<() => void> = [];
   /** What each temp-file promise settled to (one promise per file or batch, shared by its chunks). */
   private readonly known = new WeakMap<Promise<string | null>, string | null>();
@@ -89,6 +90,15 @@ export class PushChunks implements ChunkSource {
     }
   }
 
+  /**
+   * The head's data has all arrived: its transition will rename temp files into place, and a large one is swapped
+   * with the file it replaces (the temp name then holds the old bytes for a moment). From now on every chunk is
+   * hashed before it is sent, wherever it comes from.
+   */
+  renamingSoon(): void {
+    this.renaming = true;
+  }
+
   /** The push is over and recorded (or never brought anything): from now on only the records answer. */
   settle(held: HeldChunks, holdsNothing: boolean): void {
     this.held = held;
@@ -118,7 +128,7 @@ export class PushChunks implements ChunkSource {
     if (sc) {
       if (!this.known.has(sc.file)) return undefined;
       const f = this.known.get(sc.file);
-      if (f) return { path: f, offset: sc.offset, len: sc.len };
+      if (f) return this.renaming ? { path: f, offset: sc.offset } : { path: f, offset: sc.offset, len: sc.len };
     }
     return this.locate(id) ?? (this.settled ? null : undefined);
   }
