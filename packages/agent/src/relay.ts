@@ -157,6 +157,8 @@ const MAX_CONNECTIONS = 64;
 const MAX_WANTED = 1 << 22;
 /** The largest chunk a request may name (FastCDC's max is 64 KiB by default; chunk params are the client's). */
 const MAX_CHUNK = 4 * 1024 * 1024;
+/** A connection sending chunks that are all ready lets the event loop turn after this many bytes. */
+const YIELD_BYTES = 1024 * 1024;
 /** Refs per request frame. */
 const WANT_BATCH = 16384;
 
@@ -384,6 +386,7 @@ export class RelayServer {
       kick();
     });
     const { source, chunker } = this.opts;
+    let sinceYield = 0;
     for (;;) {
       if (failure) throw failure;
       if (taken >= wanted.length) {
@@ -407,6 +410,13 @@ export class RelayServer {
         // Send what is ready before waiting for the head's own push to receive this one.
         await pump.flush();
         loc = await source.find(id);
+      }
+      // Chunks that are ready are sent without a turn of the event loop in between: let the head's own push (and the
+      // other connections) have one every block or so.
+      sinceYield += len;
+      if (sinceYield >= YIELD_BYTES) {
+        sinceYield = 0;
+        await new Promise<void>((r) => setImmediate(r));
       }
       if (!(await this.send(pump, id, len, loc, chunker))) {
         await pump.flush().catch(() => {});
