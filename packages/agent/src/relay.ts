@@ -655,7 +655,8 @@ function connect(offer: RelayOffer, opts: FetchOptions): Promise<{ conn: Connect
       };
       sock.on('error', (e: NodeJS.ErrnoException) => drop(e.code ?? e.message));
       sock.once('connect', () => {
-        const conn = new Connection(sock, sock);
+        // Data frames of up to 1 MiB at cluster-network speed: queue a few, not the default's hundreds.
+        const conn = new Connection(sock, sock, 16);
         conn.sendJson(Frame.RelayHello, { token: offer.token, compression: prefs } satisfies RelayHello).catch(() => {});
         conn
           .expect(Frame.RelayHello)

@@ -148,9 +148,14 @@ export class Connection {
   bytesWritten = 0;
   bytesRead = 0;
 
+  /**
+   * `maxQueued`: frames read ahead of the handler before reading pauses. Many small frames are the plan's; a peer
+   * on a fast network sending 1 MiB data frames is held to fewer.
+   */
   constructor(
     private readonly input: Readable,
     private readonly output: Writable,
+    private readonly maxQueued = 256,
   ) {
     output.write(MAGIC);
     this.bytesWritten += MAGIC.length;
@@ -169,7 +174,7 @@ export class Connection {
         else this.queue.push(f);
       }
       // Backpressure on the reading side: stop reading while many frames wait to be handled.
-      if (this.queue.length > 256) input.pause();
+      if (this.queue.length > this.maxQueued) input.pause();
     });
     input.on('end', () => {
       this.ended = true;
@@ -193,7 +198,7 @@ export class Connection {
   next(): Promise<FrameMessage | null> {
     if (this.failure) return Promise.reject(this.failure);
     const f = this.queue.shift();
-    if (this.queue.length < 64) this.input.resume();
+    if (this.queue.length < this.maxQueued / 4) this.input.resume();
     if (f) return Promise.resolve(f);
     if (this.ended) return Promise.resolve(null);
     return new Promise((resolve, reject) => this.waiters.push({ resolve, reject }));
