@@ -810,6 +810,10 @@ await scenario('fanout', 'initial push to 4 nodes (head + 3 workers, one shared 
           log(`  skysync push bench failed: ${String(e.message).split('\n').slice(0, 6).join(' | ')}`);
           continue;
         }
+        // Where the workers' data came from: the head's relay (over the rig's namespace, not the shaped link) or the client.
+        const ws = (r.stats?.nodes ?? []).slice(1).map((n) => n?.workdir ?? {});
+        const relayed = ws.reduce((a, w) => a + (w.bytesRelay ?? 0), 0);
+        if (rep === 0) sc.notes.push(`skysync: the ${ws.length} workers took ${fmtBytes(relayed)} from the head's relay and ${fmtBytes(ws.reduce((a, w) => a + (w.bytesLiteral ?? 0), 0))} of literal data from the client`);
         const reached = workers.filter((n) => fs.existsSync(destOf('sky', n)) && listFiles(destOf('sky', n)).length === expectedCount);
         r.nodesReached = 1 + reached.length;
         if (reached.length < workers.length) {

@@ -11,6 +11,8 @@ export interface AgentContext {
   served: Set<string>;
   /** The client keeps this agent for later commands (it sent `end`). */
   kept: () => void;
+  /** The chunk server the current push opened for the other nodes (closed when the client moves on). */
+  relay?: { close(): Promise<void> } | null;
 }
 
 /** `~` and `~/x` are the agent's home; other relative paths are relative to it too; absolute stays. */

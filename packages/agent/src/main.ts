@@ -16,7 +16,7 @@ import {
 import path from 'node:path';
 import { defaultHome, type AgentContext } from './context.js';
 import { servePull } from './pull.js';
-import { servePush } from './push.js';
+import { closeRelay, servePush } from './push.js';
 import { watchDestination } from './store.js';
 
 export const AGENT_VERSION = '0.1.0';
@@ -54,6 +54,7 @@ export async function serve(home: string): Promise<void> {
     native: ctx.native !== null,
     platform: `${process.platform}-${process.arch}`,
     node: process.version,
+    capabilities: ['relay'],
   };
   await conn.sendJson(Frame.Hello, hello);
   try {
@@ -65,6 +66,8 @@ export async function serve(home: string): Promise<void> {
     // and one agent process serve them all.
     let f = await conn.next();
     while (f) {
+      // Any frame after an operation means the client is done with it, and so are the nodes it relayed to.
+      await closeRelay(ctx);
       // `end` after an operation: the client keeps this agent for a later command and holds nothing meanwhile.
       if (f.type === Frame.End) {
         ctx.kept();
@@ -85,6 +88,7 @@ export async function serve(home: string): Promise<void> {
     await conn.sendJson(Frame.Error, { message: err.message, code: err.code ?? err.name ?? 'error' }).catch(() => {});
     process.exitCode = 1;
   } finally {
+    await closeRelay(ctx).catch(() => {});
     conn.end();
   }
 }

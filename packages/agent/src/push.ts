@@ -12,6 +12,7 @@ import {
   type Plan,
   type PushBegin,
   type PushState,
+  type RelayReport,
   ProtocolError,
   createBlockDecoder,
   decodeEntries,
@@ -23,6 +24,7 @@ import { acquireLock } from './lock.js';
 import { manifestPath, newGeneration } from './manifest.js';
 import { openStore } from './store.js';
 import { mirrorExtras } from './mirror.js';
+import { PushChunks, RelayServer, fetchFromRelay, relayDisabled } from './relay.js';
 
 /** Lets the frame reader run ahead of the builder by this much decoded data, then waits. */
 const STREAM_HIGH_WATER = 64 * 1024 * 1024;
@@ -47,13 +49,32 @@ export async function servePush(conn: Connection, begin: PushBegin, ctx: AgentCo
     if (!st.isDirectory()) throw new ProtocolError(`${dir} is not a directory on the remote`);
     const store = await openStore(ctx.native, stateBase, ctx.log);
     const drift = await store.drift(root);
+    const untrusted = new Set(drift);
     const state: PushState = { generation: store.generation, drift, dest: root, held: store.size };
+    // The head of a cluster push serves the other nodes' chunks for as long as the client's session stays on this
+    // operation (the main loop closes it when the next frame arrives).
+    let relayed: PushChunks | null = null;
+    if (begin.relay) {
+      if (relayDisabled()) state.relay = { error: 'turned off on that node (SKYSYNC_RELAY)' };
+      else {
+        try {
+          relayed = new PushChunks(store.held(untrusted), store.size === 0);
+          const server = await RelayServer.open({ root, source: relayed, chunker: ctx.chunker, zstd: ctx.native, log: ctx.log });
+          ctx.relay = server;
+          state.relay = server.offer();
+        } catch (e) {
+          relayed = null;
+          state.relay = { error: (e as Error).message };
+        }
+      }
+    }
     await conn.sendJson(Frame.State, state);
 
     const first = await conn.next();
     // Nothing changed on the client's side and no drift: the session ends or goes on to the next operation.
     if (first?.type === Frame.End) ctx.kept();
     if (!first || first.type === Frame.Begin || first.type === Frame.End) {
+      await closeRelay(ctx);
       store.unchanged(drift.length > 0);
       return first?.type === Frame.End ? undefined : first;
     }
@@ -63,7 +84,6 @@ export async function servePush(conn: Connection, begin: PushBegin, ctx: AgentCo
     // Written while the files are built; it must land before the first rename.
     const invalidated = store.invalidate();
     invalidated.catch(() => {});
-    const untrusted = new Set(drift);
     const receiver = new Receiver({
       root,
       chunker: ctx.chunker,
@@ -73,7 +93,10 @@ export async function servePush(conn: Connection, begin: PushBegin, ctx: AgentCo
       deleteMode: plan.deleteMode,
       replaceFile: ctx.native?.replaceFile,
       native: ctx.native,
+      ...(relayed ? { onChunk: (k: string) => relayed.onChunk(k) } : {}),
     });
+    relayed?.attach(receiver);
+    let relayReport: RelayReport | undefined;
     const decoder = createBlockDecoder(plan.compression, ctx.native);
     const dataMode = plan.mode === 'data';
     let planEnded = false;
@@ -96,9 +119,13 @@ export async function servePush(conn: Connection, begin: PushBegin, ctx: AgentCo
           case Frame.PlanEnd:
             planEnded = true;
             if (!dataMode) {
-              const need = receiver.resolveNeeds();
-              await conn.send(Frame.Need, Buffer.concat(need));
+              let need = receiver.resolveNeeds();
               receiver.buildAll();
+              if (plan.relay) {
+                relayReport = await fetchRelayed(plan, need, receiver, ctx);
+                need = need.slice(relayReport.chunks);
+              }
+              await conn.send(Frame.Need, Buffer.concat(need));
             }
             break;
           case Frame.Data:
@@ -108,6 +135,7 @@ export async function servePush(conn: Connection, begin: PushBegin, ctx: AgentCo
           case Frame.DataEnd:
             if (!planEnded) throw new ProtocolError('data ended before the plan');
             dataEnded = true;
+            relayed?.renamingSoon();
             receiver.stream.end();
             break;
           case Frame.Error:
@@ -128,6 +156,7 @@ export async function servePush(conn: Connection, begin: PushBegin, ctx: AgentCo
     // failed again is no longer what we placed: forget it rather than trust it.
     const gone = [...result.removed, ...result.forgotten, ...result.failed.filter((f) => untrusted.has(f.path)).map((f) => f.path)];
     store.apply(result.placed, gone);
+    relayed?.settle(store.held(untrusted), store.size === 0);
     let mirrored = 0;
     if (plan.deleteMode === 'mirror') {
       if (!ctx.native) {
@@ -143,6 +172,7 @@ export async function servePush(conn: Connection, begin: PushBegin, ctx: AgentCo
       deleted: result.removed.length - result.kept.length + mirrored,
       kept: result.kept,
       failed: result.failed,
+      ...(relayReport ? { relay: relayReport } : {}),
     };
     // The answer goes first: the state on disk says "unknown" until the save below lands, and a crash before
     // that only makes the next push compare everything.
@@ -153,7 +183,36 @@ export async function servePush(conn: Connection, begin: PushBegin, ctx: AgentCo
       ctx.log(`could not record this push (${(e as Error).message}); the next push will compare everything`);
     }
     return undefined;
+  } catch (e) {
+    await closeRelay(ctx);
+    throw e;
   } finally {
     await release();
   }
+}
+
+/** Ends the chunk server the last operation opened, if any: the client has moved on. */
+export async function closeRelay(ctx: AgentContext): Promise<void> {
+  const r = ctx.relay;
+  ctx.relay = null;
+  await r?.close();
+}
+
+/**
+ * Takes the needed chunks from the head's relay, in need order, into the receiver's stream. What it could not get
+ * (the head unreachable, gone or lacking a chunk) is asked of the client as usual.
+ */
+async function fetchRelayed(plan: Plan, need: Buffer[], receiver: Receiver, ctx: AgentContext): Promise<RelayReport> {
+  if (relayDisabled()) return { chunks: 0, bytes: 0, address: null, error: 'turned off on this node (SKYSYNC_RELAY)', ms: 0 };
+  if (!need.length) return { chunks: 0, bytes: 0, address: null, error: null, ms: 0 };
+  return fetchFromRelay(
+    plan.relay!,
+    need,
+    receiver.neededLengths,
+    async (bytes) => {
+      receiver.stream.push(bytes);
+      await receiver.stream.waitBelow(STREAM_HIGH_WATER);
+    },
+    { chunker: ctx.chunker, zstd: ctx.native },
+  );
 }

@@ -74,6 +74,12 @@ export interface ReceiverOptions {
   replaceFile?: (temp: Buffer, dest: Buffer) => void;
   /** Writes and renames files in batches off this thread when it has `writeFiles` (an older addon may not). */
   native?: NativeAddon | null;
+  /**
+   * Remember where every received chunk was written, and say so as each lands: the head of a relayed push
+   * serves other nodes from this sync's files while it is still receiving (need mode otherwise remembers only
+   * the chunks the plan takes twice).
+   */
+  onChunk?: (key: string) => void;
 }
 
 export interface ReceiveResult {
@@ -108,9 +114,10 @@ interface Staged {
 /** Where a chunk received earlier in this sync sits: `file` settles to the temp file (relative to the root) once
  * its bytes are on disk (small files are written in batches), or to null when that write failed. One promise per
  * file, shared by its chunks. */
-interface SessionChunk {
+export interface SessionChunk {
   file: Promise<string | null>;
   offset: number;
+  len: number;
 }
 
 /** Files up to this size whose bytes all come from the stream are written whole (in batches, when native). */
@@ -198,6 +205,17 @@ export class Receiver {
     return rel === '' ? this.rootBuf : Buffer.concat([this.rootBuf, Buffer.from('/' + rel, 'latin1')]);
   }
 
+  private remember(key: string, sc: SessionChunk): void {
+    this.session.set(key, sc);
+    this.opts.onChunk?.(key);
+  }
+
+  /** Where a chunk of this sync was written: `file` settles to its temp file (relative to the root) once its bytes
+   * are on disk, or to null when that write failed. Temp files are renamed into place by the transition. */
+  received(key: string): SessionChunk | undefined {
+    return this.session.get(key);
+  }
+
   /**
    * Data mode: files are built as their entries arrive, taking literal chunks from the stream in order.
    * Need mode: call `resolveNeeds` after the whole plan arrived, then `buildAll`.
@@ -228,11 +246,15 @@ export class Receiver {
     if (build.length) this.queue = this.queue.then(() => this.buildMany(build));
   }
 
+  /** Need mode: the byte length of each id `resolveNeeds` returned, in the same order. */
+  neededLengths: number[] = [];
+
   /** Need mode: which chunk ids must come over the wire, in the order the builder will take them. */
   resolveNeeds(): Buffer[] {
     const resolved = new Map<string, { path: string; offset: number } | 'stream'>();
     const repeated = new Set<string>();
     const ids: Buffer[] = [];
+    const lens: number[] = [];
     for (const s of this.staged) {
       if (s.entry.kind !== 'file') continue;
       for (const op of s.entry.ops) {
@@ -243,16 +265,21 @@ export class Receiver {
           if (!resolved.has(key)) {
             resolved.set(key, 'stream');
             ids.push(id);
+            lens.push(op.chunks.readUInt32LE(o + 32));
           } else repeated.add(key);
         }
       }
     }
     const found = this.opts.held.locate(ids);
     const needed: Buffer[] = [];
+    this.neededLengths = [];
     ids.forEach((id, i) => {
       const loc = found[i];
       if (loc && !this.opts.untrusted.has(loc.path)) resolved.set(id.toString('latin1'), loc);
-      else needed.push(id);
+      else {
+        needed.push(id);
+        this.neededLengths.push(lens[i]!);
+      }
     });
     this.resolved = resolved;
     this.repeated = repeated;
@@ -462,7 +489,7 @@ export class Receiver {
       const file = Promise.resolve(this.writeSmall(s, e, pieces, bytes));
       let off = 0;
       for (const p of pieces) {
-        this.session.set(p.id.toString('latin1'), { file, offset: off });
+        this.remember(p.id.toString('latin1'), { file, offset: off, len: p.len });
         off += p.len;
       }
       return;
@@ -527,9 +554,9 @@ export class Receiver {
     for (let i = 0, k = 0; i < refs.length; i++) {
       for (let o = 32; o < refs[i]!.length; o += CHUNK_REF_SIZE, k++) {
         const key = keys[k]!;
-        if (!this.repeated || this.repeated.has(key)) {
+        if (!this.repeated || this.repeated.has(key) || this.opts.onChunk) {
           file ??= b.written.then(() => (s.error ? null : s.temp));
-          this.session.set(key, { file, offset: off });
+          this.remember(key, { file, offset: off, len: refs[i]!.readUInt32LE(o) });
         }
         off += refs[i]!.readUInt32LE(o);
       }
@@ -682,7 +709,7 @@ export class Receiver {
       written ??= Promise.resolve(s.temp);
       for (let k = from; k <= to; k++) {
         const q = pieces[k]!;
-        this.session.set(q.id.toString('latin1'), { file: written, offset: at });
+        this.remember(q.id.toString('latin1'), { file: written, offset: at, len: q.len });
         at += q.len;
       }
     };

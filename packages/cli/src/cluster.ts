@@ -68,6 +68,8 @@ export interface SyncRequest {
   dryRun: boolean;
   native: NativeAddon;
   transport: 'auto' | 'agent' | 'rsync';
+  /** false: no head relay (`--no-relay`); undefined: the default (on, unless SKYSYNC_RELAY=0). */
+  relay?: boolean;
   onEvent: (e: PushEvent, node: number | undefined, what: string) => void;
   log: (m: string) => void;
 }
@@ -162,6 +164,7 @@ export async function syncNodes(req: SyncRequest): Promise<NodeReport[]> {
         deleteMode: req.deleteMode,
         dryRun: req.dryRun,
         native: req.native,
+        relay: req.relay,
         onEvent: (e, n) => req.onEvent(e, n === undefined ? undefined : members[n], what),
       });
       results.forEach((r, k) => {

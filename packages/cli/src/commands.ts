@@ -25,6 +25,8 @@ export interface SyncFlags {
   env?: string[];
   fileMounts?: boolean;
   setup?: boolean;
+  /** commander's `--no-relay`: false when given. */
+  relay?: boolean;
 }
 
 export interface CommandContext {
@@ -96,13 +98,14 @@ function nodeSummary(r: NodeReport): PushStats[] {
 /** The --json object: the totals every sync reports, then each node's detail. */
 function jsonReport(reports: NodeReport[], t0: number, extra: Record<string, unknown> = {}): Record<string, unknown> {
   const all = reports.flatMap(nodeSummary);
-  const sum = (k: 'filesChanged' | 'filesDeleted' | 'bytesLiteral' | 'bytesWire' | 'chunksReused'): number => all.reduce((a, s) => a + s[k], 0);
+  const sum = (k: 'filesChanged' | 'filesDeleted' | 'bytesLiteral' | 'bytesWire' | 'chunksReused' | 'bytesRelay'): number => all.reduce((a, s) => a + (s[k] ?? 0), 0);
   return {
     filesScanned: reports[0] ? nodeSummary(reports[0]).reduce((a, s) => a + s.filesScanned, 0) : 0,
     filesChanged: sum('filesChanged'),
     filesDeleted: sum('filesDeleted'),
     bytesLiteral: sum('bytesLiteral'),
     bytesWire: sum('bytesWire'),
+    bytesRelay: sum('bytesRelay'),
     chunksReused: sum('chunksReused'),
     durationMs: Date.now() - t0,
     transport: [...new Set(all.map((s) => s.transport))].join('+') || 'none',
@@ -135,7 +138,8 @@ function reportSync(reports: NodeReport[], flags: SyncFlags, print: (l: string) 
       for (const l of summaryLines(parts[0]!.s)) print(l);
     } else {
       for (const { label, s } of parts) {
-        print(`${who}${label}: ${s.filesChanged} changed, ${s.filesDeleted} deleted, ${formatBytes(s.bytesLiteral)} literal, ${formatBytes(s.bytesWire)} on the wire (${s.transport}, ${(s.durationMs / 1000).toFixed(2)} s)`);
+        const relayed = s.bytesRelay ? `, ${formatBytes(s.bytesRelay)} from the head` : '';
+        print(`${who}${label}: ${s.filesChanged} changed, ${s.filesDeleted} deleted, ${formatBytes(s.bytesLiteral)} literal${relayed}, ${formatBytes(s.bytesWire)} on the wire (${s.transport}, ${(s.durationMs / 1000).toFixed(2)} s)`);
       }
     }
   }
@@ -184,6 +188,7 @@ async function syncPhase(
     dryRun: !!flags.dryRun,
     native: ctx.native(),
     transport: flags.transport ?? 'auto',
+    relay: flags.relay === false ? false : undefined,
     onEvent: progress.onEvent,
     log: ctx.print,
   });

@@ -64,6 +64,7 @@ export function buildProgram(): Command {
       .option('-n, --dry-run', 'list what would change, change nothing (and run nothing)')
       .option('--json', 'print one JSON object with the statistics at the end (stdout)')
       .option('-q, --quiet', 'no summary')
+      .option('--no-relay', "send every node its data from here; by default the head passes the workers theirs over the cluster network (env SKYSYNC_RELAY=0)")
       .addOption(
         new Option('--transport <how>', "agent: the skysync agent only; rsync: rsync over ssh with SkyPilot's flags; auto: the agent, or rsync where it cannot run")
           .choices(['auto', 'agent', 'rsync'])

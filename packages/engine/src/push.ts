@@ -14,6 +14,8 @@ import {
   type PlanEntry,
   type PushBegin,
   type PushState,
+  type RelayOffer,
+  type RelayReport,
   chooseCompression,
   decodeIds,
   displayPath,
@@ -81,6 +83,11 @@ export interface PushStats extends SyncSummary {
   /** Why the scan was full although watching is on. */
   scanReason?: string;
   changes?: Array<{ status: string; path: string; kind: string }>;
+  /** Literal bytes this node took from the head's relay instead of from the client. */
+  bytesRelay: number;
+  /** A relayed push: the head served the other nodes; a worker says what the relay delivered (`error`: why it
+   * stopped short, the rest then came from the client). */
+  relay?: { role: 'head'; addresses: string[] } | ({ role: 'worker' } & RelayReport);
 }
 
 const BATCH_ENTRIES = 512;
@@ -94,6 +101,32 @@ export interface MultiPushOptions extends Omit<PushOptions, 'target' | 'session'
   sessions?: Array<Session | undefined>;
   /** `node` is the index into `targets`, or undefined for what concerns the source (the scan). */
   onEvent?: (e: PushEvent, node: number | undefined) => void;
+  /**
+   * With several targets, the first serves the others' literal chunks over the cluster network, so the client's
+   * uplink carries them once (default on; `SKYSYNC_RELAY=0` turns it off).
+   */
+  relay?: boolean;
+}
+
+/** Below this many literal bytes a worker takes them from the client as usual: the relay's extra round trip over
+ * the client's link would cost more than the bytes. */
+const RELAY_MIN_BYTES = 2 * 1024 * 1024;
+
+/** How one node of a pushMany takes part in the relay. */
+interface RelayRole {
+  /** The head's chunk server (null: none, every node is fed by the client). */
+  offer: RelayOffer | null;
+  head: boolean;
+  /** A worker says, once planned, whether it takes its chunks from the relay. */
+  decide(used: boolean): void;
+  /** The head: whether any worker does (it then needs a plan even with nothing to change, see pushToNode). */
+  anyUse: Promise<boolean>;
+}
+
+function deferred<T>(): { promise: Promise<T>; resolve: (v: T) => void } {
+  let resolve!: (v: T) => void;
+  const promise = new Promise<T>((r) => (resolve = r));
+  return { promise, resolve };
 }
 
 /** What the one scan and chunking pass of a push produce, shared by every node. */
@@ -153,12 +186,15 @@ export async function pushMany(opts: MultiPushOptions): Promise<Array<PushStats 
 
   // Ask every node for its state now: the agents check drift while we scan.
   const begin: PushBegin = { op: 'push', dest, base: null, chunkParams: native.defaultChunkParams(), ...(fileName !== null ? { file: true } : {}) };
+  const relayWanted = targets.length > 1 && !opts.dryRun && (opts.relay ?? !/^(0|off|false|no)$/i.test(process.env.SKYSYNC_RELAY ?? ''));
   const nodes = targets.map((target, i) => {
     const given = opts.sessions?.[i];
     const session = given ? Promise.resolve(given) : openSession(target, prefsFor(target));
     const begun = session.then(async (s) => {
-      await s.agentHello;
-      await s.conn.sendJson(Frame.Begin, { ...begin, base: metas[i]?.generation ?? null });
+      const hello = await s.agentHello;
+      // The first node serves the others, when its agent knows how (an older one is simply not asked).
+      const relay = i === 0 && relayWanted && !!hello.capabilities?.includes('relay');
+      await s.conn.sendJson(Frame.Begin, { ...begin, base: metas[i]?.generation ?? null, ...(relay ? { relay: true } : {}) });
       return s;
     });
     const remote = begun.then(async (s) => parseJson<PushState>((await expectFrame(s, Frame.State, `push to ${target.spec}`)).payload, 'state'));
@@ -192,11 +228,16 @@ export async function pushMany(opts: MultiPushOptions): Promise<Array<PushStats 
   if (reached.some((r) => r.status === 'fulfilled')) emit({ type: 'scanned', files: prepared.files, changes: prepared.changes.length }, undefined);
   const runTreeId = randomBytes(8).toString('hex');
   const baseTreeId = states[baseIndex]?.treeId ?? null;
+  const offer = relayOffer(reached[0], targets[0]!, warn);
+  const decisions = targets.map(() => deferred<boolean>());
+  const anyUse = Promise.all(decisions.slice(1).map((d) => d.promise)).then((d) => d.some(Boolean));
+  const nodeDone = targets.map(() => deferred<void>());
 
   return Promise.all(
     nodes.map(async (node, i): Promise<PushStats | Error> => {
       let session: Session | null = null;
       let finished = false;
+      const relay: RelayRole = { offer, head: i === 0, decide: (u) => decisions[i]!.resolve(u), anyUse };
       try {
         session = await node.session;
         const state = states[i]!;
@@ -220,17 +261,35 @@ export async function pushMany(opts: MultiPushOptions): Promise<Array<PushStats 
           warnings: [...warnings],
           t0,
           emit: (e) => emit(e, i),
+          relay,
         });
         finished = true;
         return stats;
       } catch (e) {
         return e instanceof Error ? e : new Error(String(e));
       } finally {
+        decisions[i]!.resolve(false);
+        nodeDone[i]!.resolve();
+        // The head's chunk server lives as long as its session stays on this push: keep it until the others are done.
+        if (i === 0 && offer) await Promise.all(nodeDone.slice(1).map((d) => d.promise));
         // A push that ran to its end leaves the agent between operations: a warm connection may keep it.
         if (node.owned && session) await (finished ? session.release() : session.close()).catch(() => {});
       }
     }),
   );
+}
+
+/** The head's chunk server, from its state; `SKYSYNC_RELAY_ADDRESSES` (comma-separated) replaces the addresses it
+ * found for itself, for networks where the workers know it by another name. */
+function relayOffer(state: PromiseSettledResult<PushState> | undefined, head: Target, warn: (m: string) => void): RelayOffer | null {
+  const r = state?.status === 'fulfilled' ? state.value.relay : undefined;
+  if (!r) return null;
+  if (!('token' in r)) {
+    warn(`relay: ${head.spec} cannot serve the other nodes (${r.error}); each gets its data from the client`);
+    return null;
+  }
+  const override = (process.env.SKYSYNC_RELAY_ADDRESSES ?? '').split(',').map((a) => a.trim()).filter(Boolean);
+  return override.length ? { ...r, addresses: override } : r;
 }
 
 /** Files at least this large travel as a stream of their own that the agent reads ahead of its writes. */
@@ -413,6 +472,7 @@ interface NodePush {
   warnings: string[];
   t0: number;
   emit: (e: PushEvent) => void;
+  relay: RelayRole;
 }
 
 async function pushToNode(o: NodePush): Promise<PushStats> {
@@ -518,9 +578,16 @@ async function pushToNode(o: NodePush): Promise<PushStats> {
     }
     return out;
   };
-  // Data mode streams entries as they are made; otherwise (need mode, a dry run) the whole plan comes first.
-  const streaming = dataMode && !o.dryRun;
+  // A worker takes its literal chunks from the head's relay when there are enough of them to matter: deciding
+  // that needs the whole plan first. Otherwise data mode streams entries as they are made; need mode and dry runs
+  // make the whole plan first.
+  const relay = o.relay;
+  const relayCandidate = !relay.head && relay.offer !== null && !o.dryRun && !!o.agentHello.capabilities?.includes('relay');
+  const streaming = dataMode && !o.dryRun && !relayCandidate;
   const entries: Made[] = await makeSome(streaming);
+  const literalBytes = streaming ? 0 : entries.reduce((a, e) => a + e.literals.reduce((b, l) => b + l.len, 0), 0);
+  const viaRelay = relayCandidate && literalBytes >= RELAY_MIN_BYTES;
+  relay.decide(viaRelay);
 
   const stats: PushStats = {
     filesScanned: prepared.files,
@@ -543,6 +610,8 @@ async function pushToNode(o: NodePush): Promise<PushStats> {
     scan: prepared.scan,
     scanDirs: prepared.scanDirs,
     ...(prepared.scanReason ? { scanReason: prepared.scanReason } : {}),
+    bytesRelay: 0,
+    ...(relay.head && relay.offer ? { relay: { role: 'head' as const, addresses: relay.offer.addresses } } : {}),
   };
   const session = o.session;
   const conn = session.conn;
@@ -560,14 +629,18 @@ async function pushToNode(o: NodePush): Promise<PushStats> {
     await saveState(o.stDir, generation, tree, info, failed.length ? null : o.treeId, prepared.watch);
     if (failed.length) await forgetInSaved(o.stDir, native, failed);
   };
+  // A head with nothing to change still gets a plan (an empty one) when it serves workers: its chunk server waits
+  // for the chunks its own push may bring until that push ends.
+  const planNeeded = entries.length > 0 || !baseValid || deleteMode === 'mirror' || (relay.head && relay.offer !== null && !o.dryRun && (await relay.anyUse));
   if (o.dryRun) {
     finishStats();
     stats.changes = listed.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0)).map((l) => ({ ...l, path: displayPath(l.path) }));
-    stats.bytesLiteral = entries.reduce((a, e) => a + e.literals.reduce((b, l) => b + l.len, 0), 0);
-  } else if (entries.length > 0 || !baseValid || deleteMode === 'mirror') {
+    stats.bytesLiteral = literalBytes;
+  } else if (planNeeded) {
     const compression = chooseCompression(o.prefs, o.agentHello.compression);
-    const mode: Plan['mode'] = dataMode ? 'data' : 'need';
-    const plan: Plan = { mode, compression, deleteMode, dryRun: false };
+    // Relayed, a worker answers which chunks it still lacks once the relay has delivered what it could.
+    const mode: Plan['mode'] = dataMode && !viaRelay ? 'data' : 'need';
+    const plan: Plan = { mode, compression, deleteMode, dryRun: false, ...(viaRelay ? { relay: relay.offer! } : {}) };
     await conn.sendJson(Frame.Plan, plan);
     const pump = new DataPump(conn, compression, native, o.fileName === null ? o.source : o.source);
     // A single-file source is read at its own path, whatever its remote name.
@@ -634,6 +707,14 @@ async function pushToNode(o: NodePush): Promise<PushStats> {
     stats.kept = done.kept.map(displayPath);
     stats.generation = done.generation;
     stats.bytesLiteral = pump.bytesLiteral;
+    if (done.relay) {
+      stats.relay = { role: 'worker', ...done.relay };
+      stats.bytesRelay = done.relay.bytes;
+      if (done.relay.error) {
+        const mib = (pump.bytesLiteral / 1048576).toFixed(1);
+        o.emit({ type: 'warning', message: `${o.target.spec}: relay from the head: ${done.relay.error}; ${mib} MiB came from the client instead` });
+      }
+    }
     if (done.generation) await save(done.generation, done.failed.map((f) => f.path).filter(Boolean));
   } else {
     finishStats();

@@ -87,6 +87,7 @@ export async function pushWithRsync(opts: RsyncPushOptions): Promise<PushStats> 
     filesDeleted: num(/Number of deleted files: ([\d,]+)/),
     bytesLiteral: num(/Literal data: ([\d,]+)/),
     bytesWire: num(/Total bytes sent: ([\d,]+)/),
+    bytesRelay: 0,
     bytesTotal: scanned.stats.bytes,
     chunksReused: 0,
     chunksLiteral: 0,

@@ -17,6 +17,39 @@ export interface Hello {
   native: boolean;
   platform: string;
   node: string;
+  /**
+   * Optional features, by name. `relay`: as an agent, it serves chunks to other nodes (`PushBegin.relay`) and
+   * fetches them from one (`Plan.relay`). Absent in older peers, which are then simply not asked.
+   */
+  capabilities?: string[];
+}
+
+/** Where a worker finds the head's chunk server, and the one-time token that opens it. */
+export interface RelayOffer {
+  /** Candidate addresses, best first (IPv6 without brackets). */
+  addresses: string[];
+  port: number;
+  /** 32 random bytes, hex: a session's proof that the client vouched for it. */
+  token: string;
+}
+
+/** What a worker got from the relay during a push. */
+export interface RelayReport {
+  /** Chunks and literal bytes taken from the relay; the rest came from the client. */
+  chunks: number;
+  bytes: number;
+  /** The address that answered, if any did. */
+  address: string | null;
+  /** Why the relay stopped short (could not connect, connection lost, a chunk it could not serve or that failed
+   * verification); null when it delivered every chunk asked for. */
+  error: string | null;
+  ms: number;
+}
+
+/** First frame on a relay connection, both ways: the token from the worker, the chosen compression back. */
+export interface RelayHello {
+  token?: string;
+  compression: Compression[];
 }
 
 export interface PushBegin {
@@ -28,6 +61,8 @@ export interface PushBegin {
   chunkParams: ChunkParams;
   /** The destination is one file (a file mount): the plan carries exactly one entry, named as that file. */
   file?: boolean;
+  /** Open a chunk server for the other nodes of this push (only sent to agents with the `relay` capability). */
+  relay?: boolean;
 }
 
 export interface PullBegin {
@@ -50,6 +85,8 @@ export interface PushState {
    * client sends data straight away (data mode) instead of asking first.
    */
   held?: number;
+  /** The chunk server opened for `PushBegin.relay`, or why there is none. */
+  relay?: RelayOffer | { error: string };
 }
 
 export interface PullState {
@@ -65,6 +102,11 @@ export interface Plan {
   dryRun: boolean;
   /** Pull only: the remote item is a single file. */
   single?: boolean;
+  /**
+   * Push in need mode only: fetch the needed chunks from this chunk server first, in need order, and ask the
+   * client (the `need` frame) only for those it did not deliver.
+   */
+  relay?: RelayOffer;
 }
 
 export interface FileFailure {
@@ -78,6 +120,8 @@ export interface Done {
   deleted: number;
   kept: string[];
   failed: FileFailure[];
+  /** Present when the plan named a relay. */
+  relay?: RelayReport;
 }
 
 export interface ErrorMessage {

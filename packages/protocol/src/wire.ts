@@ -26,6 +26,10 @@ export const enum Frame {
   Plan = 11,
   /** Client: this operation is over, hold nothing for it (the session stays open for another begin). */
   End = 12,
+  /** First frame of a relay connection (worker -> head chunk server), both ways. */
+  RelayHello = 13,
+  /** Worker -> chunk server: packed chunk refs (32-byte id + u32 LE length) to send, in this order. */
+  RelayWant = 14,
 }
 
 const FRAME_NAMES: Record<number, string> = {
@@ -41,6 +45,8 @@ const FRAME_NAMES: Record<number, string> = {
   10: 'error',
   11: 'plan',
   12: 'end',
+  13: 'relay-hello',
+  14: 'relay-want',
 };
 
 export function frameName(t: number): string {
@@ -142,9 +148,14 @@ export class Connection {
   bytesWritten = 0;
   bytesRead = 0;
 
+  /**
+   * `maxQueued`: frames read ahead of the handler before reading pauses. Many small frames are the plan's; a peer
+   * on a fast network sending 1 MiB data frames is held to fewer.
+   */
   constructor(
     private readonly input: Readable,
     private readonly output: Writable,
+    private readonly maxQueued = 256,
   ) {
     output.write(MAGIC);
     this.bytesWritten += MAGIC.length;
@@ -163,7 +174,7 @@ export class Connection {
         else this.queue.push(f);
       }
       // Backpressure on the reading side: stop reading while many frames wait to be handled.
-      if (this.queue.length > 256) input.pause();
+      if (this.queue.length > this.maxQueued) input.pause();
     });
     input.on('end', () => {
       this.ended = true;
@@ -187,7 +198,7 @@ export class Connection {
   next(): Promise<FrameMessage | null> {
     if (this.failure) return Promise.reject(this.failure);
     const f = this.queue.shift();
-    if (this.queue.length < 64) this.input.resume();
+    if (this.queue.length < this.maxQueued / 4) this.input.resume();
     if (f) return Promise.resolve(f);
     if (this.ended) return Promise.resolve(null);
     return new Promise((resolve, reject) => this.waiters.push({ resolve, reject }));

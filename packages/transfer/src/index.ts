@@ -63,6 +63,20 @@ export class DataPump {
     }
   }
 
+  /** Reads `len` bytes of `rel` at `offset` through the same open files, without adding them; null if short. */
+  readAt(rel: string, offset: number, len: number): Buffer | null {
+    const out = Buffer.allocUnsafe(len);
+    return fs.readSync(this.fd(rel), out, 0, len, offset) === len ? out : null;
+  }
+
+  /** Closes `rel` if it is open, so that the next read opens whatever is at that path now. */
+  closeFile(rel: string): void {
+    const fd = this.fds.get(rel);
+    if (fd === undefined) return;
+    this.fds.delete(rel);
+    fs.closeSync(fd);
+  }
+
   add(bytes: Buffer): Promise<void> | void {
     if (this.filled + bytes.length > this.block.length) {
       return this.sendBlock().then(() => this.add(bytes));
@@ -82,6 +96,11 @@ export class DataPump {
     const out = this.encoder.encode(raw);
     this.bytesEncoded += out.length;
     await this.conn.send(Frame.Data, out);
+  }
+
+  /** Sends what is buffered now instead of waiting for a full block (a relay about to wait for its source). */
+  flush(): Promise<void> {
+    return this.sendBlock();
   }
 
   closeFiles(): void {
