@@ -249,6 +249,17 @@ describe.skipIf(!!skip)('a SkyPilot-shaped cluster', () => {
     expect(third.stdout).toContain('(sky-c-worker1, rank=1) reused');
     expect(agents(), 'the same agent processes served the push').toEqual(idleAgents);
 
+    // A kept agent watches its destination and then checks only directories that changed for drift: a file a job
+    // changed on the node is still found, and the local version wins.
+    const onWorker = path.join(cluster.nodes[1]!.home, 'sky_workdir', 'reuse.txt');
+    for (const round of [1, 2]) {
+      fs.writeFileSync(onWorker, `changed on the node ${round}\n`);
+      const again = skysync(['exec', 'sky-c', 'task.yaml', '--', 'cat reuse.txt'], warm);
+      expect(again.code, again.stderr).toBe(0);
+      expect(again.stdout).toContain('(sky-c-worker1, rank=1) reused');
+      expect(fs.readFileSync(onWorker, 'utf8'), `round ${round}`).toBe('reused\n');
+    }
+
     // A background process that died leaves a socket nobody answers: the next command connects afresh.
     const victim = spawnSync('pgrep', ['-f', `control-main.js.*"spec":"sky-c-worker1"`], { encoding: 'utf8' }).stdout.trim().split('\n')[0]!;
     expect(victim).toMatch(/^\d+$/);
