@@ -493,6 +493,7 @@ async function pushToNode(o: NodePush): Promise<PushStats> {
   }
   pending.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
   const entries = travelOrder(pending).map((x) => x.make());
+  pending.length = 0;
   for (const l of listed) emit({ type: 'change', ...l });
   const literalBytes = entries.reduce((a, e) => a + e.literals.reduce((b, l) => b + l.len, 0), 0);
   // A worker takes its literal chunks from the head's relay when there are enough of them to matter.
@@ -546,8 +547,8 @@ async function pushToNode(o: NodePush): Promise<PushStats> {
     // A single-file source is read at its own path, whatever its remote name.
     const localPath = (p: string): string => (o.fileName === null ? p : '');
     let filesSent = 0;
-    const progress = (): void =>
-      emit({ type: 'progress', bytesLiteral: pump.bytesLiteral, bytesWire: conn.bytesWritten - wireBefore, filesSent, filesTotal: entries.length });
+    const filesTotal = entries.length;
+    const progress = (): void => emit({ type: 'progress', bytesLiteral: pump.bytesLiteral, bytesWire: conn.bytesWritten - wireBefore, filesSent, filesTotal });
     if (mode === 'data') {
       for (let i = 0; i < entries.length; i += BATCH_ENTRIES) {
         const batch = entries.slice(i, i + BATCH_ENTRIES);
@@ -560,26 +561,31 @@ async function pushToNode(o: NodePush): Promise<PushStats> {
       }
       await conn.send(Frame.PlanEnd, Buffer.alloc(0));
     } else {
-      const where = new Map<string, { path: string; offset: number; len: number }>();
-      for (const b of entries) {
-        if (b.entry.kind !== 'file') continue;
-        const r = recipeOf(b.entry.path);
-        if (!r) continue;
-        let off = 0;
-        for (let c = 0; c < r.chunks.length; c += 36) {
-          const k = r.chunks.toString('hex', c, c + 32);
-          const len = r.chunks.readUInt32LE(c + 32);
-          if (!where.has(k)) where.set(k, { path: b.entry.path, offset: off, len });
-          off += len;
-        }
-      }
+      const files = entries.filter((b) => b.entry.kind === 'file').map((b) => b.entry.path);
       for (let i = 0; i < entries.length; i += BATCH_ENTRIES) {
         await conn.send(Frame.Entries, encodeEntries(entries.slice(i, i + BATCH_ENTRIES).map((b) => b.entry)));
       }
       await conn.send(Frame.PlanEnd, Buffer.alloc(0));
+      // The entries are most of what this node holds in memory, and the answer may take long (a relayed worker
+      // answers once the head has given it everything): keep only the file paths, and look the needed chunks up
+      // in their recipes once the agent has said which.
+      entries.length = 0;
       const need = decodeIds((await expectFrame(session, Frame.Need, 'push')).payload);
+      const wanted = new Set(need.map((id) => id.toString('latin1')));
+      const where = new Map<string, { path: string; offset: number; len: number }>();
+      for (let f = 0; f < files.length && where.size < wanted.size; f++) {
+        const r = recipeOf(files[f]!);
+        if (!r) continue;
+        let off = 0;
+        for (let c = 0; c < r.chunks.length; c += 36) {
+          const k = r.chunks.toString('latin1', c, c + 32);
+          const len = r.chunks.readUInt32LE(c + 32);
+          if (wanted.has(k) && !where.has(k)) where.set(k, { path: files[f]!, offset: off, len });
+          off += len;
+        }
+      }
       for (const id of need) {
-        const loc = where.get(id.toString('hex'));
+        const loc = where.get(id.toString('latin1'));
         if (!loc) throw new Error('the agent asked for a chunk this push does not have');
         await pump.addFromFile(localPath(loc.path), loc.offset, loc.len);
       }
