@@ -674,26 +674,31 @@ async function pushToNode(o: NodePush): Promise<PushStats> {
       finishStats();
     } else {
       finishStats();
-      const where = new Map<string, { path: string; offset: number; len: number }>();
-      for (const b of entries) {
-        if (b.entry.kind !== 'file') continue;
-        const r = await recipeOf(b.entry.path);
-        if (!r) continue;
-        let off = 0;
-        for (let c = 0; c < r.chunks.length; c += 36) {
-          const k = r.chunks.toString('hex', c, c + 32);
-          const len = r.chunks.readUInt32LE(c + 32);
-          if (!where.has(k)) where.set(k, { path: b.entry.path, offset: off, len });
-          off += len;
-        }
-      }
+      const files = entries.filter((b) => b.entry.kind === 'file').map((b) => b.entry.path);
       for (let i = 0; i < entries.length; i += BATCH_ENTRIES) {
         await conn.send(Frame.Entries, encodeEntries(entries.slice(i, i + BATCH_ENTRIES).map((b) => b.entry)));
       }
       await conn.send(Frame.PlanEnd, Buffer.alloc(0));
+      // The entries are most of what this node holds in memory, and the answer may take long (a relayed worker
+      // answers once the head has given it everything): keep only the file paths, and look the needed chunks up
+      // in their recipes once the agent has said which.
+      entries.length = 0;
       const need = decodeIds((await expectFrame(session, Frame.Need, 'push')).payload);
+      const wanted = new Set(need.map((id) => id.toString('latin1')));
+      const where = new Map<string, { path: string; offset: number; len: number }>();
+      for (let f = 0; f < files.length && where.size < wanted.size; f++) {
+        const r = await recipeOf(files[f]!);
+        if (!r) continue;
+        let off = 0;
+        for (let c = 0; c < r.chunks.length; c += 36) {
+          const k = r.chunks.toString('latin1', c, c + 32);
+          const len = r.chunks.readUInt32LE(c + 32);
+          if (wanted.has(k) && !where.has(k)) where.set(k, { path: files[f]!, offset: off, len });
+          off += len;
+        }
+      }
       for (const id of need) {
-        const loc = where.get(id.toString('hex'));
+        const loc = where.get(id.toString('latin1'));
         if (!loc) throw new Error('the agent asked for a chunk this push does not have');
         await pump.addFromFile(localPath(loc.path), loc.offset, loc.len);
       }
