@@ -2,6 +2,7 @@
 // checked as the config says, a chatty login shell does not break the protocol, old agent versions are pruned,
 // and a push killed midway converges on the next run.
 
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -154,6 +155,58 @@ describe.skipIf(skip !== null)('push and pull over SSH', () => {
     expect(r.stderr).toMatch(/installed the skysync agent/);
     expect(fs.existsSync(old)).toBe(false);
   });
+
+  it('spreads a large push over several channels (directly and through a warm connection), and uses one where sshd allows no more', async () => {
+    const src = path.join(work, 'lanes');
+    fs.mkdirSync(src, { recursive: true });
+    // Incompressible, and well past the point where the client opens lanes.
+    fs.writeFileSync(path.join(src, 'a.bin'), crypto.randomBytes(24 << 20));
+    fs.writeFileSync(path.join(src, 'note.txt'), 'checkpoint\n');
+    const head = cluster.nodes[0]!;
+    const dest = path.join(head.home, 'sky_workdir_lanes');
+    const push = (env: NodeJS.ProcessEnv = {}, c = cluster) =>
+      skysync(['-F', c.sshConfig, 'push', c === cluster ? 'sky-test' : 'sky-nolanes', '--head-only', '-w', src, '--dest', '~/sky_workdir_lanes', '--json'], env);
+
+    const r = push();
+    expect(r.code, r.stderr).toBe(0);
+    const s = JSON.parse(r.stdout);
+    expect(s.lanes).toBe(8);
+    expect(s.bytesWire).toBeGreaterThan(24 << 20);
+    expectSynced(src, dest);
+    // The lane socket is private to the node's user.
+    const run = path.join(head.home, '.skysync', 'run');
+    expect(fs.statSync(run).mode & 0o777).toBe(0o700);
+
+    // Through a warm connection: the lanes are opened by the background process.
+    fs.writeFileSync(path.join(src, 'a.bin'), crypto.randomBytes(20 << 20));
+    const warm = { SKYSYNC_CONTROL_PERSIST: '60', SKYSYNC_LANES: '3' };
+    expect(push(warm).code).toBe(0);
+    fs.writeFileSync(path.join(src, 'b.bin'), crypto.randomBytes(20 << 20));
+    const w = push(warm);
+    expect(w.code, w.stderr).toBe(0);
+    expect(JSON.parse(w.stdout).lanes).toBe(3);
+    expectSynced(src, dest);
+    expect(skysync(['-F', cluster.sshConfig, 'disconnect', 'sky-test'], warm).code).toBe(0);
+
+    // Turned off: one channel.
+    fs.writeFileSync(path.join(src, 'b.bin'), crypto.randomBytes(12 << 20));
+    const one = push({ SKYSYNC_LANES: '1' });
+    expect(one.code, one.stderr).toBe(0);
+    expect(JSON.parse(one.stdout).lanes).toBe(1);
+    expectSynced(src, dest);
+
+    // An sshd that refuses Unix-socket forwarding: one line saying so, and the push completes over one channel.
+    const strict = await startNodes(1, { cluster: 'sky-nolanes', sshdConfig: ['AllowStreamLocalForwarding no'] });
+    try {
+      const n = push({}, strict);
+      expect(n.code, n.stderr).toBe(0);
+      expect(JSON.parse(n.stdout).lanes).toBe(1);
+      expect(n.stderr).toMatch(/could not open extra channels \(.+\); the data went over one/);
+      expectSynced(src, path.join(strict.nodes[0]!.home, 'sky_workdir_lanes'));
+    } finally {
+      await strict.stop();
+    }
+  }, 180_000);
 
   it('converges after a push is killed midway', async () => {
     const src = path.join(work, 'src3');

@@ -58,6 +58,8 @@ export interface StartNodesOptions {
   hostKeyType?: 'ed25519' | 'rsa' | 'ecdsa';
   /** StrictHostKeyChecking in the generated config (default `yes`, with the generated known_hosts). */
   strictHostKeyChecking?: 'yes' | 'no' | 'accept-new';
+  /** Extra sshd_config lines for every node (for example `AllowStreamLocalForwarding no`). */
+  sshdConfig?: string[];
 }
 
 const SSHD = '/usr/sbin/sshd';
@@ -506,6 +508,7 @@ export async function startNodes(n: number, opts: StartNodesOptions = {}): Promi
             'MaxSessions 64',
             'LogLevel INFO',
             'Subsystem sftp internal-sftp',
+            ...(opts.sshdConfig ?? []),
             '',
           ].join('\n'),
         );

@@ -13,6 +13,8 @@ export interface AgentContext {
   kept: () => void;
   /** The chunk server the current push opened for the other nodes (closed when the client moves on). */
   relay?: { close(): Promise<void> } | null;
+  /** The lane socket, opened at the first push that asks for lanes. */
+  lanes?: Promise<import('./lanes.js').LaneServer>;
 }
 
 /** `~` and `~/x` are the agent's home; other relative paths are relative to it too; absolute stays. */

@@ -54,7 +54,7 @@ export async function serve(home: string): Promise<void> {
     native: ctx.native !== null,
     platform: `${process.platform}-${process.arch}`,
     node: process.version,
-    capabilities: ['relay'],
+    capabilities: ['relay', 'lanes'],
   };
   await conn.sendJson(Frame.Hello, hello);
   try {

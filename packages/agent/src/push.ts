@@ -3,11 +3,12 @@
 
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { Receiver } from '@skysync/apply';
+import { LaneMerger, Receiver } from '@skysync/apply';
 import {
   type Connection,
   type Done,
   Frame,
+  type LanesSwitch,
   type FrameMessage,
   type Plan,
   type PushBegin,
@@ -25,6 +26,7 @@ import { manifestPath, newGeneration } from './manifest.js';
 import { openStore } from './store.js';
 import { mirrorExtras } from './mirror.js';
 import { PushChunks, RelayServer, fetchFromRelay, relayDisabled } from './relay.js';
+import { LaneServer } from './lanes.js';
 
 /** Lets the frame reader run ahead of the builder by this much decoded data, then waits. */
 const STREAM_HIGH_WATER = 64 * 1024 * 1024;
@@ -68,127 +70,173 @@ export async function servePush(conn: Connection, begin: PushBegin, ctx: AgentCo
         }
       }
     }
-    await conn.sendJson(Frame.State, state);
-
-    const first = await conn.next();
-    // Nothing changed on the client's side and no drift: the session ends or goes on to the next operation.
-    if (first?.type === Frame.End) ctx.kept();
-    if (!first || first.type === Frame.Begin || first.type === Frame.End) {
-      await closeRelay(ctx);
-      store.unchanged(drift.length > 0);
-      return first?.type === Frame.End ? undefined : first;
-    }
-    if (first.type !== Frame.Plan) throw new ProtocolError(`expected plan, got ${frameName(first.type)}`);
-    const plan = parseJson<Plan>(first.payload, 'plan');
-    if (onlyName !== null && plan.deleteMode === 'mirror') throw new ProtocolError('--delete does not apply to a single-file destination');
-    // Written while the files are built; it must land before the first rename.
-    const invalidated = store.invalidate();
-    invalidated.catch(() => {});
-    const receiver = new Receiver({
-      root,
-      chunker: ctx.chunker,
-      held: store.held(untrusted),
-      untrusted,
-      isPlaced: (p) => store.has(p),
-      deleteMode: plan.deleteMode,
-      replaceFile: ctx.native?.replaceFile,
-      native: ctx.native,
-      ...(relayed ? { onChunk: (k: string) => relayed.onChunk(k) } : {}),
-    });
-    relayed?.attach(receiver);
-    let relayReport: RelayReport | undefined;
-    const decoder = createBlockDecoder(plan.compression, ctx.native);
-    const dataMode = plan.mode === 'data';
-    let planEnded = false;
-    let dataEnded = false;
-    try {
-      while (!dataEnded) {
-        const f = await conn.next();
-        if (!f) throw new ProtocolError('connection closed in the middle of a push');
-        switch (f.type) {
-          case Frame.Entries:
-            if (planEnded) throw new ProtocolError('entries after the end of the plan');
-            {
-              const entries = decodeEntries(f.payload);
-              if (onlyName !== null && entries.some((e) => e.path !== onlyName)) {
-                throw new ProtocolError(`a push to the file ${dest} may only carry that file`);
-              }
-              receiver.add(entries, dataMode);
-            }
-            break;
-          case Frame.PlanEnd:
-            planEnded = true;
-            if (!dataMode) {
-              let need = receiver.resolveNeeds();
-              receiver.buildAll();
-              if (plan.relay) {
-                relayReport = await fetchRelayed(plan, need, receiver, ctx);
-                need = need.slice(relayReport.chunks);
-              }
-              await conn.send(Frame.Need, Buffer.concat(need));
-            }
-            break;
-          case Frame.Data:
-            receiver.stream.push(decoder.decode(f.payload));
-            await receiver.stream.waitBelow(STREAM_HIGH_WATER);
-            break;
-          case Frame.DataEnd:
-            if (!planEnded) throw new ProtocolError('data ended before the plan');
-            dataEnded = true;
-            relayed?.renamingSoon();
-            receiver.stream.end();
-            break;
-          case Frame.Error:
-            throw new ProtocolError('client aborted the push');
-          default:
-            throw new ProtocolError(`unexpected ${frameName(f.type)} during a push`);
-        }
-      }
-    } catch (e) {
-      // The client went away or sent garbage: nothing was renamed yet, so removing the temp files leaves every
-      // destination file as it was.
-      await receiver.abort(e as Error);
-      throw e;
-    }
-    await invalidated;
-    const result = await receiver.transition();
-    // A path that failed keeps its old record when the old file is still there untouched; a drifted path that
-    // failed again is no longer what we placed: forget it rather than trust it.
-    const gone = [...result.removed, ...result.forgotten, ...result.failed.filter((f) => untrusted.has(f.path)).map((f) => f.path)];
-    store.apply(result.placed, gone);
-    relayed?.settle(store.held(untrusted), store.size === 0);
-    let mirrored = 0;
-    if (plan.deleteMode === 'mirror') {
-      if (!ctx.native) {
-        result.failed.push({ path: '', error: '--delete needs the native addon on the remote to apply ignore rules; nothing extra was removed' });
-      } else {
-        mirrored = await mirrorExtras(root, store, ctx.native, result.failed);
+    // Lanes admitted before the plan arrives wait here for the merger the plan creates.
+    let lanes: LaneServer | null = null;
+    const early: Array<[number, Connection]> = [];
+    let admitLane = (id: number, c: Connection): void => void early.push([id, c]);
+    if (begin.lanes) {
+      try {
+        ctx.lanes ??= LaneServer.open(ctx.home, ctx.log);
+        lanes = await ctx.lanes;
+        state.lanes = lanes.expect((id, c) => admitLane(id, c));
+      } catch (e) {
+        ctx.lanes = undefined;
+        state.lanes = { error: (e as Error).message };
       }
     }
-    const generation = newGeneration();
-    const done: Done = {
-      generation,
-      written: result.written,
-      deleted: result.removed.length - result.kept.length + mirrored,
-      kept: result.kept,
-      failed: result.failed,
-      ...(relayReport ? { relay: relayReport } : {}),
+    const routeLanes = (attach: (id: number, c: Connection) => void): void => {
+      for (const [id, c] of early.splice(0)) attach(id, c);
+      admitLane = attach;
     };
-    // The answer goes first: the state on disk says "unknown" until the save below lands, and a crash before
-    // that only makes the next push compare everything.
-    await conn.sendJson(Frame.Done, done);
     try {
-      await store.save(generation);
-    } catch (e) {
-      ctx.log(`could not record this push (${(e as Error).message}); the next push will compare everything`);
+      return await receivePush(conn, ctx, { dest, root, store, drift, untrusted, relayed, onlyName, state, lanes: routeLanes });
+    } finally {
+      lanes?.closeExpected();
     }
-    return undefined;
   } catch (e) {
     await closeRelay(ctx);
     throw e;
   } finally {
     await release();
   }
+}
+
+interface PushContext {
+  dest: string;
+  root: string;
+  store: Awaited<ReturnType<typeof openStore>>;
+  drift: string[];
+  untrusted: Set<string>;
+  relayed: PushChunks | null;
+  onlyName: string | null;
+  state: PushState;
+  /** Routes the lanes admitted for this push (those already admitted first) to `attach`. */
+  lanes: (attach: (id: number, conn: Connection) => void) => void;
+}
+
+async function receivePush(conn: Connection, ctx: AgentContext, p: PushContext): Promise<FrameMessage | null | undefined> {
+  const { dest, root, store, drift, untrusted, relayed, onlyName, state } = p;
+  await conn.sendJson(Frame.State, state);
+
+  const first = await conn.next();
+  // Nothing changed on the client's side and no drift: the session ends or goes on to the next operation.
+  if (first?.type === Frame.End) ctx.kept();
+  if (!first || first.type === Frame.Begin || first.type === Frame.End) {
+    await closeRelay(ctx);
+    store.unchanged(drift.length > 0);
+    return first?.type === Frame.End ? undefined : first;
+  }
+  if (first.type !== Frame.Plan) throw new ProtocolError(`expected plan, got ${frameName(first.type)}`);
+  const plan = parseJson<Plan>(first.payload, 'plan');
+  if (onlyName !== null && plan.deleteMode === 'mirror') throw new ProtocolError('--delete does not apply to a single-file destination');
+  // Written while the files are built; it must land before the first rename.
+  const invalidated = store.invalidate();
+  invalidated.catch(() => {});
+  const receiver = new Receiver({
+    root,
+    chunker: ctx.chunker,
+    held: store.held(untrusted),
+    untrusted,
+    isPlaced: (p) => store.has(p),
+    deleteMode: plan.deleteMode,
+    replaceFile: ctx.native?.replaceFile,
+    native: ctx.native,
+    ...(relayed ? { onChunk: (k: string) => relayed.onChunk(k) } : {}),
+  });
+  relayed?.attach(receiver);
+  let relayReport: RelayReport | undefined;
+  const decoder = createBlockDecoder(plan.compression, ctx.native);
+  const merger = new LaneMerger(receiver.stream, () => createBlockDecoder(plan.compression, ctx.native), STREAM_HIGH_WATER);
+  p.lanes((id, c) => merger.attach(id, c));
+  const dataMode = plan.mode === 'data';
+  let planEnded = false;
+  let dataEnded = false;
+  try {
+    while (!dataEnded) {
+      const f = await conn.next();
+      if (!f) throw new ProtocolError('connection closed in the middle of a push');
+      switch (f.type) {
+        case Frame.Entries:
+          if (planEnded) throw new ProtocolError('entries after the end of the plan');
+          {
+            const entries = decodeEntries(f.payload);
+            if (onlyName !== null && entries.some((e) => e.path !== onlyName)) {
+              throw new ProtocolError(`a push to the file ${dest} may only carry that file`);
+            }
+            receiver.add(entries, dataMode);
+          }
+          break;
+        case Frame.PlanEnd:
+          planEnded = true;
+          if (!dataMode) {
+            let need = receiver.resolveNeeds();
+            receiver.buildAll();
+            if (plan.relay) {
+              relayReport = await fetchRelayed(plan, need, receiver, ctx);
+              need = need.slice(relayReport.chunks);
+            }
+            await conn.send(Frame.Need, Buffer.concat(need));
+          }
+          break;
+        case Frame.Data:
+          await merger.main(decoder.decode(f.payload));
+          break;
+        case Frame.Lanes:
+          merger.switchTo(parseJson<LanesSwitch>(f.payload, 'lanes').lanes);
+          break;
+        case Frame.DataEnd:
+          if (!planEnded) throw new ProtocolError('data ended before the plan');
+          dataEnded = true;
+          relayed?.renamingSoon();
+          await merger.end();
+          break;
+        case Frame.Error:
+          throw new ProtocolError('client aborted the push');
+        default:
+          throw new ProtocolError(`unexpected ${frameName(f.type)} during a push`);
+      }
+    }
+  } catch (e) {
+    // The client went away or sent garbage: nothing was renamed yet, so removing the temp files leaves every
+    // destination file as it was.
+    merger.close();
+    await receiver.abort(e as Error);
+    throw e;
+  }
+  merger.close();
+  await invalidated;
+  const result = await receiver.transition();
+  // A path that failed keeps its old record when the old file is still there untouched; a drifted path that
+  // failed again is no longer what we placed: forget it rather than trust it.
+  const gone = [...result.removed, ...result.forgotten, ...result.failed.filter((f) => untrusted.has(f.path)).map((f) => f.path)];
+  store.apply(result.placed, gone);
+  relayed?.settle(store.held(untrusted), store.size === 0);
+  let mirrored = 0;
+  if (plan.deleteMode === 'mirror') {
+    if (!ctx.native) {
+      result.failed.push({ path: '', error: '--delete needs the native addon on the remote to apply ignore rules; nothing extra was removed' });
+    } else {
+      mirrored = await mirrorExtras(root, store, ctx.native, result.failed);
+    }
+  }
+  const generation = newGeneration();
+  const done: Done = {
+    generation,
+    written: result.written,
+    deleted: result.removed.length - result.kept.length + mirrored,
+    kept: result.kept,
+    failed: result.failed,
+    ...(relayReport ? { relay: relayReport } : {}),
+  };
+  // The answer goes first: the state on disk says "unknown" until the save below lands, and a crash before
+  // that only makes the next push compare everything.
+  await conn.sendJson(Frame.Done, done);
+  try {
+    await store.save(generation);
+  } catch (e) {
+    ctx.log(`could not record this push (${(e as Error).message}); the next push will compare everything`);
+  }
+  return undefined;
 }
 
 /** Ends the chunk server the last operation opened, if any: the client has moved on. */

@@ -162,7 +162,7 @@ const YIELD_BYTES = 1024 * 1024;
 /** Refs per request frame. */
 const WANT_BATCH = 16384;
 
-function tokenDigest(token: string): Buffer {
+export function tokenDigest(token: string): Buffer {
   return createHash('sha256').update(token, 'utf8').digest();
 }
 
@@ -454,10 +454,10 @@ export class RelayServer {
 }
 
 /**
- * The first frame, read by hand: it must be MAGIC at once and a small relay-hello, within a few seconds, so that a
- * peer without the token can make the head buffer next to nothing.
+ * The first frame, read by hand: it must be MAGIC at once and a small greeting frame of `type` (a relay-hello, a
+ * lane-hello), within a few seconds, so that a peer without the token can make us buffer next to nothing.
  */
-function readGreeting(sock: net.Socket): Promise<{ payload: Buffer; rest: Buffer }> {
+export function readGreeting(sock: net.Socket, type: number = Frame.RelayHello): Promise<{ payload: Buffer; rest: Buffer }> {
   return new Promise((resolve, reject) => {
     let buf: Buffer = Buffer.alloc(0);
     const headLen = MAGIC.length + 5;
@@ -471,10 +471,10 @@ function readGreeting(sock: net.Socket): Promise<{ payload: Buffer; rest: Buffer
     const onData = (d: Buffer): void => {
       buf = buf.length ? Buffer.concat([buf, d]) : d;
       const n = Math.min(buf.length, MAGIC.length);
-      if (!buf.subarray(0, n).equals(MAGIC.subarray(0, n))) return done(new Error('refused: not a relay client'));
+      if (!buf.subarray(0, n).equals(MAGIC.subarray(0, n))) return done(new Error('refused: not a skysync peer'));
       if (buf.length < headLen) return;
       const len = buf.readUInt32LE(MAGIC.length);
-      if (buf[MAGIC.length + 4] !== Frame.RelayHello || len < 1 || len > MAX_GREETING) return done(new Error('refused: bad greeting'));
+      if (buf[MAGIC.length + 4] !== type || len < 1 || len > MAX_GREETING) return done(new Error('refused: bad greeting'));
       const end = MAGIC.length + 4 + len;
       if (buf.length < end) return;
       sock.pause();

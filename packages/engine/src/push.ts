@@ -29,6 +29,7 @@ import { RecipeQueue, type Recipe, type ToChunk } from './recipes.js';
 import { expectFrame, openSession, type Session } from './session.js';
 import { loadMeta, loadState, saveState, saveWatch, stateDirFor, type SavedWatch, type SyncState } from './state.js';
 import { askWatch, type WatchAnswer } from './watch.js';
+import { laneCount, openLanes } from './lanes.js';
 
 export interface PushOptions {
   /** A directory (its contents land in `dest`) or a single file (it becomes `dest`). */
@@ -88,6 +89,8 @@ export interface PushStats extends SyncSummary {
   /** A relayed push: the head served the other nodes; a worker says what the relay delivered (`error`: why it
    * stopped short, the rest then came from the client). */
   relay?: { role: 'head'; addresses: string[] } | ({ role: 'worker' } & RelayReport);
+  /** Channels that carried chunk data (more than 1: lanes were opened, see docs/PROTOCOL.md). */
+  lanes?: number;
 }
 
 const BATCH_ENTRIES = 512;
@@ -186,6 +189,7 @@ export async function pushMany(opts: MultiPushOptions): Promise<Array<PushStats 
 
   // Ask every node for its state now: the agents check drift while we scan.
   const begin: PushBegin = { op: 'push', dest, base: null, chunkParams: native.defaultChunkParams(), ...(fileName !== null ? { file: true } : {}) };
+  const lanesWanted = !opts.dryRun && laneCount() > 1;
   const relayWanted = targets.length > 1 && !opts.dryRun && (opts.relay ?? !/^(0|off|false|no)$/i.test(process.env.SKYSYNC_RELAY ?? ''));
   const nodes = targets.map((target, i) => {
     const given = opts.sessions?.[i];
@@ -194,7 +198,8 @@ export async function pushMany(opts: MultiPushOptions): Promise<Array<PushStats 
       const hello = await s.agentHello;
       // The first node serves the others, when its agent knows how (an older one is simply not asked).
       const relay = i === 0 && relayWanted && !!hello.capabilities?.includes('relay');
-      await s.conn.sendJson(Frame.Begin, { ...begin, base: metas[i]?.generation ?? null, ...(relay ? { relay: true } : {}) });
+      const lanes = lanesWanted && !!target.openSocket && !!hello.capabilities?.includes('lanes');
+      await s.conn.sendJson(Frame.Begin, { ...begin, base: metas[i]?.generation ?? null, ...(relay ? { relay: true } : {}), ...(lanes ? { lanes: true } : {}) });
       return s;
     });
     const remote = begun.then(async (s) => parseJson<PushState>((await expectFrame(s, Frame.State, `push to ${target.spec}`)).payload, 'state'));
@@ -616,6 +621,7 @@ async function pushToNode(o: NodePush): Promise<PushStats> {
   const session = o.session;
   const conn = session.conn;
   const wireBefore = conn.bytesWritten;
+  let lanesWire = 0;
   const finishStats = (): void => {
     stats.filesChanged = filesChanged;
     stats.chunksReused = chunksReused;
@@ -643,84 +649,93 @@ async function pushToNode(o: NodePush): Promise<PushStats> {
     const plan: Plan = { mode, compression, deleteMode, dryRun: false, ...(viaRelay ? { relay: relay.offer! } : {}) };
     await conn.sendJson(Frame.Plan, plan);
     const pump = new DataPump(conn, compression, native, o.fileName === null ? o.source : o.source);
-    // A single-file source is read at its own path, whatever its remote name.
-    const localPath = (p: string): string => (o.fileName === null ? p : '');
-    let filesSent = 0;
-    const progress = (): void =>
-      emit({ type: 'progress', bytesLiteral: pump.bytesLiteral, bytesWire: conn.bytesWritten - wireBefore, filesSent, filesTotal: ordered.length });
-    if (mode === 'data') {
-      for (let batch = entries; batch.length > 0; batch = await makeSome(true)) {
-        await conn.send(Frame.Entries, encodeEntries(batch.map((b) => b.entry)));
-        for (const step of readSteps(batch, o.fileName === null ? native : null, o.source)) {
-          if (step.kind === 'file') {
-            for (const l of step.made.literals) await pump.addFromFile(localPath(step.made.entry.path), l.offset, l.len);
-            filesSent++;
-            continue;
-          }
-          // Small files' literal bytes, read together (in parallel, off this thread) while earlier ones travel.
-          const bytes = await step.bytes;
-          let at = 0;
-          for (const m of step.files) {
-            for (const l of m.literals) {
-              await pump.add(bytes.subarray(at, at + l.len));
-              at += l.len;
+    const laneOffer = remoteState.lanes && 'socket' in remoteState.lanes ? remoteState.lanes : null;
+    if (laneOffer) pump.offerLanes(() => openLanes(o.target, laneOffer, laneCount() - 1));
+    try {
+      // A single-file source is read at its own path, whatever its remote name.
+      const localPath = (p: string): string => (o.fileName === null ? p : '');
+      let filesSent = 0;
+      const progress = (): void =>
+        emit({ type: 'progress', bytesLiteral: pump.bytesLiteral, bytesWire: conn.bytesWritten - wireBefore + pump.laneBytesWritten, filesSent, filesTotal: ordered.length });
+      if (mode === 'data') {
+        for (let batch = entries; batch.length > 0; batch = await makeSome(true)) {
+          await conn.send(Frame.Entries, encodeEntries(batch.map((b) => b.entry)));
+          for (const step of readSteps(batch, o.fileName === null ? native : null, o.source)) {
+            if (step.kind === 'file') {
+              for (const l of step.made.literals) await pump.addFromFile(localPath(step.made.entry.path), l.offset, l.len);
+              filesSent++;
+              continue;
             }
-            filesSent++;
+            // Small files' literal bytes, read together (in parallel, off this thread) while earlier ones travel.
+            const bytes = await step.bytes;
+            let at = 0;
+            for (const m of step.files) {
+              for (const l of m.literals) {
+                await pump.add(bytes.subarray(at, at + l.len));
+                at += l.len;
+              }
+              filesSent++;
+            }
+          }
+          progress();
+        }
+        await conn.send(Frame.PlanEnd, Buffer.alloc(0));
+        finishStats();
+      } else {
+        finishStats();
+        const files = entries.filter((b) => b.entry.kind === 'file').map((b) => b.entry.path);
+        for (let i = 0; i < entries.length; i += BATCH_ENTRIES) {
+          await conn.send(Frame.Entries, encodeEntries(entries.slice(i, i + BATCH_ENTRIES).map((b) => b.entry)));
+        }
+        await conn.send(Frame.PlanEnd, Buffer.alloc(0));
+        // The entries are most of what this node holds in memory, and the answer may take long (a relayed worker
+        // answers once the head has given it everything): keep only the file paths, and look the needed chunks up
+        // in their recipes once the agent has said which.
+        entries.length = 0;
+        const need = decodeIds((await expectFrame(session, Frame.Need, 'push')).payload);
+        const wanted = new Set(need.map((id) => id.toString('latin1')));
+        const where = new Map<string, { path: string; offset: number; len: number }>();
+        for (let f = 0; f < files.length && where.size < wanted.size; f++) {
+          const r = await recipeOf(files[f]!);
+          if (!r) continue;
+          let off = 0;
+          for (let c = 0; c < r.chunks.length; c += 36) {
+            const k = r.chunks.toString('latin1', c, c + 32);
+            const len = r.chunks.readUInt32LE(c + 32);
+            if (wanted.has(k) && !where.has(k)) where.set(k, { path: files[f]!, offset: off, len });
+            off += len;
           }
         }
-        progress();
+        for (const id of need) {
+          const loc = where.get(id.toString('latin1'));
+          if (!loc) throw new Error('the agent asked for a chunk this push does not have');
+          await pump.addFromFile(localPath(loc.path), loc.offset, loc.len);
+        }
+        stats.chunksReused = Math.max(0, chunksLiteral - need.length) + chunksReused;
+        stats.chunksLiteral = need.length;
       }
-      await conn.send(Frame.PlanEnd, Buffer.alloc(0));
-      finishStats();
-    } else {
-      finishStats();
-      const files = entries.filter((b) => b.entry.kind === 'file').map((b) => b.entry.path);
-      for (let i = 0; i < entries.length; i += BATCH_ENTRIES) {
-        await conn.send(Frame.Entries, encodeEntries(entries.slice(i, i + BATCH_ENTRIES).map((b) => b.entry)));
-      }
-      await conn.send(Frame.PlanEnd, Buffer.alloc(0));
-      // The entries are most of what this node holds in memory, and the answer may take long (a relayed worker
-      // answers once the head has given it everything): keep only the file paths, and look the needed chunks up
-      // in their recipes once the agent has said which.
-      entries.length = 0;
-      const need = decodeIds((await expectFrame(session, Frame.Need, 'push')).payload);
-      const wanted = new Set(need.map((id) => id.toString('latin1')));
-      const where = new Map<string, { path: string; offset: number; len: number }>();
-      for (let f = 0; f < files.length && where.size < wanted.size; f++) {
-        const r = await recipeOf(files[f]!);
-        if (!r) continue;
-        let off = 0;
-        for (let c = 0; c < r.chunks.length; c += 36) {
-          const k = r.chunks.toString('latin1', c, c + 32);
-          const len = r.chunks.readUInt32LE(c + 32);
-          if (wanted.has(k) && !where.has(k)) where.set(k, { path: files[f]!, offset: off, len });
-          off += len;
+      await pump.finish();
+      progress();
+      const done = parseJson<Done>((await expectFrame(session, Frame.Done, `push to ${o.target.spec}`)).payload, 'done');
+      for (const f of done.failed) stats.failed.push({ path: displayPath(f.path), error: f.error });
+      stats.kept = done.kept.map(displayPath);
+      stats.generation = done.generation;
+      stats.bytesLiteral = pump.bytesLiteral;
+      stats.lanes = pump.laneCount;
+      if (pump.laneError) o.emit({ type: 'warning', message: `${o.target.spec}: could not open extra channels (${pump.laneError}); the data went over one` });
+      if (done.relay) {
+        stats.relay = { role: 'worker', ...done.relay };
+        stats.bytesRelay = done.relay.bytes;
+        if (done.relay.error) {
+          const mib = (pump.bytesLiteral / 1048576).toFixed(1);
+          o.emit({ type: 'warning', message: `${o.target.spec}: relay from the head: ${done.relay.error}; ${mib} MiB came from the client instead` });
         }
       }
-      for (const id of need) {
-        const loc = where.get(id.toString('latin1'));
-        if (!loc) throw new Error('the agent asked for a chunk this push does not have');
-        await pump.addFromFile(localPath(loc.path), loc.offset, loc.len);
-      }
-      stats.chunksReused = Math.max(0, chunksLiteral - need.length) + chunksReused;
-      stats.chunksLiteral = need.length;
+      if (done.generation) await save(done.generation, done.failed.map((f) => f.path).filter(Boolean));
+    } finally {
+      lanesWire = pump.laneBytesWritten;
+      await pump.closeLanes();
     }
-    await pump.finish();
-    progress();
-    const done = parseJson<Done>((await expectFrame(session, Frame.Done, `push to ${o.target.spec}`)).payload, 'done');
-    for (const f of done.failed) stats.failed.push({ path: displayPath(f.path), error: f.error });
-    stats.kept = done.kept.map(displayPath);
-    stats.generation = done.generation;
-    stats.bytesLiteral = pump.bytesLiteral;
-    if (done.relay) {
-      stats.relay = { role: 'worker', ...done.relay };
-      stats.bytesRelay = done.relay.bytes;
-      if (done.relay.error) {
-        const mib = (pump.bytesLiteral / 1048576).toFixed(1);
-        o.emit({ type: 'warning', message: `${o.target.spec}: relay from the head: ${done.relay.error}; ${mib} MiB came from the client instead` });
-      }
-    }
-    if (done.generation) await save(done.generation, done.failed.map((f) => f.path).filter(Boolean));
   } else {
     finishStats();
     // Only re-checked entries (racy timestamps, metadata the remote does not keep): remember them as settled.
@@ -731,7 +746,7 @@ async function pushToNode(o: NodePush): Promise<PushStats> {
       await saveWatch(o.stDir, prepared.watch).catch(() => {});
     }
   }
-  stats.bytesWire = conn.bytesWritten - wireBefore;
+  stats.bytesWire = conn.bytesWritten - wireBefore + lanesWire;
   stats.durationMs = performance.now() - o.t0;
   return stats;
 }

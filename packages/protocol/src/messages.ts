@@ -19,7 +19,8 @@ export interface Hello {
   node: string;
   /**
    * Optional features, by name. `relay`: as an agent, it serves chunks to other nodes (`PushBegin.relay`) and
-   * fetches them from one (`Plan.relay`). Absent in older peers, which are then simply not asked.
+   * fetches them from one (`Plan.relay`). `lanes`: it accepts chunk data over extra channels (`PushBegin.lanes`).
+   * Absent in older peers, which are then simply not asked.
    */
   capabilities?: string[];
 }
@@ -63,6 +64,29 @@ export interface PushBegin {
   file?: boolean;
   /** Open a chunk server for the other nodes of this push (only sent to agents with the `relay` capability). */
   relay?: boolean;
+  /** The client may send chunk data over extra channels: offer a lane socket (agents with `lanes` only). */
+  lanes?: boolean;
+}
+
+/**
+ * Where the client opens lanes for this push: a Unix socket on the remote, reached through the SSH connection
+ * (OpenSSH's direct-streamlocal), and the one-time token that admits a lane.
+ */
+export interface LaneOffer {
+  socket: string;
+  /** 32 random bytes, hex. */
+  token: string;
+}
+
+/** First frame on a lane: the token and the lane's number (1, 2, ...) from the client; `{}` back once admitted. */
+export interface LaneHello {
+  token?: string;
+  lane?: number;
+}
+
+/** The `lanes` frame: data blocks from here on go round-robin over the main connection (0) and these lanes. */
+export interface LanesSwitch {
+  lanes: number[];
 }
 
 export interface PullBegin {
@@ -87,6 +111,8 @@ export interface PushState {
   held?: number;
   /** The chunk server opened for `PushBegin.relay`, or why there is none. */
   relay?: RelayOffer | { error: string };
+  /** The lane socket asked for with `PushBegin.lanes`, or why there is none. */
+  lanes?: LaneOffer | { error: string };
 }
 
 export interface PullState {

@@ -30,6 +30,10 @@ export const enum Frame {
   RelayHello = 13,
   /** Worker -> chunk server: packed chunk refs (32-byte id + u32 LE length) to send, in this order. */
   RelayWant = 14,
+  /** First frame of a lane (an extra channel for chunk data), both ways: the token from the client, then an ack. */
+  LaneHello = 15,
+  /** Sender, on the main connection: from the next data block on, blocks take turns over these lanes. */
+  Lanes = 16,
 }
 
 const FRAME_NAMES: Record<number, string> = {
@@ -47,6 +51,8 @@ const FRAME_NAMES: Record<number, string> = {
   12: 'end',
   13: 'relay-hello',
   14: 'relay-want',
+  15: 'lane-hello',
+  16: 'lanes',
 };
 
 export function frameName(t: number): string {

@@ -1,5 +1,10 @@
 // The sending side's data pump: literal chunk bytes, read from local files in plan order, grouped into DATA
 // frames and compressed as one stream. Writes wait for the connection to drain (backpressure).
+//
+// Over SSH one channel carries at most its window per round trip, whatever the link could do. Once enough
+// data has gone through the pump to be worth it, it can spread the blocks over extra channels ("lanes"): the
+// blocks then take turns, each lane with its own compression stream, and the receiver merges them back in turn
+// order (docs/PROTOCOL.md, "Lanes").
 
 import fs from 'node:fs';
 import {
@@ -12,6 +17,24 @@ import {
   type ZstdBinding,
 } from '@skysync/protocol';
 
+/** An extra channel to the receiver, admitted already (its `lane-hello` answered). */
+export interface OpenLane {
+  id: number;
+  conn: Connection;
+  close(): void;
+}
+
+/** Opens lanes on demand; the pump calls it once, after `LANE_AFTER_BYTES` of literal data. */
+export type LaneOpener = () => Promise<OpenLane[]>;
+
+/** Below this much data one channel does as well: opening lanes costs a round trip or two. */
+export const LANE_AFTER_BYTES = 8 * 1024 * 1024;
+
+interface LaneOut {
+  conn: Connection;
+  encoder: BlockEncoder;
+}
+
 export class DataPump {
   private block: Buffer = Buffer.allocUnsafe(DATA_BLOCK + 512 * 1024);
   private filled = 0;
@@ -23,6 +46,14 @@ export class DataPump {
   bytesLiteral = 0;
   /** Compressed bytes handed to the connection. */
   bytesEncoded = 0;
+  /** Main connection first, then the lanes, once the blocks take turns over them. */
+  private lanes: LaneOut[] | null = null;
+  private turn = 0;
+  private laneOpener: LaneOpener | null = null;
+  private laneOpening: Promise<void> | null = null;
+  private laneReady: OpenLane[] | null = null;
+  /** Why lanes were not used, when opening them failed. */
+  laneError: string | null = null;
 
   constructor(
     private readonly conn: Connection,
@@ -33,6 +64,47 @@ export class DataPump {
   ) {
     this.encoder = createBlockEncoder(compression, zstd, level);
     this.rootBuf = Buffer.from(root, 'utf8');
+    this.newEncoder = () => createBlockEncoder(compression, zstd, level);
+  }
+
+  private readonly newEncoder: () => BlockEncoder;
+
+  /** Lets the pump open lanes once the data is large enough to gain from them. */
+  offerLanes(open: LaneOpener): void {
+    this.laneOpener = open;
+  }
+
+  /** How many connections carry blocks (1 until lanes are in use). */
+  get laneCount(): number {
+    return this.lanes?.length ?? 1;
+  }
+
+  /** Bytes written to the lanes (not counting the main connection). */
+  get laneBytesWritten(): number {
+    let n = 0;
+    for (const l of this.laneReady ?? []) n += l.conn.bytesWritten;
+    return n;
+  }
+
+  /** Closes the lanes, once any still being opened are (after `finish`, or when the operation failed). */
+  async closeLanes(): Promise<void> {
+    this.laneOpener = null;
+    await this.laneOpening;
+    for (const l of this.laneReady ?? []) l.close();
+  }
+
+  private maybeOpenLanes(): void {
+    if (!this.laneOpener || this.laneOpening || this.bytesLiteral < LANE_AFTER_BYTES) return;
+    const open = this.laneOpener;
+    // Opened in the background while the main connection keeps sending; the switch happens at a block boundary.
+    this.laneOpening = open().then(
+      (lanes) => {
+        this.laneReady = lanes;
+      },
+      (e: Error) => {
+        this.laneError = e.message;
+      },
+    );
   }
 
   private fd(rel: string): number {
@@ -79,7 +151,12 @@ export class DataPump {
 
   add(bytes: Buffer): Promise<void> | void {
     if (this.filled + bytes.length > this.block.length) {
-      return this.sendBlock().then(() => this.add(bytes));
+      // Fill the block and go on with the rest: a piece larger than a block still splits into whole blocks.
+      const room = this.block.length - this.filled;
+      bytes.copy(this.block, this.filled, 0, room);
+      this.filled += room;
+      this.bytesLiteral += room;
+      return this.sendBlock().then(() => this.add(bytes.subarray(room)));
     }
     bytes.copy(this.block, this.filled);
     this.filled += bytes.length;
@@ -93,9 +170,16 @@ export class DataPump {
     // the event loop, so the block is free again by the time anything writes into it.
     const raw = this.block.subarray(0, this.filled);
     this.filled = 0;
-    const out = this.encoder.encode(raw);
+    this.maybeOpenLanes();
+    if (!this.lanes && this.laneReady?.length) {
+      // Every lane was admitted before the switch is announced, so the receiver knows each one named here.
+      await this.conn.sendJson(Frame.Lanes, { lanes: this.laneReady.map((l) => l.id) });
+      this.lanes = [{ conn: this.conn, encoder: this.encoder }, ...this.laneReady.map((l) => ({ conn: l.conn, encoder: this.newEncoder() }))];
+    }
+    const lane = this.lanes ? this.lanes[this.turn++ % this.lanes.length]! : { conn: this.conn, encoder: this.encoder };
+    const out = lane.encoder.encode(raw);
     this.bytesEncoded += out.length;
-    await this.conn.send(Frame.Data, out);
+    await lane.conn.send(Frame.Data, out);
   }
 
   /** Sends what is buffered now instead of waiting for a full block (a relay about to wait for its source). */
@@ -108,10 +192,11 @@ export class DataPump {
     this.fds.clear();
   }
 
-  /** Sends what is buffered and the end-of-data frame. */
+  /** Sends what is buffered and the end-of-data frame (on each lane in use, then on the main connection). */
   async finish(): Promise<void> {
     await this.sendBlock();
     this.closeFiles();
+    for (const l of this.lanes?.slice(1) ?? []) await l.conn.send(Frame.DataEnd, Buffer.alloc(0));
     await this.conn.send(Frame.DataEnd, Buffer.alloc(0));
   }
 }

@@ -272,7 +272,7 @@ function handle(sock: net.Socket): void {
       if (!opened) {
         opened = true;
         if (f.type !== CtlFrame.Open) return void sock.destroy();
-        void open(JSON.parse(f.payload.toString('utf8')) as { kind: string; command?: string });
+        void open(JSON.parse(f.payload.toString('utf8')) as { kind: string; command?: string; path?: string });
       } else feed(f);
     }
   });
@@ -372,7 +372,7 @@ function handle(sock: net.Socket): void {
     pending = [];
   };
 
-  const open = async (req: { kind: string; command?: string }): Promise<void> => {
+  const open = async (req: { kind: string; command?: string; path?: string }): Promise<void> => {
     if (req.kind === 'shutdown') {
       sock.end(encodeCtl(CtlFrame.Opened, JSON.stringify({ logs: [] })));
       shutdown('asked');
@@ -383,6 +383,14 @@ function handle(sock: net.Socket): void {
       if (req.kind === 'agent') {
         await serveAgent();
         return;
+      } else if (req.kind === 'socket' && typeof req.path === 'string' && target.openSocket) {
+        const remote = await target.openSocket(req.path);
+        sock.write(encodeCtl(CtlFrame.Opened, JSON.stringify({ logs: sink })));
+        stdin = remote.output;
+        for (const f of pending.splice(0)) feed(f);
+        await forward(remote.input, sock, CtlFrame.Stdout);
+        remote.close();
+        sock.end(encodeCtl(CtlFrame.Exit, JSON.stringify({ code: null })));
       } else if (req.kind === 'exec' && typeof req.command === 'string') {
         const proc = await execCommand(req.command);
         sock.write(encodeCtl(CtlFrame.Opened, JSON.stringify({ logs: sink })));

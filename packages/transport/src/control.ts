@@ -5,7 +5,7 @@
 // client connects directly, as if it had never existed.
 //
 // One socket connection carries one channel (the agent, or one command). Frames both ways: u8 type, u32 BE
-// length, payload. Client: OPEN {kind, command?}, then STDIN..., and STDIN_END, or RELEASE (the agent is
+// length, payload. Client: OPEN {kind, command?, path?}, then STDIN..., and STDIN_END, or RELEASE (the agent is
 // between operations: keep it running for the next command). Daemon: OPENED {logs} or FAILED {name, message},
 // then STDOUT..., STDERR..., EXIT {code}.
 //
@@ -21,7 +21,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { PassThrough, Writable } from 'node:stream';
 import { createRequire } from 'node:module';
-import { ConnectError, NoAgentError, type AgentChannel, type RemoteProcess } from './target.js';
+import { ConnectError, NoAgentError, type AgentChannel, type RemoteProcess, type RemoteSocket } from './target.js';
 
 export const enum CtlFrame {
   Open = 1,
@@ -122,7 +122,10 @@ interface OpenedChannel {
 }
 
 /** Opens one channel through the background process. */
-async function openChannel(socketPath: string, request: { kind: 'agent' | 'exec' | 'shutdown'; command?: string }): Promise<OpenedChannel> {
+async function openChannel(
+  socketPath: string,
+  request: { kind: 'agent' | 'exec' | 'shutdown' | 'socket'; command?: string; path?: string },
+): Promise<OpenedChannel> {
   if (!fs.existsSync(socketPath)) throw new ControlGone('no warm connection');
   const sock = net.createConnection(socketPath);
   await new Promise<void>((resolve, reject) => {
@@ -202,6 +205,12 @@ export async function controlExec(socketPath: string, command: string, log?: (m:
   const ch = await openChannel(socketPath, { kind: 'exec', command });
   for (const l of ch.logs) log?.(l);
   return { stdout: ch.stdout, stderr: ch.stderr, stdin: ch.stdin, exited: ch.exited };
+}
+
+/** A Unix socket on the remote, reached through the warm connection's SSH session. */
+export async function controlSocketStream(socketPath: string, remotePath: string): Promise<RemoteSocket> {
+  const ch = await openChannel(socketPath, { kind: 'socket', path: remotePath });
+  return { input: ch.stdout, output: ch.stdin, close: () => ch.stdin.end() };
 }
 
 export async function controlAgent(socketPath: string, log?: (m: string) => void): Promise<AgentChannel> {

@@ -19,8 +19,8 @@ import { MAGIC } from '@skysync/protocol';
 import { agentBundlePath, nativeAddonPath } from './local.js';
 import { resolveHost, parseProxyJump, type ResolvedHost } from './ssh-config.js';
 import { appendKnownHost, checkHostKey, hostKeyPolicy, mismatchMessage, revokedMessage, unknownMessage } from './known-hosts.js';
-import { ConnectError, NoAgentError, type AgentChannel, type RemoteProcess, type Target } from './target.js';
-import { ControlGone, controlAgent, controlExec, controlShutdown, controlSocketPath, ensureControlDir, persistSeconds, spawnControlDaemon } from './control.js';
+import { ConnectError, NoAgentError, type AgentChannel, type RemoteProcess, type RemoteSocket, type Target } from './target.js';
+import { ControlGone, controlAgent, controlExec, controlSocketStream, controlShutdown, controlSocketPath, ensureControlDir, persistSeconds, spawnControlDaemon } from './control.js';
 
 /** Bumped when the background process's socket protocol changes, so old daemons are never asked. */
 const CONTROL_VERSION = 2;
@@ -487,6 +487,25 @@ export class SshTarget implements Target {
       ch.on('close', () => resolve(code));
     });
     return { stdout: ch, stderr: ch.stderr, stdin: ch, exited };
+  }
+
+  async openSocket(socketPath: string): Promise<RemoteSocket> {
+    const sock = this.controlSocket();
+    // An agent reached through the warm connection is on that connection's host: no second handshake for this.
+    if (sock && !this.connected) return controlSocketStream(sock, socketPath);
+    const { client } = await this.connection();
+    const ch = await new Promise<ClientChannel>((resolve, reject) =>
+      client.openssh_forwardOutStreamLocal(socketPath, (err, channel) => (err ? reject(err) : resolve(channel))),
+    );
+    this.track(ch);
+    return {
+      input: ch,
+      output: ch,
+      close: () => {
+        ch.end();
+        ch.close();
+      },
+    };
   }
 
   async openAgent(): Promise<AgentChannel> {

@@ -28,6 +28,13 @@ export interface RemoteProcess {
   exited: Promise<number | null>;
 }
 
+/** A byte stream to a Unix socket on the target, carried by the target's SSH connection. */
+export interface RemoteSocket {
+  input: Readable;
+  output: Writable;
+  close(): void;
+}
+
 export interface Target {
   kind: 'local' | 'ssh';
   /** How the user wrote it, for messages. */
@@ -37,6 +44,11 @@ export interface Target {
   openAgent(): Promise<AgentChannel>;
   /** Runs a shell command line on the target (as `ssh host CMD` does: the remote login shell parses it). */
   exec(command: string): Promise<RemoteProcess>;
+  /**
+   * Connects to a Unix socket on the target through the connection (OpenSSH's direct-streamlocal): how the
+   * client opens extra channels for bulk data. SSH targets only: a local pipe has no window to spread over.
+   */
+  openSocket?(socketPath: string): Promise<RemoteSocket>;
   /** Keeps the connection open between operations until `close()` (one connection for a whole command). */
   retain(): void;
   close(): Promise<void>;
