@@ -130,7 +130,9 @@ const sizeName = flags.smoke ? 'smoke' : custom ? `custom-${flags.files ?? 2000}
 const sizeSpec = flags.smoke ? SIZES.smoke : custom ? customSize(flags.files ?? 2000, flags.binMiB ?? 16) : SIZES.full;
 const REPS = flags.reps ?? (flags.smoke ? 1 : 3);
 const VERIFY = flags.verify ?? (flags.smoke || custom ? 'each' : 'end');
-const resultName = `shaped${flags.smoke ? '-smoke' : custom ? '-custom' : ''}${flags.only ? `.only-${flags.only.join('-')}` : ''}`;
+// Another link than the targets' (100mbit, 20 ms) or loopback gets its own files, beside the main results.
+const linkName = flags.smoke ? '' : flags.loopback ? '.loopback' : flags.rate !== '100mbit' || flags.rtt !== 20 ? `.link-${flags.rate}-${flags.rtt}ms` : '';
+const resultName = `shaped${flags.smoke ? '-smoke' : custom ? '-custom' : ''}${linkName}${flags.only ? `.only-${flags.only.join('-')}` : ''}`;
 const BIN = sizeSpec.binMiB * MiB;
 const CHANGE = Math.min(MiB, BIN / 16); // the copy scenario's changed region
 const PULL_REGIONS = 16;
