@@ -4,23 +4,21 @@
 // away, as the message asks, the next push places `d` and a push after it moves nothing.
 
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadNative } from '@skysync/chunking';
 import { push } from '@skysync/engine';
 import { LocalTarget } from '@skysync/transport';
+import { scratchDir } from './helpers/scratch.js';
 
 const native = loadNative()!;
 
-let work: string;
+const work = scratchDir('skysync-blocked-');
 beforeAll(() => {
-  work = fs.mkdtempSync(path.join(os.tmpdir(), 'skysync-blocked-'));
-  process.env.SKYSYNC_STATE_DIR = path.join(work, 'state');
+  process.env.SKYSYNC_STATE_DIR = path.join(work(), 'state');
 });
 afterAll(() => {
   delete process.env.SKYSYNC_STATE_DIR;
-  fs.rmSync(work, { recursive: true, force: true });
 });
 
 describe('push onto a type change a job blocks', () => {
@@ -28,8 +26,8 @@ describe('push onto a type change a job blocks', () => {
     it(`keeps the job's file, retries until it is moved away, then converges (${agent} agent)`, async () => {
       if (agent === 'fallback') process.env.SKYSYNC_NO_NATIVE = '1';
       try {
-        const src = path.join(work, `src-${agent}`);
-        const home = path.join(work, `home-${agent}`);
+        const src = path.join(work(), `src-${agent}`);
+        const home = path.join(work(), `home-${agent}`);
         const dest = path.join(home, 'sky_workdir');
         const target = new LocalTarget('local:' + home, home);
         fs.mkdirSync(path.join(src, 'd'), { recursive: true });

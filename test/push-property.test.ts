@@ -3,15 +3,15 @@
 // destination equals the source minus ignored paths, with deletions propagated and job outputs left alone.
 
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { loadNative } from '@skysync/chunking';
 import { push, pull, type PushOptions, type PushStats } from '@skysync/engine';
 import { LocalTarget } from '@skysync/transport';
 import { Rng, seedFromEnv } from './helpers/random.js';
-import { diffItems, gitKept, walk, type Item } from './helpers/tree.js';
+import { scratchDir } from './helpers/scratch.js';
+import { diffItems, gitKept, listTree, walk, type Item } from './helpers/tree.js';
 
 const native = loadNative()!;
 const JOB_SHA = createHash('sha256').update('changed by a job\n').digest('hex');
@@ -19,31 +19,10 @@ const ROUNDS = Number(process.env.SKYSYNC_ROUNDS ?? 200);
 const NAMES = ['a', 'b', 'c', 'src', 'lib', 'data', 'build', 'notes', 'x.log', 'keep.log', 'tmp1', 'ümlaut', 'sp ace'];
 const PATTERNS = ['*.log', 'build/', '/data', '!keep.log', 'tmp*', 'b/c', '**/lib/*.bin', 'notes'];
 
-let work: string;
+const work = scratchDir('skysync-prop-');
 beforeAll(() => {
-  work = fs.mkdtempSync(path.join(os.tmpdir(), 'skysync-prop-'));
-  process.env.SKYSYNC_STATE_DIR = path.join(work, 'state');
+  process.env.SKYSYNC_STATE_DIR = path.join(work(), 'state');
 });
-afterAll(() => {
-  if (process.env.SKYSYNC_KEEP !== '1') fs.rmSync(work, { recursive: true, force: true });
-});
-
-function all(root: string): { files: string[]; dirs: string[] } {
-  const files: string[] = [];
-  const dirs: string[] = [];
-  const visit = (rel: string): void => {
-    for (const name of fs.readdirSync(path.join(root, rel))) {
-      const r = rel ? `${rel}/${name}` : name;
-      const st = fs.lstatSync(path.join(root, r));
-      if (st.isDirectory()) {
-        dirs.push(r);
-        visit(r);
-      } else files.push(r);
-    }
-  };
-  visit('');
-  return { files, dirs };
-}
 
 function randomPath(rng: Rng, dirs: string[]): string {
   const dir = dirs.length && rng.chance(0.7) ? rng.pick(dirs) : '';
@@ -62,7 +41,7 @@ function content(rng: Rng): Buffer {
 
 /** One random edit of the source tree; returns a description for the failure message. */
 function mutate(rng: Rng, src: string): string {
-  const { files, dirs } = all(src);
+  const { files, dirs } = listTree(src);
   const regular = files.filter((f) => fs.lstatSync(path.join(src, f)).isFile() && !f.endsWith('.gitignore'));
   const op = rng.int(14);
   const abs = (p: string): string => path.join(src, p);
@@ -208,12 +187,12 @@ function actualFiles(dest: string): Map<string, Item> {
  */
 async function pushRounds(agent: 'native' | 'fallback', seed: number, rounds: number, name: string = agent): Promise<void> {
   const rng = new Rng(seed);
-  const src = path.join(work, `src-${name}`);
-  const home = path.join(work, `home-${name}`);
+  const src = path.join(work(), `src-${name}`);
+  const home = path.join(work(), `home-${name}`);
   if (agent === 'fallback') process.env.SKYSYNC_NO_NATIVE = '1';
   else delete process.env.SKYSYNC_NO_NATIVE;
   const dest = path.join(home, 'sky_workdir');
-  const gitDir = path.join(work, `oracle-${name}.git`);
+  const gitDir = path.join(work(), `oracle-${name}.git`);
   fs.mkdirSync(src, { recursive: true });
   const target = new LocalTarget('local:' + home, home);
   const log: string[] = [];
@@ -264,7 +243,7 @@ async function pushRounds(agent: 'native' | 'fallback', seed: number, rounds: nu
       const snap = process.env.SKYSYNC_PROPERTY_SNAPSHOT;
       if (snap) {
         fs.rmSync(snap, { recursive: true, force: true });
-        fs.cpSync(work, snap, { recursive: true, verbatimSymlinks: true });
+        fs.cpSync(work(), snap, { recursive: true, verbatimSymlinks: true });
       }
       verify(await push({ source: src, target, native, compression }), `round ${round}`);
     }
@@ -308,11 +287,11 @@ describe('push property test (local target)', () => {
   it('pulls a remote directory back exactly, reusing what is already local', async () => {
     const seed = seedFromEnv();
     const rng = new Rng(seed ^ 0x5eed);
-    const home = path.join(work, 'pull-home');
+    const home = path.join(work(), 'pull-home');
     const remote = path.join(home, 'results');
     fs.mkdirSync(remote, { recursive: true });
     const target = new LocalTarget('local:' + home, home);
-    const local = path.join(work, 'pulled');
+    const local = path.join(work(), 'pulled');
     try {
       for (let round = 0; round < 25; round++) {
         for (let i = 0; i < 1 + rng.int(4); i++) mutate(rng, remote);
