@@ -5,13 +5,14 @@
 // to end through a local target, with the watch service it starts.
 
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { loadNative } from '@skysync/chunking';
 import { askWatch, rescanOf, stopWatch, watchStatus } from '@skysync/engine';
 import { Rng, seedFromEnv } from './helpers/random.js';
+import { scratchDir } from './helpers/scratch.js';
+import { listTree } from './helpers/tree.js';
 
 const native = loadNative()!;
 type Tree = InstanceType<typeof native.Tree>;
@@ -21,36 +22,7 @@ const NAMES = ['a', 'b', 'c', 'src', 'lib', 'x.log', 'keep.log', 'build', 'tmp1'
 const RULES = ['*.log', 'build/', '!keep.log', 'tmp*', 'b/c', '/lib', 'src/*.txt', '**/a/*.bin'];
 const linux = process.platform === 'linux';
 
-let work: string;
-beforeAll(() => {
-  work = fs.mkdtempSync(path.join(os.tmpdir(), 'skysync-watch-'));
-});
-afterAll(() => {
-  if (process.env.SKYSYNC_KEEP !== '1') fs.rmSync(work, { recursive: true, force: true });
-});
-
-function listAll(root: string): { files: string[]; dirs: string[] } {
-  const files: string[] = [];
-  const dirs: string[] = [];
-  const visit = (rel: string): void => {
-    let names: string[];
-    try {
-      names = fs.readdirSync(path.join(root, rel));
-    } catch {
-      return;
-    }
-    for (const name of names) {
-      const r = rel ? `${rel}/${name}` : name;
-      const st = fs.lstatSync(path.join(root, r));
-      if (st.isDirectory()) {
-        dirs.push(r);
-        visit(r);
-      } else files.push(r);
-    }
-  };
-  visit('');
-  return { files, dirs };
-}
+const work = scratchDir('skysync-watch-');
 
 /** Writes a regular file; never through a FIFO (opening one for writing waits for a reader). */
 function put(file: string, data: string | Buffer): void {
@@ -74,7 +46,7 @@ function put(file: string, data: string | Buffer): void {
  * would go unseen.
  */
 function mutate(rng: Rng, root: string, watched: (dir: string) => boolean): string {
-  const { files, dirs } = listAll(root);
+  const { files, dirs } = listTree(root);
   const dir = dirs.length && rng.chance(0.75) ? rng.pick(dirs) : '';
   const fresh = (): string => (dir ? `${dir}/` : '') + rng.pick(NAMES) + (rng.chance(0.3) ? rng.pick(['.txt', '.bin', '']) : '');
   const abs = (r: string): string => path.join(root, r);
@@ -228,7 +200,7 @@ describe.runIf(linux)('watcher-assisted scan', () => {
   it(`equals a full scan after each of ${ROUNDS} rounds of random changes`, async () => {
     const seed = seedFromEnv();
     const rng = new Rng(seed);
-    const root = path.join(work, 'random');
+    const root = path.join(work(), 'random');
     fs.mkdirSync(root);
     for (const f of ['a/b/one', 'a/two', 'src/x.txt', 'lib/y', 'top', '.gitignore']) {
       fs.mkdirSync(path.dirname(path.join(root, f)), { recursive: true });
@@ -294,7 +266,7 @@ describe.runIf(linux)('watcher-assisted scan', () => {
 const BIN = path.resolve('packages/cli/dist/bin.js');
 
 describe.runIf(linux)('skysync push with the watch service', () => {
-  const env = (): NodeJS.ProcessEnv => ({ ...process.env, SKYSYNC_STATE_DIR: path.join(work, 'state'), SKYSYNC_WATCH_PERSIST: '120' });
+  const env = (): NodeJS.ProcessEnv => ({ ...process.env, SKYSYNC_STATE_DIR: path.join(work(), 'state'), SKYSYNC_WATCH_PERSIST: '120' });
   const push = (src: string, home: string, extra: NodeJS.ProcessEnv = {}) => {
     const r = spawnSync(process.execPath, [BIN, 'push', `local:${home}`, '-w', src, '--json'], { encoding: 'utf8', env: { ...env(), ...extra } });
     expect(r.status, r.stderr).toBe(0);
@@ -302,8 +274,8 @@ describe.runIf(linux)('skysync push with the watch service', () => {
   };
 
   it('scans only what changed once the service runs, an edit arrives, and a dead service means a full scan', async () => {
-    const src = path.join(work, 'cli-src');
-    const home = path.join(work, 'cli-home');
+    const src = path.join(work(), 'cli-src');
+    const home = path.join(work(), 'cli-home');
     for (let d = 0; d < 20; d++) {
       fs.mkdirSync(path.join(src, `d${d}/sub`), { recursive: true });
       for (let f = 0; f < 5; f++) fs.writeFileSync(path.join(src, `d${d}/sub/f${f}.txt`), `file ${d}/${f}\n`);

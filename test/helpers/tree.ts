@@ -37,6 +37,32 @@ export function walk(root: string, opts: { skip?: (rel: string) => boolean } = {
   return out;
 }
 
+/**
+ * Every path below `root`, split into directories and the rest (files, symlinks, special files), for random edits
+ * to pick from. A directory that cannot be read is listed but not entered.
+ */
+export function listTree(root: string): { files: string[]; dirs: string[] } {
+  const files: string[] = [];
+  const dirs: string[] = [];
+  const visit = (rel: string): void => {
+    let names: string[];
+    try {
+      names = fs.readdirSync(path.join(root, rel));
+    } catch {
+      return;
+    }
+    for (const name of names) {
+      const r = rel ? `${rel}/${name}` : name;
+      if (fs.lstatSync(path.join(root, r)).isDirectory()) {
+        dirs.push(r);
+        visit(r);
+      } else files.push(r);
+    }
+  };
+  visit('');
+  return { files, dirs };
+}
+
 /** Files and symlinks git would keep under its ignore rules (.gitignore at every level), as a set of paths. */
 export function gitKept(root: string, gitDir: string): Set<string> {
   if (!fs.existsSync(gitDir)) execFileSync('git', ['init', '-q', '--bare', gitDir]);

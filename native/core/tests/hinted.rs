@@ -7,30 +7,8 @@ use std::path::PathBuf;
 use skysync_core::rechunk::HINT_MIN_SIZE;
 use skysync_core::{chunk_files, chunk_files_hinted, ChunkParams, ChunkRef, DEFAULT_PARAMS};
 
-/// xorshift64*, seeded from SKYSYNC_SEED or the clock; the seed is printed so a failure can be replayed.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n.div_ceil(8)).flat_map(|_| self.next().to_le_bytes()).take(n).collect()
-    }
-}
-
-fn seed() -> u64 {
-    let s = std::env::var("SKYSYNC_SEED")
-        .map(|s| s.parse().expect("SKYSYNC_SEED must be a u64"))
-        .unwrap_or_else(|_| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64);
-    eprintln!("SKYSYNC_SEED={s}");
-    s | 1
-}
+mod common;
+use common::{seed, Rng};
 
 fn edited(rng: &mut Rng, old: &[u8]) -> Vec<u8> {
     let mut v = old.to_vec();
@@ -66,7 +44,7 @@ fn edited(rng: &mut Rng, old: &[u8]) -> Vec<u8> {
 #[test]
 fn hinted_outcomes_equal_plain_outcomes_on_disk() {
     let seed = seed();
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let dir = tempfile::tempdir().unwrap();
     for params in [ChunkParams { min_size: 256, avg_size: 1024, max_size: 4096 }, DEFAULT_PARAMS] {
         let mut paths: Vec<PathBuf> = Vec::new();

@@ -13,6 +13,9 @@ use std::time::Duration;
 use skysync_core::watch::{Changes, Token, WatchError, WatchOptions, Watcher};
 use skysync_core::{scan_tree, scan_tree_partial, ScanOutput, Snapshot, DEFAULT_PARAMS};
 
+mod common;
+use common::{seed, Rng};
+
 fn p(root: &Path, rel: &str) -> PathBuf {
     root.join(rel)
 }
@@ -344,23 +347,6 @@ fn mode_changes_of_directories_and_special_files_match_a_full_scan() {
     let _ = OsStr::new("");
 }
 
-/// xorshift64*, seeded from SKYSYNC_SEED or the clock; the seed is printed so a failure can be replayed.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-    fn pick<'a, T>(&mut self, v: &'a [T]) -> &'a T {
-        &v[self.below(v.len())]
-    }
-}
-
 fn all_paths(root: &Path, rel: &str, files: &mut Vec<String>, dirs: &mut Vec<String>) {
     let Ok(list) = fs::read_dir(p(root, rel)) else { return };
     for de in list.flatten() {
@@ -503,12 +489,9 @@ fn mutate(rng: &mut Rng, root: &Path, watched: &dyn Fn(&str) -> bool) -> String 
 
 #[test]
 fn random_changes_the_partial_scan_always_equals_a_full_one() {
-    let seed = std::env::var("SKYSYNC_SEED")
-        .map(|s| s.parse().expect("SKYSYNC_SEED must be a u64"))
-        .unwrap_or_else(|_| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64);
+    let seed = seed();
     let rounds: usize = std::env::var("SKYSYNC_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(300);
-    eprintln!("SKYSYNC_SEED={seed}");
-    let mut rng = Rng(seed | 1);
+    let mut rng = Rng::new(seed);
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     tree(root);

@@ -4,7 +4,7 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import { loadNative, type NativeAddon } from '@skysync/chunking';
-import { nativeAddonPath } from '@skysync/transport';
+import { listenPrivate, nativeAddonPath } from '@skysync/transport';
 import { ensureWatchDir, type WatchArgs } from './watch.js';
 
 type Watcher = InstanceType<NativeAddon['Watcher']>;
@@ -108,40 +108,14 @@ function handle(sock: net.Socket): void {
   });
 }
 
-async function listen(): Promise<boolean> {
-  for (let attempt = 0; attempt < 2; attempt++) {
-    const s = net.createServer(handle);
-    const ok = await new Promise<boolean>((resolve) => {
-      s.once('error', () => resolve(false));
-      s.listen(args.socket, () => resolve(true));
-    });
-    if (ok) {
-      fs.chmodSync(args.socket, 0o600);
-      socketIno = fs.statSync(args.socket).ino;
-      server = s;
-      return true;
-    }
-    // Someone holds the path: a live service (then leave), or a leftover (then take it over).
-    const live = await new Promise<boolean>((resolve) => {
-      const c = net.createConnection(args.socket);
-      c.once('connect', () => {
-        c.destroy();
-        resolve(true);
-      });
-      c.once('error', () => resolve(false));
-    });
-    if (live) return false;
-    fs.rmSync(args.socket, { force: true });
-  }
-  return false;
-}
-
 async function main(): Promise<void> {
   ensureWatchDir();
-  if (!(await listen())) {
+  const listening = await listenPrivate(args.socket, handle);
+  if (!listening) {
     debug('another one listens');
     process.exit(0);
   }
+  ({ server, ino: socketIno } = listening);
   startWatcher();
   touch();
   // Nobody asks about a directory that is gone, through a socket someone removed, or a service whose build was

@@ -7,6 +7,7 @@ import net from 'node:net';
 import type { Readable } from 'node:stream';
 import { MAGIC } from '@skysync/protocol';
 import { CtlDecoder, CtlFrame, encodeCtl, ensureControlDir, type DaemonArgs } from './control.js';
+import { listenPrivate } from './listen.js';
 import { SshTarget } from './ssh.js';
 import type { AgentChannel, RemoteProcess } from './target.js';
 
@@ -415,40 +416,14 @@ function handle(sock: net.Socket): void {
 
 let socketIno = -1;
 
-async function listen(): Promise<boolean> {
-  for (let attempt = 0; attempt < 2; attempt++) {
-    const s = net.createServer(handle);
-    const ok = await new Promise<boolean>((resolve) => {
-      s.once('error', () => resolve(false));
-      s.listen(args.socket, () => resolve(true));
-    });
-    if (ok) {
-      fs.chmodSync(args.socket, 0o600);
-      socketIno = fs.statSync(args.socket).ino;
-      server = s;
-      return true;
-    }
-    // Someone holds the path: a live daemon (then leave), or a leftover (then take it over).
-    const live = await new Promise<boolean>((resolve) => {
-      const c = net.createConnection(args.socket);
-      c.once('connect', () => {
-        c.destroy();
-        resolve(true);
-      });
-      c.once('error', () => resolve(false));
-    });
-    if (live) return false;
-    fs.rmSync(args.socket, { force: true });
-  }
-  return false;
-}
-
 async function main(): Promise<void> {
   ensureControlDir();
-  if (!(await listen())) {
+  const listening = await listenPrivate(args.socket, handle);
+  if (!listening) {
     if (process.env.SKYSYNC_DEBUG) process.stderr.write(`${new Date().toISOString()} ${args.spec}: another one listens\n`);
     process.exit(0);
   }
+  ({ server, ino: socketIno } = listening);
   try {
     await target.warm();
   } catch {
