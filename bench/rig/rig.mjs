@@ -362,7 +362,15 @@ function spawnDetached(cmd, args, logFile) {
   fs.closeSync(out);
   child.unref();
   let exited = null;
-  child.once('exit', (code, sig) => (exited = `${path.basename(cmd)} exited (${code ?? sig}): ${fs.readFileSync(logFile, 'utf8').trim().slice(-2000)}`));
+  // The log may be gone already: a process this run tore down can report its exit after the next rig's setup.
+  const said = () => {
+    try {
+      return fs.readFileSync(logFile, 'utf8').trim().slice(-2000);
+    } catch {
+      return '';
+    }
+  };
+  child.once('exit', (code, sig) => (exited = `${path.basename(cmd)} exited (${code ?? sig}): ${said()}`));
   child.once('error', (e) => (exited = `${cmd} failed to start: ${e.message}`));
   return { child, dead: () => exited };
 }
