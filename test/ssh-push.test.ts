@@ -156,7 +156,7 @@ describe.skipIf(skip !== null)('push and pull over SSH', () => {
     expect(fs.existsSync(old)).toBe(false);
   });
 
-  it('spreads a large push over several channels (directly and through a warm connection), and uses one where sshd allows no more', async () => {
+  it('spreads a large push or pull over several channels (directly and through a warm connection), and uses one where sshd allows no more', async () => {
     const src = path.join(work, 'lanes');
     fs.mkdirSync(src, { recursive: true });
     // Incompressible, and well past the point where the client opens lanes.
@@ -187,6 +187,13 @@ describe.skipIf(skip !== null)('push and pull over SSH', () => {
     expect(JSON.parse(w.stdout).lanes).toBe(3);
     expectSynced(src, dest);
     expect(skysync(['-F', cluster.sshConfig, 'disconnect', 'sky-test'], warm).code).toBe(0);
+
+    // A pull of as much comes back over several channels too (the client opens them, the agent sends on them).
+    const back = path.join(work, 'lanes-back');
+    const pulled = skysync(['-F', cluster.sshConfig, 'pull', 'sky-test:~/sky_workdir_lanes', back, '--json'], { SKYSYNC_LANES: '4' });
+    expect(pulled.code, pulled.stderr).toBe(0);
+    expect(JSON.parse(pulled.stdout).lanes).toBe(4);
+    expect(diffItems(files(dest), files(back), { mtime: true })).toEqual([]);
 
     // Turned off: one channel.
     fs.writeFileSync(path.join(src, 'b.bin'), crypto.randomBytes(12 << 20));

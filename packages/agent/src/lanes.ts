@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { Connection, Frame, type LaneHello, type LaneOffer, MAGIC, parseJson } from '@skysync/protocol';
+import type { AgentContext } from './context.js';
 import { readGreeting, tokenDigest } from './relay.js';
 
 /** Unix socket paths are limited to 108 bytes (104 on macOS); past that a lane cannot be offered. */
@@ -108,6 +109,17 @@ export class LaneServer {
     sock.resume();
     expected.admit(id, conn);
     await conn.sendJson(Frame.LaneHello, {} satisfies LaneHello);
+  }
+}
+
+/** This agent's lane server, opened at first use; or why there is none (the client then uses one channel). */
+export async function laneServer(ctx: AgentContext): Promise<LaneServer | { error: string }> {
+  try {
+    ctx.lanes ??= LaneServer.open(ctx.home, ctx.log);
+    return await ctx.lanes;
+  } catch (e) {
+    ctx.lanes = undefined;
+    return { error: (e as Error).message };
   }
 }
 

@@ -7,6 +7,7 @@ import {
   CHUNK_REF_SIZE,
   type Connection,
   Frame,
+  type LanesSwitch,
   type Hello,
   type PlanEntry,
   type PullBegin,
@@ -15,9 +16,12 @@ import {
   chooseCompression,
   decodeIds,
   encodeEntries,
+  parseJson,
+  ProtocolError,
   supportedCompressions,
 } from '@skysync/protocol';
-import { DataPump } from '@skysync/transfer';
+import { DataPump, type OpenLane } from '@skysync/transfer';
+import { LaneServer, laneServer } from './lanes.js';
 import { resolveRemotePath, type AgentContext } from './context.js';
 import { statFields, walkTree, type WalkEntry } from './walk.js';
 import { manifestPath } from './manifest.js';
@@ -48,9 +52,35 @@ export async function servePull(conn: Connection, begin: PullBegin, client: Hell
   const abs = resolveRemotePath(ctx.home, begin.path);
   const st = await fsp.lstat(abs).catch(() => null);
   const kind: PullState['kind'] = !st ? 'missing' : st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'symlink' : 'file';
-  await conn.sendJson(Frame.State, { kind, path: abs } satisfies PullState);
-  if (kind === 'missing') return;
+  const state: PullState = { kind, path: abs };
+  // Lanes the client opens for this pull, by number, until it says which to use.
+  const admitted = new Map<number, Connection>();
+  let lanes: LaneServer | null = null;
+  if (begin.lanes && kind !== 'missing') {
+    const server = await laneServer(ctx);
+    if (server instanceof LaneServer) {
+      lanes = server;
+      state.lanes = server.expect((id, c) => void admitted.set(id, c));
+    } else state.lanes = server;
+  }
+  try {
+    await conn.sendJson(Frame.State, state);
+    if (kind === 'missing') return;
+    await sendPull(conn, begin, client, ctx, abs, kind, admitted);
+  } finally {
+    lanes?.closeExpected();
+  }
+}
 
+async function sendPull(
+  conn: Connection,
+  begin: PullBegin,
+  client: Hello,
+  ctx: AgentContext,
+  abs: string,
+  kind: Exclude<PullState['kind'], 'missing'>,
+  admitted: Map<number, Connection>,
+): Promise<void> {
   let root: string;
   let listing: WalkEntry[];
   if (kind === 'dir') {
@@ -124,11 +154,23 @@ export async function servePull(conn: Connection, begin: PullBegin, client: Hell
 
   const need = decodeIds((await conn.expect(Frame.Need)).payload);
   const pump = new DataPump(conn, compression, ctx.native, root);
+  // While the data flows, the client may say which lanes it opened (a `lanes` frame); the frame after that, or
+  // instead of it, is its done.
+  const afterData = (async () => {
+    const f = await conn.next();
+    if (f?.type !== Frame.Lanes) return;
+    const ids = parseJson<LanesSwitch>(f.payload, 'lanes').lanes;
+    if (!Array.isArray(ids) || ids.some((id) => !admitted.has(id))) throw new ProtocolError('the client named a lane that is not open');
+    const ready: OpenLane[] = ids.map((id) => ({ id, conn: admitted.get(id)!, close: () => admitted.get(id)!.end() }));
+    pump.offerLanes(async () => ready);
+    await conn.next();
+  })();
+  afterData.catch(() => {});
   for (const id of need) {
     const loc = where.get(id.toString('hex'));
     if (!loc) throw new Error('client asked for a chunk that is not part of this pull');
     await pump.addFromFile(loc.path, loc.offset, loc.len);
   }
   await pump.finish();
-  await conn.next(); // The client's Done (or the end of the stream).
+  await afterData;
 }

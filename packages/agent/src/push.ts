@@ -26,7 +26,7 @@ import { manifestPath, newGeneration } from './manifest.js';
 import { openStore } from './store.js';
 import { mirrorExtras } from './mirror.js';
 import { PushChunks, RelayServer, fetchFromRelay, relayDisabled } from './relay.js';
-import { LaneServer } from './lanes.js';
+import { LaneServer, laneServer } from './lanes.js';
 
 /** Lets the frame reader run ahead of the builder by this much decoded data, then waits. */
 const STREAM_HIGH_WATER = 64 * 1024 * 1024;
@@ -75,14 +75,11 @@ export async function servePush(conn: Connection, begin: PushBegin, ctx: AgentCo
     const early: Array<[number, Connection]> = [];
     let admitLane = (id: number, c: Connection): void => void early.push([id, c]);
     if (begin.lanes) {
-      try {
-        ctx.lanes ??= LaneServer.open(ctx.home, ctx.log);
-        lanes = await ctx.lanes;
-        state.lanes = lanes.expect((id, c) => admitLane(id, c));
-      } catch (e) {
-        ctx.lanes = undefined;
-        state.lanes = { error: (e as Error).message };
-      }
+      const server = await laneServer(ctx);
+      if (server instanceof LaneServer) {
+        lanes = server;
+        state.lanes = server.expect((id, c) => admitLane(id, c));
+      } else state.lanes = server;
     }
     const routeLanes = (attach: (id: number, c: Connection) => void): void => {
       for (const [id, c] of early.splice(0)) attach(id, c);

@@ -3,11 +3,12 @@
 
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { Receiver, type HeldChunks } from '@skysync/apply';
+import { LaneMerger, Receiver, type HeldChunks } from '@skysync/apply';
 import { createNativeChunker, type NativeAddon } from '@skysync/chunking';
 import {
   type Compression,
   Frame,
+  type LanesSwitch,
   type Plan,
   type PlanEntry,
   type PullBegin,
@@ -20,6 +21,8 @@ import {
   ProtocolError,
 } from '@skysync/protocol';
 import type { Target } from '@skysync/transport';
+import { LANE_AFTER_BYTES, type OpenLane } from '@skysync/transfer';
+import { laneCount, openLanes } from './lanes.js';
 import { expectFrame, openSession } from './session.js';
 import type { SyncSummary } from './push.js';
 
@@ -34,7 +37,12 @@ export interface PullOptions {
 export interface PullStats extends SyncSummary {
   failed: Array<{ path: string; error: string }>;
   warnings: string[];
+  /** Channels that carried the data (more than 1: lanes, see docs/PROTOCOL.md). */
+  lanes: number;
 }
+
+/** Lets the frame reader run ahead of the builder by this much decoded data, then waits. */
+const STREAM_HIGH_WATER = 64 * 1024 * 1024;
 
 /** What the local destination already holds, found by chunking it (only for the files the plan mentions). */
 async function localHeld(
@@ -114,8 +122,9 @@ export async function pull(opts: PullOptions): Promise<PullStats> {
   const warnings: string[] = [];
   let finished = false;
   try {
-    await session.agentHello;
-    const begin: PullBegin = { op: 'pull', path: opts.remotePath, chunkParams: native.defaultChunkParams() };
+    const hello = await session.agentHello;
+    const wantLanes = !!opts.target.openSocket && !!hello.capabilities?.includes('lanes') && laneCount() > 1;
+    const begin: PullBegin = { op: 'pull', path: opts.remotePath, chunkParams: native.defaultChunkParams(), ...(wantLanes ? { lanes: true } : {}) };
     await session.conn.sendJson(Frame.Begin, begin);
     const state = parseJson<PullState>((await expectFrame(session, Frame.State, 'pull')).payload, 'state');
     if (state.kind === 'missing') {
@@ -176,16 +185,44 @@ export async function pull(opts: PullOptions): Promise<PullStats> {
     await session.conn.send(Frame.Need, Buffer.concat(need));
     receiver.buildAll();
     const decoder = createBlockDecoder(plan.compression, native);
-    for (;;) {
-      const f = await session.conn.next();
-      if (!f) throw new ProtocolError('the agent closed the connection during a pull');
-      if (f.type === Frame.DataEnd) break;
-      if (f.type === Frame.Error) throw new Error(`remote: ${f.payload.toString()}`);
-      if (f.type !== Frame.Data) throw new ProtocolError(`unexpected ${frameName(f.type)} during a pull`);
-      receiver.stream.push(decoder.decode(f.payload));
-      await receiver.stream.waitBelow(64 * 1024 * 1024);
+    const merger = new LaneMerger(receiver.stream, () => createBlockDecoder(plan.compression, native), STREAM_HIGH_WATER);
+    // Enough data to gain from lanes: open them while the data starts on the main connection, then tell the
+    // agent which it may use. It announces the switch itself, at a block boundary.
+    const neededBytes = receiver.neededLengths.reduce((a, b) => a + b, 0);
+    const offer = state.lanes && 'socket' in state.lanes ? state.lanes : null;
+    let opened: OpenLane[] = [];
+    let laneError: string | null = null;
+    const opening =
+      offer && neededBytes >= 2 * LANE_AFTER_BYTES
+        ? openLanes(opts.target, offer, laneCount() - 1).then(
+            async (lanes) => {
+              opened = lanes;
+              for (const l of lanes) merger.attach(l.id, l.conn);
+              await session.conn.sendJson(Frame.Lanes, { lanes: lanes.map((l) => l.id) } satisfies LanesSwitch);
+            },
+            (e: Error) => void (laneError = e.message),
+          )
+        : null;
+    try {
+      for (;;) {
+        const f = await session.conn.next();
+        if (!f) throw new ProtocolError('the agent closed the connection during a pull');
+        if (f.type === Frame.DataEnd) break;
+        if (f.type === Frame.Error) throw new Error(`remote: ${f.payload.toString()}`);
+        if (f.type === Frame.Lanes) {
+          merger.switchTo(parseJson<LanesSwitch>(f.payload, 'lanes').lanes);
+          continue;
+        }
+        if (f.type !== Frame.Data) throw new ProtocolError(`unexpected ${frameName(f.type)} during a pull`);
+        await merger.main(decoder.decode(f.payload));
+      }
+      await merger.end();
+    } finally {
+      merger.close();
+      await opening;
+      for (const l of opened) l.close();
     }
-    receiver.stream.end();
+    if (laneError) warnings.push(`${opts.target.spec}: could not open extra channels (${laneError}); the data came over one`);
     const result = await receiver.transition();
     await session.conn.sendJson(Frame.Done, { generation: null, written: result.written, deleted: 0, kept: [], failed: [] });
     finished = true;
@@ -195,7 +232,8 @@ export async function pull(opts: PullOptions): Promise<PullStats> {
       filesChanged: result.written,
       filesDeleted: 0,
       bytesLiteral: receiver.bytesFromStream,
-      bytesWire: session.conn.bytesRead,
+      bytesWire: session.conn.bytesRead + opened.reduce((a, l) => a + l.conn.bytesRead, 0),
+      lanes: merger.laneCount,
       chunksReused: Math.max(0, chunksTotal - need.length),
       durationMs: performance.now() - t0,
       transport: opts.target.kind,

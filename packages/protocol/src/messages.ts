@@ -84,7 +84,10 @@ export interface LaneHello {
   lane?: number;
 }
 
-/** The `lanes` frame: data blocks from here on go round-robin over the main connection (0) and these lanes. */
+/**
+ * The `lanes` frame. From the sender of the data: blocks from here on go round-robin over the main connection (0)
+ * and these lanes. From a client that pulls: these lanes are open and admitted, the agent may use them.
+ */
 export interface LanesSwitch {
   lanes: number[];
 }
@@ -93,6 +96,8 @@ export interface PullBegin {
   op: 'pull';
   path: string;
   chunkParams: ChunkParams;
+  /** As `PushBegin.lanes`: the client may open lanes for the data the agent sends. */
+  lanes?: boolean;
 }
 
 export type Begin = PushBegin | PullBegin;
@@ -118,6 +123,8 @@ export interface PushState {
 export interface PullState {
   kind: 'file' | 'dir' | 'symlink' | 'missing';
   path: string;
+  /** The lane socket asked for with `PullBegin.lanes`, or why there is none. */
+  lanes?: LaneOffer | { error: string };
 }
 
 export interface Plan {
