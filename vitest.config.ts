@@ -1,7 +1,9 @@
 import { defineConfig } from 'vitest/config';
 
 // Native addons in worker threads can crash the process: every project runs in forked processes.
-const common = { pool: 'forks' as const, testTimeout: 120_000, hookTimeout: 120_000 };
+// Commands leave no warm agents or connections behind unless a test asks for them (each would otherwise outlive
+// the run by minutes, one per temporary target).
+const common = { pool: 'forks' as const, testTimeout: 120_000, hookTimeout: 120_000, env: { SKYSYNC_CONTROL_PERSIST: '0' } };
 
 export default defineConfig({
   test: {

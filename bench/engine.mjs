@@ -5,7 +5,8 @@
 //   2. 1 byte inserted in the middle of a 1 GiB file   skysync vs `rsync -a --no-whole-file SRC/ DST/`
 //   3. a 1 GiB file copied to a new name with 1 MiB changed   (same rsync command)
 // skysync runs as a user runs it: `node packages/cli/dist/bin.js push local:HOME -w SRC --json`, with
-// SKYSYNC_STATE_DIR in a fresh directory per scenario.
+// SKYSYNC_STATE_DIR in a fresh directory per scenario, in its default environment: the scenario's first push
+// leaves a warm agent (and a watch of the source) behind for the next ones, as it does for a user.
 //
 //   node bench/engine.mjs            full size
 //   node bench/engine.mjs --smoke    tiny trees, one repetition (< 30 s)
@@ -72,7 +73,11 @@ function load() {
   return os.loadavg().map((x) => x.toFixed(2)).join(' ');
 }
 
+/** Targets pushed to, for ending their warm agents at the end. */
+const warmAgents = new Map();
+
 function skyPush(src, home, stateDir) {
+  warmAgents.set(`${home}\0${stateDir}`, { home, stateDir });
   const r = run(process.execPath, [CLI_BIN, 'push', `local:${home}`, '-w', src, '--json'], { env: { ...baseEnv, SKYSYNC_STATE_DIR: stateDir } });
   const lines = r.stdout.trim().split('\n');
   const stats = JSON.parse(lines[lines.length - 1]);
@@ -328,6 +333,10 @@ process.stdout.write(
 );
 const out = writeResults(results.name, results);
 log(`wrote ${out}`);
+// Each scenario's first push left a warm agent behind (the default, as a user gets it); end them all.
+for (const { home, stateDir } of warmAgents.values()) {
+  run(process.execPath, [CLI_BIN, 'disconnect', `local:${home}`], { env: { ...baseEnv, SKYSYNC_STATE_DIR: stateDir }, allowFail: true });
+}
 if (!flags.keep) rmrfInBackground(work);
 if (results.failures.length) {
   log(`${results.failures.length} scenario(s) failed: ${results.failures.map((f) => f.scenario).join(', ')}`);

@@ -51,6 +51,47 @@ describe('skysync push', () => {
     expect(again.bytesWire).toBeLessThan(1024);
   });
 
+  it('keeps a warm local agent: the next push reuses it, its watch still finds what a job changed, disconnect ends it', async () => {
+    const src = path.join(work, 'p-warm');
+    tree(src, { 'a.py': 'print(1)\n', 'lib/b.py': 'x = 2\n' });
+    const home = path.join(work, 'h-warm');
+    const dest = path.join(home, 'sky_workdir');
+    const warm = { env: { SKYSYNC_CONTROL_PERSIST: '30' } };
+    const agents = (): string[] =>
+      spawnSync('pgrep', ['-f', `agent.cjs serve --home ${home}$`], { encoding: 'utf8' }).stdout.split('\n').filter(Boolean);
+    expect(skysync(['push', `local:${home}`, '-w', src, '--json'], warm).code).toBe(0);
+    // Left behind: one agent for this home, kept by a background process, with a socket only this user can open.
+    for (let i = 0; i < 50 && agents().length === 0; i++) await new Promise((r) => setTimeout(r, 100));
+    const first = agents();
+    expect(first).toHaveLength(1);
+    const ctl = path.join(work, 'state', 'ctl');
+    expect(fs.statSync(ctl).mode & 0o777).toBe(0o700);
+
+    const again = skysync(['push', `local:${home}`, '-w', src, '--json'], warm);
+    expect(JSON.parse(again.stdout).filesChanged).toBe(0);
+    // The same agent served it: it was kept, not replaced.
+    expect(agents()).toEqual(first);
+
+    // A job edits a placed file: the kept agent's watch sees it, and the push restores the file, twice.
+    for (const round of [1, 2]) {
+      fs.writeFileSync(path.join(dest, 'lib/b.py'), `changed by a job ${round}\n`);
+      const r = skysync(['push', `local:${home}`, '-w', src, '--json'], warm);
+      expect(r.code, r.stderr).toBe(0);
+      expect(JSON.parse(r.stdout).drift).toEqual(['lib/b.py']);
+      expect(fs.readFileSync(path.join(dest, 'lib/b.py'), 'utf8')).toBe('x = 2\n');
+    }
+    expect(agents()).toEqual(first);
+
+    const bye = skysync(['disconnect', `local:${home}`], warm);
+    expect(bye.stdout + bye.stderr).toMatch(/disconnected/);
+    for (let i = 0; i < 50 && agents().length > 0; i++) await new Promise((r) => setTimeout(r, 100));
+    expect(agents()).toEqual([]);
+    // Turned off (as the tests run by default): nothing stays.
+    expect(skysync(['push', `local:${home}`, '-w', src, '--json']).code).toBe(0);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(agents()).toEqual([]);
+  });
+
   it('updates a touched or chmod-ed file in place, and rewrites one a job changed on the remote', () => {
     const src = path.join(work, 'p-touch');
     tree(src, { 'a.txt': 'alpha\n', 'b.sh': 'echo b\n', 'c.txt': 'gamma\n' });

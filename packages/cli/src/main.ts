@@ -3,7 +3,7 @@ import path from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import { loadNative, type NativeAddon } from '@skysync/chunking';
 import { pull, CLIENT_VERSION } from '@skysync/engine';
-import { SshTarget, parseTarget } from '@skysync/transport';
+import { LocalTarget, SshTarget, parseTarget } from '@skysync/transport';
 import { resolveNodes } from './cluster.js';
 import { execCommand, pushCommand, type CommandContext, type SyncFlags } from './commands.js';
 import { EXIT, UsageError } from './exit-codes.js';
@@ -167,7 +167,7 @@ Examples:
     .action(async (targetSpec: string, flags: { headOnly?: boolean; nodes?: string }) => {
       const nodes = await resolveNodes(targetSpec, flags, targetOptions(program));
       for (const t of nodes) {
-        const had = t instanceof SshTarget ? await t.disconnect() : false;
+        const had = t instanceof SshTarget || t instanceof LocalTarget ? await t.disconnect() : false;
         print(had ? `${t.spec}: disconnected` : `${t.spec}: no warm connection`);
       }
     });

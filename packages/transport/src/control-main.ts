@@ -8,12 +8,15 @@ import type { Readable } from 'node:stream';
 import { MAGIC } from '@skysync/protocol';
 import { CtlDecoder, CtlFrame, encodeCtl, ensureControlDir, type DaemonArgs } from './control.js';
 import { listenPrivate } from './listen.js';
+import { LocalTarget } from './local.js';
 import { SshTarget } from './ssh.js';
 import type { AgentChannel, RemoteProcess } from './target.js';
 
 const args = JSON.parse(process.argv[2] ?? '{}') as DaemonArgs;
 let sink: string[] | null = null;
-const target = new SshTarget(args.spec, { ...args.options, control: false, log: (m) => sink?.push(m) });
+const target = args.local
+  ? new LocalTarget(args.spec, args.local.home, { control: false })
+  : new SshTarget(args.spec, { ...args.options, control: false, log: (m) => sink?.push(m) });
 target.retain();
 let active = 0;
 
@@ -384,7 +387,7 @@ function handle(sock: net.Socket): void {
       if (req.kind === 'agent') {
         await serveAgent();
         return;
-      } else if (req.kind === 'socket' && typeof req.path === 'string' && target.openSocket) {
+      } else if (req.kind === 'socket' && typeof req.path === 'string' && target instanceof SshTarget) {
         const remote = await target.openSocket(req.path);
         sock.write(encodeCtl(CtlFrame.Opened, JSON.stringify({ logs: sink })));
         stdin = remote.output;
@@ -433,7 +436,8 @@ async function main(): Promise<void> {
   if (process.env.SKYSYNC_DEBUG) process.stderr.write(`${new Date().toISOString()} ${args.spec}: connected\n`);
   target.onDisconnect(() => shutdown('disconnected'));
   prepareSpare();
-  prepareRunner();
+  // Local commands run without a shell in between: no runner to keep.
+  if (!args.local) prepareRunner();
   touch(0);
 }
 

@@ -256,6 +256,8 @@ export interface DaemonArgs {
   socket: string;
   idleSeconds: number;
   options: { configFile?: string; installNode?: boolean; nodeUrl?: string };
+  /** A `local:` target: the agent runs on this machine with this home. */
+  local?: { home: string };
 }
 
 /** Starts the background process for a target, detached; it connects on its own. */

@@ -1,11 +1,15 @@
 // The embedded target: `local:DIR` makes DIR play the remote's home, and the agent runs as a child process
-// from the same bundle that would be installed on a remote.
+// from the same bundle that would be installed on a remote. As for SSH targets, the first command leaves a warm
+// agent behind (control.ts): a background process that keeps the agent running for the next command, which then
+// skips starting node, and whose drift check sees only what a watch saw change.
 
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { createHash } from 'node:crypto';
 import { createRequire } from 'node:module';
+import { ControlGone, controlAgent, controlShutdown, controlSocketPath, ensureControlDir, persistSeconds, spawnControlDaemon } from './control.js';
 import { TargetError, type AgentChannel, type RemoteProcess, type Target } from './target.js';
 
 const require = createRequire(import.meta.url);
@@ -61,18 +65,73 @@ export function spawnAgent(command: string, args: string[], env: NodeJS.ProcessE
   };
 }
 
+/** Bumped when what a local warm agent is keyed by changes. */
+const LOCAL_CONTROL_VERSION = 1;
+
+/**
+ * What a local agent's behaviour depends on besides its home: the bundle and addon it runs, and the skysync
+ * settings in its environment. A command with other settings gets its own warm agent.
+ */
+function localAgentKey(): string {
+  const bundle = agentBundlePath();
+  let stamp = '';
+  for (const f of [bundle, nativeAddonPath()]) {
+    if (!f) continue;
+    try {
+      const st = fs.statSync(f);
+      stamp += `${f}:${st.size}:${st.mtimeMs};`;
+    } catch {
+      stamp += `${f}:missing;`;
+    }
+  }
+  const settings = Object.entries(process.env)
+    .filter(([k]) => (k.startsWith('SKYSYNC_') && k !== 'SKYSYNC_CONTROL_PERSIST' && k !== 'SKYSYNC_DEBUG') || k === 'RAYON_NUM_THREADS')
+    .sort(([a], [b]) => (a < b ? -1 : 1));
+  return createHash('sha256').update(JSON.stringify({ stamp, settings })).digest('hex').slice(0, 16);
+}
+
+export interface LocalTargetOptions {
+  /** Use and leave behind a warm agent (default: unless SKYSYNC_CONTROL_PERSIST=0). */
+  control?: boolean;
+}
+
 export class LocalTarget implements Target {
   readonly kind = 'local' as const;
   readonly key: string;
+  /** An agent was started here, not reached through a warm one: leave one behind at the end. */
+  private spawned = false;
+  private warmSocket: string | null | undefined;
 
   constructor(
     readonly spec: string,
     readonly home: string,
+    private readonly opts: LocalTargetOptions = {},
   ) {
     this.key = `local:${home}`;
   }
 
+  private controlSocket(): string | null {
+    if (this.warmSocket === undefined) {
+      this.warmSocket =
+        this.opts.control === false || persistSeconds() === 0 ? null : controlSocketPath(this.key, undefined, `local${LOCAL_CONTROL_VERSION}:${localAgentKey()}`);
+    }
+    return this.warmSocket;
+  }
+
   async openAgent(): Promise<AgentChannel> {
+    const sock = this.controlSocket();
+    if (sock) {
+      try {
+        return await controlAgent(sock);
+      } catch (e) {
+        if (!(e instanceof ControlGone)) throw e;
+      }
+    }
+    this.spawned = true;
+    return this.spawnAgent();
+  }
+
+  private spawnAgent(): AgentChannel {
     fs.mkdirSync(this.home, { recursive: true });
     const env: NodeJS.ProcessEnv = { ...process.env, HOME: this.home, RAYON_NUM_THREADS: process.env.RAYON_NUM_THREADS ?? '1' };
     const addon = process.env.SKYSYNC_NO_NATIVE ? null : nativeAddonPath();
@@ -81,6 +140,18 @@ export class LocalTarget implements Target {
     const nodeArgs = (process.env.SKYSYNC_AGENT_NODE_ARGS ?? '').split(' ').filter(Boolean);
     return spawnAgent(process.execPath, [...nodeArgs, agentBundlePath(), 'serve', '--home', this.home], env);
   }
+
+  /** Ends the warm agent of this target, if there is one. */
+  async disconnect(): Promise<boolean> {
+    const sock = controlSocketPath(this.key, undefined, `local${LOCAL_CONTROL_VERSION}:${localAgentKey()}`);
+    return controlShutdown(sock);
+  }
+
+  /** For the background process: nothing to connect. */
+  async warm(): Promise<void> {}
+
+  /** A local target never disconnects by itself. */
+  onDisconnect(_cb: () => void): void {}
 
   async exec(command: string): Promise<RemoteProcess> {
     fs.mkdirSync(this.home, { recursive: true });
@@ -95,6 +166,16 @@ export class LocalTarget implements Target {
 
   retain(): void {}
 
-  async close(): Promise<void> {}
+  async close(): Promise<void> {
+    const sock = this.controlSocket();
+    if (!sock || !this.spawned) return;
+    this.spawned = false;
+    try {
+      ensureControlDir();
+      spawnControlDaemon({ spec: this.spec, socket: sock, idleSeconds: persistSeconds(), options: {}, local: { home: this.home } });
+    } catch {
+      // Only a missed speed-up.
+    }
+  }
 }
 
