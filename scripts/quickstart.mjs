@@ -35,3 +35,7 @@ fs.rmSync(path.join(workdir, 'configs', 'old.yaml'));
 push('after editing train.py and deleting configs/old.yaml');
 process.stdout.write(`\nThe "remote" is ${home}/sky_workdir:\n`);
 spawnSync('find', [path.join(home, 'sky_workdir'), '-maxdepth', '3'], { stdio: 'inherit' });
+// The pushes left a warm agent behind for the next push, as they do for a user;
+// this demo's temporary target has no next push.
+process.stdout.write(`\n$ skysync disconnect local:${home}\n`);
+spawnSync(process.execPath, [cli, 'disconnect', `local:${home}`], { env, stdio: 'inherit' });
