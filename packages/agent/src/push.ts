@@ -3,7 +3,7 @@
 
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { LaneMerger, Receiver } from '@skysync/apply';
+import { LaneMerger, Receiver, STREAM_HIGH_WATER } from '@skysync/apply';
 import {
   type Connection,
   type Done,
@@ -27,9 +27,6 @@ import { openStore } from './store.js';
 import { mirrorExtras } from './mirror.js';
 import { PushChunks, RelayServer, fetchFromRelay, relayDisabled } from './relay.js';
 import { LaneServer, laneServer } from './lanes.js';
-
-/** Lets the frame reader run ahead of the builder by this much decoded data, then waits. */
-const STREAM_HIGH_WATER = 64 * 1024 * 1024;
 
 /**
  * Serves one push. Returns the frame that followed when it was not a plan (the client had nothing to send and

@@ -1,6 +1,9 @@
 // The decoded chunk-data stream on the receiving side: blocks go in as frames arrive, the builder takes exact
 // byte counts in plan order.
 
+/** Decoded data a receiver lets its frame reader run ahead of the builder by, then waits (backpressure). */
+export const STREAM_HIGH_WATER = 64 * 1024 * 1024;
+
 export class DataStream {
   private blocks: Buffer[] = [];
   private buffered = 0;

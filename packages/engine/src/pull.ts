@@ -3,7 +3,7 @@
 
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { LaneMerger, Receiver, type HeldChunks } from '@skysync/apply';
+import { LaneMerger, Receiver, STREAM_HIGH_WATER, type HeldChunks } from '@skysync/apply';
 import { createNativeChunker, type NativeAddon } from '@skysync/chunking';
 import {
   type Compression,
@@ -41,8 +41,6 @@ export interface PullStats extends SyncSummary {
   lanes: number;
 }
 
-/** Lets the frame reader run ahead of the builder by this much decoded data, then waits. */
-const STREAM_HIGH_WATER = 64 * 1024 * 1024;
 
 /** What the local destination already holds, found by chunking it (only for the files the plan mentions). */
 async function localHeld(
