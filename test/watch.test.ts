@@ -338,7 +338,18 @@ describe.runIf(linux)('skysync push with the watch service', () => {
       for (let i = 0; i < 400 && !(await askWatch(src, null))?.token; i++) await new Promise((r) => setTimeout(r, 50));
       expect((await watchStatus(src))?.pid).not.toBe(status!.pid);
     } finally {
+      // The service ends on its own time after `stop`: wait for it, or it may still write into the state
+      // directory while the scratch directory is removed.
+      const last = await watchStatus(src);
       await stopWatch(src);
+      const alive = (): boolean => {
+        try {
+          return !!last && (process.kill(last.pid, 0), true);
+        } catch {
+          return false;
+        }
+      };
+      for (let i = 0; i < 100 && alive(); i++) await new Promise((r) => setTimeout(r, 50));
       delete process.env.SKYSYNC_STATE_DIR;
     }
   });

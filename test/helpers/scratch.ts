@@ -14,7 +14,8 @@ export function scratchDir(prefix: string): () => string {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
   });
   afterAll(() => {
-    if (dir && process.env.SKYSYNC_KEEP !== '1') fs.rmSync(dir, { recursive: true, force: true });
+    // Retries: a background process a test started (a watch service, a warm agent) may still be leaving.
+    if (dir && process.env.SKYSYNC_KEEP !== '1') fs.rmSync(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
   });
   return () => {
     if (!dir) throw new Error('scratchDir: the directory is made only once the tests run');
