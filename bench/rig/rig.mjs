@@ -8,7 +8,7 @@
 // Every node shares the one link, as the nodes of a cloud cluster share the client's uplink. The sshd (and so
 // every session and agent it starts) runs in its own cgroup v2, whose cpu.stat gives the server side's CPU; the
 // proxy has its own cgroup too. Bytes on the wire are the veth's counters on the client end (Ethernet + IP + TCP
-// headers included). With `loopback`, there is no namespace, shaping or proxy: sshd listens on 127.0.0.1 and the
+// headers included, one MTU-sized segment per packet). With `loopback`, there is no namespace, shaping or proxy: sshd listens on 127.0.0.1 and the
 // counters are those of `lo` (approximate: anything else on lo counts too).
 //
 //   node bench/rig/rig.mjs up [--rate 100mbit] [--rtt 20] [--loopback] [--nodes 4]   set up, print the ssh config
@@ -489,6 +489,10 @@ export async function up({ rate = '100mbit', rttMs = 20, loopback = false, nodes
       nsx('ip', 'link', 'set', 'lo', 'up');
       nsx('ip', 'addr', 'add', `${SERVER_IP}/24`, 'dev', VETH_SERVER);
       nsx('ip', 'link', 'set', VETH_SERVER, 'up');
+      // One segment per packet, as on a real link: a veth passes GSO super-packets whole, so tbf and the counters
+      // would see one header per up-to-64 KiB write and favour tools that write in larger pieces.
+      sh('ip', ['link', 'set', 'dev', VETH_CLIENT, 'gso_max_segs', '1']);
+      nsx('ip', 'link', 'set', 'dev', VETH_SERVER, 'gso_max_segs', '1');
       const t = tbfParams(rateBits);
       const tbf = ['root', 'tbf', 'rate', t.rate, 'burst', String(t.burst), 'latency', `${t.latencyMs}ms`];
       sh('tc', ['qdisc', 'add', 'dev', VETH_CLIENT, ...tbf]);

@@ -12,6 +12,7 @@ import {
   frameName,
   parseJson,
   supportedCompressions,
+  trace,
 } from '@skysync/protocol';
 import path from 'node:path';
 import { defaultHome, type AgentContext } from './context.js';
@@ -44,6 +45,9 @@ async function context(home: string): Promise<AgentContext> {
 }
 
 export async function serve(home: string): Promise<void> {
+  // A client that has its answer leaves without waiting for this process: a write after that (EPIPE) must not
+  // end it before it has recorded its state.
+  for (const out of [process.stdout, process.stderr]) out.on('error', () => {});
   const ctx = await context(home);
   const conn = new Connection(process.stdin, process.stdout);
   const hello: Hello = {
@@ -56,6 +60,7 @@ export async function serve(home: string): Promise<void> {
     node: process.version,
     capabilities: ['relay', 'lanes'],
   };
+  trace('agent: started');
   await conn.sendJson(Frame.Hello, hello);
   try {
     const client = parseJson<Hello>((await conn.expect(Frame.Hello)).payload, 'hello');
@@ -76,6 +81,7 @@ export async function serve(home: string): Promise<void> {
       }
       if (f.type !== Frame.Begin) throw new Error(`expected begin, got ${frameName(f.type)}`);
       const begin = parseJson<Begin>(f.payload, 'begin');
+      trace(`agent: ${begin.op}`);
       let next: FrameMessage | null | undefined;
       if (begin.op === 'push') next = await servePush(conn, begin, ctx);
       else if (begin.op === 'pull') await servePull(conn, begin, client, ctx);

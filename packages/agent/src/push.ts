@@ -15,6 +15,7 @@ import {
   type PushState,
   type RelayReport,
   ProtocolError,
+  trace,
   createBlockDecoder,
   decodeEntries,
   parseJson,
@@ -47,7 +48,9 @@ export async function servePush(conn: Connection, begin: PushBegin, ctx: AgentCo
     const st = await fsp.stat(root);
     if (!st.isDirectory()) throw new ProtocolError(`${dir} is not a directory on the remote`);
     const store = await openStore(ctx.native, stateBase, ctx.log);
+    trace('agent: state loaded');
     const drift = await store.drift(root);
+    trace('agent: drift checked');
     const untrusted = new Set(drift);
     const state: PushState = { generation: store.generation, drift, dest: root, held: store.size };
     // The head of a cluster push serves the other nodes' chunks for as long as the client's session stays on this
@@ -181,8 +184,10 @@ async function receivePush(conn: Connection, ctx: AgentContext, p: PushContext):
         case Frame.DataEnd:
           if (!planEnded) throw new ProtocolError('data ended before the plan');
           dataEnded = true;
+          trace(`agent: data ended (${receiver.stream.size} bytes not yet taken)`);
           relayed?.renamingSoon();
           await merger.end();
+          trace(`agent: lanes merged (${receiver.stream.size} bytes not yet taken)`);
           break;
         case Frame.Error:
           throw new ProtocolError('client aborted the push');
@@ -199,7 +204,9 @@ async function receivePush(conn: Connection, ctx: AgentContext, p: PushContext):
   }
   merger.close();
   await invalidated;
+  trace('agent: staged');
   const result = await receiver.transition();
+  trace('agent: transition done');
   // A path that failed keeps its old record when the old file is still there untouched; a drifted path that
   // failed again is no longer what we placed: forget it rather than trust it.
   const gone = [...result.removed, ...result.forgotten, ...result.failed.filter((f) => untrusted.has(f.path)).map((f) => f.path)];

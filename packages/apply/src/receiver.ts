@@ -23,6 +23,7 @@ import {
   type PlanEntry,
   displayPath,
   parentOf,
+  trace,
 } from '@skysync/protocol';
 import { DataStream } from './data-stream.js';
 
@@ -955,6 +956,7 @@ export class Receiver {
   /** Waits for staging, then makes the plan true on disk. */
   async transition(): Promise<ReceiveResult> {
     await this.staged_();
+    trace('every file staged');
     const result: ReceiveResult = { placed: new Map(this.unchanged), removed: [], forgotten: [], kept: [], failed: [], written: 0 };
     const { deleteMode, isPlaced, untrusted } = this.opts;
     // 1. Removals, deepest first.

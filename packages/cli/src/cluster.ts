@@ -3,8 +3,8 @@
 // connection and one agent session per node; then setup and run execute on every node at once.
 
 import type { NativeAddon } from '@skysync/chunking';
-import { openSession, pushMany, pushWithRsync, runJob, shellQuote, type PushEvent, type PushStats, type RemoteJob, type Session } from '@skysync/engine';
-import type { DeleteMode } from '@skysync/protocol';
+import { openSession, pushMany, pushWithRsync, runJob, shellQuote, type PushEvent, type PushStats, type RemoteJob, type Session, type SessionOpener } from '@skysync/engine';
+import type { DeleteMode, PushBegin } from '@skysync/protocol';
 import type { FileMount } from '@skysync/task';
 import { NoAgentError, SshTarget, listWorkers, parseTarget, type Target } from '@skysync/transport';
 import { UsageError } from './exit-codes.js';
@@ -120,34 +120,53 @@ const LINK_MOUNT = [
   'sudo -n mkdir -p "$(dirname "$d")" && sudo -n ln -sfn "$s" "$d" || { echo "cannot write $(dirname "$d") and sudo needs a password" >&2; exit 4; }',
 ].join('\n');
 
+function deferred<T>(): { promise: Promise<T>; resolve: (v: T | Promise<T>) => void } {
+  let resolve!: (v: T | Promise<T>) => void;
+  const promise = new Promise<T>((r) => (resolve = r));
+  return { promise, resolve };
+}
+
 export async function syncNodes(req: SyncRequest): Promise<NodeReport[]> {
   const reports: NodeReport[] = req.nodes.map((t) => ({ node: t.spec, workdir: null, mounts: [], error: null, viaRsync: null }));
-  // One agent session per node for the whole sync; nodes where the agent cannot run fall back to rsync.
-  const sessions: Array<Session | null> = await Promise.all(
-    req.nodes.map(async (t, i) => {
-      if (req.transport === 'rsync') {
-        reports[i]!.viaRsync = '--transport rsync';
+  // One agent session per node for the whole sync; nodes where the agent cannot run fall back to rsync. With a
+  // workdir, the push opens them, its first operation in their first bytes, and scans while they are made.
+  const viaAgent = req.transport !== 'rsync';
+  const openFor = async (i: number, begin?: PushBegin): Promise<Session | null> => {
+    const t = req.nodes[i]!;
+    try {
+      const s = await openSession(t, t.kind === 'local' ? ['none'] : ['zstd', 'deflate', 'none'], begin);
+      await s.agentHello;
+      return s;
+    } catch (e) {
+      if (e instanceof NoAgentError && req.transport === 'auto' && t instanceof SshTarget) {
+        reports[i]!.viaRsync = e.message;
         return null;
       }
-      try {
-        const s = await openSession(t, t.kind === 'local' ? ['none'] : ['zstd', 'deflate', 'none']);
-        await s.agentHello;
-        return s;
-      } catch (e) {
-        if (e instanceof NoAgentError && req.transport === 'auto' && t instanceof SshTarget) {
-          reports[i]!.viaRsync = e.message;
-          return null;
-        }
-        reports[i]!.error = (e as Error).message;
-        return null;
-      }
-    }),
-  );
-  const placementsP = req.nodes.map((t, i) => (sessions[i] && req.mounts.length ? mountPlacements(t, req.mounts) : Promise.resolve(new Map<string, 'direct' | 'link'>())));
+      reports[i]!.error = (e as Error).message;
+      return null;
+    }
+  };
+  if (!viaAgent) for (const r of reports) r.viaRsync = '--transport rsync';
+  const openers = req.nodes.map(() => deferred<Session | null>());
+  const opening = openers.map((d) => d.promise);
+  if (!viaAgent) openers.forEach((d) => d.resolve(null));
+  else if (!req.workdir) openers.forEach((d, i) => d.resolve(openFor(i)));
+  const sessions: Array<Session | null> = req.nodes.map(() => null);
+  opening.forEach((p, i) => void p.then((s) => (sessions[i] = s)));
+  const placementsP = opening.map(async (p, i) => {
+    const s = await p;
+    return s && req.mounts.length ? mountPlacements(req.nodes[i]!, req.mounts) : new Map<string, 'direct' | 'link'>();
+  });
   placementsP.forEach((p) => p.catch(() => {}));
   const live = (): number[] => req.nodes.map((_, i) => i).filter((i) => sessions[i] && !reports[i]!.error);
 
-  const pushAll = async (source: string, what: string, destFor: (i: number) => string, idx: number[]): Promise<Map<number, PushStats>> => {
+  const pushAll = async (
+    source: string,
+    what: string,
+    destFor: (i: number) => string,
+    idx: number[],
+    sessionOf: (i: number) => Session | SessionOpener = (i) => sessions[i]!,
+  ): Promise<Map<number, PushStats>> => {
     const out = new Map<number, PushStats>();
     // Nodes that agree on the destination share one pushMany (one scan, one chunking pass).
     const groups = new Map<string, number[]>();
@@ -160,7 +179,7 @@ export async function syncNodes(req: SyncRequest): Promise<NodeReport[]> {
         source,
         dest,
         targets: members.map((i) => req.nodes[i]!),
-        sessions: members.map((i) => sessions[i]!),
+        sessions: members.map(sessionOf),
         deleteMode: req.deleteMode,
         dryRun: req.dryRun,
         native: req.native,
@@ -169,7 +188,10 @@ export async function syncNodes(req: SyncRequest): Promise<NodeReport[]> {
       });
       results.forEach((r, k) => {
         const i = members[k]!;
-        if (r instanceof Error) reports[i]!.error = `${what}: ${r.message}`;
+        // A node whose session did not open already has its report (an error, or the rsync fallback).
+        if (r instanceof Error) {
+          if (!reports[i]!.error && !reports[i]!.viaRsync) reports[i]!.error = `${what}: ${r.message}`;
+        }
         else out.set(i, r);
       });
     }
@@ -179,7 +201,12 @@ export async function syncNodes(req: SyncRequest): Promise<NodeReport[]> {
   let completed = false;
   try {
     if (req.workdir) {
-      const done = await pushAll(req.workdir, 'workdir', () => req.dest, live());
+      const opener = (i: number) => (begin: PushBegin): Promise<Session> => {
+        const s = openFor(i, begin);
+        openers[i]!.resolve(s);
+        return s.then((x) => x ?? Promise.reject(new Error('no session')));
+      };
+      const done = await pushAll(req.workdir, 'workdir', () => req.dest, viaAgent ? req.nodes.map((_, i) => i) : [], opener);
       for (const [i, s] of done) reports[i]!.workdir = s;
       // The rsync fallback, one node at a time as SkyPilot does it.
       for (let i = 0; i < req.nodes.length; i++) {
@@ -193,6 +220,7 @@ export async function syncNodes(req: SyncRequest): Promise<NodeReport[]> {
         }
       }
     }
+    await Promise.all(opening);
     for (const m of req.mounts) {
       for (let i = 0; i < req.nodes.length; i++) {
         if (reports[i]!.viaRsync && !reports[i]!.error) {
@@ -236,6 +264,9 @@ export async function syncNodes(req: SyncRequest): Promise<NodeReport[]> {
     }
     completed = true;
   } finally {
+    // A workdir push that failed before it opened every session leaves the rest unopened.
+    openers.forEach((d) => d.resolve(null));
+    await Promise.all(opening);
     // A node whose operations all ran to their end keeps its agent when a warm connection can hold it.
     await Promise.all(sessions.map((s, i) => (completed && !reports[i]!.error ? s?.release() : s?.close())?.catch(() => {})));
   }

@@ -1,4 +1,4 @@
-export { push, pushMany, checkSource, rescanOf, type MultiPushOptions, type PushOptions, type PushStats, type PushEvent, type SyncSummary } from './push.js';
+export { push, pushMany, checkSource, rescanOf, type MultiPushOptions, type PushOptions, type SessionOpener, type PushStats, type PushEvent, type SyncSummary } from './push.js';
 export { pull, type PullOptions, type PullStats } from './pull.js';
 export { Planner } from './plan.js';
 export { stateRoot } from './state.js';

@@ -21,6 +21,7 @@ import {
   displayPath,
   encodeEntries,
   parseJson,
+  trace,
 } from '@skysync/protocol';
 import { DataPump } from '@skysync/transfer';
 import type { Target } from '@skysync/transport';
@@ -98,10 +99,16 @@ const BATCH_ENTRIES = 512;
 type Tree = InstanceType<NativeAddon['Tree']>;
 type Change = Awaited<ReturnType<NativeAddon['scan']>>['changes'][number];
 
+/** Opens a node's session with the push's `begin` in its first bytes (see `openSession`). */
+export type SessionOpener = (begin: PushBegin) => Promise<Session>;
+
 export interface MultiPushOptions extends Omit<PushOptions, 'target' | 'session' | 'onEvent'> {
   targets: Target[];
-  /** Open sessions to reuse, by node; they are left open. */
-  sessions?: Array<Session | undefined>;
+  /**
+   * Sessions to use, by node; they are left open. A promise lets the scan run while the connection is still being
+   * made; one that rejects fails only its node.
+   */
+  sessions?: Array<Session | Promise<Session> | SessionOpener | undefined>;
   /** `node` is the index into `targets`, or undefined for what concerns the source (the scan). */
   onEvent?: (e: PushEvent, node: number | undefined) => void;
   /**
@@ -175,9 +182,13 @@ export async function pushMany(opts: MultiPushOptions): Promise<Array<PushStats 
   const targets = opts.targets;
   const emit = opts.onEvent ?? (() => {});
   const warnings: string[] = [];
+  // What the scan says waits until some node answered: the scan runs while the connections are made, and an
+  // unreachable host gets its one line alone.
+  let held: string[] | null = [];
   const warn = (m: string): void => {
     warnings.push(m);
-    emit({ type: 'warning', message: m }, undefined);
+    if (held) held.push(m);
+    else emit({ type: 'warning', message: m }, undefined);
   };
   const srcStat = await fsp.stat(source);
   // A single file becomes `dest` itself: a tree of one entry, named as the destination.
@@ -193,16 +204,23 @@ export async function pushMany(opts: MultiPushOptions): Promise<Array<PushStats 
   const relayWanted = targets.length > 1 && !opts.dryRun && (opts.relay ?? !/^(0|off|false|no)$/i.test(process.env.SKYSYNC_RELAY ?? ''));
   const nodes = targets.map((target, i) => {
     const given = opts.sessions?.[i];
-    const session = given ? Promise.resolve(given) : openSession(target, prefsFor(target));
+    // The first node serves the others. Asked before its hello is known: an agent that cannot (an older one)
+    // ignores the flag and offers nothing.
+    const relay = i === 0 && relayWanted;
+    const lanes = lanesWanted && !!target.openSocket;
+    const nodeBegin: PushBegin = { ...begin, base: metas[i]?.generation ?? null, ...(relay ? { relay: true } : {}), ...(lanes ? { lanes: true } : {}) };
+    // A session opened here (or by the caller's opener) carries the begin in its first bytes.
+    const withBegin = !given || typeof given === 'function';
+    const session = typeof given === 'function' ? given(nodeBegin) : given ? Promise.resolve(given) : openSession(target, prefsFor(target), nodeBegin);
     const begun = session.then(async (s) => {
-      const hello = await s.agentHello;
-      // The first node serves the others, when its agent knows how (an older one is simply not asked).
-      const relay = i === 0 && relayWanted && !!hello.capabilities?.includes('relay');
-      const lanes = lanesWanted && !!target.openSocket && !!hello.capabilities?.includes('lanes');
-      await s.conn.sendJson(Frame.Begin, { ...begin, base: metas[i]?.generation ?? null, ...(relay ? { relay: true } : {}), ...(lanes ? { lanes: true } : {}) });
+      if (!withBegin) await s.conn.sendJson(Frame.Begin, nodeBegin);
       return s;
     });
-    const remote = begun.then(async (s) => parseJson<PushState>((await expectFrame(s, Frame.State, `push to ${target.spec}`)).payload, 'state'));
+    const remote = begun.then(async (s) => {
+      const state = parseJson<PushState>((await expectFrame(s, Frame.State, `push to ${target.spec}`)).payload, 'state');
+      trace(`state from ${target.spec}`);
+      return state;
+    });
     session.catch(() => {});
     remote.catch(() => {});
     return { target, session, begun, remote, owned: !given };
@@ -215,6 +233,7 @@ export async function pushMany(opts: MultiPushOptions): Promise<Array<PushStats 
 
   // The scan runs against the tree most nodes were left at.
   const baseIndex = chooseBase(states);
+  trace('saved trees loaded');
   let prepared: Prepared;
   try {
     // Warnings found while chunking arrive after the nodes have started: each node's stats get them at its end.
@@ -228,9 +247,13 @@ export async function pushMany(opts: MultiPushOptions): Promise<Array<PushStats 
     await Promise.all(nodes.map(async (n) => n.owned && (await n.session.catch(() => null))?.close().catch(() => {})));
     throw e;
   }
+  trace('source scanned');
   // Say what the scan found only when some node can take it: an unreachable host gets its one line alone.
   const reached = await Promise.allSettled(nodes.map((n) => n.remote));
-  if (reached.some((r) => r.status === 'fulfilled')) emit({ type: 'scanned', files: prepared.files, changes: prepared.changes.length }, undefined);
+  const anyReached = reached.some((r) => r.status === 'fulfilled');
+  for (const m of anyReached ? held! : []) emit({ type: 'warning', message: m }, undefined);
+  held = null;
+  if (anyReached) emit({ type: 'scanned', files: prepared.files, changes: prepared.changes.length }, undefined);
   const runTreeId = randomBytes(8).toString('hex');
   const baseTreeId = states[baseIndex]?.treeId ?? null;
   const offer = relayOffer(reached[0], targets[0]!, warn);
@@ -306,13 +329,16 @@ const SMALL_FILE_COST = 16 * 1024;
  * The order entries travel in: path order, except that small files are spread between the large ones in
  * proportion to their share of the work. The agent builds files in stream order; a run of thousands of small
  * files is paced by its per-file work while the link idles, and a large file by the link while the agent idles.
- * Interleaved, the agent writes small files while the next large one is still arriving.
+ * Interleaved, the agent writes small files while the next large one is still arriving. The last large file
+ * travels last, after every small one: the agent may be behind by its whole buffer when the data ends, and a
+ * large file's backlog drains in a fraction of the time that thousands of small files take.
  */
 export function travelOrder<T extends { path: string; size?: number }>(items: T[]): T[] {
   const large = items.filter((x) => (x.size ?? 0) >= LARGE_FILE);
   if (large.length === 0 || large.length === items.length) return items;
   const small = items.filter((x) => (x.size ?? 0) < LARGE_FILE);
   const weight = (x: T): number => (x.size ?? 0) + SMALL_FILE_COST;
+  const last = large.pop()!;
   const largeTotal = large.reduce((a, x) => a + x.size!, 0);
   const smallTotal = small.reduce((a, x) => a + weight(x), 0);
   const out: T[] = [];
@@ -321,7 +347,7 @@ export function travelOrder<T extends { path: string; size?: number }>(items: T[
   let largeDone = 0;
   let smallDone = 0;
   while (i < large.length || j < small.length) {
-    if (j < small.length && (i >= large.length || smallDone / smallTotal <= largeDone / largeTotal)) {
+    if (j < small.length && (i >= large.length || smallDone * largeTotal <= largeDone * smallTotal)) {
       smallDone += weight(small[j]!);
       out.push(small[j++]!);
     } else {
@@ -329,6 +355,7 @@ export function travelOrder<T extends { path: string; size?: number }>(items: T[
       out.push(large[i++]!);
     }
   }
+  out.push(last);
   return out;
 }
 
@@ -647,6 +674,7 @@ async function pushToNode(o: NodePush): Promise<PushStats> {
     // Relayed, a worker answers which chunks it still lacks once the relay has delivered what it could.
     const mode: Plan['mode'] = dataMode && !viaRelay ? 'data' : 'need';
     const plan: Plan = { mode, compression, deleteMode, dryRun: false, ...(viaRelay ? { relay: relay.offer! } : {}) };
+    trace(`plan to ${o.target.spec}`);
     await conn.sendJson(Frame.Plan, plan);
     const pump = new DataPump(conn, compression, native, o.fileName === null ? o.source : o.source);
     const laneOffer = remoteState.lanes && 'socket' in remoteState.lanes ? remoteState.lanes : null;
@@ -715,8 +743,10 @@ async function pushToNode(o: NodePush): Promise<PushStats> {
         stats.chunksLiteral = need.length;
       }
       await pump.finish();
+      trace(`all data handed to ${o.target.spec}'s connection`);
       progress();
       const done = parseJson<Done>((await expectFrame(session, Frame.Done, `push to ${o.target.spec}`)).payload, 'done');
+      trace(`done from ${o.target.spec}`);
       for (const f of done.failed) stats.failed.push({ path: displayPath(f.path), error: f.error });
       stats.kept = done.kept.map(displayPath);
       stats.generation = done.generation;

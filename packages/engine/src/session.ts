@@ -3,6 +3,7 @@
 import {
   Connection,
   Frame,
+  type Begin,
   type Compression,
   type Hello,
   PROTOCOL_VERSION,
@@ -23,9 +24,11 @@ export interface Session {
   release(): Promise<void>;
 }
 
-export async function openSession(target: Target, compression: Compression[]): Promise<Session> {
-  const channel = await target.openAgent();
-  const conn = new Connection(channel.input, channel.output);
+/**
+ * Opens a session. `begin`, when given, goes out with the hello, before the agent has even started: the agent
+ * finds its first operation waiting (no round trip to wait for its hello first).
+ */
+export async function openSession(target: Target, compression: Compression[], begin?: Begin): Promise<Session> {
   const hello: Hello = {
     protocol: PROTOCOL_VERSION,
     software: CLIENT_VERSION,
@@ -35,7 +38,9 @@ export async function openSession(target: Target, compression: Compression[]): P
     platform: `${process.platform}-${process.arch}`,
     node: process.version,
   };
-  void conn.sendJson(Frame.Hello, hello).catch(() => {});
+  const prelude = Connection.prelude([[Frame.Hello, hello], ...(begin ? [[Frame.Begin, begin] as [number, unknown]] : [])]);
+  const channel = await target.openAgent(prelude);
+  const conn = new Connection(channel.input, channel.output, undefined, prelude);
   const agentHello = conn
     .expect(Frame.Hello)
     .then((f) => {
@@ -58,15 +63,19 @@ export async function openSession(target: Target, compression: Compression[]): P
     close: async () => {
       conn.end();
       await channel.close();
+      if (process.env.SKYSYNC_TRACE) process.stderr.write(channel.stderr());
     },
     release: async () => {
       if (!channel.release) {
         conn.end();
-        await channel.close();
+        if (channel.detach) channel.detach();
+        else await channel.close();
+        if (process.env.SKYSYNC_TRACE) process.stderr.write(channel.stderr());
         return;
       }
       await conn.send(Frame.End, Buffer.alloc(0));
       await channel.release();
+      if (process.env.SKYSYNC_TRACE) process.stderr.write(channel.stderr());
     },
   };
 }

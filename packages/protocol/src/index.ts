@@ -4,3 +4,4 @@ export * from './wire.js';
 export * from './messages.js';
 export * from './entries.js';
 export * from './codec.js';
+export * from './trace.js';

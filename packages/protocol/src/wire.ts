@@ -162,9 +162,11 @@ export class Connection {
     private readonly input: Readable,
     private readonly output: Writable,
     private readonly maxQueued = 256,
+    /** The magic and first frames, when they went out already (`Connection.prelude`). */
+    sent: Buffer | null = null,
   ) {
-    output.write(MAGIC);
-    this.bytesWritten += MAGIC.length;
+    if (!sent) output.write(MAGIC);
+    this.bytesWritten += sent ? sent.length : MAGIC.length;
     input.on('data', (chunk: Buffer) => {
       this.bytesRead += chunk.length;
       let frames: FrameMessage[];
@@ -239,6 +241,11 @@ export class Connection {
         this.output.once('error', onError);
       });
     }
+  }
+
+  /** The magic and these frames, for a transport to write before the connection exists. */
+  static prelude(frames: Array<[type: number, value: unknown]>): Buffer {
+    return Buffer.concat([MAGIC, ...frames.map(([type, value]) => encodeFrame(type, Buffer.from(JSON.stringify(value), 'utf8')))]);
   }
 
   sendJson(type: number, value: unknown): Promise<void> {

@@ -118,7 +118,13 @@ export class LocalTarget implements Target {
     return this.warmSocket;
   }
 
-  async openAgent(): Promise<AgentChannel> {
+  async openAgent(prelude?: Buffer): Promise<AgentChannel> {
+    const ch = await this.startAgent();
+    if (prelude) ch.output.write(prelude);
+    return ch;
+  }
+
+  private async startAgent(): Promise<AgentChannel> {
     const sock = this.controlSocket();
     if (sock) {
       try {

@@ -4,8 +4,12 @@
 
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { promisify } from 'node:util';
+import zlib from 'node:zlib';
 import { Duplex, PassThrough, type Readable } from 'node:stream';
 import type { Client, ClientChannel, ConnectConfig } from 'ssh2';
 
@@ -15,7 +19,7 @@ async function loadSsh2(): Promise<typeof import('ssh2')> {
   ssh2Module ??= import('ssh2').then((m) => ((m as unknown as { default?: typeof import('ssh2') }).default ?? m));
   return ssh2Module;
 }
-import { MAGIC } from '@skysync/protocol';
+import { MAGIC, trace } from '@skysync/protocol';
 import { agentBundlePath, nativeAddonPath } from './local.js';
 import { resolveHost, parseProxyJump, type ResolvedHost } from './ssh-config.js';
 import { appendKnownHost, checkHostKey, hostKeyPolicy, mismatchMessage, revokedMessage, unknownMessage } from './known-hosts.js';
@@ -88,36 +92,56 @@ export function agentBundle(): { file: string; hash: string } {
   return { file, hash };
 }
 
-/** One shell line, run by the remote login shell: start the agent if it is installed, else say what is there. */
-export function bootstrapCommand(hash: string): string {
-  const script = [
+/** Finds node and starts the agent when it is installed; otherwise prints the probe line (and exits). */
+function startScript(hash: string): string {
+  return [
     `A="$HOME/.skysync/agent/${hash}.cjs"`,
     'N=""',
     'for c in "$HOME/.skysync/node/bin/node" node nodejs; do if command -v "$c" >/dev/null 2>&1; then N="$c"; break; fi; done',
-    `if [ -n "$N" ] && [ -f "$A" ]; then exec "$N" "$A" serve; fi`,
+    `if [ -n "$N" ] && [ -f "$A" ]; then ${process.env.SKYSYNC_TRACE ? 'SKYSYNC_TRACE=1 ' : ''}exec "$N" "$A" serve; fi`,
     `V=none; if [ -n "$N" ]; then V=$("$N" --version 2>/dev/null || echo none); fi`,
-    `printf '${PROBE} %s %s %s\\n' "$(uname -s)" "$(uname -m)" "$V"`,
+    'G=raw; if command -v gzip >/dev/null 2>&1; then G=gz; fi',
+    `printf '${PROBE} %s %s %s %s\\n' "$(uname -s)" "$(uname -m)" "$V" "$G"`,
   ].join('; ');
-  return `sh -c '${script.replace(/'/g, `'\\''`)}'`;
 }
 
-export function installCommand(hash: string, withAddon: boolean): string {
+/** One shell line, run by the remote login shell: start the agent if it is installed, else say what is there. */
+export function bootstrapCommand(hash: string): string {
+  return `sh -c '${startScript(hash).replace(/'/g, `'\\''`)}'`;
+}
+
+/**
+ * Installs the agent from stdin (`$1` bytes of bundle, then `$2` bytes of addon; gzip'ed when `gz`) and starts it
+ * in the same exec, so an install costs no extra round trips. Each file goes into a temp file and is renamed into
+ * place (two installing clients cannot corrupt each other); versions not used for a day are pruned.
+ */
+export function installCommand(hash: string, withAddon: boolean, gz: boolean): string {
   const dir = '"$HOME/.skysync/agent"';
   const tmp = `"$HOME/.skysync/agent/.${hash}.$$.tmp"`;
-  // Upload into a temp file, rename into place (atomic, so two installing clients cannot corrupt each other),
-  // then prune agent versions not used for a day.
-  const parts = [
-    'umask 077',
-    `mkdir -p ${dir}`,
-    `head -c $1 > ${tmp}`,
-    `mv -f ${tmp} "$HOME/.skysync/agent/${hash}.cjs"`,
-  ];
-  if (withAddon) {
-    // Named after the agent it was built with: another skysync version's agent never loads it.
-    parts.push(`cat > ${tmp}.node`, `mv -f ${tmp}.node "$HOME/.skysync/agent/${hash}.node"`);
-  }
-  parts.push(`find ${dir} -maxdepth 1 \\( -name '*.cjs' -o -name '*.node' \\) ! -name '${hash}.*' -mtime +1 -delete 2>/dev/null || true`);
-  return parts.join(' && ');
+  // `head -c` reads exactly its count, leaving the rest of stdin (the addon, then the protocol) to what follows.
+  const take = (n: string, to: string): string => (gz ? `head -c ${n} | gzip -dc > ${to}` : `head -c ${n} > ${to}`);
+  const parts = ['umask 077', `mkdir -p ${dir}`, take('$1', tmp), `mv -f ${tmp} "$HOME/.skysync/agent/${hash}.cjs"`];
+  // The addon is named after the agent it was built with: another skysync version's agent never loads it.
+  if (withAddon) parts.push(take('$2', `${tmp}.node`), `mv -f ${tmp}.node "$HOME/.skysync/agent/${hash}.node"`);
+  const install = parts.join(' && ');
+  const prune = `find ${dir} -maxdepth 1 \\( -name '*.cjs' -o -name '*.node' \\) ! -name '${hash}.*' -mtime +1 -delete 2>/dev/null`;
+  const failed = `rm -f ${tmp} ${tmp}.node; echo "skysync: installing the agent failed" >&2; exit 97`;
+  return `{ ${install}; } || { ${failed}; }; ${prune}; ${startScript(hash)}`;
+}
+
+const uploads = new Map<string, Promise<Buffer>>();
+/** The agent's files as uploaded: gzip'ed (fast level: the link is the cost) once per process, for every node. */
+function uploadFiles(bundle: string, addon: string | null, gz: boolean): Promise<Buffer[]> {
+  const one = (f: string): Promise<Buffer> => {
+    const key = `${gz ? 'gz' : 'raw'}:${f}`;
+    let p = uploads.get(key);
+    if (!p) {
+      p = fsp.readFile(f).then((b) => (gz ? promisify(zlib.gzip)(b, { level: 1 }) : b));
+      uploads.set(key, p);
+    }
+    return p;
+  };
+  return Promise.all([one(bundle), ...(addon ? [one(addon)] : [])]);
 }
 
 function duplexFromChild(command: string): Duplex {
@@ -188,6 +212,18 @@ export async function connectHost(host: ResolvedHost, opts: SshTargetOptions, de
     sock = duplexFromChild(host.proxyCommand);
   }
   if (given) sock = given;
+  // A direct connection starts before ssh2 is loaded (tens of milliseconds of compiling): the TCP handshake and
+  // the server's banner arrive meanwhile.
+  let earlyError: Error | null = null;
+  if (!sock) {
+    trace(`tcp connect to ${host.alias}`);
+    const direct = net.connect({ host: host.hostname, port: host.port });
+    direct.once('error', (e) => (earlyError ??= e));
+    // ssh2 writes a packet in several pieces: with Nagle's algorithm each small exchange (key exchange,
+    // authentication, opening a channel, the agent's first messages) waits for a delayed ACK, ~40 ms a round trip.
+    direct.setNoDelay(true);
+    sock = direct;
+  }
 
   const { Client, utils } = await loadSsh2();
   const identities: Array<{ file: string; key: Buffer }> = [];
@@ -259,8 +295,11 @@ export async function connectHost(host: ResolvedHost, opts: SshTargetOptions, de
     },
   };
   await new Promise<void>((resolve, reject) => {
-    client.once('ready', () => resolve());
-    client.once('error', (e: Error & { level?: string; code?: string }) => {
+    client.once('ready', () => {
+      trace(`ssh ready: ${host.alias}`);
+      resolve();
+    });
+    const failed = (e: Error & { level?: string; code?: string }): void => {
       for (const j of jumps) j.end();
       if (hostKeyProblem) reject(new ConnectError(hostKeyProblem));
       else if (e.level === 'client-authentication') {
@@ -272,7 +311,10 @@ export async function connectHost(host: ResolvedHost, opts: SshTargetOptions, de
       } else {
         reject(new ConnectError(`cannot connect to ${host.alias} (${host.hostname}:${host.port}): ${e.message}`));
       }
-    });
+    };
+    // The early socket may have failed before ssh2 listened to it.
+    if (earlyError) return failed(earlyError);
+    client.once('error', failed);
     client.connect(config);
   });
   // The jump hosts live as long as the connection through them.
@@ -302,11 +344,15 @@ export async function run(client: Client, command: string, input?: Buffer[]): Pr
   return { code, stdout, stderr };
 }
 
-type Probe = { kind: 'agent'; channel: ClientChannel; head: Buffer } | { kind: 'probe'; os: string; arch: string; node: string | null };
+type Probe = { kind: 'agent'; channel: ClientChannel; head: Buffer } | { kind: 'probe'; os: string; arch: string; node: string | null; gzip: boolean };
 
-/** Starts the bootstrap exec and waits until it is clear whether the agent answered or the probe did. */
-async function bootstrap(client: Client, hash: string): Promise<Probe> {
-  const ch = await exec(client, bootstrapCommand(hash));
+/**
+ * Starts the bootstrap exec (or an install, whose `input` it writes first) and waits until it is clear whether the
+ * agent answered or the probe did.
+ */
+async function bootstrap(client: Client, command: string, input: Buffer[] = []): Promise<Probe> {
+  const ch = await exec(client, command);
+  for (const b of input) ch.write(b);
   let buf = Buffer.alloc(0);
   let stderr = '';
   ch.stderr.on('data', (d: Buffer) => {
@@ -325,10 +371,10 @@ async function bootstrap(client: Client, hash: string): Promise<Probe> {
       const text = buf.toString('latin1');
       const at = text.indexOf(PROBE + ' ');
       if (at >= 0 && text.indexOf('\n', at) > 0) {
-        const [, osName, arch, node] = text.slice(at, text.indexOf('\n', at)).split(' ');
+        const [, osName, arch, node, gz] = text.slice(at, text.indexOf('\n', at)).split(' ');
         ch.off('data', onData);
         ch.close();
-        resolve({ kind: 'probe', os: (osName ?? '').toLowerCase(), arch: arch ?? '', node: node && node !== 'none' ? node : null });
+        resolve({ kind: 'probe', os: (osName ?? '').toLowerCase(), arch: arch ?? '', node: node && node !== 'none' ? node : null, gzip: gz === 'gz' });
       }
     };
     const onClose = (): void =>
@@ -460,12 +506,17 @@ export class SshTarget implements Target {
   }
 
   /** Counts a channel in; its end may close the connection when nothing else holds it. */
-  private track(ch: ClientChannel): void {
+  private track(ch: ClientChannel): () => void {
     this.channels++;
-    ch.once('close', () => {
+    let counted = true;
+    const untrack = (): void => {
+      if (!counted) return;
+      counted = false;
       this.channels--;
       if (this.channels === 0 && !this.retained) void this.endConnection();
-    });
+    };
+    ch.once('close', untrack);
+    return untrack;
   }
 
   async exec(command: string): Promise<RemoteProcess> {
@@ -508,28 +559,34 @@ export class SshTarget implements Target {
     };
   }
 
-  async openAgent(): Promise<AgentChannel> {
+  async openAgent(prelude?: Buffer): Promise<AgentChannel> {
     const sock = this.controlSocket();
     if (sock && !this.connected) {
       try {
-        return await controlAgent(sock, this.opts.log);
+        const ch = await controlAgent(sock, this.opts.log);
+        if (prelude) ch.output.write(prelude);
+        return ch;
       } catch (e) {
         if (!(e instanceof ControlGone)) throw e;
         if (process.env.SKYSYNC_DEBUG) process.stderr.write(`skysync: ${this.spec}: no warm connection for the agent: ${(e as Error).message}\n`);
       }
     }
     try {
-      return await this.startAgent();
+      return await this.startAgent(prelude);
     } catch (e) {
       if (this.channels === 0 && !this.retained) await this.endConnection();
       throw e;
     }
   }
 
-  private async startAgent(): Promise<AgentChannel> {
+  private async startAgent(prelude?: Buffer): Promise<AgentChannel> {
+    // The shell and the probe never read stdin: the prelude waits in the pipe for the agent (or is dropped with a
+    // probe's channel, and sent again after the install).
+    const first = prelude ? [prelude] : [];
     const { client, host } = await this.connection();
     const { file, hash } = agentBundle();
-    let probe = await bootstrap(client, hash);
+    let probe = await bootstrap(client, bootstrapCommand(hash), first);
+    trace(`bootstrap on ${host.alias}: ${probe.kind}`);
     if (probe.kind === 'probe') {
       let major = probe.node ? Number(/^v(\d+)/.exec(probe.node)?.[1] ?? 0) : 0;
       if (major < MIN_NODE_MAJOR && this.opts.installNode !== false) {
@@ -545,26 +602,26 @@ export class SshTarget implements Target {
           `${host.alias} has ${probe.node ? `node ${probe.node}, older than ${MIN_NODE_MAJOR}` : 'no node'}; the skysync agent needs node >= ${MIN_NODE_MAJOR}`,
         );
       }
-      // Upload the agent (and the addon when the remote platform matches one built here).
-      const bundle = fs.readFileSync(file);
+      // Upload the agent (and the addon when the remote platform matches one built here), then start it, in one exec.
       const addon = nativeAddonPath();
-      const same = addon && probe.os === os.platform() && nodeArch(probe.arch) === os.arch();
-      const input = [bundle, ...(same ? [fs.readFileSync(addon)] : [])];
-      const cmd = `sh -c '${installCommand(hash, !!same).replace(/'/g, `'\\''`)}' skysync-install ${bundle.length}`;
-      const r = await run(client, cmd, input);
-      if (r.code !== 0) {
+      const same = !!addon && probe.os === os.platform() && nodeArch(probe.arch) === os.arch();
+      const files = await uploadFiles(file, same ? addon : null, probe.gzip);
+      const cmd = `sh -c '${installCommand(hash, same, probe.gzip).replace(/'/g, `'\\''`)}' skysync-install ${files.map((f) => f.length).join(' ')}`;
+      trace(`installing on ${host.alias}`);
+      try {
+        probe = await bootstrap(client, cmd, [...files, ...first]);
+      } catch (e) {
         await this.endConnection();
-        throw new ConnectError(`could not install the skysync agent on ${host.alias}: ${r.stderr.trim() || `exit ${r.code}`}`);
+        throw new ConnectError(`could not install the skysync agent on ${host.alias}: ${(e as Error).message}`);
       }
-      this.opts.log?.(`installed the skysync agent on ${host.alias}${same ? ' (with the native addon)' : ' (TypeScript fallback)'}`);
-      probe = await bootstrap(client, hash);
       if (probe.kind !== 'agent') {
         await this.endConnection();
         throw new ConnectError(`the skysync agent did not start on ${host.alias} after installing it`);
       }
+      this.opts.log?.(`installed the skysync agent on ${host.alias}${same ? ' (with the native addon)' : ' (TypeScript fallback)'}`);
     }
     const ch = probe.channel;
-    this.track(ch);
+    const untrack = this.track(ch);
     const input = new PassThrough();
     input.write(probe.head);
     ch.pipe(input);
@@ -588,6 +645,10 @@ export class SshTarget implements Target {
         const t = setTimeout(() => ch.close(), 10_000);
         await exited;
         clearTimeout(t);
+      },
+      detach: () => {
+        ch.end();
+        untrack();
       },
     };
   }

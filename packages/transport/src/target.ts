@@ -12,6 +12,11 @@ export interface AgentChannel {
   exited: Promise<number | null>;
   close(): Promise<void>;
   /**
+   * Ends the agent's input without waiting for it to exit: for a session whose operations all completed (the
+   * agent only records its state after that, and a later operation waits for its lock).
+   */
+  detach?(): void;
+  /**
    * Hands the agent back instead of ending it, for a later command to reuse (warm connections only). Only
    * between operations, after the client said `end`.
    */
@@ -41,7 +46,11 @@ export interface Target {
   spec: string;
   /** A stable identity for client-side state. */
   key: string;
-  openAgent(): Promise<AgentChannel>;
+  /**
+   * Starts (or reuses) an agent. `prelude` is the client's first frames: written at once, before the agent has
+   * even started where the transport allows it, so the agent finds them waiting instead of costing a round trip.
+   */
+  openAgent(prelude?: Buffer): Promise<AgentChannel>;
   /** Runs a shell command line on the target (as `ssh host CMD` does: the remote login shell parses it). */
   exec(command: string): Promise<RemoteProcess>;
   /**
