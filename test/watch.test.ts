@@ -329,7 +329,17 @@ describe.runIf(linux)('skysync push with the watch service', () => {
       const status = await watchStatus(src);
       expect(status?.pid).toBeGreaterThan(0);
       process.kill(status!.pid, 'SIGKILL');
-      await new Promise((r) => setTimeout(r, 100));
+      // Gone, not just signalled: on a busy machine a process in the middle of a system call dies a little later.
+      const alive = (): boolean => {
+        try {
+          // A zombie (state Z, not reaped yet) is dead for this purpose.
+          return !/^\d+ \(.*\) Z/.test(fs.readFileSync(`/proc/${status!.pid}/stat`, 'utf8'));
+        } catch {
+          return false;
+        }
+      };
+      for (let i = 0; i < 200 && alive(); i++) await new Promise((r) => setTimeout(r, 25));
+      expect(alive()).toBe(false);
       fs.writeFileSync(path.join(src, 'd1/sub/f1.txt'), 'edited while nobody watched\n');
       const after = push(src, home);
       expect(after.scan).toBe('full');
