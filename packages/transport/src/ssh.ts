@@ -63,7 +63,7 @@ async function provisionNode(client: Client, probe: { os: string; arch: string }
     '"$t/bin/node" --version >/dev/null',
     'rm -rf "$d"; mv "$t" "$d"',
   ].join('; ');
-  const r = await run(client, `sh -c '${download.replace(/'/g, `'\''`)}' skysync-node '${url.replace(/'/g, `'\''`)}'`);
+  const r = await run(client, `sh -c '${download.replace(/'/g, `'\\''`)}' skysync-node '${url.replace(/'/g, `'\\''`)}'`);
   if (r.code === 0) return `downloaded Node ${process.version} from ${url}`;
   if (probe.os === os.platform() && nodeArch(probe.arch) === os.arch()) {
     const binary = fs.readFileSync(process.execPath);
@@ -75,7 +75,7 @@ async function provisionNode(client: Client, probe: { os: string; arch: string }
       '"$t/bin/node" --version >/dev/null',
       'rm -rf "$d"; mv "$t" "$d"',
     ].join('; ');
-    const u = await run(client, `sh -c '${upload.replace(/'/g, `'\''`)}' skysync-node ${binary.length}`, [binary]);
+    const u = await run(client, `sh -c '${upload.replace(/'/g, `'\\''`)}' skysync-node ${binary.length}`, [binary]);
     if (u.code === 0) return `uploaded this machine's Node ${process.version} (download from ${url} failed: ${(r.stderr.trim().split('\n').pop() ?? '').slice(0, 120) || `exit ${r.code}`})`;
   }
   return null;
