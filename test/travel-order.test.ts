@@ -4,32 +4,21 @@
 
 import { describe, expect, it } from 'vitest';
 import { travelOrder } from '../packages/engine/src/push.js';
+import { Rng, seedFromEnv } from './helpers/random.js';
 
 const MiB = 1024 * 1024;
 
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 function files(seed: number): Array<{ path: string; size: number }> {
-  const r = rng(seed);
-  const n = 1 + Math.floor(r() * 400);
-  return Array.from({ length: n }, (_, k) => ({
-    path: `d${Math.floor(r() * 9)}/f${String(k).padStart(4, '0')}`,
-    size: r() < 0.05 ? 8 * MiB + Math.floor(r() * 300 * MiB) : Math.floor(r() * 256 * 1024),
+  const r = new Rng(seed);
+  return Array.from({ length: 1 + r.int(400) }, (_, k) => ({
+    path: `d${r.int(9)}/f${String(k).padStart(4, '0')}`,
+    size: r.chance(0.05) ? 8 * MiB + r.int(300 * MiB) : r.int(256 * 1024),
   })).sort((a, b) => (a.path < b.path ? -1 : 1));
 }
 
 describe('travelOrder', () => {
   it('keeps every entry and each kind in path order, spreads small files, and ends with a large file', () => {
-    const seed0 = Number(process.env.SKYSYNC_TEST_SEED ?? 20261128);
+    const seed0 = seedFromEnv(20261128);
     for (let k = 0; k < 300; k++) {
       const seed = seed0 + k;
       try {
@@ -60,7 +49,7 @@ describe('travelOrder', () => {
           } else smallDone += smallWeight(x);
         }
       } catch (e) {
-        throw new Error(`seed ${seed} (SKYSYNC_TEST_SEED=${seed} reproduces it first): ${(e as Error).message}`);
+        throw new Error(`seed ${seed} (SKYSYNC_SEED=${seed} reproduces it first): ${(e as Error).message}`);
       }
     }
   });

@@ -56,6 +56,10 @@ export async function openSession(target: Target, compression: Compression[], be
       throw new ProtocolError(`no skysync agent answered on ${target.spec}: ${e.message}${said ? ` (remote said: ${said})` : ''}`);
     });
   agentHello.catch(() => {});
+  // SKYSYNC_TRACE: the agent's own milestones (its stderr) once the session ends.
+  const traceAgent = (): void => {
+    if (process.env.SKYSYNC_TRACE) process.stderr.write(channel.stderr());
+  };
   return {
     conn,
     channel,
@@ -63,19 +67,19 @@ export async function openSession(target: Target, compression: Compression[], be
     close: async () => {
       conn.end();
       await channel.close();
-      if (process.env.SKYSYNC_TRACE) process.stderr.write(channel.stderr());
+      traceAgent();
     },
     release: async () => {
       if (!channel.release) {
         conn.end();
         if (channel.detach) channel.detach();
         else await channel.close();
-        if (process.env.SKYSYNC_TRACE) process.stderr.write(channel.stderr());
+        traceAgent();
         return;
       }
       await conn.send(Frame.End, Buffer.alloc(0));
       await channel.release();
-      if (process.env.SKYSYNC_TRACE) process.stderr.write(channel.stderr());
+      traceAgent();
     },
   };
 }

@@ -343,7 +343,8 @@ export function hostKeyPolicy(
 
 // ---- messages ----
 
-function shellQuote(s: string): string {
+/** One shell word: left bare when it is plain, else single-quoted. */
+export function shellQuote(s: string): string {
   return /^[A-Za-z0-9_./:@%+=-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
 }
 

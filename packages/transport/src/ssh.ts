@@ -22,7 +22,7 @@ async function loadSsh2(): Promise<typeof import('ssh2')> {
 import { MAGIC, trace } from '@skysync/protocol';
 import { agentBundlePath, nativeAddonPath } from './local.js';
 import { resolveHost, parseProxyJump, type ResolvedHost } from './ssh-config.js';
-import { appendKnownHost, checkHostKey, hostKeyPolicy, mismatchMessage, revokedMessage, unknownMessage } from './known-hosts.js';
+import { appendKnownHost, checkHostKey, hostKeyPolicy, mismatchMessage, revokedMessage, shellQuote, unknownMessage } from './known-hosts.js';
 import { ConnectError, NoAgentError, type AgentChannel, type RemoteProcess, type RemoteSocket, type Target } from './target.js';
 import { ControlGone, controlAgent, controlExec, controlSocketStream, controlShutdown, controlSocketPath, ensureControlDir, persistSeconds, spawnControlDaemon } from './control.js';
 
@@ -63,7 +63,7 @@ async function provisionNode(client: Client, probe: { os: string; arch: string }
     '"$t/bin/node" --version >/dev/null',
     'rm -rf "$d"; mv "$t" "$d"',
   ].join('; ');
-  const r = await run(client, `sh -c '${download.replace(/'/g, `'\\''`)}' skysync-node '${url.replace(/'/g, `'\\''`)}'`);
+  const r = await run(client, `sh -c ${shellQuote(download)} skysync-node ${shellQuote(url)}`);
   if (r.code === 0) return `downloaded Node ${process.version} from ${url}`;
   if (probe.os === os.platform() && nodeArch(probe.arch) === os.arch()) {
     const binary = fs.readFileSync(process.execPath);
@@ -75,7 +75,7 @@ async function provisionNode(client: Client, probe: { os: string; arch: string }
       '"$t/bin/node" --version >/dev/null',
       'rm -rf "$d"; mv "$t" "$d"',
     ].join('; ');
-    const u = await run(client, `sh -c '${upload.replace(/'/g, `'\\''`)}' skysync-node ${binary.length}`, [binary]);
+    const u = await run(client, `sh -c ${shellQuote(upload)} skysync-node ${binary.length}`, [binary]);
     if (u.code === 0) return `uploaded this machine's Node ${process.version} (download from ${url} failed: ${(r.stderr.trim().split('\n').pop() ?? '').slice(0, 120) || `exit ${r.code}`})`;
   }
   return null;
@@ -107,7 +107,7 @@ function startScript(hash: string): string {
 
 /** One shell line, run by the remote login shell: start the agent if it is installed, else say what is there. */
 export function bootstrapCommand(hash: string): string {
-  return `sh -c '${startScript(hash).replace(/'/g, `'\\''`)}'`;
+  return `sh -c ${shellQuote(startScript(hash))}`;
 }
 
 /**
@@ -606,7 +606,7 @@ export class SshTarget implements Target {
       const addon = nativeAddonPath();
       const same = !!addon && probe.os === os.platform() && nodeArch(probe.arch) === os.arch();
       const files = await uploadFiles(file, same ? addon : null, probe.gzip);
-      const cmd = `sh -c '${installCommand(hash, same, probe.gzip).replace(/'/g, `'\\''`)}' skysync-install ${files.map((f) => f.length).join(' ')}`;
+      const cmd = `sh -c ${shellQuote(installCommand(hash, same, probe.gzip))} skysync-install ${files.map((f) => f.length).join(' ')}`;
       trace(`installing on ${host.alias}`);
       try {
         probe = await bootstrap(client, cmd, [...files, ...first]);
