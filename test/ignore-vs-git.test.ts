@@ -623,6 +623,17 @@ const cases: Record<string, Spec> = {
     '.git/refs/tags/v1': '',
     config: '',
   },
+  // Git hands each line to wildmatch as a C string: a NUL ends the pattern, whatever bytes follow it. A binary file
+  // named .gitignore (seed 584997922 of push-property.test.ts) had a line `*\0<random bytes>`, which ignores all.
+  'a NUL ends a pattern line, even when the rest is not UTF-8': {
+    '.gitignore': 'a*\0\xff\xfe junk\nb\0c\n#\0\ncc\0\xc3\n',
+    a1: '',
+    b: '',
+    bc: '',
+    c: '',
+    cc: '',
+    x: '',
+  },
   'an ignore file that is a directory': {
     '.gitignore/x': '',
     'a': '',

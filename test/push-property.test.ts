@@ -243,7 +243,8 @@ async function pushRounds(agent: 'native' | 'fallback', seed: number, rounds: nu
       const snap = process.env.SKYSYNC_PROPERTY_SNAPSHOT;
       if (snap) {
         fs.rmSync(snap, { recursive: true, force: true });
-        fs.cpSync(work(), snap, { recursive: true, verbatimSymlinks: true });
+        // The state dir holds the watch service's socket, which cannot be copied and is not needed to replay.
+        fs.cpSync(work(), snap, { recursive: true, verbatimSymlinks: true, filter: (from) => !fs.lstatSync(from).isSocket() });
       }
       verify(await push({ source: src, target, native, compression }), `round ${round}`);
     }

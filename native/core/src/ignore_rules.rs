@@ -60,7 +60,7 @@ pub fn push_level(chain: &RuleChain, rel_prefix_len: usize, file: &Path) -> (Rul
     builder.case_insensitive(false).ok();
     // Git never matches a pattern with an unclosed `[` (wildmatch aborts); the default would match it literally.
     builder.allow_unclosed_class(false);
-    let warning = builder.add(file).map(|e| format!("{}: {}", file.display(), e));
+    let warning = add_rules_file(&mut builder, file).map(|e| format!("{}: {}", file.display(), e));
     match builder.build() {
         Ok(matcher) if !matcher.is_empty() => (
             Some(Arc::new(RuleLevel { matcher, prefix_len: rel_prefix_len, parent: chain.clone() })),
@@ -68,6 +68,53 @@ pub fn push_level(chain: &RuleChain, rel_prefix_len: usize, file: &Path) -> (Rul
         ),
         Ok(_) => (chain.clone(), warning),
         Err(e) => (chain.clone(), Some(format!("{}: {}", file.display(), e))),
+    }
+}
+
+/// Reads an ignore file the way git does rather than the way `GitignoreBuilder::add` does: git reads bytes and
+/// hands each line to its matcher as a C string, so a NUL ends the pattern (`*\0junk` is `*`), and a line that is
+/// not UTF-8 still has its rules up to the NUL. The builder would drop such a line whole, and a binary file that
+/// ended up named `.gitignore` ignored a different set of paths than git.
+fn add_rules_file(builder: &mut GitignoreBuilder, file: &Path) -> Option<String> {
+    let bytes = match std::fs::read(file) {
+        Ok(b) => b,
+        Err(e) => return Some(e.to_string()),
+    };
+    let mut rejected: Vec<String> = Vec::new();
+    let mut not_utf8 = 0usize;
+    let mut first_not_utf8 = 0usize;
+    for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        let raw = match raw.iter().position(|&b| b == 0) {
+            Some(nul) => &raw[..nul],
+            None => raw,
+        };
+        // Git skips a UTF-8 byte order mark at the start of the file.
+        let raw = if i == 0 { raw.strip_prefix("\u{feff}".as_bytes()).unwrap_or(raw) } else { raw };
+        let line = match std::str::from_utf8(raw) {
+            Ok(l) => l,
+            Err(_) => {
+                // Such a rule can only match names with the same invalid bytes, which no UTF-8 glob can express.
+                if not_utf8 == 0 {
+                    first_not_utf8 = i + 1;
+                }
+                not_utf8 += 1;
+                continue;
+            }
+        };
+        if let Err(e) = builder.add_line(Some(file.to_path_buf()), line) {
+            if rejected.len() < 3 {
+                rejected.push(format!("line {}: {}", i + 1, e));
+            }
+        }
+    }
+    if not_utf8 > 0 {
+        rejected.push(format!("{not_utf8} line(s) not UTF-8, skipped (first: line {first_not_utf8})"));
+    }
+    if rejected.is_empty() {
+        None
+    } else {
+        Some(rejected.join("; "))
     }
 }
 
