@@ -6,6 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
 import type { NativeAddon } from '@skysync/chunking';
+import { trace } from '@skysync/protocol';
 
 type Tree = InstanceType<NativeAddon['Tree']>;
 
@@ -85,10 +86,13 @@ export async function saveState(
   watch: SavedWatch | null = null,
 ): Promise<void> {
   await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+  trace('saving state');
   tree.save(path.join(dir, 'tree.snap'));
+  trace('tree saved');
   const tmp = path.join(dir, `state.json.${randomBytes(4).toString('hex')}`);
   await fsp.writeFile(tmp, JSON.stringify({ generation, treeId, ...(watch ? { watch } : {}), ...info, savedAt: new Date().toISOString() }) + '\n', { mode: 0o600 });
   await fsp.rename(tmp, path.join(dir, 'state.json'));
+  trace('state saved');
 }
 
 /**
