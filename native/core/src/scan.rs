@@ -373,7 +373,16 @@ pub fn scan_tree_partial(
     dirs: &[Vec<u8>],
     subtrees: &[Vec<u8>],
 ) -> Result<ScanOutput, ScanError> {
-    let rescan = Rescan::new(previous.entries(), dirs, subtrees);
+    // An entry the previous tree forgot (the remote did not take it) must be compared again even where nothing
+    // changed: its parent is listed too. A forgotten file would be re-read anyway (it has no recipe); a symlink or
+    // a directory would be carried over as "unchanged" and never sent again.
+    let list = previous.entries();
+    let forgotten_parents = (0..list.len()).filter(|&i| list.is_marked_unknown(i)).map(|i| {
+        let p = list.path(i);
+        p[..p.iter().rposition(|&b| b == b'/').unwrap_or(0)].to_vec()
+    });
+    let dirs: Vec<Vec<u8>> = dirs.iter().cloned().chain(forgotten_parents).collect();
+    let rescan = Rescan::new(previous.entries(), &dirs, subtrees);
     let entries = previous.len();
     let name_bytes = previous.entries().name_bytes();
     if previous.ignore_mode.is_none() || fs::metadata(root).is_ok_and(|m| m.is_dir()) && previous.ignore_mode != Some(IgnoreMode::detect(root)) {

@@ -195,9 +195,13 @@ impl Snapshot {
         true
     }
 
-    /// Forgets a file's recipe so that the next scan reports it again (used when a file could not be read).
+    /// Forgets what was recorded for an entry, so that the next scan reports it again: a file that could not be
+    /// read, or anything the remote did not take.
     pub fn forget(&mut self, index: usize) {
         self.spans[index] = NO_RECIPE;
+        // Only a file has a recipe to drop. A symlink or directory the remote did not take must compare as changed
+        // as well: otherwise the next scan finds it as recorded, and no later push sends it again.
+        self.entries.mark_unknown(index);
     }
 
     /// Compares a fresh scan against this snapshot. Returns the new snapshot (recipes carried over for unchanged

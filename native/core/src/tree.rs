@@ -186,6 +186,21 @@ impl EntryList {
         self.recs[i].meta()
     }
 
+    /// Makes entry `i` unlike anything a scan can find: no time is `i64::MIN`, and no directory's permission bits
+    /// are `u16::MAX` (see `Snapshot::forget`).
+    pub fn mark_unknown(&mut self, i: usize) {
+        let r = &mut self.recs[i];
+        r.mtime_ns = i64::MIN;
+        if r.kind == Kind::Dir {
+            r.mode = u16::MAX;
+        }
+    }
+
+    /// Whether `mark_unknown` marked entry `i`.
+    pub fn is_marked_unknown(&self, i: usize) -> bool {
+        self.recs[i].mtime_ns == i64::MIN
+    }
+
     pub fn last_path(&self) -> Option<&[u8]> {
         self.recs.last().map(|r| r.path(&self.names))
     }

@@ -407,7 +407,10 @@ async function scanSource(source: string, base: Tree | null, native: NativeAddon
     const scanned = await native.scanPartial(source, base, dirs, subtrees);
     return { scanned, watch, reason: scanned.stats.partial ? undefined : 'the kind of ignore rules changed' };
   }
-  const reason = answer === null ? undefined : !base ? 'no earlier tree' : !saved ? 'no watch token saved with the earlier tree' : answer.reason;
+  // The service's own reason first when it gave no token (starting, overflowed, unreachable): that one says why
+  // the next push will scan in full again.
+  const reason =
+    answer === null ? undefined : !base ? 'no earlier tree' : answer.token === null || saved ? answer.reason : 'no watch token saved with the earlier tree';
   return { scanned: await native.scan(source, base), watch, reason };
 }
 
