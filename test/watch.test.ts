@@ -273,6 +273,39 @@ describe.runIf(linux)('skysync push with the watch service', () => {
     return JSON.parse(r.stdout) as { scan: string; scanDirs: number; scanReason?: string; filesChanged: number; filesScanned: number };
   };
 
+  // An ignored file that came and went changes its directory's times: the compare leaves those aside (nothing to
+  // send), but the scan's tree is no longer equal to the saved one. The token must be saved all the same, or each
+  // later push asks about the old one (with none saved yet: scans in full every time).
+  it('saves the token on a no-op push after an ignored file came and went', async () => {
+    const src = path.join(work(), 'churn-src');
+    const home = path.join(work(), 'churn-home');
+    // Its own state, apart from the other case's (which looks for any saved token).
+    const own = { SKYSYNC_STATE_DIR: path.join(work(), 'state-churn') };
+    fs.mkdirSync(path.join(src, 'build'), { recursive: true });
+    fs.writeFileSync(path.join(src, '.gitignore'), '*.log\n');
+    for (let f = 0; f < 5; f++) fs.writeFileSync(path.join(src, `build/f${f}.txt`), `file ${f}\n`);
+    expect(push(src, home, own).scan).toBe('full');
+    process.env.SKYSYNC_STATE_DIR = own.SKYSYNC_STATE_DIR;
+    try {
+      for (let i = 0; i < 400 && !(await askWatch(src, null))?.token; i++) await new Promise((r) => setTimeout(r, 50));
+      fs.writeFileSync(path.join(src, 'build/run.log'), 'a build wrote this\n');
+      fs.rmSync(path.join(src, 'build/run.log'));
+      const tokenSaved = (): boolean => {
+        const dir = path.join(own.SKYSYNC_STATE_DIR, 'push');
+        return fs.readdirSync(dir).some((d) => {
+          const st = JSON.parse(fs.readFileSync(path.join(dir, d, 'state.json'), 'utf8')) as { source?: string; watch?: { token?: string } };
+          return st.source === src && !!st.watch?.token;
+        });
+      };
+      // (On a loaded machine the service may answer too late for one push: that push just scans in full.)
+      for (let i = 0; i < 5 && !tokenSaved(); i++) expect(push(src, home, own)).toMatchObject({ scan: 'full', filesChanged: 0 });
+      expect(tokenSaved()).toBe(true);
+      expect(push(src, home, own)).toMatchObject({ scan: 'watch', scanDirs: 0, filesChanged: 0 });
+    } finally {
+      delete process.env.SKYSYNC_STATE_DIR;
+    }
+  });
+
   it('scans only what changed once the service runs, an edit arrives, and a dead service means a full scan', async () => {
     const src = path.join(work(), 'cli-src');
     const home = path.join(work(), 'cli-home');

@@ -898,16 +898,10 @@ fn forgotten_entries_of_every_kind_are_reported_again() {
     for rel in [&b"f"[..], b"d/inner", b"kept"] {
         age(root, rel);
     }
-    let mut snap = synced(root);
-    for rel in [&b"f"[..], b"d", b"link"] {
-        let i = snap.find(rel).unwrap();
-        snap.forget(i);
-    }
-    let snap = Snapshot::decode(&snap.encode()).unwrap();
+    let forgotten: [&[u8]; 3] = [b"d", b"f", b"link"];
+    let snap = Snapshot::decode(&forget_each(synced(root), &forgotten).encode()).unwrap();
     let (mut next, got) = changes(&snap, scan(root));
-    let want: BTreeMap<Vec<u8>, ChangeKind> =
-        [(&b"d"[..], ChangeKind::Modified), (b"f", ChangeKind::Modified), (b"link", ChangeKind::Modified)].into_iter().map(|(p, k)| (p.to_vec(), k)).collect();
-    assert_eq!(got, want);
+    assert_eq!(got, all_modified(&forgotten));
     // Recorded again from this scan (the file chunked again), they compare unchanged from then on.
     record_recipes(root, &mut next);
     let (_, again) = changes(&next, scan(root));
@@ -927,14 +921,21 @@ fn a_partial_scan_lists_the_parents_of_forgotten_entries() {
     age(root, b"sub/f");
     age(root, b"sub/d/inner");
     age(root, b"top");
-    let mut snap = synced(root);
-    for rel in [&b"sub/link"[..], b"sub/d"] {
+    let forgotten: [&[u8]; 2] = [b"sub/d", b"sub/link"];
+    let snap = forget_each(synced(root), &forgotten);
+    let out = skysync_core::scan::scan_tree_partial(root, &snap, &[], &[]).unwrap();
+    let (_, got) = changes(&snap, out);
+    assert_eq!(got, all_modified(&forgotten));
+}
+
+fn forget_each(mut snap: Snapshot, rels: &[&[u8]]) -> Snapshot {
+    for rel in rels {
         let i = snap.find(rel).unwrap();
         snap.forget(i);
     }
-    let out = skysync_core::scan::scan_tree_partial(root, &snap, &[], &[]).unwrap();
-    let (_, got) = changes(&snap, out);
-    let want: BTreeMap<Vec<u8>, ChangeKind> =
-        [(&b"sub/d"[..], ChangeKind::Modified), (b"sub/link", ChangeKind::Modified)].into_iter().map(|(p, k)| (p.to_vec(), k)).collect();
-    assert_eq!(got, want);
+    snap
+}
+
+fn all_modified(rels: &[&[u8]]) -> BTreeMap<Vec<u8>, ChangeKind> {
+    rels.iter().map(|p| (p.to_vec(), ChangeKind::Modified)).collect()
 }

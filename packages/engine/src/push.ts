@@ -773,10 +773,13 @@ async function pushToNode(o: NodePush): Promise<PushStats> {
     finishStats();
     // Only re-checked entries (racy timestamps, metadata the remote does not keep): remember them as settled.
     if (changes.length > 0 && remoteState.generation) await save(remoteState.generation, []);
-    else if (prepared.watch && state.tree && state.watch?.token !== prepared.watch.token && tree.sameEntries?.(state.tree)) {
-      // Nothing changed: this node's saved tree is exactly what the scan found, so the token taken before the scan
-      // vouches for it too (a no-op push does not rewrite the tree).
-      await saveWatch(o.stDir, prepared.watch).catch(() => {});
+    else if (prepared.watch && state.tree && state.watch?.token !== prepared.watch.token) {
+      // Nothing changed: the token taken before the scan vouches for the saved tree too. When the tree is exactly
+      // what the scan found, only the token is rewritten. Otherwise they differ only in what the compare leaves
+      // aside (a directory's times, after an ignored file came and went): the scan's tree goes with the token, or
+      // every later push would keep asking about an older token, and with none saved yet, scan in full each time.
+      if (tree.sameEntries?.(state.tree)) await saveWatch(o.stDir, prepared.watch).catch(() => {});
+      else if (remoteState.generation) await save(remoteState.generation, []);
     }
   }
   stats.bytesWire = conn.bytesWritten - wireBefore + lanesWire;
