@@ -16,6 +16,22 @@ use rayon::prelude::*;
 
 use crate::tree::{EntryList, Kind, Meta};
 
+/// Threads of the pool the check runs in when the caller did not size rayon itself (`RAYON_NUM_THREADS`). An
+/// lstat waits on the disk far longer than it uses a core: on a cold cache, or a network disk as cloud VMs have,
+/// more of them in flight than there are cores finish sooner.
+const IO_THREADS: usize = 8;
+
+fn io_pool() -> Option<&'static rayon::ThreadPool> {
+    static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        if std::env::var_os("RAYON_NUM_THREADS").is_some() {
+            return None;
+        }
+        rayon::ThreadPoolBuilder::new().num_threads(IO_THREADS).thread_name(|i| format!("skysync-stat-{i}")).build().ok()
+    })
+    .as_ref()
+}
+
 /// Directory levels handled by recursion (one open descriptor and a few stack frames each). Deeper ones, which
 /// only a hand-made tree has, are resolved entry by entry instead, so no tree can exhaust a stack.
 const MAX_DEPTH: usize = 64;
@@ -63,7 +79,10 @@ pub(crate) fn drifted_in(entries: &EntryList, root: &Path, scope: &DriftScope) -
 fn drifted_where(entries: &EntryList, root: &Path, keep: impl Fn(&[u8]) -> bool) -> Vec<usize> {
     let (dirs, mut out) = directories(entries, keep);
     match open_root(root) {
-        Ok(fd) => out.extend(visit(entries, &dirs, 0, &fd)),
+        Ok(fd) => out.extend(match io_pool() {
+            Some(pool) => pool.install(|| visit(entries, &dirs, 0, &fd)),
+            None => visit(entries, &dirs, 0, &fd),
+        }),
         Err(_) => out.extend(files_below(&dirs, 0).map(|(i, _)| i)),
     }
     out.sort_unstable();

@@ -398,6 +398,7 @@ async function scanSource(source: string, base: Tree | null, native: NativeAddon
   // An addon from before watching (SKYSYNC_NATIVE_PATH) scans in full.
   const canWatch = typeof native.scanPartial === 'function' && typeof native.Watcher === 'function';
   const answer: WatchAnswer | null = canWatch ? await askWatch(source, saved?.token ?? null) : null;
+  trace(`watch service answered: ${answer === null ? 'off' : answer.full ? `full scan (${answer.reason ?? 'no reason'})` : 'partial scan'}`);
   // Without a new token (no service yet, no answer in time, watching off), the one saved with the base still
   // vouches for the new tree: whatever changed after this scan began also changed after it was given.
   const token = answer?.token ?? saved?.token ?? null;
