@@ -75,6 +75,8 @@ export declare class ZstdEncoder {
   constructor(level: number)
   write(input: Buffer): Buffer
   flush(): Buffer
+  /** Compresses what comes next at `level` (ends the current zstd frame when it changes the level). */
+  setLevel(level: number): void
   finish(): Buffer
 }
 

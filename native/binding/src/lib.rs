@@ -895,6 +895,12 @@ impl ZstdEncoder {
         Ok(self.enc()?.flush().map_err(io_err)?.into())
     }
 
+    /// Compresses what comes next at `level` (ends the current zstd frame when it changes the level).
+    #[napi]
+    pub fn set_level(&mut self, level: i32) -> Result<()> {
+        self.enc()?.set_level(level).map_err(io_err)
+    }
+
     #[napi]
     pub fn finish(&mut self) -> Result<Buffer> {
         let enc = self.inner.take().ok_or_else(|| Error::new(Status::GenericFailure, "encoder finished".to_string()))?;

@@ -5,11 +5,31 @@ use std::io::{self, Write};
 
 pub struct Compressor {
     encoder: zstd::stream::write::Encoder<'static, Vec<u8>>,
+    level: i32,
 }
 
 impl Compressor {
     pub fn new(level: i32) -> io::Result<Self> {
-        Ok(Self { encoder: zstd::stream::write::Encoder::new(Vec::new(), level)? })
+        Ok(Self { encoder: zstd::stream::write::Encoder::new(Vec::new(), level)?, level })
+    }
+
+    pub fn level(&self) -> i32 {
+        self.level
+    }
+
+    /// Compresses what comes next at `level`. A single-threaded zstd context takes a new level only at a frame
+    /// boundary, so the current frame ends here (a few bytes, returned with the next output) and the stream
+    /// goes on as a concatenation of frames, which any zstd stream decoder reads as one. The new frame starts
+    /// without the old one's window: worth it only when the level stays for a while.
+    pub fn set_level(&mut self, level: i32) -> io::Result<()> {
+        if level == self.level {
+            return Ok(());
+        }
+        let fresh = zstd::stream::write::Encoder::new(Vec::new(), level)?;
+        let ended = std::mem::replace(&mut self.encoder, fresh).finish()?;
+        *self.encoder.get_mut() = ended;
+        self.level = level;
+        Ok(())
     }
 
     /// Feeds input; returns whatever compressed output is ready.
@@ -83,6 +103,39 @@ mod tests {
         wire.extend(c.flush().unwrap());
         let mut d = Decompressor::new(1 << 20).unwrap();
         assert_eq!(d.write(&wire).unwrap(), b"hello ");
+    }
+
+    #[test]
+    fn level_changes_keep_one_decodable_stream() {
+        // Seeded so a failure can be replayed: text and noise in pieces, the level changing between them.
+        let seed: u64 = 0x5eed_2026;
+        let mut state = seed;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut c = Compressor::new(3).unwrap();
+        let mut d = Decompressor::new(64 << 20).unwrap();
+        let (mut sent, mut got) = (Vec::new(), Vec::new());
+        for round in 0..40 {
+            let level = [1, 3, 6, 9, 3, 1][(next() % 6) as usize];
+            c.set_level(level).unwrap();
+            assert_eq!(c.level(), level);
+            let len = (next() % 200_000) as usize;
+            let piece: Vec<u8> = if round % 3 == 0 {
+                (0..len).map(|_| next() as u8).collect()
+            } else {
+                (0..len).map(|i| b"def frame(level): return level\n"[i % 31]).collect()
+            };
+            let mut wire = c.write(&piece).unwrap();
+            wire.extend(c.flush().unwrap());
+            sent.extend_from_slice(&piece);
+            got.extend(d.write(&wire).unwrap());
+            assert_eq!(got.len(), sent.len(), "seed {seed:#x}, round {round}: the block must decode whole at once");
+        }
+        assert!(got == sent, "seed {seed:#x}: stream differs");
     }
 
     #[test]

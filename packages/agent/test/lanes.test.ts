@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DataStream, LaneMerger } from '@skysync/apply';
 import { loadNative } from '@skysync/chunking';
 import { Connection, Frame, createBlockDecoder, parseJson, type Compression, type LanesSwitch } from '@skysync/protocol';
-import { DataPump, LANE_AFTER_BYTES, type OpenLane } from '@skysync/transfer';
+import { DataPump, LANE_AFTER_BYTES, compressLevel, type OpenLane } from '@skysync/transfer';
 import { LaneServer } from '../src/lanes.js';
 import { Rng, seedFromEnv } from '../../../test/helpers/random.js';
 
@@ -37,8 +37,8 @@ function pair(rng: Rng): { a: Connection; b: Connection } {
 }
 
 /** The agent's side of a push's data: main-connection frames into the merger, as servePush does. */
-async function receiveMain(conn: Connection, merger: LaneMerger): Promise<void> {
-  const decoder = createBlockDecoder(compression, native);
+async function receiveMain(conn: Connection, merger: LaneMerger, codec: Compression = compression): Promise<void> {
+  const decoder = createBlockDecoder(codec, native);
   for (;;) {
     const f = await conn.next();
     if (!f) throw new Error('main connection ended early');
@@ -99,6 +99,86 @@ describe('lanes', () => {
       throw new Error(`${(e as Error).message} (replay with SKYSYNC_SEED=${seed})`);
     }
   }, 120_000);
+
+  it.runIf(native)('SKYSYNC_COMPRESS_LEVEL: blocks that did not compress switch to level 1, and every lane still decodes (seeded)', async () => {
+    const seed = seedFromEnv();
+    const rng = new Rng(seed);
+    // Records the levels asked of every encoder, around the real zstd binding.
+    const asked: number[] = [];
+    const real = native!;
+    const recording = {
+      ZstdDecoder: real.ZstdDecoder,
+      ZstdEncoder: class {
+        private readonly enc: InstanceType<typeof real.ZstdEncoder>;
+        constructor(level: number) {
+          asked.push(level);
+          this.enc = new real.ZstdEncoder(level);
+        }
+        write(b: Buffer): Buffer {
+          return this.enc.write(b);
+        }
+        flush(): Buffer {
+          return this.enc.flush();
+        }
+        finish(): Buffer {
+          return this.enc.finish();
+        }
+        setLevel(level: number): void {
+          asked.push(level);
+          this.enc.setLevel(level);
+        }
+      },
+    };
+    const before = process.env.SKYSYNC_COMPRESS_LEVEL;
+    process.env.SKYSYNC_COMPRESS_LEVEL = '9';
+    try {
+      const main = pair(rng);
+      const lanes = [1, 2].map((id) => ({ id, ...pair(rng) }));
+      const stream = new DataStream();
+      const merger = new LaneMerger(stream, () => createBlockDecoder('zstd', real), 4 << 20);
+      for (const l of lanes) merger.attach(l.id, l.b);
+      const pump = new DataPump(main.a, 'zstd', recording, tmp);
+      expect(pump.level).toBe(9);
+      pump.offerLanes(async () => lanes.map((l): OpenLane => ({ id: l.id, conn: l.a, close: () => l.a.end() })));
+      // Runs of noise and of text, a few blocks each, so each lane sees both kinds one after the other.
+      const sent: Buffer[] = [];
+      const line = Buffer.from('def train(model, data):\n    return model.fit(data)  # text compresses\n');
+      for (let run = 0; run < 10; run++) {
+        const len = (2 + rng.int(4)) << 20;
+        sent.push(run % 2 === 0 ? rng.bytes(len) : Buffer.alloc(len, line));
+      }
+      const size = sent.reduce((a, b) => a + b.length, 0);
+      const sending = (async () => {
+        for (const piece of sent) await pump.add(piece);
+        await pump.finish();
+      })();
+      const receiving = receiveMain(main.b, merger, 'zstd');
+      // Taken in pieces, as the builder does: the stream holds only a few megabytes ahead.
+      const pieces: Buffer[] = [];
+      const consuming = (async () => {
+        for (let n = 0; n < size; n += pieces[pieces.length - 1]!.length) pieces.push(await stream.take(Math.min(size - n, 1 << 20)));
+      })();
+      await Promise.all([sending, receiving, consuming]);
+      const got = Buffer.concat(pieces);
+      expect(got.equals(Buffer.concat(sent)), `replay with SKYSYNC_SEED=${seed}`).toBe(true);
+      // Every encoder started at 9; noise sent some to 1, and text after noise brought them back to 9.
+      expect(asked.filter((l) => l !== 1 && l !== 9), `replay with SKYSYNC_SEED=${seed}`).toEqual([]);
+      expect(asked.filter((l) => l === 1).length, `replay with SKYSYNC_SEED=${seed}`).toBeGreaterThan(0);
+      expect(asked.lastIndexOf(9), `replay with SKYSYNC_SEED=${seed}`).toBeGreaterThan(asked.indexOf(1));
+      merger.close();
+    } finally {
+      if (before === undefined) delete process.env.SKYSYNC_COMPRESS_LEVEL;
+      else process.env.SKYSYNC_COMPRESS_LEVEL = before;
+    }
+  });
+
+  it('SKYSYNC_COMPRESS_LEVEL that is not a zstd level is refused with what to set', () => {
+    for (const bad of ['0', '20', '3.5', 'fast']) {
+      expect(() => compressLevel(bad)).toThrow(new RegExp(`SKYSYNC_COMPRESS_LEVEL=${bad.replace('.', '\\.')}: not a zstd level; set a whole number from 1 to 19`));
+    }
+    expect(compressLevel('')).toBe(3);
+    expect(compressLevel('19')).toBe(19);
+  });
 
   it('refuses a lanes frame that names a lane not open, or data sent out of turn', async () => {
     const rng = new Rng(1);

@@ -2,7 +2,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import { loadNative, type NativeAddon } from '@skysync/chunking';
-import { pull, CLIENT_VERSION } from '@skysync/engine';
+import { pull, CLIENT_VERSION, compressLevel } from '@skysync/engine';
 import { LocalTarget, SshTarget, parseTarget } from '@skysync/transport';
 import { resolveNodes } from './cluster.js';
 import { execCommand, pushCommand, type CommandContext, type SyncFlags } from './commands.js';
@@ -203,6 +203,12 @@ export async function run(argv: string[]): Promise<number> {
   argvSeen = argv;
   const program = buildProgram();
   try {
+    // A bad setting is said before anything connects.
+    try {
+      compressLevel();
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
     await program.parseAsync(argv, { from: 'user' });
     return typeof process.exitCode === 'number' ? process.exitCode : EXIT.ok;
   } catch (e) {

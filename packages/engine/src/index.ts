@@ -7,3 +7,4 @@ export { pushWithRsync, RsyncMissingError, SKYPILOT_RSYNC_FLAGS } from './rsync.
 export { runJob, jobScript, shellQuote, type RemoteJob } from './run.js';
 export { openSession, type Session } from './session.js';
 export { askWatch, stopWatch, watchPersistSeconds, watchSocketPath, watchStatus, type WatchAnswer } from './watch.js';
+export { compressLevel } from '@skysync/transfer';

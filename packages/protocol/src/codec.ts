@@ -12,12 +12,14 @@ export const DATA_BLOCK = 1024 * 1024;
 export const MAX_BLOCK_OUTPUT = 2 * DATA_BLOCK;
 
 export interface ZstdBinding {
-  ZstdEncoder: new (level: number) => { write(b: Buffer): Buffer; flush(): Buffer; finish(): Buffer };
+  ZstdEncoder: new (level: number) => { write(b: Buffer): Buffer; flush(): Buffer; finish(): Buffer; setLevel?(level: number): void };
   ZstdDecoder: new (maxOutput: number) => { write(b: Buffer): Buffer };
 }
 
 export interface BlockEncoder {
   encode(raw: Buffer): Buffer;
+  /** Present when the codec has levels and can change them mid-stream (zstd): later blocks use `level`. */
+  setLevel?(level: number): void;
 }
 
 export interface BlockDecoder {
@@ -48,6 +50,7 @@ export function createBlockEncoder(c: Compression, zstd: ZstdBinding | null, lev
           const b = enc.flush();
           return a.length ? Buffer.concat([a, b]) : b;
         },
+        setLevel: enc.setLevel ? (l) => enc.setLevel!(l) : undefined,
       };
     }
   }

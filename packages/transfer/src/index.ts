@@ -1,5 +1,6 @@
 // The sending side's data pump: literal chunk bytes, read from local files in plan order, grouped into DATA
-// frames and compressed as one stream. Writes wait for the connection to drain (backpressure).
+// frames and compressed as one stream (level.ts: at which zstd level). Writes wait for the connection to drain
+// (backpressure).
 //
 // Over SSH one channel carries at most its window per round trip, whatever the link could do. Once enough
 // data has gone through the pump to be worth it, it can spread the blocks over extra channels ("lanes"): the
@@ -16,6 +17,9 @@ import {
   type Compression,
   type ZstdBinding,
 } from '@skysync/protocol';
+import { compressLevel, levelFor } from './level.js';
+
+export { compressLevel, levelFor, LEVEL_DEFAULT, LEVEL_INCOMPRESSIBLE, INCOMPRESSIBLE_RATIO } from './level.js';
 
 /** An extra channel to the receiver, admitted already (its `lane-hello` answered). */
 export interface OpenLane {
@@ -33,6 +37,8 @@ export const LANE_AFTER_BYTES = 8 * 1024 * 1024;
 interface LaneOut {
   conn: Connection;
   encoder: BlockEncoder;
+  /** Compressed to raw size of this lane's last block (null before the first). */
+  lastRatio: number | null;
 }
 
 export class DataPump {
@@ -54,17 +60,20 @@ export class DataPump {
   private laneReady: OpenLane[] | null = null;
   /** Why lanes were not used, when opening them failed. */
   laneError: string | null = null;
+  /** zstd level for data that compresses (codecs without levels ignore it). */
+  readonly level = compressLevel();
+  private readonly single: LaneOut;
 
   constructor(
     private readonly conn: Connection,
     compression: Compression,
     zstd: ZstdBinding | null,
     root: string,
-    level = 3,
   ) {
-    this.encoder = createBlockEncoder(compression, zstd, level);
+    this.encoder = createBlockEncoder(compression, zstd, this.level);
     this.rootBuf = Buffer.from(root, 'utf8');
-    this.newEncoder = () => createBlockEncoder(compression, zstd, level);
+    this.newEncoder = () => createBlockEncoder(compression, zstd, this.level);
+    this.single = { conn: this.conn, encoder: this.encoder, lastRatio: null };
   }
 
   private readonly newEncoder: () => BlockEncoder;
@@ -174,10 +183,12 @@ export class DataPump {
     if (!this.lanes && this.laneReady?.length) {
       // Every lane was admitted before the switch is announced, so the receiver knows each one named here.
       await this.conn.sendJson(Frame.Lanes, { lanes: this.laneReady.map((l) => l.id) });
-      this.lanes = [{ conn: this.conn, encoder: this.encoder }, ...this.laneReady.map((l) => ({ conn: l.conn, encoder: this.newEncoder() }))];
+      this.lanes = [this.single, ...this.laneReady.map((l) => ({ conn: l.conn, encoder: this.newEncoder(), lastRatio: null }))];
     }
-    const lane = this.lanes ? this.lanes[this.turn++ % this.lanes.length]! : { conn: this.conn, encoder: this.encoder };
+    const lane = this.lanes ? this.lanes[this.turn++ % this.lanes.length]! : this.single;
+    lane.encoder.setLevel?.(levelFor(this.level, lane.lastRatio));
     const out = lane.encoder.encode(raw);
+    lane.lastRatio = out.length / raw.length;
     this.bytesEncoded += out.length;
     await lane.conn.send(Frame.Data, out);
   }
