@@ -19,7 +19,7 @@ import {
 } from '@skysync/protocol';
 import { compressLevel, levelFor } from './level.js';
 
-export { compressLevel, levelFor, LEVEL_DEFAULT, LEVEL_INCOMPRESSIBLE, INCOMPRESSIBLE_RATIO } from './level.js';
+export { compressLevel } from './level.js';
 
 /** An extra channel to the receiver, admitted already (its `lane-hello` answered). */
 export interface OpenLane {
@@ -44,7 +44,6 @@ interface LaneOut {
 export class DataPump {
   private block: Buffer = Buffer.allocUnsafe(DATA_BLOCK + 512 * 1024);
   private filled = 0;
-  private encoder: BlockEncoder;
   /** Open files by path. Reads are synchronous: for small files a thread-pool round trip costs more. */
   private fds = new Map<string, number>();
   private readonly rootBuf: Buffer;
@@ -70,10 +69,9 @@ export class DataPump {
     zstd: ZstdBinding | null,
     root: string,
   ) {
-    this.encoder = createBlockEncoder(compression, zstd, this.level);
     this.rootBuf = Buffer.from(root, 'utf8');
     this.newEncoder = () => createBlockEncoder(compression, zstd, this.level);
-    this.single = { conn: this.conn, encoder: this.encoder, lastRatio: null };
+    this.single = { conn: this.conn, encoder: this.newEncoder(), lastRatio: null };
   }
 
   private readonly newEncoder: () => BlockEncoder;
