@@ -9,7 +9,8 @@ import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { loadNative } from '@skysync/chunking';
-import { askWatch, rescanOf, stopWatch, watchStatus } from '@skysync/engine';
+import { askWatch, rescanOf, stopWatch, watchSocketPath, watchStatus } from '@skysync/engine';
+import { nativeAddonPath } from '@skysync/transport';
 import { Rng, seedFromEnv } from './helpers/random.js';
 import { scratchDir } from './helpers/scratch.js';
 import { listTree } from './helpers/tree.js';
@@ -276,6 +277,30 @@ describe.runIf(linux)('skysync push with the watch service', () => {
   // An ignored file that came and went changes its directory's times: the compare leaves those aside (nothing to
   // send), but the scan's tree is no longer equal to the saved one. The token must be saved all the same, or each
   // later push asks about the old one (with none saved yet: scans in full every time).
+  // The CLI and a test runner (or any other caller) may reach the addon through a workspace's symlink or
+  // directly: both must find the same service, or a push would ask one that a caller never sees.
+  it('finds the same service whichever path reaches the addon', () => {
+    const addon = nativeAddonPath();
+    expect(addon).not.toBeNull();
+    expect(fs.realpathSync(addon!)).toBe(addon);
+    const link = path.join(work(), 'addon-link.node');
+    fs.symlinkSync(addon!, link);
+    const before = process.env.SKYSYNC_NATIVE_PATH;
+    const src = path.join(work(), 'key-src');
+    process.env.SKYSYNC_STATE_DIR = path.join(work(), 'state-key');
+    try {
+      process.env.SKYSYNC_NATIVE_PATH = addon!;
+      const direct = watchSocketPath(src);
+      process.env.SKYSYNC_NATIVE_PATH = link;
+      expect(watchSocketPath(src)).toBe(direct);
+      expect(watchSocketPath(src + '-other')).not.toBe(direct);
+    } finally {
+      if (before === undefined) delete process.env.SKYSYNC_NATIVE_PATH;
+      else process.env.SKYSYNC_NATIVE_PATH = before;
+      delete process.env.SKYSYNC_STATE_DIR;
+    }
+  });
+
   it('saves the token on a no-op push after an ignored file came and went', async () => {
     const src = path.join(work(), 'churn-src');
     const home = path.join(work(), 'churn-home');

@@ -55,6 +55,15 @@ function serviceMain(): string {
 export function watchSocketPath(root: string): string {
   const main = serviceMain();
   const addon = process.env.SKYSYNC_NATIVE_PATH || nativeAddonPath();
+  // By their real paths: one process may reach a file through a workspace's symlink and another directly (a
+  // test runner does), and both must find the same service.
+  const real = (f: string | null): string | null => {
+    try {
+      return f ? fs.realpathSync(f) : null;
+    } catch {
+      return f;
+    }
+  };
   const stamp = (f: string | null): number | null => {
     try {
       return f ? fs.statSync(f).mtimeMs : null;
@@ -63,7 +72,16 @@ export function watchSocketPath(root: string): string {
       return null;
     }
   };
-  const key = JSON.stringify({ root, version: WATCH_VERSION, main, mainStamp: stamp(main), addon, addonStamp: stamp(addon), uid: process.getuid?.() });
+  const [mainReal, addonReal] = [real(main), real(addon)];
+  const key = JSON.stringify({
+    root,
+    version: WATCH_VERSION,
+    main: mainReal,
+    mainStamp: stamp(mainReal),
+    addon: addonReal,
+    addonStamp: stamp(addonReal),
+    uid: process.getuid?.(),
+  });
   return path.join(ensureWatchDir(), `w-${createHash('sha256').update(key).digest('hex').slice(0, 24)}.sock`);
 }
 

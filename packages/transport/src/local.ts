@@ -27,7 +27,8 @@ export function agentBundlePath(): string {
 /** The native addon built for this machine, if any (handed to local agents). */
 export function nativeAddonPath(): string | null {
   try {
-    const dir = path.dirname(require.resolve('@skysync/native/package.json'));
+    // Real, not through a workspace's symlink: warm agents and watch services are keyed by this path.
+    const dir = fs.realpathSync(path.dirname(require.resolve('@skysync/native/package.json')));
     for (const name of fs.readdirSync(dir)) {
       if (name.startsWith('skysync.') && name.endsWith('.node')) return path.join(dir, name);
     }
