@@ -7,10 +7,6 @@ export interface AgentContext {
   chunker: Chunker;
   native: NativeAddon | null;
   log: (msg: string) => void;
-  /** Directory destinations this agent served. */
-  served: Set<string>;
-  /** The client keeps this agent for later commands (it sent `end`). */
-  kept: () => void;
   /** The chunk server the current push opened for the other nodes (closed when the client moves on). */
   relay?: { close(): Promise<void> } | null;
   /** The lane socket, opened at the first push that asks for lanes. */

@@ -12,7 +12,7 @@ import type { AgentContext } from './context.js';
 import { readGreeting, tokenDigest } from './relay.js';
 
 /** Unix socket paths are limited to 108 bytes (104 on macOS); past that a lane cannot be offered. */
-const MAX_SOCKET_PATH = 100;
+export const MAX_SOCKET_PATH = 100;
 /** More lanes than this gain nothing and only cost memory on both sides. */
 export const MAX_LANES = 16;
 
@@ -39,12 +39,7 @@ export class LaneServer {
   }
 
   static async open(home: string, log: (m: string) => void): Promise<LaneServer> {
-    const dir = path.join(home, '.skysync', 'run');
-    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-    const st = fs.lstatSync(dir);
-    if (!st.isDirectory()) throw new Error(`${dir} is not a directory`);
-    if (typeof process.getuid === 'function' && st.uid !== process.getuid()) throw new Error(`${dir} belongs to another user`);
-    if ((st.mode & 0o077) !== 0) fs.chmodSync(dir, 0o700);
+    const dir = ensureRunDir(home);
     pruneStale(dir);
     const socketPath = path.join(dir, `lanes-${process.pid}.sock`);
     if (Buffer.byteLength(socketPath) > MAX_SOCKET_PATH) throw new Error(`the socket path ${socketPath} is too long for a Unix socket`);
@@ -124,6 +119,17 @@ export async function laneServer(ctx: AgentContext): Promise<LaneServer | { erro
 }
 
 /** Removes sockets left by agents that are gone (`lanes-<pid>.sock` whose process no longer exists). */
+/** `~/.skysync/run`: the agent's sockets (lanes, destination watches), a directory only its user may enter. */
+export function ensureRunDir(home: string): string {
+  const dir = path.join(home, '.skysync', 'run');
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const st = fs.lstatSync(dir);
+  if (!st.isDirectory()) throw new Error(`${dir} is not a directory`);
+  if (typeof process.getuid === 'function' && st.uid !== process.getuid()) throw new Error(`${dir} belongs to another user`);
+  if ((st.mode & 0o077) !== 0) fs.chmodSync(dir, 0o700);
+  return dir;
+}
+
 function pruneStale(dir: string): void {
   for (const name of fs.readdirSync(dir)) {
     const m = /^lanes-(\d+)\.sock$/.exec(name);

@@ -2,6 +2,7 @@
 // humans goes to stderr. `node agent.cjs version` prints its version and capabilities as JSON.
 
 import { createFallbackChunker, createNativeChunker, loadNative, type NativeAddon } from '@skysync/chunking';
+import type { WatchAddon } from '@skysync/service';
 import {
   Connection,
   Frame,
@@ -18,7 +19,7 @@ import path from 'node:path';
 import { defaultHome, type AgentContext } from './context.js';
 import { servePull } from './pull.js';
 import { closeRelay, servePush } from './push.js';
-import { watchDestination } from './store.js';
+import { runDestWatch } from './dest-watch.js';
 
 export const AGENT_VERSION = '0.1.0';
 
@@ -36,12 +37,7 @@ async function context(home: string): Promise<AgentContext> {
   const native: NativeAddon | null = loadNative(nativeCandidates());
   const chunker = native ? createNativeChunker(native) : await createFallbackChunker();
   const log = (m: string): void => void process.stderr.write(`skysync-agent: ${m}\n`);
-  const served = new Set<string>();
-  // Kept by a warm connection: watch what it pushed to, so later drift checks stat only what changed.
-  const kept = (): void => {
-    for (const root of served) watchDestination(native, root, log);
-  };
-  return { home, native, chunker, log, served, kept };
+  return { home, native, chunker, log };
 }
 
 export async function serve(home: string): Promise<void> {
@@ -75,7 +71,6 @@ export async function serve(home: string): Promise<void> {
       await closeRelay(ctx);
       // `end` after an operation: the client keeps this agent for a later command and holds nothing meanwhile.
       if (f.type === Frame.End) {
-        ctx.kept();
         f = await conn.next();
         continue;
       }
@@ -105,6 +100,7 @@ export async function main(argv: string[]): Promise<void> {
   const i = rest.indexOf('--home');
   if (i >= 0 && rest[i + 1]) home = path.resolve(rest[i + 1]!);
   if (cmd === 'serve') return serve(home);
+  if (cmd === 'watch' && rest[0]) return runDestWatch(rest[0], loadNative(nativeCandidates()) as WatchAddon | null);
   if (cmd === 'version') {
     const native = loadNative(nativeCandidates());
     process.stdout.write(JSON.stringify({ version: AGENT_VERSION, protocol: PROTOCOL_VERSION, native: native !== null }) + '\n');

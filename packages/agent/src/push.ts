@@ -24,6 +24,7 @@ import {
 import { resolveRemotePath, type AgentContext } from './context.js';
 import { acquireLock } from './lock.js';
 import { manifestPath, newGeneration } from './manifest.js';
+import { askDestWatch } from './dest-watch.js';
 import { openStore } from './store.js';
 import { mirrorExtras } from './mirror.js';
 import { PushChunks, RelayServer, fetchFromRelay, relayDisabled } from './relay.js';
@@ -44,10 +45,11 @@ export async function servePush(conn: Connection, begin: PushBegin, ctx: AgentCo
     const dir = begin.file ? path.dirname(dest) : dest;
     await fsp.mkdir(dir, { recursive: true });
     const root = await fsp.realpath(dir);
-    if (!begin.file) ctx.served.add(root);
     const st = await fsp.stat(root);
     if (!st.isDirectory()) throw new ProtocolError(`${dir} is not a directory on the remote`);
-    const store = await openStore(ctx.native, stateBase, ctx.log);
+    // A file mount's directory may hold anything (a home): only directory destinations are watched.
+    const watch = begin.file ? null : (token: string | null) => askDestWatch(ctx.home, root, token);
+    const store = await openStore(ctx.native, stateBase, ctx.log, watch);
     trace('agent: state loaded');
     const drift = await store.drift(root);
     trace('agent: drift checked');
@@ -117,10 +119,9 @@ async function receivePush(conn: Connection, ctx: AgentContext, p: PushContext):
 
   const first = await conn.next();
   // Nothing changed on the client's side and no drift: the session ends or goes on to the next operation.
-  if (first?.type === Frame.End) ctx.kept();
   if (!first || first.type === Frame.Begin || first.type === Frame.End) {
     await closeRelay(ctx);
-    store.unchanged(drift.length > 0);
+    await store.unchanged(drift.length > 0);
     return first?.type === Frame.End ? undefined : first;
   }
   if (first.type !== Frame.Plan) throw new ProtocolError(`expected plan, got ${frameName(first.type)}`);

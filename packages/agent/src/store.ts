@@ -9,7 +9,8 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { HeldChunks, PlacedRecord } from '@skysync/apply';
 import type { NativeAddon } from '@skysync/chunking';
-import { CHUNK_REF_SIZE } from '@skysync/protocol';
+import { CHUNK_REF_SIZE, trace } from '@skysync/protocol';
+import type { WatchAnswer } from '@skysync/service';
 import { findDrift } from './drift.js';
 import { loadManifest, saveManifest, type Manifest } from './manifest.js';
 
@@ -30,7 +31,7 @@ export interface ManifestStore {
   /** Saves under a new generation (after `invalidate`). */
   save(generation: string): Promise<void>;
   /** The push changed nothing here: an agent that serves the next push too may keep this state in memory. */
-  unchanged(drifted: boolean): void;
+  unchanged(drifted: boolean): Promise<void>;
 }
 
 async function writeAtomic(file: string, data: Buffer | string): Promise<void> {
@@ -64,30 +65,8 @@ function writeI64(buf: Buffer, n: number, at: number): void {
  */
 const keptTrees = new Map<string, { tree: Tree; file: string }>();
 
-/** The addon's inotify watcher (`native/core/src/watch.rs`), as this file uses it. */
-interface DestWatcher {
-  changesSince(token: string | null): { state: 'ok' | 'starting' | 'dead'; token?: string | null; full: boolean; dirs: string[]; subtrees: string[] };
-  close(): void;
-}
-
-/**
- * Watches of destinations, started once a client hands this agent to a warm connection (it will serve more
- * pushes). A drift check then stats only what sits in directories that saw a change since the last check that
- * a push completed after: a check whose push failed must not hide the drift it found from the next one.
- */
-const destWatches = new Map<string, { watcher: DestWatcher; token: string | null }>();
-
-export function watchDestination(native: NativeAddon | null, root: string, log: (m: string) => void): void {
-  const Watcher = (native as unknown as { Watcher?: new (root: string) => DestWatcher } | null)?.Watcher;
-  if (!Watcher || destWatches.has(root)) return;
-  try {
-    destWatches.set(root, { watcher: new Watcher(root), token: null });
-  } catch (e) {
-    // Not supported here (platform, filesystem, inotify limits): every check stays a full one.
-    log(`not watching ${root}: ${(e as Error).message}`);
-    destWatches.set(root, { watcher: { changesSince: () => ({ state: 'dead', full: true, dirs: [], subtrees: [] }), close: () => {} }, token: null });
-  }
-}
+/** Asks the destination's watch service (dest-watch.ts) what changed since a token; null when there is none. */
+export type DestWatch = (token: string | null) => Promise<WatchAnswer | null>;
 
 function fileIdentity(file: string): string | null {
   const st = fs.statSync(file, { bigint: true, throwIfNoEntry: false });
@@ -100,9 +79,10 @@ class NativeStore implements ManifestStore {
     private readonly tree: Tree,
     readonly generation: string | null,
     private readonly base: string,
+    private readonly watch: DestWatch | null,
   ) {}
 
-  static async open(native: NativeAddon, base: string, log: (m: string) => void): Promise<NativeStore> {
+  static async open(native: NativeAddon, base: string, log: (m: string) => void, watch: DestWatch | null): Promise<NativeStore> {
     let generation: string | null = null;
     try {
       generation = (JSON.parse(await fsp.readFile(`${base}.gen`, 'utf8')) as { generation: string | null }).generation;
@@ -120,7 +100,7 @@ class NativeStore implements ManifestStore {
       tree = native.Tree.empty(null);
       generation = null;
     }
-    return new NativeStore(native, tree, generation, base);
+    return new NativeStore(native, tree, generation, base, watch);
   }
 
   get size(): number {
@@ -159,27 +139,47 @@ class NativeStore implements ManifestStore {
     };
   }
 
-  /** The watch token taken before this push's drift check: committed once the push completed. */
-  private pendingWatch: { root: string; token: string } | null = null;
+  /** The watch token taken before this push's drift check: saved once the push completed. */
+  private pendingWatch: string | null = null;
+
+  /**
+   * The token saved by the last completed push: what no event touched since it was taken is as that push's
+   * check left it (the tree's records change only through pushes, which save a new token). A push that failed
+   * saves none, so the next check still covers whatever this one found.
+   */
+  private savedWatch(): string | null {
+    try {
+      const t = (JSON.parse(fs.readFileSync(`${this.base}.watch`, 'utf8')) as { token?: unknown }).token;
+      return typeof t === 'string' ? t : null;
+    } catch {
+      return null;
+    }
+  }
+
+  /** The token read from disk for this push's check (not written again when the new one is the same). */
+  private lastWatch: string | null = null;
 
   async drift(root: string): Promise<string[]> {
-    const w = destWatches.get(root);
-    const answer = w?.watcher.changesSince(w.token);
-    if (w && answer?.state === 'ok' && answer.token) this.pendingWatch = { root, token: answer.token };
+    // Nothing placed yet: no check, and no service yet either, which would only chase the first push's writes.
     if (!this.tree.size) return [];
-    // The tree's records change only through pushes that commit the token, so what no event touched since that
-    // token is as the last completed check left it.
-    if (w?.token && answer?.state === 'ok' && !answer.full && typeof this.tree.driftIn === 'function') {
+    const saved = this.watch ? this.savedWatch() : null;
+    this.lastWatch = saved;
+    const answer = this.watch ? await this.watch(saved) : null;
+    if (answer?.token) this.pendingWatch = answer.token;
+    if (saved && answer?.token && !answer.full && typeof this.tree.driftIn === 'function') {
+      trace(`agent: drift check limited to ${answer.dirs.length} directories and ${answer.subtrees.length} subtrees by the watch service`);
       return this.tree.driftIn(root, answer.dirs, answer.subtrees);
     }
+    if (answer) trace(`agent: full drift check (${answer.reason ?? (saved ? 'the watch service knows too little' : 'no watch token saved')})`);
     return this.tree.drift(root);
   }
 
-  private commitWatch(): void {
-    const p = this.pendingWatch;
+  private async commitWatch(): Promise<void> {
+    const token = this.pendingWatch;
     this.pendingWatch = null;
-    const w = p ? destWatches.get(p.root) : undefined;
-    if (p && w) w.token = p.token;
+    if (!token || token === this.lastWatch) return;
+    // Lost, it only costs a full check next time.
+    await writeAtomic(`${this.base}.watch`, JSON.stringify({ token })).catch(() => {});
   }
 
   apply(placed: Map<string, PlacedRecord>, gone: string[]): void {
@@ -235,14 +235,14 @@ class NativeStore implements ManifestStore {
     const identity = fileIdentity(`${this.base}.tree`);
     await writeAtomic(`${this.base}.gen`, JSON.stringify({ generation }));
     if (identity !== null) keptTrees.set(this.base, { tree: this.tree, file: identity });
-    this.commitWatch();
+    await this.commitWatch();
   }
 
-  unchanged(drifted: boolean): void {
+  async unchanged(drifted: boolean): Promise<void> {
     const identity = fileIdentity(`${this.base}.tree`);
     if (identity !== null) keptTrees.set(this.base, { tree: this.tree, file: identity });
     // Drift that nobody re-sent stays to be found by the next check.
-    if (!drifted) this.commitWatch();
+    if (!drifted) await this.commitWatch();
   }
 }
 
@@ -306,7 +306,7 @@ class JsStore implements ManifestStore {
   // The manifest and its generation are one file, replaced whole: nothing to mark.
   async invalidate(): Promise<void> {}
 
-  unchanged(_drifted: boolean): void {}
+  async unchanged(_drifted: boolean): Promise<void> {}
 
   async save(generation: string): Promise<void> {
     this.m.generation = generation;
@@ -314,6 +314,6 @@ class JsStore implements ManifestStore {
   }
 }
 
-export function openStore(native: NativeAddon | null, base: string, log: (m: string) => void): Promise<ManifestStore> {
-  return native ? NativeStore.open(native, base, log) : JsStore.open(base, log);
+export function openStore(native: NativeAddon | null, base: string, log: (m: string) => void, watch: DestWatch | null = null): Promise<ManifestStore> {
+  return native ? NativeStore.open(native, base, log, watch) : JsStore.open(base, log);
 }

@@ -4,19 +4,17 @@
 // socket in a 0700 directory (`ctl/watch/`, beside the warm connections' sockets), so several targets (local or
 // SSH) pushing the same source share it. It exits after SKYSYNC_WATCH_PERSIST idle seconds (default 600; 0 turns
 // watching off). A command never waits for it to start: the first push after it was started scans everything, and
-// so does any push whose question it cannot answer at once.
-//
-// Protocol: one JSON line each way per connection. Request {op: 'changes', token} (or 'status', 'stop'); answer
-// {state: 'ok' | 'starting' | 'dead' | 'unsupported', token, full, reason?, dirs[], subtrees[]}, paths as latin1
-// strings (raw bytes).
+// so does any push whose question it cannot answer at once. The service and its protocol: @skysync/service.
 
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { createRequire } from 'node:module';
+import { askWatchService, fullAnswer, stopWatchService, watchServiceStatus, type WatchAnswer, type WatchServiceArgs } from '@skysync/service';
 import { ensureControlDir, nativeAddonPath } from '@skysync/transport';
+
+export type { WatchAnswer };
 
 /** In the socket's key: a client never talks to a service of another version. */
 export const WATCH_VERSION = 1;
@@ -27,22 +25,6 @@ export function watchPersistSeconds(): number {
   if (v === undefined || v === '') return 600;
   const n = Number(v);
   return Number.isFinite(n) && n >= 0 ? n : 600;
-}
-
-export interface WatchAnswer {
-  /** The token to save with the tree of the scan about to start; null when the service cannot give one yet. */
-  token: string | null;
-  /** Scan everything: nothing (or not enough) is known since the token asked about. */
-  full: boolean;
-  reason?: string;
-  dirs: string[];
-  subtrees: string[];
-}
-
-export interface WatchArgs {
-  root: string;
-  socket: string;
-  idleSeconds: number;
 }
 
 function serviceMain(): string {
@@ -94,7 +76,7 @@ export function ensureWatchDir(): string {
   return dir;
 }
 
-function spawnService(args: WatchArgs): void {
+function spawnService(args: WatchServiceArgs): void {
   const out = process.env.SKYSYNC_DEBUG ? fs.openSync(`${args.socket}.log`, 'a', 0o600) : 'ignore';
   // Nothing in it uses TLS: a CA bundle would only cost node's start.
   const env = { ...process.env };
@@ -102,40 +84,6 @@ function spawnService(args: WatchArgs): void {
   const child = spawn(process.execPath, [serviceMain(), JSON.stringify(args)], { detached: true, stdio: ['ignore', out, out], env });
   child.unref();
 }
-
-/** One request, one answer line; rejects with the socket's error code, or 'ETIMEDOUT'. */
-function request(socket: string, req: Record<string, unknown>, timeoutMs: number): Promise<Record<string, unknown>> {
-  return new Promise((resolve, reject) => {
-    const sock = net.createConnection(socket);
-    let buf = '';
-    let done = false;
-    const finish = (err: Error | null, value?: Record<string, unknown>): void => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      sock.destroy();
-      if (err) reject(err);
-      else resolve(value!);
-    };
-    const timer = setTimeout(() => finish(Object.assign(new Error('no answer from the watch service'), { code: 'ETIMEDOUT' })), timeoutMs);
-    sock.setEncoding('utf8');
-    sock.on('connect', () => sock.write(JSON.stringify(req) + '\n'));
-    sock.on('data', (d: string) => {
-      buf += d;
-      const nl = buf.indexOf('\n');
-      if (nl < 0) return;
-      try {
-        finish(null, JSON.parse(buf.slice(0, nl)) as Record<string, unknown>);
-      } catch (e) {
-        finish(e as Error);
-      }
-    });
-    sock.on('error', (e) => finish(e));
-    sock.on('close', () => finish(Object.assign(new Error('the watch service closed the connection'), { code: 'ECONNRESET' })));
-  });
-}
-
-const full = (reason: string): WatchAnswer => ({ token: null, full: true, reason, dirs: [], subtrees: [] });
 
 /**
  * What changed under `root` since `token` (the one saved with the tree about to be compared against). Null when
@@ -149,40 +97,15 @@ export async function askWatch(root: string, token: string | null, timeoutMs = 1
   try {
     socket = watchSocketPath(root);
   } catch (e) {
-    return full(`no watch service: ${(e as Error).message}`);
+    return fullAnswer(`no watch service: ${(e as Error).message}`);
   }
-  try {
-    const a = await request(socket, { op: 'changes', token }, timeoutMs);
-    const dirs = Array.isArray(a.dirs) ? (a.dirs as unknown[]).filter((d): d is string => typeof d === 'string') : [];
-    const subtrees = Array.isArray(a.subtrees) ? (a.subtrees as unknown[]).filter((d): d is string => typeof d === 'string') : [];
-    const tok = a.state === 'ok' && typeof a.token === 'string' ? a.token : null;
-    const reason = typeof a.reason === 'string' ? a.reason : undefined;
-    if (tok === null) return full(reason ?? `watch service ${String(a.state)}`);
-    return { token: tok, full: a.full !== false, ...(reason ? { reason } : {}), dirs, subtrees };
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' || code === 'ECONNREFUSED') {
-      // None, or a leftover of one that died: start one for the next push. A spawn holds this thread for
-      // milliseconds (tens on a loaded machine): on the next turn, it overlaps the scan that runs meanwhile.
-      if (code === 'ECONNREFUSED') fs.rmSync(socket, { force: true });
-      setImmediate(() => {
-        try {
-          spawnService({ root, socket, idleSeconds: idle });
-        } catch {
-          // Only a missed speed-up.
-        }
-      });
-      return full('the watch service was not running (started now)');
-    }
-    return full(`watch service: ${(e as Error).message}`);
-  }
+  return askWatchService(socket, token, timeoutMs, () => spawnService({ root, socket, idleSeconds: idle }));
 }
 
 /** The service watching `root`: its process id, or null when there is none. */
 export async function watchStatus(root: string): Promise<{ state: string; pid: number } | null> {
   try {
-    const a = await request(watchSocketPath(root), { op: 'status' }, 2000);
-    return { state: String(a.state), pid: Number(a.pid) };
+    return await watchServiceStatus(watchSocketPath(root));
   } catch {
     return null;
   }
@@ -191,8 +114,7 @@ export async function watchStatus(root: string): Promise<{ state: string; pid: n
 /** Asks the service watching `root` to end. True when there was one. */
 export async function stopWatch(root: string): Promise<boolean> {
   try {
-    await request(watchSocketPath(root), { op: 'stop' }, 2000);
-    return true;
+    return await stopWatchService(watchSocketPath(root));
   } catch {
     return false;
   }

@@ -7,7 +7,7 @@ import net from 'node:net';
 import type { Readable } from 'node:stream';
 import { MAGIC } from '@skysync/protocol';
 import { CtlDecoder, CtlFrame, encodeCtl, ensureControlDir, type DaemonArgs } from './control.js';
-import { listenPrivate } from './listen.js';
+import { listenPrivate } from '@skysync/service';
 import { LocalTarget } from './local.js';
 import { SshTarget } from './ssh.js';
 import type { AgentChannel, RemoteProcess } from './target.js';

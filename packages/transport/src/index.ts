@@ -3,5 +3,5 @@ export * from './local.js';
 export * from './ssh.js';
 export * from './parse.js';
 export { resolveHost, listWorkers, parseTargetSpec, type ResolvedHost } from './ssh-config.js';
-export { listenPrivate, type PrivateListener } from './listen.js';
+export { listenPrivate, type PrivateListener } from '@skysync/service';
 export { controlShutdown, controlSocketPath, ensureControlDir, persistSeconds } from './control.js';

@@ -1,0 +1,12 @@
+export { listenPrivate, type PrivateListener } from './listen.js';
+export { requestLine } from './request.js';
+export {
+  askWatchService,
+  fullAnswer,
+  serveWatch,
+  stopWatchService,
+  watchServiceStatus,
+  type WatchAddon,
+  type WatchAnswer,
+  type WatchServiceArgs,
+} from './watch.js';
