@@ -104,6 +104,34 @@ describe.skipIf(skip !== null)('push and pull over SSH', () => {
     expectSynced(src, path.join(head.home, 'sky_workdir'));
   });
 
+  // The destination's watch service outlives each agent (dest-watch.ts): commands that connect afresh check for
+  // drift only where something changed on the node, and the client's SKYSYNC_WATCH_PERSIST=0 reaches the node.
+  it('watches the destination between commands that connect afresh, unless watching is off', () => {
+    const src = path.join(work, 'src-watched');
+    makeSource(src);
+    const node = cluster.nodes[1]!;
+    const run = path.join(node.home, '.skysync', 'run');
+    const sockets = (): string[] => (fs.existsSync(run) ? fs.readdirSync(run).filter((n) => n.startsWith('watch-')) : []);
+    const push = (env: NodeJS.ProcessEnv = {}) => {
+      const r = skysync(['-F', cluster.sshConfig, 'push', node.name, '-w', src, '--dest', '~/watched', '--json'], { SKYSYNC_TRACE: '1', ...env });
+      expect(r.code, r.stderr).toBe(0);
+      return { drift: (JSON.parse(r.stdout) as { drift: string[] }).drift, limited: /agent: drift check limited/.test(r.stderr) };
+    };
+    for (let i = 0; i < 3; i++) expect(push({ SKYSYNC_WATCH_PERSIST: '0' }).limited).toBe(false);
+    expect(sockets()).toEqual([]);
+
+    let limited = false;
+    for (let i = 0; i < 6 && !limited; i++) limited = push().limited;
+    expect(limited, 'a push whose drift check the watch service limited').toBe(true);
+    expect(sockets()).toHaveLength(1);
+    const onNode = path.join(node.home, 'watched', 'src', 'train.py');
+    fs.writeFileSync(onNode, 'print("a job changed me")\n');
+    const after = push();
+    expect(after.limited).toBe(true);
+    expect(after.drift).toEqual(['src/train.py']);
+    expectSynced(src, path.join(node.home, 'watched'));
+  });
+
   it('pulls a directory back from a worker', () => {
     const worker = cluster.nodes[1]!;
     const out = path.join(worker.home, 'sky_workdir', 'outputs');

@@ -92,13 +92,23 @@ export function agentBundle(): { file: string; hash: string } {
   return { file, hash };
 }
 
+/**
+ * Settings the agent takes from the client's environment: tracing, and how long the watch of a destination
+ * outlives the agent (SKYSYNC_WATCH_PERSIST=0 leaves nothing behind on the nodes either). Whole numbers only: they
+ * go into a shell line.
+ */
+function agentEnv(): string {
+  const watch = process.env.SKYSYNC_WATCH_PERSIST;
+  return [process.env.SKYSYNC_TRACE ? 'SKYSYNC_TRACE=1 ' : '', watch && /^\d{1,9}$/.test(watch) ? `SKYSYNC_WATCH_PERSIST=${watch} ` : ''].join('');
+}
+
 /** Finds node and starts the agent when it is installed; otherwise prints the probe line (and exits). */
 function startScript(hash: string): string {
   return [
     `A="$HOME/.skysync/agent/${hash}.cjs"`,
     'N=""',
     'for c in "$HOME/.skysync/node/bin/node" node nodejs; do if command -v "$c" >/dev/null 2>&1; then N="$c"; break; fi; done',
-    `if [ -n "$N" ] && [ -f "$A" ]; then ${process.env.SKYSYNC_TRACE ? 'SKYSYNC_TRACE=1 ' : ''}exec "$N" "$A" serve; fi`,
+    `if [ -n "$N" ] && [ -f "$A" ]; then ${agentEnv()}exec "$N" "$A" serve; fi`,
     `V=none; if [ -n "$N" ]; then V=$("$N" --version 2>/dev/null || echo none); fi`,
     'G=raw; if command -v gzip >/dev/null 2>&1; then G=gz; fi',
     `printf '${PROBE} %s %s %s %s\\n' "$(uname -s)" "$(uname -m)" "$V" "$G"`,
