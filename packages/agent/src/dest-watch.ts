@@ -9,16 +9,8 @@ import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { askWatchService, serveWatch, type WatchAddon, type WatchAnswer, type WatchServiceArgs } from '@skysync/service';
+import { askWatchService, serveWatch, watchPersistSeconds, type WatchAddon, type WatchAnswer, type WatchServiceArgs } from '@skysync/service';
 import { MAX_SOCKET_PATH, ensureRunDir } from './lanes.js';
-
-/** Seconds a destination's watch service lives without a question (SKYSYNC_WATCH_PERSIST, as the client's; 0: off). */
-function persistSeconds(): number {
-  const v = process.env.SKYSYNC_WATCH_PERSIST;
-  if (v === undefined || v === '') return 600;
-  const n = Number(v);
-  return Number.isFinite(n) && n >= 0 ? n : 600;
-}
 
 /** The files this agent runs from: its bundle and the addon beside it (or the one a local target names). */
 function buildFiles(): string[] | null {
@@ -45,7 +37,7 @@ function socketFor(home: string, root: string, build: string[]): string | null {
  * the drift check is a full one). Starts the service when none answers, without waiting for it.
  */
 export async function askDestWatch(home: string, root: string, token: string | null, timeoutMs = 300): Promise<WatchAnswer | null> {
-  const idleSeconds = persistSeconds();
+  const idleSeconds = watchPersistSeconds();
   const build = buildFiles();
   if (idleSeconds === 0 || process.platform !== 'linux' || !build) return null;
   let socket: string | null;
@@ -64,9 +56,5 @@ export async function askDestWatch(home: string, root: string, token: string | n
 
 /** `agent watch ARGS`: the service itself, in its own process. */
 export function runDestWatch(argsJson: string, addon: WatchAddon | null): Promise<void> {
-  const args = JSON.parse(argsJson) as WatchServiceArgs;
-  const debug = (m: string): void => {
-    if (process.env.SKYSYNC_DEBUG) process.stderr.write(`${new Date().toISOString()} watch ${args.root}: ${m}\n`);
-  };
-  return serveWatch(args, addon, debug);
+  return serveWatch(JSON.parse(argsJson) as WatchServiceArgs, addon);
 }

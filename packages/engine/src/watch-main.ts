@@ -6,9 +6,6 @@ import { nativeAddonPath } from '@skysync/transport';
 import { ensureWatchDir } from './watch.js';
 
 const args = JSON.parse(process.argv[2] ?? '{}') as WatchServiceArgs;
-const debug = (m: string): void => {
-  if (process.env.SKYSYNC_DEBUG) process.stderr.write(`${new Date().toISOString()} watch ${args.root}: ${m}\n`);
-};
 ensureWatchDir();
 const addon = process.env.SKYSYNC_NATIVE_PATH || nativeAddonPath();
-void serveWatch({ ...args, build: [process.argv[1]!, ...(addon ? [addon] : [])] }, loadNative() as WatchAddon | null, debug);
+void serveWatch({ ...args, build: [process.argv[1]!, ...(addon ? [addon] : [])] }, loadNative() as WatchAddon | null);

@@ -11,21 +11,13 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { createRequire } from 'node:module';
-import { askWatchService, fullAnswer, stopWatchService, watchServiceStatus, type WatchAnswer, type WatchServiceArgs } from '@skysync/service';
+import { askWatchService, fullAnswer, stopWatchService, watchPersistSeconds, watchServiceStatus, type WatchAnswer, type WatchServiceArgs } from '@skysync/service';
 import { ensureControlDir, nativeAddonPath } from '@skysync/transport';
 
-export type { WatchAnswer };
+export { watchPersistSeconds, type WatchAnswer };
 
 /** In the socket's key: a client never talks to a service of another version. */
 export const WATCH_VERSION = 1;
-
-/** Seconds the watch service lives without a question (SKYSYNC_WATCH_PERSIST; 0: no watching at all). */
-export function watchPersistSeconds(): number {
-  const v = process.env.SKYSYNC_WATCH_PERSIST;
-  if (v === undefined || v === '') return 600;
-  const n = Number(v);
-  return Number.isFinite(n) && n >= 0 ? n : 600;
-}
 
 function serviceMain(): string {
   // By package name, so that it resolves from the bundled CLI as well as from this package.

@@ -5,6 +5,7 @@ export {
   fullAnswer,
   serveWatch,
   stopWatchService,
+  watchPersistSeconds,
   watchServiceStatus,
   type WatchAddon,
   type WatchAnswer,

@@ -44,6 +44,14 @@ export interface WatchAddon {
 
 export const fullAnswer = (reason: string): WatchAnswer => ({ token: null, full: true, reason, dirs: [], subtrees: [] });
 
+/** Seconds a watch service lives without a question (SKYSYNC_WATCH_PERSIST; 0: no watching at all). */
+export function watchPersistSeconds(): number {
+  const v = process.env.SKYSYNC_WATCH_PERSIST;
+  if (v === undefined || v === '') return 600;
+  const n = Number(v);
+  return Number.isFinite(n) && n >= 0 ? n : 600;
+}
+
 /**
  * Asks the service at `socket` what changed since `token`. When none listens there (or a dead one's socket is
  * left), `start` is called on the next turn, without waiting for the service: this question gets a full answer.
@@ -94,8 +102,11 @@ export async function stopWatchService(socket: string): Promise<boolean> {
   }
 }
 
-/** Runs the service in this process until it leaves (then the process exits). */
-export async function serveWatch(args: WatchServiceArgs, addon: WatchAddon | null, debug: (m: string) => void): Promise<void> {
+/** Runs the service in this process until it leaves (then the process exits). SKYSYNC_DEBUG logs to stderr. */
+export async function serveWatch(args: WatchServiceArgs, addon: WatchAddon | null): Promise<void> {
+  const debug = (m: string): void => {
+    if (process.env.SKYSYNC_DEBUG) process.stderr.write(`${new Date().toISOString()} watch ${args.root}: ${m}\n`);
+  };
   let watcher: Watcher | null = null;
   /** Why this directory cannot be watched: answered to every question, so that clients do not start us again. */
   let unsupported: string | null = addon?.Watcher ? null : 'the native addon cannot watch';
