@@ -19,7 +19,7 @@ if (spawnSync('cargo', ['--version'], { stdio: 'ignore' }).status !== 0) {
   fail('cargo not found; install a Rust toolchain (https://rustup.rs) and retry');
 }
 
-function pnpmCommand() {
+export function pnpmCommand() {
   const r = spawnSync('pnpm', ['--version'], { encoding: 'utf8' });
   if (r.status === 0 && r.stdout.trim() === PNPM) return ['pnpm'];
   return ['npx', '-y', `pnpm@${PNPM}`];
