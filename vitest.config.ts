@@ -1,3 +1,6 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { defineConfig } from 'vitest/config';
 
 // Native addons in worker threads can crash the process: every project runs in forked processes.
@@ -5,16 +8,19 @@ import { defineConfig } from 'vitest/config';
 // the run by minutes, one per temporary target).
 const common = { pool: 'forks' as const, testTimeout: 120_000, hookTimeout: 120_000, env: { SKYSYNC_CONTROL_PERSIST: '0' } };
 
+// One project per package that has a test folder, named after the folder (`npx vitest run --project apply`), and
+// `e2e` for the end-to-end tests in test/.
+const root = path.dirname(fileURLToPath(import.meta.url));
+const packagesWithTests = fs
+  .readdirSync(path.join(root, 'packages'), { withFileTypes: true })
+  .filter((entry) => entry.isDirectory() && fs.existsSync(path.join(root, 'packages', entry.name, 'test')))
+  .map((entry) => entry.name)
+  .sort();
+
 export default defineConfig({
   test: {
     projects: [
-      { test: { ...common, name: 'protocol', include: ['packages/protocol/test/**/*.test.ts'] } },
-      { test: { ...common, name: 'chunking', include: ['packages/chunking/test/**/*.test.ts'] } },
-      { test: { ...common, name: 'engine', include: ['packages/engine/test/**/*.test.ts'] } },
-      { test: { ...common, name: 'agent', include: ['packages/agent/test/**/*.test.ts'] } },
-      { test: { ...common, name: 'task', include: ['packages/task/test/**/*.test.ts'] } },
-      { test: { ...common, name: 'cli', include: ['packages/cli/test/**/*.test.ts'] } },
-      { test: { ...common, name: 'transport', include: ['packages/transport/test/**/*.test.ts'] } },
+      ...packagesWithTests.map((name) => ({ test: { ...common, name, include: [`packages/${name}/test/**/*.test.ts`] } })),
       { test: { ...common, name: 'e2e', include: ['test/**/*.test.ts'] } },
     ],
   },
