@@ -1,4 +1,4 @@
-//! The drift check behind [`crate::Snapshot::drift`]: one lstat per placed file or symlink, issued per directory.
+//! The drift check behind [`crate::Tree::drift`]: one lstat per placed file or symlink, issued per directory.
 //!
 //! Each directory is opened once, relative to its parent's descriptor, and its entries are stat'ed by name
 //! (`fstatat`): the kernel no longer resolves every path from the root again, and the directories are walked in
@@ -14,7 +14,7 @@ use std::path::Path;
 
 use rayon::prelude::*;
 
-use crate::tree::{EntryList, Kind, Meta};
+use crate::entry::{EntryList, Kind, Meta};
 
 /// Threads of the pool the check runs in when the caller did not size rayon itself (`RAYON_NUM_THREADS`). An
 /// lstat waits on the disk far longer than it uses a core: on a cold cache, or a network disk as cloud VMs have,
@@ -280,11 +280,11 @@ mod tests {
     use std::os::unix::fs::MetadataExt;
     use std::path::{Path, PathBuf};
 
-    use crate::tree::{Entry, Kind, Meta};
-    use crate::{Snapshot, DEFAULT_PARAMS};
+    use crate::entry::{Entry, Kind, Meta};
+    use crate::{Tree, DEFAULT_PARAMS};
 
     /// Records each path (relative to `root`) as placed, with the lstat it has now.
-    fn placed(root: &Path, paths: &[&str]) -> Snapshot {
+    fn placed(root: &Path, paths: &[&str]) -> Tree {
         let ups = paths
             .iter()
             .map(|p| {
@@ -292,7 +292,7 @@ mod tests {
                 (entry_from(p.as_bytes(), &md), None)
             })
             .collect();
-        let mut s = Snapshot::empty(DEFAULT_PARAMS);
+        let mut s = Tree::empty(DEFAULT_PARAMS);
         s.update(ups, Vec::new());
         s
     }
@@ -316,13 +316,13 @@ mod tests {
         Entry::new(path, m, None)
     }
 
-    fn drifted(s: &Snapshot, root: &Path) -> Vec<String> {
+    fn drifted(s: &Tree, root: &Path) -> Vec<String> {
         s.drift(root).into_iter().map(|i| String::from_utf8_lossy(s.entries().path(i)).into_owned()).collect()
     }
 
     /// What drift must answer, the slow way: every directory on the way must still be a real directory (lstat of
     /// each prefix), then the entry itself is compared as a full-path lstat always did.
-    fn reference(s: &Snapshot, root: &Path) -> Vec<String> {
+    fn reference(s: &Tree, root: &Path) -> Vec<String> {
         let mut out = Vec::new();
         for e in s.entries().iter() {
             if e.meta.kind == Kind::Dir {
@@ -506,7 +506,7 @@ mod tests {
             .map(|p| (entry_from(p.as_bytes(), if p.ends_with("out") { &out } else { &inside }), None))
             .chain([(entry_from(b"d/in", &inside), None)])
             .collect();
-        let mut s = Snapshot::empty(DEFAULT_PARAMS);
+        let mut s = Tree::empty(DEFAULT_PARAMS);
         s.update(ups, Vec::new());
         let mut got = drifted(&s, &root);
         got.sort();

@@ -12,8 +12,8 @@ use std::collections::{BTreeSet, HashSet};
 use std::sync::Mutex;
 
 use crate::ignore_rules::{is_ignored, push_level, IgnoreMode, RuleChain};
-use crate::snapshot::Snapshot;
-use crate::tree::{EntryList, Kind, Meta};
+use crate::tree::Tree;
+use crate::entry::{EntryList, Kind, Meta};
 
 #[derive(Debug)]
 pub enum ScanError {
@@ -57,7 +57,7 @@ pub struct ScanOutput {
     pub entries: EntryList,
     pub warnings: Vec<Warning>,
     /// Relative paths of directories that could not be listed and of entries that could not be examined: what the
-    /// previous snapshot holds at or under them is carried over, not reported deleted.
+    /// previous tree holds at or under them is carried over, not reported deleted.
     pub unreadable_dirs: Vec<Vec<u8>>,
     pub ignore_mode: IgnoreMode,
     /// Filesystem clock (coarse) when the walk began: anything modified at or after it is racy.
@@ -74,6 +74,12 @@ pub fn coarse_now_ns() -> i64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // The kernel stamps files from the coarse clock, so compare against the same clock.
     unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) };
+    timespec_ns(ts)
+}
+
+// time_t and c_long are i64 on the targets built today, but i32 on 32-bit ones, where the casts are needed.
+#[allow(clippy::unnecessary_cast)]
+fn timespec_ns(ts: libc::timespec) -> i64 {
     ts.tv_sec as i64 * 1_000_000_000 + ts.tv_nsec as i64
 }
 
@@ -369,7 +375,7 @@ pub fn scan_tree_sized(root: &Path, entries: usize, name_bytes: usize) -> Result
 /// With other ignore rules than `previous` was scanned with (a `.skyignore` appeared or went), it is a full scan.
 pub fn scan_tree_partial(
     root: &Path,
-    previous: &Snapshot,
+    previous: &Tree,
     dirs: &[Vec<u8>],
     subtrees: &[Vec<u8>],
 ) -> Result<ScanOutput, ScanError> {

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use skysync_core::watch::{Changes, Token, WatchError, WatchOptions, Watcher};
-use skysync_core::{scan_tree, scan_tree_partial, ScanOutput, Snapshot, DEFAULT_PARAMS};
+use skysync_core::{scan_tree, scan_tree_partial, ScanOutput, Tree, DEFAULT_PARAMS};
 
 mod common;
 use common::{seed, Rng};
@@ -33,9 +33,9 @@ fn start(root: &Path) -> Watcher {
 }
 
 /// A scan of the tree as it is now, and the token given just before it: what a push stores.
-fn base(w: &Watcher, root: &Path) -> (Token, Snapshot) {
+fn base(w: &Watcher, root: &Path) -> (Token, Tree) {
     let t = w.changes_since(None).unwrap().token;
-    (t, Snapshot::from_scan(scan_tree(root).unwrap(), DEFAULT_PARAMS))
+    (t, Tree::from_scan(scan_tree(root).unwrap(), DEFAULT_PARAMS))
 }
 
 fn show(v: &[Vec<u8>]) -> Vec<String> {
@@ -56,7 +56,7 @@ fn describe(o: &ScanOutput) -> String {
     s
 }
 
-fn changes_of(prev: &Snapshot, out: ScanOutput) -> (Snapshot, Vec<String>) {
+fn changes_of(prev: &Tree, out: ScanOutput) -> (Tree, Vec<String>) {
     let (next, changes) = prev.diff(out, DEFAULT_PARAMS);
     let list = changes
         .iter()
@@ -72,7 +72,7 @@ fn changes_of(prev: &Snapshot, out: ScanOutput) -> (Snapshot, Vec<String>) {
 }
 
 /// The partial scan `c` allows against `prev` equals a full scan now; returns how many directories it listed.
-fn check_same(root: &Path, prev: &Snapshot, c: &Changes) -> u64 {
+fn check_same(root: &Path, prev: &Tree, c: &Changes) -> u64 {
     assert!(!c.full, "full: {:?}", c.reason);
     let part = scan_tree_partial(root, prev, &c.dirs, &c.subtrees).unwrap();
     let full = scan_tree(root).unwrap();
@@ -667,7 +667,7 @@ fn a_partial_scan_lists_the_parent_of_a_named_directory_that_is_gone() {
     let root = dir.path();
     tree(root);
     write(root, "a/c/x/deep", b"d");
-    let prev = Snapshot::from_scan(scan_tree(root).unwrap(), DEFAULT_PARAMS);
+    let prev = Tree::from_scan(scan_tree(root).unwrap(), DEFAULT_PARAMS);
     fs::remove_dir_all(p(root, "a/b")).unwrap();
     write(root, "a/new", b"n");
     // Only `a`'s own times can be off then (its entry comes from the root's listing, which was not named): a
