@@ -26,9 +26,9 @@ export declare class Tree {
   /**
    * `update` for many entries at once, packed: a conversion per entry field costs more than the update itself.
    * `paths` and the symlinks' `targets` are joined with NUL bytes; `records` holds 48 bytes an entry (little
-   * endian, `layouts::placed_record`): kind u8 (0 file, 1 dir, 2 symlink), 3 unused, mode u32, size u64, mtime
-   * seconds i64, mtime nanoseconds u32, chunk count u32, observed mtime in nanoseconds i64, inode u64; each file's packed chunks
-   * follow the previous file's in `chunks`.
+   * endian, `layouts::placed_record`): kind u8 (0 file, 1 dir, 2 symlink), 3 unused, mode u32, size u64,
+   * mtime seconds i64, mtime nanoseconds u32, chunk count u32, observed mtime in nanoseconds i64, inode u64;
+   * each file's packed chunks follow the previous file's in `chunks`.
    */
   updatePacked(paths: string, records: Buffer, chunks: Buffer, targets: string, removed: string[]): void
   static empty(params?: ChunkParams | undefined | null): Tree

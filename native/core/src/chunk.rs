@@ -206,7 +206,13 @@ pub fn chunk_reader<R: Read + Send>(mut reader: R, params: ChunkParams) -> io::R
                 }
                 // Every cut that is final given what is buffered.
                 let mut spans = Vec::new();
-                let cdc = FastCDC::with_level(&buf[..filled], params.min_size as usize, params.avg_size as usize, max, Normalization::Level1);
+                let cdc = FastCDC::with_level(
+                    &buf[..filled],
+                    params.min_size as usize,
+                    params.avg_size as usize,
+                    max,
+                    Normalization::Level1,
+                );
                 let mut start = 0usize;
                 while start < filled {
                     let remaining = filled - start;

@@ -27,7 +27,11 @@ fn io_pool() -> Option<&'static rayon::ThreadPool> {
         if std::env::var_os("RAYON_NUM_THREADS").is_some() {
             return None;
         }
-        rayon::ThreadPoolBuilder::new().num_threads(IO_THREADS).thread_name(|i| format!("skysync-stat-{i}")).build().ok()
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(IO_THREADS)
+            .thread_name(|i| format!("skysync-stat-{i}"))
+            .build()
+            .ok()
     })
     .as_ref()
 }
@@ -62,7 +66,10 @@ impl DriftScope<'_> {
     fn covers(&self, path: &[u8]) -> bool {
         let (parent, _) = split(path);
         self.dirs.iter().any(|d| d.as_slice() == parent)
-            || self.subtrees.iter().any(|t| t.is_empty() || (path.len() > t.len() && path.starts_with(t) && path[t.len()] == b'/'))
+            || self
+                .subtrees
+                .iter()
+                .any(|t| t.is_empty() || (path.len() > t.len() && path.starts_with(t) && path[t.len()] == b'/'))
     }
 }
 
@@ -244,7 +251,8 @@ fn open_root(root: &Path) -> std::io::Result<OwnedFd> {
 }
 
 fn open_dir_at(dir: RawFd, name: &[u8]) -> std::io::Result<OwnedFd> {
-    with_c_name(name, |c| open_at(dir, c, libc::O_NOFOLLOW)).unwrap_or_else(|| Err(std::io::ErrorKind::InvalidInput.into()))
+    with_c_name(name, |c| open_at(dir, c, libc::O_NOFOLLOW))
+        .unwrap_or_else(|| Err(std::io::ErrorKind::InvalidInput.into()))
 }
 
 fn open_at(dir: RawFd, c: *const libc::c_char, extra: libc::c_int) -> std::io::Result<OwnedFd> {
@@ -363,10 +371,9 @@ mod tests {
     }
 
     fn seed() -> u64 {
-        std::env::var("SKYSYNC_SEED")
-            .map(|s| s.parse().expect("SKYSYNC_SEED must be a u64"))
-            .unwrap_or_else(|_| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64)
-            | 1
+        std::env::var("SKYSYNC_SEED").map(|s| s.parse().expect("SKYSYNC_SEED must be a u64")).unwrap_or_else(|_| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+        }) | 1
     }
 
     /// Builds a random tree under `root`; returns every path in it, directories first.

@@ -129,7 +129,14 @@ const _: () = assert!(std::mem::size_of::<Rec>() == 48);
 
 impl Rec {
     fn meta(&self) -> Meta {
-        Meta { size: self.size, mtime_ns: self.mtime_ns, ctime_ns: self.ctime_ns, ino: self.ino, mode: self.mode, kind: self.kind }
+        Meta {
+            size: self.size,
+            mtime_ns: self.mtime_ns,
+            ctime_ns: self.ctime_ns,
+            ino: self.ino,
+            mode: self.mode,
+            kind: self.kind,
+        }
     }
 
     fn name<'a>(&self, names: &'a [u8]) -> &'a [u8] {
@@ -420,6 +427,9 @@ mod tests {
         from.push(b"a3", meta(Kind::Symlink), Some(b"t"));
         let d = d.with_inserted(&[(1, 0), (3, 1)], &from);
         let got: Vec<_> = d.iter().map(|e| (e.path(), e.target())).collect();
-        assert_eq!(got, vec![(&b"a0"[..], None), (&b"a1"[..], None), (&b"a2"[..], None), (&b"a3"[..], Some(&b"t"[..]))]);
+        assert_eq!(
+            got,
+            vec![(&b"a0"[..], None), (&b"a1"[..], None), (&b"a2"[..], None), (&b"a3"[..], Some(&b"t"[..]))]
+        );
     }
 }

@@ -18,7 +18,7 @@ pub mod watch;
 pub mod write;
 
 pub use chunk::{chunk_bytes, chunk_file, chunk_files, chunk_reader, ChunkParams, ChunkRef, Recipe, DEFAULT_PARAMS};
+pub use entry::{Entry, EntryList, EntryRef, Kind, Meta};
 pub use rechunk::{chunk_file_hinted, chunk_files_hinted};
 pub use scan::{scan_tree, scan_tree_partial, scan_tree_sized, ScanError, ScanOutput, Warning, WarningKind};
 pub use tree::{Change, ChangeKind, LoadError, Tree};
-pub use entry::{Entry, EntryList, EntryRef, Kind, Meta};

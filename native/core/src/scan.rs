@@ -2,18 +2,18 @@
 //! reported; unreadable directories are reported and remembered so that their old contents are not mistaken for
 //! deletions.
 
+use std::collections::{BTreeSet, HashSet};
 use std::ffi::OsStr;
 use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::collections::{BTreeSet, HashSet};
 use std::sync::Mutex;
 
+use crate::entry::{EntryList, Kind, Meta};
 use crate::ignore_rules::{is_ignored, push_level, IgnoreMode, RuleChain};
 use crate::tree::Tree;
-use crate::entry::{EntryList, Kind, Meta};
 
 #[derive(Debug)]
 pub enum ScanError {
@@ -391,7 +391,9 @@ pub fn scan_tree_partial(
     let rescan = Rescan::new(previous.entries(), &dirs, subtrees);
     let entries = previous.len();
     let name_bytes = previous.entries().name_bytes();
-    if previous.ignore_mode.is_none() || fs::metadata(root).is_ok_and(|m| m.is_dir()) && previous.ignore_mode != Some(IgnoreMode::detect(root)) {
+    if previous.ignore_mode.is_none()
+        || fs::metadata(root).is_ok_and(|m| m.is_dir()) && previous.ignore_mode != Some(IgnoreMode::detect(root))
+    {
         return walk_tree(root, entries, name_bytes, None);
     }
     walk_tree(root, entries, name_bytes, Some(&rescan))
@@ -420,7 +422,11 @@ fn walk_tree(root: &Path, entries: usize, name_bytes: usize, rescan: Option<&Res
             let (c, w) = push_level(&chain, 0, &exclude);
             chain = c;
             if let Some(w) = w {
-                warnings.push(Warning { kind: WarningKind::BadIgnoreFile, path: b".git/info/exclude".to_vec(), message: w });
+                warnings.push(Warning {
+                    kind: WarningKind::BadIgnoreFile,
+                    path: b".git/info/exclude".to_vec(),
+                    message: w,
+                });
             }
         }
     }

@@ -237,7 +237,8 @@ impl Tree {
         }
         let entries = new.with_inserted(&carried, old);
         let chunks = self.carry_chunks(&mut spans);
-        let out = Tree { params, started_ns: scan.started_ns, ignore_mode: Some(scan.ignore_mode), entries, spans, chunks };
+        let out =
+            Tree { params, started_ns: scan.started_ns, ignore_mode: Some(scan.ignore_mode), entries, spans, chunks };
         (out, changes)
     }
 
@@ -286,7 +287,11 @@ impl Tree {
         let mut spans = Vec::with_capacity(old.len() + upserts.len());
         let mut ups = upserts.into_iter().peekable();
         let mut rm = removals.iter().peekable();
-        let push_new = |entries: &mut EntryList, spans: &mut Vec<Span>, chunks: &mut ChunkStore, e: Entry, c: Option<Vec<ChunkRef>>| {
+        let push_new = |entries: &mut EntryList,
+                        spans: &mut Vec<Span>,
+                        chunks: &mut ChunkStore,
+                        e: Entry,
+                        c: Option<Vec<ChunkRef>>| {
             let span = match c {
                 Some(c) if e.meta.kind == Kind::File => chunks.push(&c),
                 _ => NO_RECIPE,

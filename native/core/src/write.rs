@@ -262,7 +262,8 @@ fn with_dirs<'a, I: Sync, T: Send>(
                 .par_iter()
                 .with_max_len(4)
                 .map(|it| {
-                    let fds: Vec<DirResult> = dir_of(it).iter().map(|d| handles.get(d).unwrap_or(&missing).clone()).collect();
+                    let fds: Vec<DirResult> =
+                        dir_of(it).iter().map(|d| handles.get(d).unwrap_or(&missing).clone()).collect();
                     op(it, &fds)
                 })
                 .collect()

@@ -154,28 +154,7 @@ impl Tree {
                     let len = r.varint()? as usize;
                     target = Some(r.bytes(len)?);
                 }
-                Kind::File => {
-                    let count = r.varint()?;
-                    if count > 0 {
-                        let count = (count - 1) as usize;
-                        if count > r.remaining() / 33 {
-                            return Err(corrupt("chunk count larger than the file"));
-                        }
-                        let start = chunks.len() as u32;
-                        let mut total = 0u64;
-                        for _ in 0..count {
-                            let mut id = [0u8; 32];
-                            id.copy_from_slice(r.bytes(32)?);
-                            let len = r.varint()? as u32;
-                            total += len as u64;
-                            chunks.push(ChunkRef { id, len });
-                        }
-                        if total != size {
-                            return Err(corrupt("recipe does not add up to the file size"));
-                        }
-                        span = Span { start, count: count as u32 };
-                    }
-                }
+                Kind::File => span = read_recipe(&mut r, size, &mut chunks)?,
                 Kind::Dir => {}
             }
             entries.push(&path, meta, target);
@@ -216,6 +195,32 @@ impl Tree {
         }
         fs::rename(&tmp, path)
     }
+}
+
+/// A file's recipe, appended to `chunks`: its span there, or `NO_RECIPE` for a file not chunked.
+fn read_recipe(r: &mut Reader, size: u64, chunks: &mut Vec<ChunkRef>) -> Result<Span, LoadError> {
+    let corrupt = |why: &str| LoadError::Corrupt(why.to_string());
+    let count = r.varint()?;
+    if count == 0 {
+        return Ok(NO_RECIPE);
+    }
+    let count = (count - 1) as usize;
+    if count > r.remaining() / 33 {
+        return Err(corrupt("chunk count larger than the file"));
+    }
+    let start = chunks.len() as u32;
+    let mut total = 0u64;
+    for _ in 0..count {
+        let mut id = [0u8; 32];
+        id.copy_from_slice(r.bytes(32)?);
+        let len = r.varint()? as u32;
+        total += len as u64;
+        chunks.push(ChunkRef { id, len });
+    }
+    if total != size {
+        return Err(corrupt("recipe does not add up to the file size"));
+    }
+    Ok(Span { start, count: count as u32 })
 }
 
 fn put_varint(w: &mut Vec<u8>, mut v: u64) {
@@ -264,4 +269,3 @@ impl<'a> Reader<'a> {
         Err(LoadError::Corrupt("varint too long".into()))
     }
 }
-

@@ -69,7 +69,14 @@ mod update_tests {
         }
         let rec = |name: &str| {
             let md = std::fs::symlink_metadata(dir.path().join(name)).unwrap();
-            let m = Meta { size: md.size(), mtime_ns: 0, ctime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(), ino: md.ino(), mode: 0o644, kind: Kind::File };
+            let m = Meta {
+                size: md.size(),
+                mtime_ns: 0,
+                ctime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
+                ino: md.ino(),
+                mode: 0o644,
+                kind: Kind::File,
+            };
             (Entry::new(name.as_bytes(), m, None), None)
         };
         let mut s = Tree::empty(crate::DEFAULT_PARAMS);
@@ -78,7 +85,9 @@ mod update_tests {
         for n in names {
             std::fs::write(dir.path().join(n), b"changed").unwrap();
         }
-        let paths = |v: Vec<usize>| -> Vec<String> { v.into_iter().map(|i| String::from_utf8_lossy(s.entries().path(i)).into_owned()).collect() };
+        let paths = |v: Vec<usize>| -> Vec<String> {
+            v.into_iter().map(|i| String::from_utf8_lossy(s.entries().path(i)).into_owned()).collect()
+        };
         let none: Vec<Vec<u8>> = vec![];
         let only = |dirs: &[&str], subtrees: &[&str]| {
             let d: Vec<Vec<u8>> = dirs.iter().map(|x| x.as_bytes().to_vec()).collect();
@@ -114,7 +123,9 @@ mod carry_tests {
         let mut s = Tree::empty(crate::DEFAULT_PARAMS);
         let ups = files
             .iter()
-            .map(|(p, cs)| (Entry::new(p.as_bytes(), meta(cs.iter().map(|c| c.len as u64).sum()), None), Some(cs.to_vec())))
+            .map(|(p, cs)| {
+                (Entry::new(p.as_bytes(), meta(cs.iter().map(|c| c.len as u64).sum()), None), Some(cs.to_vec()))
+            })
             .collect();
         s.update(ups, vec![]);
         s.started_ns = 100;
@@ -184,7 +195,8 @@ mod carry_tests {
 
     #[test]
     fn entries_under_an_unreadable_directory_are_carried_in_order_with_their_recipes() {
-        let prev = loaded(&[("a", &[chunk(1, 1)]), ("d/x", &[chunk(2, 2)]), ("d/y", &[chunk(3, 3)]), ("z", &[chunk(4, 4)])]);
+        let prev =
+            loaded(&[("a", &[chunk(1, 1)]), ("d/x", &[chunk(2, 2)]), ("d/y", &[chunk(3, 3)]), ("z", &[chunk(4, 4)])]);
         let mut scan = scan_of(&prev, &["a", "z"]);
         let mut entries = EntryList::new();
         entries.push_ref(scan.entries.get(0));
