@@ -846,6 +846,7 @@ module.exports.cutPoints = nativeBinding.cutPoints
 module.exports.defaultChunkParams = nativeBinding.defaultChunkParams
 module.exports.readRanges = nativeBinding.readRanges
 module.exports.recipeDigest = nativeBinding.recipeDigest
+module.exports.recordLayouts = nativeBinding.recordLayouts
 module.exports.renameFiles = nativeBinding.renameFiles
 module.exports.replaceFile = nativeBinding.replaceFile
 module.exports.scan = nativeBinding.scan

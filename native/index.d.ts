@@ -14,6 +14,23 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
  * handle and asks for single entries.
  */
 export declare class Tree {
+  /** Paths of placed files and symlinks under `root` that changed since they were placed (or are gone). */
+  drift(root: string): Promise<string[]>
+  /**
+   * `drift` for only the entries directly in `dirs` and anywhere below `subtrees` (relative paths, "" for the
+   * root): what a watch reported as changed since the last check. The rest is taken as unchanged.
+   */
+  driftIn(root: string, dirs: string[], subtrees: string[]): Promise<string[]>
+  /** Inserts or replaces what an agent placed and forgets removed paths, keeping the tree sorted. */
+  update(placed: Array<PlacedEntry>, removed: string[]): void
+  /**
+   * `update` for many entries at once, packed: a conversion per entry field costs more than the update itself.
+   * `paths` and the symlinks' `targets` are joined with NUL bytes; `records` holds 48 bytes an entry (little
+   * endian, `layouts::placed_record`): kind u8 (0 file, 1 dir, 2 symlink), 3 unused, mode u32, size u64,
+   * mtime seconds i64, mtime nanoseconds u32, chunk count u32, observed mtime in nanoseconds i64, inode u64;
+   * each file's packed chunks follow the previous file's in `chunks`.
+   */
+  updatePacked(paths: string, records: Buffer, chunks: Buffer, targets: string, removed: string[]): void
   static empty(params?: ChunkParams | undefined | null): Tree
   /** Loads a saved tree. A damaged file is an error whose message starts with "corrupted snapshot". */
   static load(path: string): Tree
@@ -32,23 +49,6 @@ export declare class Tree {
   sameEntries(other: Tree): boolean
   /** Where each chunk (packed 32-byte ids) can be found in this tree, or null. */
   locateChunks(ids: Buffer): Array<ChunkLocation | undefined | null>
-  /** Inserts or replaces what an agent placed and forgets removed paths, keeping the tree sorted. */
-  update(placed: Array<PlacedEntry>, removed: string[]): void
-  /**
-   * `update` for many entries at once, packed: a conversion per entry field costs more than the update itself.
-   * `paths` and the symlinks' `targets` are joined with NUL bytes; `records` holds 48 bytes an entry (little
-   * endian): kind u8 (0 file, 1 dir, 2 symlink), 3 unused, mode u32, size u64, mtime seconds i64, mtime
-   * nanoseconds u32, chunk count u32, observed mtime in nanoseconds i64, inode u64; each file's packed chunks
-   * follow the previous file's in `chunks`.
-   */
-  updatePacked(paths: string, records: Buffer, chunks: Buffer, targets: string, removed: string[]): void
-  /** Paths of placed files and symlinks under `root` that changed since they were placed (or are gone). */
-  drift(root: string): Promise<string[]>
-  /**
-   * `drift` for only the entries directly in `dirs` and anywhere below `subtrees` (relative paths, "" for the
-   * root): what a watch reported as changed since the last check. The rest is taken as unchanged.
-   */
-  driftIn(root: string, dirs: string[], subtrees: string[]): Promise<string[]>
   /** The stat an agent recorded for a placed entry: mtime observed after placing, and inode. */
   observed(path: string): Array<string> | null
 }
@@ -189,6 +189,9 @@ export interface Recipe {
 
 /** The whole-file digest of a packed recipe. */
 export declare function recipeDigest(chunks: Buffer): Buffer
+
+/** Every packed record's size (`size`) and field offsets, by record, as this addon lays them out. */
+export declare function recordLayouts(): Record<string, Record<string, number>>
 
 /**
  * Renames path i of `from` to path i of `to` (both relative to `root`, joined with NUL bytes), in parallel off

@@ -14,7 +14,7 @@ use rayon::prelude::*;
 pub type ChunkId = [u8; 32];
 
 /// Chunking parameters. They are part of the protocol: both sides must cut at the same places, so they are
-/// recorded in every snapshot and manifest and checked in the handshake.
+/// recorded in every tree file and manifest and checked in the handshake.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ChunkParams {
     pub min_size: u32,
@@ -38,7 +38,7 @@ impl ChunkParams {
             && self.avg_size <= self.max_size
             // FastCDC starts looking at min/2*2 and picks its mask from the average rounded to a power of two:
             // anything else would record parameters the chunker does not actually use.
-            && self.min_size % 2 == 0
+            && self.min_size.is_multiple_of(2)
             && self.avg_size.is_power_of_two();
         if ok {
             Ok(())
@@ -55,6 +55,43 @@ impl ChunkParams {
 pub struct ChunkRef {
     pub id: ChunkId,
     pub len: u32,
+}
+
+/// A chunk ref packed as it crosses into JavaScript and onto the wire: the id, then the length as u32 LE. The
+/// TypeScript side's copy is `CHUNK_REF` in packages/chunking/src/layouts.ts, checked against this by a test.
+pub mod chunk_ref {
+    pub const SIZE: usize = 36;
+    pub const ID: usize = 0;
+    pub const ID_SIZE: usize = 32;
+    pub const LEN: usize = 32;
+}
+
+impl ChunkRef {
+    /// The ref in `packed[..chunk_ref::SIZE]`; the caller passes at least that many bytes.
+    pub fn unpack(packed: &[u8]) -> ChunkRef {
+        use chunk_ref::{ID, ID_SIZE, LEN};
+        let mut id = [0u8; ID_SIZE];
+        id.copy_from_slice(&packed[ID..ID + ID_SIZE]);
+        ChunkRef { id, len: u32::from_le_bytes([packed[LEN], packed[LEN + 1], packed[LEN + 2], packed[LEN + 3]]) }
+    }
+}
+
+/// Packs refs one after another, `chunk_ref::SIZE` bytes each.
+pub fn pack_refs(chunks: &[ChunkRef]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(chunks.len() * chunk_ref::SIZE);
+    for c in chunks {
+        out.extend_from_slice(&c.id);
+        out.extend_from_slice(&c.len.to_le_bytes());
+    }
+    out
+}
+
+/// The refs of a packed list, or None when its length is not a whole number of refs.
+pub fn unpack_refs(packed: &[u8]) -> Option<Vec<ChunkRef>> {
+    if !packed.len().is_multiple_of(chunk_ref::SIZE) {
+        return None;
+    }
+    Some(packed.chunks_exact(chunk_ref::SIZE).map(ChunkRef::unpack).collect())
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -107,14 +144,14 @@ pub fn chunk_bytes(data: &[u8], params: ChunkParams) -> Recipe {
 /// Checks consecutive chunks of `data` against packed refs (32-byte id, u32 LE length each). Returns the index
 /// of the first chunk that does not match (or does not fit), or None when all match.
 pub fn verify_chunks(data: &[u8], refs: &[u8]) -> Option<usize> {
-    if refs.len() % 36 != 0 {
+    if !refs.len().is_multiple_of(chunk_ref::SIZE) {
         return Some(0);
     }
-    let mut spans = Vec::with_capacity(refs.len() / 36);
+    let mut spans = Vec::with_capacity(refs.len() / chunk_ref::SIZE);
     let mut offset = 0usize;
-    for r in refs.chunks_exact(36) {
-        let len = u32::from_le_bytes([r[32], r[33], r[34], r[35]]) as usize;
-        spans.push((offset, len, &r[..32]));
+    for r in refs.chunks_exact(chunk_ref::SIZE) {
+        let len = ChunkRef::unpack(r).len as usize;
+        spans.push((offset, len, &r[chunk_ref::ID..chunk_ref::ID + chunk_ref::ID_SIZE]));
         offset += len;
     }
     if offset != data.len() {
@@ -169,7 +206,13 @@ pub fn chunk_reader<R: Read + Send>(mut reader: R, params: ChunkParams) -> io::R
                 }
                 // Every cut that is final given what is buffered.
                 let mut spans = Vec::new();
-                let cdc = FastCDC::with_level(&buf[..filled], params.min_size as usize, params.avg_size as usize, max, Normalization::Level1);
+                let cdc = FastCDC::with_level(
+                    &buf[..filled],
+                    params.min_size as usize,
+                    params.avg_size as usize,
+                    max,
+                    Normalization::Level1,
+                );
                 let mut start = 0usize;
                 while start < filled {
                     let remaining = filled - start;

@@ -1,4 +1,4 @@
-//! The drift check behind [`crate::Snapshot::drift`]: one lstat per placed file or symlink, issued per directory.
+//! The drift check behind [`crate::Tree::drift`]: one lstat per placed file or symlink, issued per directory.
 //!
 //! Each directory is opened once, relative to its parent's descriptor, and its entries are stat'ed by name
 //! (`fstatat`): the kernel no longer resolves every path from the root again, and the directories are walked in
@@ -14,7 +14,7 @@ use std::path::Path;
 
 use rayon::prelude::*;
 
-use crate::tree::{EntryList, Kind, Meta};
+use crate::entry::{EntryList, Kind, Meta};
 
 /// Threads of the pool the check runs in when the caller did not size rayon itself (`RAYON_NUM_THREADS`). An
 /// lstat waits on the disk far longer than it uses a core: on a cold cache, or a network disk as cloud VMs have,
@@ -27,7 +27,11 @@ fn io_pool() -> Option<&'static rayon::ThreadPool> {
         if std::env::var_os("RAYON_NUM_THREADS").is_some() {
             return None;
         }
-        rayon::ThreadPoolBuilder::new().num_threads(IO_THREADS).thread_name(|i| format!("skysync-stat-{i}")).build().ok()
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(IO_THREADS)
+            .thread_name(|i| format!("skysync-stat-{i}"))
+            .build()
+            .ok()
     })
     .as_ref()
 }
@@ -62,7 +66,10 @@ impl DriftScope<'_> {
     fn covers(&self, path: &[u8]) -> bool {
         let (parent, _) = split(path);
         self.dirs.iter().any(|d| d.as_slice() == parent)
-            || self.subtrees.iter().any(|t| t.is_empty() || (path.len() > t.len() && path.starts_with(t) && path[t.len()] == b'/'))
+            || self
+                .subtrees
+                .iter()
+                .any(|t| t.is_empty() || (path.len() > t.len() && path.starts_with(t) && path[t.len()] == b'/'))
     }
 }
 
@@ -244,7 +251,8 @@ fn open_root(root: &Path) -> std::io::Result<OwnedFd> {
 }
 
 fn open_dir_at(dir: RawFd, name: &[u8]) -> std::io::Result<OwnedFd> {
-    with_c_name(name, |c| open_at(dir, c, libc::O_NOFOLLOW)).unwrap_or_else(|| Err(std::io::ErrorKind::InvalidInput.into()))
+    with_c_name(name, |c| open_at(dir, c, libc::O_NOFOLLOW))
+        .unwrap_or_else(|| Err(std::io::ErrorKind::InvalidInput.into()))
 }
 
 fn open_at(dir: RawFd, c: *const libc::c_char, extra: libc::c_int) -> std::io::Result<OwnedFd> {
@@ -280,11 +288,11 @@ mod tests {
     use std::os::unix::fs::MetadataExt;
     use std::path::{Path, PathBuf};
 
-    use crate::tree::{Entry, Kind, Meta};
-    use crate::{Snapshot, DEFAULT_PARAMS};
+    use crate::entry::{Entry, Kind, Meta};
+    use crate::{Tree, DEFAULT_PARAMS};
 
     /// Records each path (relative to `root`) as placed, with the lstat it has now.
-    fn placed(root: &Path, paths: &[&str]) -> Snapshot {
+    fn placed(root: &Path, paths: &[&str]) -> Tree {
         let ups = paths
             .iter()
             .map(|p| {
@@ -292,7 +300,7 @@ mod tests {
                 (entry_from(p.as_bytes(), &md), None)
             })
             .collect();
-        let mut s = Snapshot::empty(DEFAULT_PARAMS);
+        let mut s = Tree::empty(DEFAULT_PARAMS);
         s.update(ups, Vec::new());
         s
     }
@@ -316,13 +324,13 @@ mod tests {
         Entry::new(path, m, None)
     }
 
-    fn drifted(s: &Snapshot, root: &Path) -> Vec<String> {
+    fn drifted(s: &Tree, root: &Path) -> Vec<String> {
         s.drift(root).into_iter().map(|i| String::from_utf8_lossy(s.entries().path(i)).into_owned()).collect()
     }
 
     /// What drift must answer, the slow way: every directory on the way must still be a real directory (lstat of
     /// each prefix), then the entry itself is compared as a full-path lstat always did.
-    fn reference(s: &Snapshot, root: &Path) -> Vec<String> {
+    fn reference(s: &Tree, root: &Path) -> Vec<String> {
         let mut out = Vec::new();
         for e in s.entries().iter() {
             if e.meta.kind == Kind::Dir {
@@ -363,10 +371,9 @@ mod tests {
     }
 
     fn seed() -> u64 {
-        std::env::var("SKYSYNC_SEED")
-            .map(|s| s.parse().expect("SKYSYNC_SEED must be a u64"))
-            .unwrap_or_else(|_| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64)
-            | 1
+        std::env::var("SKYSYNC_SEED").map(|s| s.parse().expect("SKYSYNC_SEED must be a u64")).unwrap_or_else(|_| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+        }) | 1
     }
 
     /// Builds a random tree under `root`; returns every path in it, directories first.
@@ -506,7 +513,7 @@ mod tests {
             .map(|p| (entry_from(p.as_bytes(), if p.ends_with("out") { &out } else { &inside }), None))
             .chain([(entry_from(b"d/in", &inside), None)])
             .collect();
-        let mut s = Snapshot::empty(DEFAULT_PARAMS);
+        let mut s = Tree::empty(DEFAULT_PARAMS);
         s.update(ups, Vec::new());
         let mut got = drifted(&s, &root);
         got.sort();

@@ -62,10 +62,9 @@ pub fn push_level(chain: &RuleChain, rel_prefix_len: usize, file: &Path) -> (Rul
     builder.allow_unclosed_class(false);
     let warning = add_rules_file(&mut builder, file).map(|e| format!("{}: {}", file.display(), e));
     match builder.build() {
-        Ok(matcher) if !matcher.is_empty() => (
-            Some(Arc::new(RuleLevel { matcher, prefix_len: rel_prefix_len, parent: chain.clone() })),
-            warning,
-        ),
+        Ok(matcher) if !matcher.is_empty() => {
+            (Some(Arc::new(RuleLevel { matcher, prefix_len: rel_prefix_len, parent: chain.clone() })), warning)
+        }
         Ok(_) => (chain.clone(), warning),
         Err(e) => (chain.clone(), Some(format!("{}: {}", file.display(), e))),
     }

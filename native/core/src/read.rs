@@ -71,11 +71,19 @@ mod tests {
         std::fs::write(dir.path().join("d/b"), b"abcdef").unwrap();
         let got = read_ranges(
             dir.path(),
-            &[ReadRange { path: b"d/b", offset: 0, len: 6 }, ReadRange { path: b"a", offset: 3, len: 4 }, ReadRange { path: b"a", offset: 0, len: 0 }],
+            &[
+                ReadRange { path: b"d/b", offset: 0, len: 6 },
+                ReadRange { path: b"a", offset: 3, len: 4 },
+                ReadRange { path: b"a", offset: 0, len: 0 },
+            ],
         )
         .unwrap();
         assert_eq!(got, b"abcdef3456");
-        let short = read_ranges(dir.path(), &[ReadRange { path: b"a", offset: 0, len: 2 }, ReadRange { path: b"a", offset: 8, len: 5 }]).unwrap_err();
+        let short = read_ranges(
+            dir.path(),
+            &[ReadRange { path: b"a", offset: 0, len: 2 }, ReadRange { path: b"a", offset: 8, len: 5 }],
+        )
+        .unwrap_err();
         assert_eq!(short.index, 1);
         std::os::unix::fs::symlink(dir.path().join("a"), dir.path().join("link")).unwrap();
         assert!(read_ranges(dir.path(), &[ReadRange { path: b"link", offset: 0, len: 1 }]).is_err());

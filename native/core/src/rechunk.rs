@@ -52,7 +52,11 @@ pub fn chunk_file_hinted(path: &Path, params: ChunkParams, hint: Option<&[ChunkR
 }
 
 /// [`crate::chunk::chunk_files`] with an optional previous recipe per path (a missing entry is no hint).
-pub fn chunk_files_hinted(paths: &[PathBuf], hints: &[Option<Vec<ChunkRef>>], params: ChunkParams) -> Vec<io::Result<Recipe>> {
+pub fn chunk_files_hinted(
+    paths: &[PathBuf],
+    hints: &[Option<Vec<ChunkRef>>],
+    params: ChunkParams,
+) -> Vec<io::Result<Recipe>> {
     paths
         .par_iter()
         .enumerate()
@@ -62,7 +66,12 @@ pub fn chunk_files_hinted(paths: &[PathBuf], hints: &[Option<Vec<ChunkRef>>], pa
 
 /// Streams `reader` through the hinted chunker with a bounded buffer (`window`, or four maximum chunks if that
 /// is more). Exposed for tests that need small windows; the result does not depend on the window.
-pub fn chunk_reader_hinted<R: Read + Send>(reader: R, params: ChunkParams, hint: &[ChunkRef], window: usize) -> io::Result<Recipe> {
+pub fn chunk_reader_hinted<R: Read + Send>(
+    reader: R,
+    params: ChunkParams,
+    hint: &[ChunkRef],
+    window: usize,
+) -> io::Result<Recipe> {
     rechunk(reader, params, hint, window)
 }
 
@@ -77,7 +86,12 @@ struct Counts {
     cut: u64,
 }
 
-fn rechunk_counted<R: Read + Send>(reader: R, params: ChunkParams, hint: &[ChunkRef], window: usize) -> io::Result<(Recipe, Counts)> {
+fn rechunk_counted<R: Read + Send>(
+    reader: R,
+    params: ChunkParams,
+    hint: &[ChunkRef],
+    window: usize,
+) -> io::Result<(Recipe, Counts)> {
     let max = params.max_size as usize;
     let cap = window.max(4 * max);
     // Every request to the window stays under half of it (a step, plus two maximum chunks for a batch's
@@ -205,7 +219,13 @@ struct Speculation {
 
 /// Hashes the new file's bytes where old chunks `k..` would lie, a batch of about `budget` bytes (at least two
 /// chunks: the second confirms the first) in parallel.
-fn speculate<R: Read + Send>(w: &mut Window<R>, rule: &CutRule, hint: &[ChunkRef], k: usize, budget: usize) -> io::Result<Speculation> {
+fn speculate<R: Read + Send>(
+    w: &mut Window<R>,
+    rule: &CutRule,
+    hint: &[ChunkRef],
+    k: usize,
+    budget: usize,
+) -> io::Result<Speculation> {
     let max = rule.max;
     let mut spans: Vec<(usize, usize)> = Vec::new();
     let mut bytes = 0usize;
@@ -291,7 +311,9 @@ impl CutRule {
 
     /// Whether the cutter cuts at `p` (chunk-relative, `p >= min`), given the bytes from the chunk start.
     fn cuts_at(&self, d: &[u8], p: usize) -> bool {
-        let g = d[self.min.max(p.saturating_sub(63))..=p].iter().fold(0u64, |g, &b| (g << 1).wrapping_add(self.gear[b as usize]));
+        let g = d[self.min.max(p.saturating_sub(63))..=p]
+            .iter()
+            .fold(0u64, |g, &b| (g << 1).wrapping_add(self.gear[b as usize]));
         g & if p < self.avg { self.mask_s } else { self.mask_l } == 0
     }
 
@@ -756,7 +778,9 @@ mod tests {
         let mut rng = Rng(3);
         for params in [SMALL, MEDIUM, DEFAULT_PARAMS, ChunkParams { min_size: 64, avg_size: 256, max_size: 1025 }] {
             let rule = CutRule::new(params);
-            for data in [rng.bytes(2 * 1024 * 1024), rng.bytes(1024 * 1024).iter().map(|b| b & 1).collect(), vec![0u8; 300_000]] {
+            for data in
+                [rng.bytes(2 * 1024 * 1024), rng.bytes(1024 * 1024).iter().map(|b| b & 1).collect(), vec![0u8; 300_000]]
+            {
                 let mut start = 0;
                 let cuts = chunk_bytes(&data, params).chunks;
                 for (i, c) in cuts.iter().enumerate() {

@@ -19,7 +19,14 @@ fn cstr(p: &Path) -> io::Result<CString> {
 
 fn exchange(a: &CString, b: &CString) -> io::Result<()> {
     let r = unsafe {
-        libc::syscall(libc::SYS_renameat2, libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), libc::RENAME_EXCHANGE)
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
     };
     if r == 0 {
         Ok(())
@@ -43,7 +50,9 @@ pub fn replace_file(temp: &Path, dest: &Path) -> io::Result<Option<File>> {
     if let Err(e) = exchange(&t, &d) {
         return match e.raw_os_error() {
             // Filesystems without RENAME_EXCHANGE, old kernels.
-            Some(libc::EINVAL) | Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP) => std::fs::rename(temp, dest).map(|_| None),
+            Some(libc::EINVAL) | Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP) => {
+                std::fs::rename(temp, dest).map(|_| None)
+            }
             _ => Err(e),
         };
     }

@@ -2,18 +2,18 @@
 //! reported; unreadable directories are reported and remembered so that their old contents are not mistaken for
 //! deletions.
 
+use std::collections::{BTreeSet, HashSet};
 use std::ffi::OsStr;
 use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::collections::{BTreeSet, HashSet};
 use std::sync::Mutex;
 
+use crate::entry::{EntryList, Kind, Meta};
 use crate::ignore_rules::{is_ignored, push_level, IgnoreMode, RuleChain};
-use crate::snapshot::Snapshot;
-use crate::tree::{EntryList, Kind, Meta};
+use crate::tree::Tree;
 
 #[derive(Debug)]
 pub enum ScanError {
@@ -57,7 +57,7 @@ pub struct ScanOutput {
     pub entries: EntryList,
     pub warnings: Vec<Warning>,
     /// Relative paths of directories that could not be listed and of entries that could not be examined: what the
-    /// previous snapshot holds at or under them is carried over, not reported deleted.
+    /// previous tree holds at or under them is carried over, not reported deleted.
     pub unreadable_dirs: Vec<Vec<u8>>,
     pub ignore_mode: IgnoreMode,
     /// Filesystem clock (coarse) when the walk began: anything modified at or after it is racy.
@@ -74,6 +74,12 @@ pub fn coarse_now_ns() -> i64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // The kernel stamps files from the coarse clock, so compare against the same clock.
     unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) };
+    timespec_ns(ts)
+}
+
+// time_t and c_long are i64 on the targets built today, but i32 on 32-bit ones, where the casts are needed.
+#[allow(clippy::unnecessary_cast)]
+fn timespec_ns(ts: libc::timespec) -> i64 {
     ts.tv_sec as i64 * 1_000_000_000 + ts.tv_nsec as i64
 }
 
@@ -369,7 +375,7 @@ pub fn scan_tree_sized(root: &Path, entries: usize, name_bytes: usize) -> Result
 /// With other ignore rules than `previous` was scanned with (a `.skyignore` appeared or went), it is a full scan.
 pub fn scan_tree_partial(
     root: &Path,
-    previous: &Snapshot,
+    previous: &Tree,
     dirs: &[Vec<u8>],
     subtrees: &[Vec<u8>],
 ) -> Result<ScanOutput, ScanError> {
@@ -385,7 +391,9 @@ pub fn scan_tree_partial(
     let rescan = Rescan::new(previous.entries(), &dirs, subtrees);
     let entries = previous.len();
     let name_bytes = previous.entries().name_bytes();
-    if previous.ignore_mode.is_none() || fs::metadata(root).is_ok_and(|m| m.is_dir()) && previous.ignore_mode != Some(IgnoreMode::detect(root)) {
+    if previous.ignore_mode.is_none()
+        || fs::metadata(root).is_ok_and(|m| m.is_dir()) && previous.ignore_mode != Some(IgnoreMode::detect(root))
+    {
         return walk_tree(root, entries, name_bytes, None);
     }
     walk_tree(root, entries, name_bytes, Some(&rescan))
@@ -414,7 +422,11 @@ fn walk_tree(root: &Path, entries: usize, name_bytes: usize, rescan: Option<&Res
             let (c, w) = push_level(&chain, 0, &exclude);
             chain = c;
             if let Some(w) = w {
-                warnings.push(Warning { kind: WarningKind::BadIgnoreFile, path: b".git/info/exclude".to_vec(), message: w });
+                warnings.push(Warning {
+                    kind: WarningKind::BadIgnoreFile,
+                    path: b".git/info/exclude".to_vec(),
+                    message: w,
+                });
             }
         }
     }

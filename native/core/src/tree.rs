@@ -1,425 +1,352 @@
-//! Entries of a scanned tree. Kept small: the scan holds one per file, and memory per entry is a target (150 bytes
-//! with the previous tree alive). A list stores every name in one byte buffer and each entry as a fixed 48-byte
-//! record pointing into it, so a tree of n entries is a few large allocations rather than n small ones: no
-//! per-path allocator overhead, and nothing left fragmented across the scan threads' heaps once a scan is over.
+//! What a tree looked like at the last sync: entries with their metadata and, for files, their recipes.
+//! Compared here, so an unchanged tree never crosses into JavaScript; saved and loaded by `file`.
 
-use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::chunk::{recipe_digest, ChunkParams, ChunkRef, Recipe};
+use crate::entry::{Entry, EntryList, EntryRef, Kind};
+use crate::ignore_rules::IgnoreMode;
+use crate::scan::ScanOutput;
+
+mod file;
+pub use file::LoadError;
+
+const NOT_CHUNKED: u32 = u32::MAX;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Kind {
-    File = 1,
-    Dir = 2,
-    Symlink = 3,
+struct Span {
+    start: u32,
+    count: u32,
 }
 
-impl Kind {
-    pub fn from_u8(v: u8) -> Option<Kind> {
-        match v {
-            1 => Some(Kind::File),
-            2 => Some(Kind::Dir),
-            3 => Some(Kind::Symlink),
-            _ => None,
+const NO_RECIPE: Span = Span { start: 0, count: NOT_CHUNKED };
+
+/// The chunks of every recipe of a tree; a span indexes `base` followed by `own`.
+///
+/// A re-scan builds a new tree while the previous one stays alive (the caller still holds it, and reports the
+/// recipes files had), and an unchanged file's recipe is the same in both. So the new tree shares the previous
+/// tree's `base` rather than copying it, and recipes recorded later go to `own`, leaving `base` untouched for both.
+#[derive(Clone, Debug, Default)]
+struct ChunkStore {
+    base: Arc<Vec<ChunkRef>>,
+    own: Vec<ChunkRef>,
+}
+
+impl ChunkStore {
+    fn get(&self, s: Span) -> &[ChunkRef] {
+        let (start, count) = (s.start as usize, s.count as usize);
+        if count == 0 {
+            // An empty file's span may point past the end of a store it was carried into.
+            return &[];
+        }
+        match start.checked_sub(self.base.len()) {
+            None => &self.base[start..start + count],
+            Some(o) => &self.own[o..o + count],
         }
     }
+
+    fn push(&mut self, chunks: &[ChunkRef]) -> Span {
+        let start = self.base.len() + self.own.len();
+        self.own.extend_from_slice(chunks);
+        Span { start: start as u32, count: chunks.len() as u32 }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Tree {
+    pub params: ChunkParams,
+    pub started_ns: i64,
+    pub ignore_mode: Option<IgnoreMode>,
+    entries: EntryList,
+    spans: Vec<Span>,
+    chunks: ChunkStore,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChangeKind {
+    Added,
+    Modified,
+    TypeChanged,
+    Deleted,
+}
+
+impl ChangeKind {
     pub fn as_str(self) -> &'static str {
         match self {
-            Kind::File => "file",
-            Kind::Dir => "dir",
-            Kind::Symlink => "symlink",
+            ChangeKind::Added => "added",
+            ChangeKind::Modified => "modified",
+            ChangeKind::TypeChanged => "typechanged",
+            ChangeKind::Deleted => "deleted",
         }
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Meta {
-    pub size: u64,
-    pub mtime_ns: i64,
-    pub ctime_ns: i64,
-    pub ino: u64,
-    /// Permission bits only (st_mode & 0o7777).
-    pub mode: u16,
-    pub kind: Kind,
-}
-
-/// Splits a stored name into path and symlink target: a target is kept after a NUL, which no path can contain.
-fn split_name(name: &[u8], kind: Kind) -> (&[u8], Option<&[u8]>) {
-    if kind != Kind::Symlink {
-        return (name, None);
-    }
-    match name.iter().position(|&b| b == 0) {
-        Some(i) => (&name[..i], Some(&name[i + 1..])),
-        None => (name, None),
-    }
-}
-
-fn joined_name<'a>(path: &'a [u8], target: Option<&'a [u8]>) -> impl Iterator<Item = &'a [u8]> {
-    let (sep, t): (&[u8], &[u8]) = match target {
-        Some(t) => (&[0], t),
-        None => (&[], &[]),
-    };
-    [path, sep, t].into_iter()
-}
-
-/// An entry on its own, with its path owned: what callers hand in (e.g. what an agent placed). Paths are relative
-/// to the scan root, '/'-separated, raw bytes (names need not be UTF-8).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Entry {
-    name: Box<[u8]>,
-    pub meta: Meta,
-}
-
-impl Entry {
-    pub fn new(path: &[u8], meta: Meta, target: Option<&[u8]>) -> Entry {
-        let target = if meta.kind == Kind::Symlink { target } else { None };
-        Entry { name: joined_name(path, target).collect::<Vec<_>>().concat().into_boxed_slice(), meta }
-    }
-
-    pub fn path(&self) -> &[u8] {
-        split_name(&self.name, self.meta.kind).0
-    }
-
-    pub fn target(&self) -> Option<&[u8]> {
-        split_name(&self.name, self.meta.kind).1
-    }
-
-    pub fn view(&self) -> EntryRef<'_> {
-        let (path, target) = split_name(&self.name, self.meta.kind);
-        EntryRef { meta: self.meta, path, target }
-    }
-}
-
-/// An entry of a list, borrowed from it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct EntryRef<'a> {
-    pub meta: Meta,
-    path: &'a [u8],
-    target: Option<&'a [u8]>,
-}
-
-impl<'a> EntryRef<'a> {
-    pub fn path(&self) -> &'a [u8] {
-        self.path
-    }
-
-    pub fn target(&self) -> Option<&'a [u8]> {
-        self.target
-    }
-
-    pub fn to_entry(&self) -> Entry {
-        Entry::new(self.path, self.meta, self.target)
-    }
-}
-
-/// One entry of a list: its metadata and where its name lies in the list's byte buffer. The offset is 64-bit
-/// because the record has room for it (the size is rounded up to 48 bytes either way).
 #[derive(Clone, Copy, Debug)]
-struct Rec {
-    size: u64,
-    mtime_ns: i64,
-    ctime_ns: i64,
-    ino: u64,
-    off: u64,
-    len: u32,
-    mode: u16,
-    kind: Kind,
+pub struct Change {
+    pub kind: ChangeKind,
+    /// Index in the new tree (for Deleted: none).
+    pub index: Option<usize>,
+    /// Index in the previous tree, when the path existed there.
+    pub prev_index: Option<usize>,
 }
 
-const _: () = assert!(std::mem::size_of::<Rec>() == 48);
-
-impl Rec {
-    fn meta(&self) -> Meta {
-        Meta { size: self.size, mtime_ns: self.mtime_ns, ctime_ns: self.ctime_ns, ino: self.ino, mode: self.mode, kind: self.kind }
+fn same_entry(a: &EntryRef, b: &EntryRef) -> bool {
+    if a.meta.kind != b.meta.kind || a.meta.mode != b.meta.mode {
+        return false;
     }
-
-    fn name<'a>(&self, names: &'a [u8]) -> &'a [u8] {
-        &names[self.off as usize..self.off as usize + self.len as usize]
-    }
-
-    fn path<'a>(&self, names: &'a [u8]) -> &'a [u8] {
-        split_name(self.name(names), self.kind).0
+    match a.meta.kind {
+        // A directory's times change whenever its children do; its children are compared on their own.
+        Kind::Dir => true,
+        Kind::Symlink => a.target() == b.target() && a.meta.ino == b.meta.ino && a.meta.mtime_ns == b.meta.mtime_ns,
+        Kind::File => {
+            a.meta.size == b.meta.size
+                && a.meta.mtime_ns == b.meta.mtime_ns
+                && a.meta.ctime_ns == b.meta.ctime_ns
+                && a.meta.ino == b.meta.ino
+        }
     }
 }
 
-/// Entries in one name buffer. Kept in path order except while a scan is filling it.
-#[derive(Clone, Default)]
-pub struct EntryList {
-    recs: Vec<Rec>,
-    names: Vec<u8>,
+/// True when `path` is one of `dirs` or lies under one of them.
+fn under_any(path: &[u8], dirs: &[Vec<u8>]) -> bool {
+    dirs.iter().any(|d| path.starts_with(d) && (path.len() == d.len() || path[d.len()] == b'/'))
 }
 
-impl EntryList {
-    pub fn new() -> EntryList {
-        EntryList::default()
-    }
-
-    /// Room for `entries` entries whose names (paths, plus symlink targets) add up to `name_bytes`.
-    pub fn with_capacity(entries: usize, name_bytes: usize) -> EntryList {
-        EntryList { recs: Vec::with_capacity(entries), names: Vec::with_capacity(name_bytes) }
+impl Tree {
+    pub fn empty(params: ChunkParams) -> Tree {
+        Tree {
+            params,
+            started_ns: 0,
+            ignore_mode: None,
+            entries: EntryList::new(),
+            spans: Vec::new(),
+            chunks: ChunkStore::default(),
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.recs.len()
+        self.entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.recs.is_empty()
+        self.entries.is_empty()
     }
 
-    /// Bytes taken by the names: with `len`, what a list like this one needs.
-    pub fn name_bytes(&self) -> usize {
-        self.names.len()
+    pub fn entries(&self) -> &EntryList {
+        &self.entries
     }
 
-    pub fn get(&self, i: usize) -> EntryRef<'_> {
-        let r = &self.recs[i];
-        let (path, target) = split_name(r.name(&self.names), r.kind);
-        EntryRef { meta: r.meta(), path, target }
+    pub fn entry(&self, index: usize) -> EntryRef<'_> {
+        self.entries.get(index)
     }
 
-    /// The path alone, without building the whole entry: what sorting and searching compare.
-    pub fn path(&self, i: usize) -> &[u8] {
-        self.recs[i].path(&self.names)
-    }
-
-    pub fn meta(&self, i: usize) -> Meta {
-        self.recs[i].meta()
-    }
-
-    /// Makes entry `i` unlike anything a scan can find: no time is `i64::MIN`, and no directory's permission bits
-    /// are `u16::MAX` (see `Snapshot::forget`).
-    pub fn mark_unknown(&mut self, i: usize) {
-        let r = &mut self.recs[i];
-        r.mtime_ns = i64::MIN;
-        if r.kind == Kind::Dir {
-            r.mode = u16::MAX;
-        }
-    }
-
-    /// Whether `mark_unknown` marked entry `i`.
-    pub fn is_marked_unknown(&self, i: usize) -> bool {
-        self.recs[i].mtime_ns == i64::MIN
-    }
-
-    pub fn last_path(&self) -> Option<&[u8]> {
-        self.recs.last().map(|r| r.path(&self.names))
-    }
-
-    pub fn iter(&self) -> Iter<'_> {
-        Iter { list: self, range: 0..self.recs.len() }
-    }
-
-    /// Index of `path`, when the list is in path order.
     pub fn find(&self, path: &[u8]) -> Option<usize> {
-        self.recs.binary_search_by(|r| r.path(&self.names).cmp(path)).ok()
+        self.entries.find(path)
     }
 
-    pub fn push(&mut self, path: &[u8], meta: Meta, target: Option<&[u8]>) {
-        let off = self.names.len();
-        let target = if meta.kind == Kind::Symlink { target } else { None };
-        for part in joined_name(path, target) {
-            self.names.extend_from_slice(part);
-        }
-        let len = u32::try_from(self.names.len() - off).expect("a name longer than 4 GiB");
-        self.recs.push(Rec {
-            size: meta.size,
-            mtime_ns: meta.mtime_ns,
-            ctime_ns: meta.ctime_ns,
-            ino: meta.ino,
-            off: off as u64,
-            len,
-            mode: meta.mode,
-            kind: meta.kind,
-        });
-    }
-
-    pub fn push_ref(&mut self, e: EntryRef<'_>) {
-        self.push(e.path, e.meta, e.target)
-    }
-
-    /// Moves every entry of `other` to the end of this list, leaving `other` empty with its buffers kept for reuse.
-    pub(crate) fn append(&mut self, other: &mut EntryList) {
-        let base = self.names.len() as u64;
-        self.names.extend_from_slice(&other.names);
-        self.recs.extend(other.recs.iter().map(|r| Rec { off: r.off + base, ..*r }));
-        other.clear();
-    }
-
-    pub(crate) fn clear(&mut self) {
-        self.recs.clear();
-        self.names.clear();
-    }
-
-    /// Puts the entries in path order. Only the records move; the names stay where they are.
-    pub(crate) fn sort_by_path(&mut self) {
-        use rayon::slice::ParallelSliceMut;
-        let names = &self.names;
-        self.recs.par_sort_unstable_by(|a, b| a.path(names).cmp(b.path(names)));
-    }
-
-    pub(crate) fn shrink_to_fit(&mut self) {
-        self.recs.shrink_to_fit();
-        self.names.shrink_to_fit();
-    }
-
-    /// The entries strictly under directory `dir` ("" for the root): a contiguous range in path order, because
-    /// '/' sorts before every byte that can follow it in a name ('0' is the first byte after it).
-    pub(crate) fn subtree_range(&self, dir: &[u8], within: std::ops::Range<usize>) -> std::ops::Range<usize> {
-        if dir.is_empty() {
-            return within;
-        }
-        let recs = &self.recs[within.clone()];
-        let names = &self.names;
-        let below = |r: &Rec, last: u8| {
-            let p = r.path(names);
-            let n = dir.len().min(p.len());
-            match p[..n].cmp(dir) {
-                std::cmp::Ordering::Equal => p.len() <= dir.len() || p[dir.len()] < last,
-                o => o == std::cmp::Ordering::Less,
-            }
-        };
-        let lo = recs.partition_point(|r| below(r, b'/'));
-        let hi = recs.partition_point(|r| below(r, b'0'));
-        within.start + lo..within.start + hi
-    }
-
-    /// Entries `range` of this list pushed on another as they are.
-    pub(crate) fn copy_range_to(&self, range: std::ops::Range<usize>, to: &mut EntryList) {
-        let recs = &self.recs[range];
-        if recs.is_empty() {
-            return;
-        }
-        // Names of distinct records never overlap; when those of the range tile one stretch of the buffer (a loaded
-        // tree keeps them in path order), copy the stretch at once.
-        let start = recs.iter().map(|r| r.off).min().unwrap();
-        let end = recs.iter().map(|r| r.off + r.len as u64).max().unwrap();
-        let total: u64 = recs.iter().map(|r| r.len as u64).sum();
-        if end - start == total {
-            let base = to.names.len() as u64;
-            to.names.extend_from_slice(&self.names[start as usize..end as usize]);
-            to.recs.extend(recs.iter().map(|r| Rec { off: r.off - start + base, ..*r }));
+    pub fn chunks_of(&self, index: usize) -> Option<&[ChunkRef]> {
+        let s = self.spans[index];
+        if s.count == NOT_CHUNKED {
+            None
         } else {
-            for r in recs {
-                let off = to.names.len() as u64;
-                to.names.extend_from_slice(r.name(&self.names));
-                to.recs.push(Rec { off, ..*r });
+            Some(self.chunks.get(s))
+        }
+    }
+
+    pub fn recipe_of(&self, index: usize) -> Option<Recipe> {
+        let chunks = self.chunks_of(index)?;
+        Some(Recipe { size: self.entries.meta(index).size, digest: recipe_digest(chunks), chunks: chunks.to_vec() })
+    }
+
+    /// Records a file's recipe. Refuses one whose size does not match what was scanned: the file changed while
+    /// it was read, and the next scan must look at it again.
+    pub fn set_recipe(&mut self, index: usize, chunks: &[ChunkRef]) -> bool {
+        let total: u64 = chunks.iter().map(|c| c.len as u64).sum();
+        let meta = self.entries.meta(index);
+        if meta.kind != Kind::File || total != meta.size {
+            return false;
+        }
+        self.spans[index] = self.chunks.push(chunks);
+        true
+    }
+
+    /// Forgets what was recorded for an entry, so that the next scan reports it again: a file that could not be
+    /// read, or anything the remote did not take.
+    pub fn forget(&mut self, index: usize) {
+        self.spans[index] = NO_RECIPE;
+        // Only a file has a recipe to drop. A symlink or directory the remote did not take must compare as changed
+        // as well: otherwise the next scan finds it as recorded, and no later push sends it again.
+        self.entries.mark_unknown(index);
+    }
+
+    /// Compares a fresh scan against this tree. Returns the new tree (recipes carried over for unchanged
+    /// files) and the changes, sorted by path. Entries under directories that could not be read (and entries that
+    /// could not be examined) are carried over untouched rather than reported deleted.
+    pub fn diff(&self, scan: ScanOutput, params: ChunkParams) -> (Tree, Vec<Change>) {
+        let recipes_valid = self.params == params;
+        let racy_from = self.started_ns;
+        let unreadable = scan.unreadable_dirs;
+        // The scanned list becomes the new tree's as it is; only carried entries are added to it, at the end.
+        let new = scan.entries;
+        let old = &self.entries;
+        let mut spans = Vec::with_capacity(new.len());
+        let mut carried: Vec<(usize, usize)> = Vec::new();
+        let mut changes = Vec::new();
+        let (mut i, mut j) = (0usize, 0usize);
+        loop {
+            let ord = match (i < old.len(), j < new.len()) {
+                (false, false) => break,
+                (true, false) => std::cmp::Ordering::Less,
+                (false, true) => std::cmp::Ordering::Greater,
+                (true, true) => old.path(i).cmp(new.path(j)),
+            };
+            let pos = spans.len();
+            match ord {
+                std::cmp::Ordering::Less => {
+                    if !unreadable.is_empty() && under_any(old.path(i), &unreadable) {
+                        carried.push((pos, i));
+                        spans.push(self.kept_span(i, old.meta(i).kind, recipes_valid));
+                    } else {
+                        changes.push(Change { kind: ChangeKind::Deleted, index: None, prev_index: Some(i) });
+                    }
+                    i += 1;
+                }
+                std::cmp::Ordering::Greater => {
+                    spans.push(NO_RECIPE);
+                    changes.push(Change { kind: ChangeKind::Added, index: Some(pos), prev_index: None });
+                    j += 1;
+                }
+                std::cmp::Ordering::Equal => {
+                    let (o, n) = (old.get(i), new.get(j));
+                    let same = same_entry(&o, &n);
+                    let kind_changed = o.meta.kind != n.meta.kind;
+                    let racy = n.meta.kind == Kind::File && o.meta.mtime_ns >= racy_from;
+                    let chunked = n.meta.kind != Kind::File || (recipes_valid && self.spans[i].count != NOT_CHUNKED);
+                    if same && !racy && chunked {
+                        spans.push(self.kept_span(i, n.meta.kind, recipes_valid));
+                    } else {
+                        spans.push(NO_RECIPE);
+                        let kind = if kind_changed { ChangeKind::TypeChanged } else { ChangeKind::Modified };
+                        changes.push(Change { kind, index: Some(pos), prev_index: Some(i) });
+                    }
+                    i += 1;
+                    j += 1;
+                }
             }
         }
+        let entries = new.with_inserted(&carried, old);
+        let chunks = self.carry_chunks(&mut spans);
+        let out =
+            Tree { params, started_ns: scan.started_ns, ignore_mode: Some(scan.ignore_mode), entries, spans, chunks };
+        (out, changes)
     }
 
-    /// Entry `i` of this list, to be pushed on another as it is: copies the record and its name.
-    pub(crate) fn copy_to(&self, i: usize, to: &mut EntryList) {
-        let r = self.recs[i];
-        let off = to.names.len() as u64;
-        to.names.extend_from_slice(r.name(&self.names));
-        to.recs.push(Rec { off, ..r });
-    }
-
-    /// This list with entries of `from` inserted: `inserts` holds (position in the result, index in `from`) in
-    /// increasing position. The names of this list stay where they are; only the inserted ones are copied.
-    pub(crate) fn with_inserted(self, inserts: &[(usize, usize)], from: &EntryList) -> EntryList {
-        if inserts.is_empty() {
-            return self;
+    /// The span entry `i` of this tree passes on to the next one (still indexing this tree's chunks).
+    fn kept_span(&self, i: usize, kind: Kind, recipes_valid: bool) -> Span {
+        if recipes_valid && kind == Kind::File {
+            self.spans[i]
+        } else {
+            NO_RECIPE
         }
-        let EntryList { recs: mine, mut names } = self;
-        let mut recs = Vec::with_capacity(mine.len() + inserts.len());
-        let mut mine = mine.into_iter();
-        for &(pos, i) in inserts {
-            recs.extend(mine.by_ref().take(pos - recs.len()));
-            debug_assert_eq!(recs.len(), pos);
-            let r = from.recs[i];
-            let off = names.len() as u64;
-            names.extend_from_slice(r.name(&from.names));
-            recs.push(Rec { off, ..r });
+    }
+
+    /// The chunk store of a tree whose `spans` were taken from this one. Shares this one's loaded chunks when
+    /// that is all the spans use and most of them are still used; otherwise copies what is used (and rewrites the
+    /// spans), so that a tree does not keep a long-gone tree's recipes alive.
+    fn carry_chunks(&self, spans: &mut [Span]) -> ChunkStore {
+        let used = spans.iter().filter(|s| s.count != NOT_CHUNKED);
+        let live: usize = used.clone().map(|s| s.count as usize).sum();
+        let base_len = self.chunks.base.len();
+        let only_base = used.clone().all(|s| (s.start as usize) < base_len || s.count == 0);
+        if live == 0 {
+            return ChunkStore::default();
         }
-        recs.extend(mine);
-        EntryList { recs, names }
-    }
-}
-
-impl PartialEq for EntryList {
-    fn eq(&self, other: &EntryList) -> bool {
-        self.len() == other.len() && self.iter().eq(other.iter())
-    }
-}
-
-impl Eq for EntryList {}
-
-impl fmt::Debug for EntryList {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.iter()).finish()
-    }
-}
-
-pub struct Iter<'a> {
-    list: &'a EntryList,
-    range: std::ops::Range<usize>,
-}
-
-impl<'a> Iterator for Iter<'a> {
-    type Item = EntryRef<'a>;
-
-    fn next(&mut self) -> Option<EntryRef<'a>> {
-        self.range.next().map(|i| self.list.get(i))
+        if only_base && live * 2 >= base_len {
+            return ChunkStore { base: Arc::clone(&self.chunks.base), own: Vec::new() };
+        }
+        let mut base = Vec::with_capacity(live);
+        for s in spans.iter_mut().filter(|s| s.count != NOT_CHUNKED) {
+            let start = base.len() as u32;
+            base.extend_from_slice(self.chunks.get(*s));
+            s.start = start;
+        }
+        ChunkStore { base: Arc::new(base), own: Vec::new() }
     }
 
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        self.range.size_hint()
+    /// Inserts or replaces entries (with their recipes) and removes paths, keeping path order. The agent keeps
+    /// what it placed this way. Runs in O(n + m log m); chunk space of replaced entries is reclaimed on save.
+    pub fn update(&mut self, mut upserts: Vec<(Entry, Option<Vec<ChunkRef>>)>, mut removals: Vec<Vec<u8>>) {
+        upserts.sort_by(|a, b| a.0.path().cmp(b.0.path()));
+        upserts.dedup_by(|a, b| a.0.path() == b.0.path());
+        removals.sort();
+        let old = std::mem::take(&mut self.entries);
+        let old_spans = std::mem::take(&mut self.spans);
+        let name_bytes = old.name_bytes() + upserts.iter().map(|(u, _)| u.path().len() + 1).sum::<usize>();
+        let mut entries = EntryList::with_capacity(old.len() + upserts.len(), name_bytes);
+        let mut spans = Vec::with_capacity(old.len() + upserts.len());
+        let mut ups = upserts.into_iter().peekable();
+        let mut rm = removals.iter().peekable();
+        let push_new = |entries: &mut EntryList,
+                        spans: &mut Vec<Span>,
+                        chunks: &mut ChunkStore,
+                        e: Entry,
+                        c: Option<Vec<ChunkRef>>| {
+            let span = match c {
+                Some(c) if e.meta.kind == Kind::File => chunks.push(&c),
+                _ => NO_RECIPE,
+            };
+            entries.push_ref(e.view());
+            spans.push(span);
+        };
+        for (i, span) in old_spans.into_iter().enumerate() {
+            let path = old.path(i);
+            while let Some((u, _)) = ups.peek() {
+                if u.path() < path {
+                    let (u, c) = ups.next().unwrap();
+                    push_new(&mut entries, &mut spans, &mut self.chunks, u, c);
+                } else {
+                    break;
+                }
+            }
+            while rm.peek().is_some_and(|r| r.as_slice() < path) {
+                rm.next();
+            }
+            let removed = rm.peek().is_some_and(|r| r.as_slice() == path);
+            let replaced = ups.peek().is_some_and(|(u, _)| u.path() == path);
+            if replaced {
+                let (u, c) = ups.next().unwrap();
+                push_new(&mut entries, &mut spans, &mut self.chunks, u, c);
+            } else if !removed {
+                old.copy_to(i, &mut entries);
+                spans.push(span);
+            }
+        }
+        for (u, c) in ups {
+            push_new(&mut entries, &mut spans, &mut self.chunks, u, c);
+        }
+        entries.shrink_to_fit();
+        self.entries = entries;
+        self.spans = spans;
     }
-}
 
-impl DoubleEndedIterator for Iter<'_> {
-    fn next_back(&mut self) -> Option<Self::Item> {
-        self.range.next_back().map(|i| self.list.get(i))
+    /// Indexes of files and symlinks whose lstat no longer matches what was recorded (size, inode, and the
+    /// mtime observed right after placing, which agents keep in the ctime slot). Missing ones count too, and so
+    /// does everything under a directory that is now a symlink: no symlink below `root` is followed.
+    pub fn drift(&self, root: &Path) -> Vec<usize> {
+        crate::drift::drifted(&self.entries, root)
     }
-}
 
-impl ExactSizeIterator for Iter<'_> {}
+    /// [`Tree::drift`] for only the entries `scope` covers (directories a watch saw change).
+    pub fn drift_in(&self, root: &Path, scope: &crate::drift::DriftScope) -> Vec<usize> {
+        crate::drift::drifted_in(&self.entries, root, scope)
+    }
 
-impl<'a> IntoIterator for &'a EntryList {
-    type Item = EntryRef<'a>;
-    type IntoIter = Iter<'a>;
-
-    fn into_iter(self) -> Iter<'a> {
-        self.iter()
+    /// Builds a tree of a whole scan with no recipes yet (every file is new).
+    pub fn from_scan(scan: ScanOutput, params: ChunkParams) -> Tree {
+        Tree::empty(params).diff(scan, params).0
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn meta(kind: Kind) -> Meta {
-        Meta { size: 1, mtime_ns: 2, ctime_ns: 3, ino: 4, mode: 0o644, kind }
-    }
-
-    #[test]
-    fn names_and_targets_round_trip_through_one_buffer() {
-        let mut a = EntryList::new();
-        a.push(b"b/link", meta(Kind::Symlink), Some(b"../x\xff"));
-        a.push(b"a", meta(Kind::File), Some(b"ignored: not a link"));
-        let mut b = EntryList::new();
-        b.push(b"c", meta(Kind::Dir), None);
-        b.append(&mut a);
-        assert!(a.is_empty());
-        b.sort_by_path();
-        let got: Vec<_> = b.iter().map(|e| (e.path(), e.target())).collect();
-        assert_eq!(got, vec![(&b"a"[..], None), (&b"b/link"[..], Some(&b"../x\xff"[..])), (&b"c"[..], None)]);
-        assert_eq!(b.find(b"b/link"), Some(1));
-        assert_eq!(b.find(b"b"), None);
-        assert_eq!(b.get(1).to_entry(), Entry::new(b"b/link", meta(Kind::Symlink), Some(b"../x\xff")));
-        assert_eq!(b.get(1), Entry::new(b"b/link", meta(Kind::Symlink), Some(b"../x\xff")).view());
-        let mut c = EntryList::new();
-        b.copy_to(1, &mut c);
-        assert_eq!(c.get(0), b.get(1));
-        let mut d = EntryList::new();
-        d.push(b"a0", meta(Kind::File), None);
-        d.push(b"a2", meta(Kind::File), None);
-        let mut from = EntryList::new();
-        from.push(b"a1", meta(Kind::Dir), None);
-        from.push(b"a3", meta(Kind::Symlink), Some(b"t"));
-        let d = d.with_inserted(&[(1, 0), (3, 1)], &from);
-        let got: Vec<_> = d.iter().map(|e| (e.path(), e.target())).collect();
-        assert_eq!(got, vec![(&b"a0"[..], None), (&b"a1"[..], None), (&b"a2"[..], None), (&b"a3"[..], Some(&b"t"[..]))]);
-    }
-}
+mod tests;

@@ -173,21 +173,21 @@ mod linux {
     /// Filesystems whose every change goes through this kernel, so inotify sees it. Others (NFS, CIFS, FUSE, 9p,
     /// virtiofs...) can change under us from another machine or process without an event.
     const TRUSTED_FS: &[i64] = &[
-        0xEF53,      // ext2/3/4
-        0x58465342,  // xfs
-        0x9123683E,  // btrfs
-        0x01021994,  // tmpfs
-        0x858458f6,  // ramfs
-        0xF2F52010,  // f2fs
-        0x2FC12FC1,  // zfs
-        0xca451a4e,  // bcachefs
-        0x794c7630,  // overlayfs (changes made through it)
-        0x3153464a,  // jfs
-        0x52654973,  // reiserfs
-        0x4d44,      // vfat
-        0x5346544e,  // ntfs
-        0x7366746e,  // ntfs3
-        0x2011BAB0,  // exfat
+        0xEF53,     // ext2/3/4
+        0x58465342, // xfs
+        0x9123683E, // btrfs
+        0x01021994, // tmpfs
+        0x858458f6, // ramfs
+        0xF2F52010, // f2fs
+        0x2FC12FC1, // zfs
+        0xca451a4e, // bcachefs
+        0x794c7630, // overlayfs (changes made through it)
+        0x3153464a, // jfs
+        0x52654973, // reiserfs
+        0x4d44,     // vfat
+        0x5346544e, // ntfs
+        0x7366746e, // ntfs3
+        0x2011BAB0, // exfat
     ];
 
     struct Watched {
@@ -295,7 +295,8 @@ mod linux {
         }
 
         fn add_watch(&mut self, abs: &Path, follow: bool) -> io::Result<i32> {
-            let c = CString::new(abs.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+            let c =
+                CString::new(abs.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
             let flags = EVENTS | libc::IN_ONLYDIR | if follow { 0 } else { libc::IN_DONT_FOLLOW };
             let wd = unsafe { libc::inotify_add_watch(self.fd, c.as_ptr(), flags) };
             if wd < 0 {
@@ -342,7 +343,10 @@ mod linux {
                     match fs_type(&abs) {
                         Some(t) if TRUSTED_FS.contains(&t) => {}
                         t => {
-                            let why = format!("a mount of a filesystem whose changes may not be reported (type {:#x})", t.unwrap_or(0));
+                            let why = format!(
+                                "a mount of a filesystem whose changes may not be reported (type {:#x})",
+                                t.unwrap_or(0)
+                            );
                             self.problems.insert(rel.clone(), (why, false));
                         }
                     }
@@ -461,9 +465,15 @@ mod linux {
         fn unwatch_under(&mut self, rel: &[u8]) {
             let mut from = rel.to_vec();
             let gone: Vec<(Vec<u8>, i32)> = {
-                let mut v: Vec<(Vec<u8>, i32)> = self.by_path.get(rel).map(|&wd| (rel.to_vec(), wd)).into_iter().collect();
+                let mut v: Vec<(Vec<u8>, i32)> =
+                    self.by_path.get(rel).map(|&wd| (rel.to_vec(), wd)).into_iter().collect();
                 from.push(b'/');
-                v.extend(self.by_path.range(from.clone()..).take_while(|(p, _)| p.starts_with(&from)).map(|(p, w)| (p.clone(), *w)));
+                v.extend(
+                    self.by_path
+                        .range(from.clone()..)
+                        .take_while(|(p, _)| p.starts_with(&from))
+                        .map(|(p, w)| (p.clone(), *w)),
+                );
                 v
             };
             for (p, wd) in gone {
@@ -505,7 +515,8 @@ mod linux {
                 if n == 0 {
                     return;
                 }
-                let data: Vec<u8> = unsafe { std::slice::from_raw_parts(self.buf.as_ptr().cast::<u8>(), n as usize) }.to_vec();
+                let data: Vec<u8> =
+                    unsafe { std::slice::from_raw_parts(self.buf.as_ptr().cast::<u8>(), n as usize) }.to_vec();
                 let head = std::mem::size_of::<libc::inotify_event>();
                 let mut at = 0usize;
                 while at + head <= data.len() {
@@ -664,9 +675,11 @@ mod linux {
                 return Ok(Changes { token: now, full: true, reason: Some(reason), dirs: vec![], subtrees: vec![] });
             }
             let since = since.unwrap().seq;
-            let mut dirs: BTreeSet<Vec<u8>> = self.dirty.iter().filter(|(_, &s)| s > since).map(|(p, _)| p.clone()).collect();
+            let mut dirs: BTreeSet<Vec<u8>> =
+                self.dirty.iter().filter(|(_, &s)| s > since).map(|(p, _)| p.clone()).collect();
             dirs.extend(self.linked.iter().cloned());
-            let subtrees: BTreeSet<Vec<u8>> = self.subtrees.iter().filter(|(_, &s)| s > since).map(|(p, _)| p.clone()).collect();
+            let subtrees: BTreeSet<Vec<u8>> =
+                self.subtrees.iter().filter(|(_, &s)| s > since).map(|(p, _)| p.clone()).collect();
             Ok(Changes {
                 token: now,
                 full: false,
@@ -745,7 +758,12 @@ mod linux {
                 shared.ready.store(true, Ordering::Release);
             } else {
                 let stop_rd = stop[0];
-                w.thread = Some(std::thread::Builder::new().name("skysync-watch".into()).spawn(move || run(shared, stop_rd)).map_err(WatchError::Io)?);
+                w.thread = Some(
+                    std::thread::Builder::new()
+                        .name("skysync-watch".into())
+                        .spawn(move || run(shared, stop_rd))
+                        .map_err(WatchError::Io)?,
+                );
             }
             Ok(w)
         }

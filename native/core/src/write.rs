@@ -21,7 +21,7 @@ use std::sync::{Arc, OnceLock};
 
 use rayon::prelude::*;
 
-use crate::chunk::{chunk_id, recipe_digest, ChunkRef};
+use crate::chunk::{chunk_id, recipe_digest, unpack_refs};
 
 /// One file of a batch, written whole into a new temp file.
 pub struct WriteItem<'a> {
@@ -262,7 +262,8 @@ fn with_dirs<'a, I: Sync, T: Send>(
                 .par_iter()
                 .with_max_len(4)
                 .map(|it| {
-                    let fds: Vec<DirResult> = dir_of(it).iter().map(|d| handles.get(d).unwrap_or(&missing).clone()).collect();
+                    let fds: Vec<DirResult> =
+                        dir_of(it).iter().map(|d| handles.get(d).unwrap_or(&missing).clone()).collect();
                     op(it, &fds)
                 })
                 .collect()
@@ -282,34 +283,23 @@ fn copy_err(e: &io::Error) -> io::Error {
 }
 
 fn check(item: &WriteItem) -> Result<(), WriteError> {
-    if !item.refs.len().is_multiple_of(36) {
-        return Err(WriteError::BadChunk(0));
-    }
+    let refs = unpack_refs(item.refs).ok_or(WriteError::BadChunk(0))?;
     if let Some(want) = item.digest {
-        let refs: Vec<ChunkRef> = item
-            .refs
-            .chunks_exact(36)
-            .map(|r| {
-                let mut id = [0u8; 32];
-                id.copy_from_slice(&r[..32]);
-                ChunkRef { id, len: u32::from_le_bytes([r[32], r[33], r[34], r[35]]) }
-            })
-            .collect();
         if recipe_digest(&refs) != *want {
             return Err(WriteError::BadDigest);
         }
     }
     let mut off = 0usize;
-    for (i, r) in item.refs.chunks_exact(36).enumerate() {
-        let len = u32::from_le_bytes([r[32], r[33], r[34], r[35]]) as usize;
+    for (i, r) in refs.iter().enumerate() {
+        let len = r.len as usize;
         let chunk = off.checked_add(len).and_then(|end| item.data.get(off..end)).ok_or(WriteError::BadChunk(i))?;
-        if chunk_id(chunk)[..] != r[..32] {
+        if chunk_id(chunk) != r.id {
             return Err(WriteError::BadChunk(i));
         }
         off += len;
     }
     if off != item.data.len() {
-        return Err(WriteError::BadChunk(item.refs.len() / 36));
+        return Err(WriteError::BadChunk(refs.len()));
     }
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! Integration tests for the tree scan, the snapshot diff and the snapshot file format.
+//! Integration tests for the tree scan, the tree diff and the tree file format.
 //!
 //! Tests that need an unprivileged user (permissions do not apply to root) or a different working directory
 //! re-run this test binary as a child process: the child tests are `#[ignore]`d and do nothing unless the
@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 
 use skysync_core::ignore_rules::IgnoreMode;
 use skysync_core::{
-    chunk_file, scan_tree, ChangeKind, ChunkParams, Kind, LoadError, ScanError, ScanOutput, Snapshot, WarningKind,
+    chunk_file, scan_tree, ChangeKind, ChunkParams, Kind, LoadError, ScanError, ScanOutput, Tree, WarningKind,
     DEFAULT_PARAMS,
 };
 
@@ -64,14 +64,14 @@ fn kind_of(out: &ScanOutput, rel: &[u8]) -> Option<Kind> {
     out.entries.iter().find(|e| e.path() == rel).map(|e| e.meta.kind)
 }
 
-/// A snapshot of `root` with every file chunked, as a completed sync leaves it.
-fn synced(root: &Path) -> Snapshot {
-    let mut snap = Snapshot::from_scan(scan(root), DEFAULT_PARAMS);
+/// A tree of `root` with every file chunked, as a completed sync leaves it.
+fn synced(root: &Path) -> Tree {
+    let mut snap = Tree::from_scan(scan(root), DEFAULT_PARAMS);
     record_recipes(root, &mut snap);
     snap
 }
 
-fn record_recipes(root: &Path, snap: &mut Snapshot) {
+fn record_recipes(root: &Path, snap: &mut Tree) {
     let files: Vec<(usize, Vec<u8>)> = snap
         .entries()
         .iter()
@@ -87,7 +87,7 @@ fn record_recipes(root: &Path, snap: &mut Snapshot) {
 }
 
 /// The changes of `next` against `prev`, as path -> status.
-fn changes(prev: &Snapshot, out: ScanOutput) -> (Snapshot, BTreeMap<Vec<u8>, ChangeKind>) {
+fn changes(prev: &Tree, out: ScanOutput) -> (Tree, BTreeMap<Vec<u8>, ChangeKind>) {
     let (next, list) = prev.diff(out, prev.params);
     let mut map = BTreeMap::new();
     for c in &list {
@@ -137,8 +137,8 @@ fn non_utf8_names_are_kept_byte_exact() {
     assert_eq!(kind_of(&out, b"caf\xe9.txt"), None);
     assert_eq!(kind_of(&out, b"ok-\xc3\xa9"), Some(Kind::File));
     // And they survive a save/load.
-    let snap = Snapshot::from_scan(scan(root), DEFAULT_PARAMS);
-    let back = Snapshot::decode(&snap.encode()).unwrap();
+    let snap = Tree::from_scan(scan(root), DEFAULT_PARAMS);
+    let back = Tree::decode(&snap.encode()).unwrap();
     assert_eq!(back.entries(), snap.entries());
     assert!(back.find(b"d\x80ir/inner\xc3\x28").is_some());
 }
@@ -413,7 +413,7 @@ fn diff_reports_every_status_and_carries_recipes() {
     assert_eq!(next.entry(next.find(b"file-to-dir").unwrap()).meta.kind, Kind::Dir);
     assert_eq!(next.entry(next.find(b"dir-to-link").unwrap()).meta.kind, Kind::Symlink);
     assert_eq!(next.entry(next.find(b"link-to-file").unwrap()).meta.kind, Kind::File);
-    // The new snapshot is in path order.
+    // The new tree is in path order.
     let ps: Vec<&[u8]> = next.entries().iter().map(|e| e.path()).collect();
     assert!(ps.windows(2).all(|w| w[0] < w[1]));
 }
@@ -444,7 +444,7 @@ fn set_recipe_refuses_a_size_mismatch_and_non_files() {
     let root = dir.path();
     write(root, b"f", b"12345");
     fs::create_dir(root.join("d")).unwrap();
-    let mut snap = Snapshot::from_scan(scan(root), DEFAULT_PARAMS);
+    let mut snap = Tree::from_scan(scan(root), DEFAULT_PARAMS);
     let other = skysync_core::chunk_bytes(b"123456", DEFAULT_PARAMS);
     assert!(!snap.set_recipe(snap.find(b"f").unwrap(), &other.chunks));
     assert!(!snap.set_recipe(snap.find(b"d").unwrap(), &other.chunks));
@@ -491,9 +491,9 @@ fn racy_timestamps_are_reported_modified_again() {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// snapshot files
+// tree files
 
-fn sample_snapshot() -> (tempfile::TempDir, Snapshot) {
+fn sample_snapshot() -> (tempfile::TempDir, Tree) {
     let dir = tempdir();
     let root = dir.path().join("tree");
     write(&root, b"a/b/c.txt", &vec![7u8; 20_000]);
@@ -514,7 +514,7 @@ fn snapshot_save_load_round_trip() {
     assert!(snap.recipe_of(snap.find(b"big").unwrap()).unwrap().chunks.len() > 1);
     let file = dir.path().join("state/snap.bin");
     snap.save(&file).unwrap();
-    let back = Snapshot::load(&file).unwrap();
+    let back = Tree::load(&file).unwrap();
     assert_eq!(back.entries(), snap.entries());
     assert_eq!(back.params, snap.params);
     assert_eq!(back.started_ns, snap.started_ns);
@@ -526,18 +526,18 @@ fn snapshot_save_load_round_trip() {
     // No temporary files left behind.
     let names: Vec<_> = fs::read_dir(dir.path().join("state")).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(names, vec![std::ffi::OsString::from("snap.bin")]);
-    // An empty snapshot round-trips too.
-    let empty = Snapshot::empty(DEFAULT_PARAMS);
-    let back = Snapshot::decode(&empty.encode()).unwrap();
+    // An empty tree round-trips too.
+    let empty = Tree::empty(DEFAULT_PARAMS);
+    let back = Tree::decode(&empty.encode()).unwrap();
     assert!(back.is_empty());
     assert_eq!(back.ignore_mode, None);
-    // A loaded snapshot works as the previous tree of a diff.
+    // A loaded tree works as the previous tree of a diff.
     let (_, list) = back.diff(scan(&dir.path().join("tree")), DEFAULT_PARAMS);
     assert_eq!(list.len(), snap.len());
 }
 
 fn corrupt(data: &[u8]) -> String {
-    match Snapshot::decode(data) {
+    match Tree::decode(data) {
         Ok(_) => panic!("a damaged snapshot decoded"),
         Err(LoadError::Corrupt(why)) => {
             let msg = LoadError::Corrupt(why.clone()).to_string();
@@ -596,7 +596,7 @@ fn file_entry(name: &[u8], size: u64, chunk_count_field: u64) -> Vec<u8> {
 fn a_corrupted_snapshot_is_an_error_never_a_panic() {
     let (dir, snap) = sample_snapshot();
     let good = snap.encode();
-    assert!(Snapshot::decode(&good).is_ok());
+    assert!(Tree::decode(&good).is_ok());
 
     // Every single-bit flip and every truncation is caught.
     for i in 0..good.len() {
@@ -707,7 +707,7 @@ fn a_corrupted_snapshot_is_an_error_never_a_panic() {
     b.extend(file_entry(b"b", 10, 2));
     b.extend_from_slice(&[0u8; 32]);
     b.extend(varint(10));
-    let ok = Snapshot::decode(&seal(&b)).expect("hand-built snapshot");
+    let ok = Tree::decode(&seal(&b)).expect("hand-built snapshot");
     assert_eq!(ok.recipe_of(1).unwrap().size, 10);
 
     // Random damage behind a valid checksum: an error or a well-formed snapshot, never a panic.
@@ -724,10 +724,10 @@ fn a_corrupted_snapshot_is_an_error_never_a_panic() {
                 _ => bad.insert(at, next() as u8),
             }
         }
-        let result = std::panic::catch_unwind(|| Snapshot::decode(&seal(&bad)).map(|s| s.encode()));
+        let result = std::panic::catch_unwind(|| Tree::decode(&seal(&bad)).map(|s| s.encode()));
         match result {
             Err(_) => panic!("decode panicked on round {round}: {:?}", bad),
-            Ok(Ok(re)) => assert!(Snapshot::decode(&re).is_ok(), "a decoded snapshot re-encodes"),
+            Ok(Ok(re)) => assert!(Tree::decode(&re).is_ok(), "a decoded snapshot re-encodes"),
             Ok(Err(LoadError::Corrupt(_))) => {}
             Ok(Err(e)) => panic!("unexpected error {e}"),
         }
@@ -738,8 +738,8 @@ fn a_corrupted_snapshot_is_an_error_never_a_panic() {
     let mut bad = good.clone();
     bad[good.len() / 2] ^= 0x10;
     fs::write(&file, &bad).unwrap();
-    assert!(matches!(Snapshot::load(&file), Err(LoadError::Corrupt(_))));
-    assert!(matches!(Snapshot::load(&dir.path().join("missing")), Err(LoadError::Io(_))));
+    assert!(matches!(Tree::load(&file), Err(LoadError::Corrupt(_))));
+    assert!(matches!(Tree::load(&dir.path().join("missing")), Err(LoadError::Io(_))));
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -852,7 +852,7 @@ fn child_unreadable() {
     }
     assert_ne!(unsafe { libc::geteuid() }, 0, "the child must not run as root");
     let root = PathBuf::from(std::env::var_os("SKYSYNC_ROOT").unwrap());
-    let prev = Snapshot::load(Path::new(&std::env::var_os("SKYSYNC_SNAP").unwrap())).unwrap();
+    let prev = Tree::load(Path::new(&std::env::var_os("SKYSYNC_SNAP").unwrap())).unwrap();
     let out = scan(&root);
     let warned: Vec<(Vec<u8>, WarningKind)> = out.warnings.iter().map(|w| (w.path.clone(), w.kind.clone())).collect();
     eprintln!("warnings: {:?}", out.warnings);
@@ -899,7 +899,7 @@ fn forgotten_entries_of_every_kind_are_reported_again() {
         age(root, rel);
     }
     let forgotten: [&[u8]; 3] = [b"d", b"f", b"link"];
-    let snap = Snapshot::decode(&forget_each(synced(root), &forgotten).encode()).unwrap();
+    let snap = Tree::decode(&forget_each(synced(root), &forgotten).encode()).unwrap();
     let (mut next, got) = changes(&snap, scan(root));
     assert_eq!(got, all_modified(&forgotten));
     // Recorded again from this scan (the file chunked again), they compare unchanged from then on.
@@ -928,7 +928,7 @@ fn a_partial_scan_lists_the_parents_of_forgotten_entries() {
     assert_eq!(got, all_modified(&forgotten));
 }
 
-fn forget_each(mut snap: Snapshot, rels: &[&[u8]]) -> Snapshot {
+fn forget_each(mut snap: Tree, rels: &[&[u8]]) -> Tree {
     for rel in rels {
         let i = snap.find(rel).unwrap();
         snap.forget(i);

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use skysync_core::watch::{Changes, Token, WatchError, WatchOptions, Watcher};
-use skysync_core::{scan_tree, scan_tree_partial, ScanOutput, Snapshot, DEFAULT_PARAMS};
+use skysync_core::{scan_tree, scan_tree_partial, ScanOutput, Tree, DEFAULT_PARAMS};
 
 mod common;
 use common::{seed, Rng};
@@ -33,9 +33,9 @@ fn start(root: &Path) -> Watcher {
 }
 
 /// A scan of the tree as it is now, and the token given just before it: what a push stores.
-fn base(w: &Watcher, root: &Path) -> (Token, Snapshot) {
+fn base(w: &Watcher, root: &Path) -> (Token, Tree) {
     let t = w.changes_since(None).unwrap().token;
-    (t, Snapshot::from_scan(scan_tree(root).unwrap(), DEFAULT_PARAMS))
+    (t, Tree::from_scan(scan_tree(root).unwrap(), DEFAULT_PARAMS))
 }
 
 fn show(v: &[Vec<u8>]) -> Vec<String> {
@@ -45,7 +45,16 @@ fn show(v: &[Vec<u8>]) -> Vec<String> {
 fn describe(o: &ScanOutput) -> String {
     let mut s = String::new();
     for e in o.entries.iter() {
-        s += &format!("{} {:?} {:o} {} {} {} {:?}\n", String::from_utf8_lossy(e.path()), e.meta.kind, e.meta.mode, e.meta.size, e.meta.mtime_ns, e.meta.ino, e.target());
+        s += &format!(
+            "{} {:?} {:o} {} {} {} {:?}\n",
+            String::from_utf8_lossy(e.path()),
+            e.meta.kind,
+            e.meta.mode,
+            e.meta.size,
+            e.meta.mtime_ns,
+            e.meta.ino,
+            e.target()
+        );
     }
     for w in &o.warnings {
         s += &format!("warning {:?} {} {}\n", w.kind, String::from_utf8_lossy(&w.path), w.message);
@@ -56,7 +65,7 @@ fn describe(o: &ScanOutput) -> String {
     s
 }
 
-fn changes_of(prev: &Snapshot, out: ScanOutput) -> (Snapshot, Vec<String>) {
+fn changes_of(prev: &Tree, out: ScanOutput) -> (Tree, Vec<String>) {
     let (next, changes) = prev.diff(out, DEFAULT_PARAMS);
     let list = changes
         .iter()
@@ -72,7 +81,7 @@ fn changes_of(prev: &Snapshot, out: ScanOutput) -> (Snapshot, Vec<String>) {
 }
 
 /// The partial scan `c` allows against `prev` equals a full scan now; returns how many directories it listed.
-fn check_same(root: &Path, prev: &Snapshot, c: &Changes) -> u64 {
+fn check_same(root: &Path, prev: &Tree, c: &Changes) -> u64 {
     assert!(!c.full, "full: {:?}", c.reason);
     let part = scan_tree_partial(root, prev, &c.dirs, &c.subtrees).unwrap();
     let full = scan_tree(root).unwrap();
@@ -366,7 +375,9 @@ fn all_paths(root: &Path, rel: &str, files: &mut Vec<String>, dirs: &mut Vec<Str
 fn put(path: &Path, data: &[u8]) {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    if let Ok(mut f) = fs::File::options().write(true).create(true).truncate(true).custom_flags(libc::O_NONBLOCK).open(path) {
+    if let Ok(mut f) =
+        fs::File::options().write(true).create(true).truncate(true).custom_flags(libc::O_NONBLOCK).open(path)
+    {
         if f.metadata().is_ok_and(|m| m.is_file()) {
             let _ = f.write_all(data);
         }
@@ -377,14 +388,19 @@ fn put(path: &Path, data: &[u8]) {
 /// gives no event (a blind spot of inotify, see watch.rs).
 fn mutate(rng: &mut Rng, root: &Path, watched: &dyn Fn(&str) -> bool) -> String {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    const NAMES: &[&str] = &["a", "b", "c", "src", "lib", "x.log", "build", "keep.log", "n1", "n2", "tmp", "a.b", "a-b"];
+    const NAMES: &[&str] =
+        &["a", "b", "c", "src", "lib", "x.log", "build", "keep.log", "n1", "n2", "tmp", "a.b", "a-b"];
     const RULES: &[&str] = &["*.log", "build/", "!keep.log", "tmp*", "b/c", "/lib", "n2"];
     let (mut files, mut dirs) = (Vec::new(), Vec::new());
     all_paths(root, "", &mut files, &mut dirs);
     let dir = if dirs.is_empty() || rng.below(4) == 0 { String::new() } else { rng.pick(&dirs).clone() };
     let fresh = |rng: &mut Rng| {
         let n = *rng.pick(NAMES);
-        if dir.is_empty() { n.to_string() } else { format!("{dir}/{n}") }
+        if dir.is_empty() {
+            n.to_string()
+        } else {
+            format!("{dir}/{n}")
+        }
     };
     let op = rng.below(17);
     let r = match op {
@@ -414,7 +430,10 @@ fn mutate(rng: &mut Rng, root: &Path, watched: &dyn Fn(&str) -> bool) -> String 
         }
         4 if !files.is_empty() => {
             let f = rng.pick(&files).clone();
-            let _ = fs::set_permissions(p(root, &f), fs::Permissions::from_mode(if rng.below(2) == 0 { 0o755 } else { 0o644 }));
+            let _ = fs::set_permissions(
+                p(root, &f),
+                fs::Permissions::from_mode(if rng.below(2) == 0 { 0o755 } else { 0o644 }),
+            );
             format!("chmod {f}")
         }
         5 if !files.is_empty() => {
@@ -455,7 +474,10 @@ fn mutate(rng: &mut Rng, root: &Path, watched: &dyn Fn(&str) -> bool) -> String 
         }
         12 if !dirs.is_empty() => {
             let d = rng.pick(&dirs).clone();
-            let _ = fs::set_permissions(p(root, &d), fs::Permissions::from_mode(if rng.below(2) == 0 { 0o700 } else { 0o755 }));
+            let _ = fs::set_permissions(
+                p(root, &d),
+                fs::Permissions::from_mode(if rng.below(2) == 0 { 0o700 } else { 0o755 }),
+            );
             format!("chmod dir {d}")
         }
         13 => {
@@ -502,7 +524,10 @@ fn random_changes_the_partial_scan_always_equals_a_full_one() {
     let mut log: Vec<String> = Vec::new();
     for round in 0..rounds {
         for _ in 0..1 + rng.below(4) {
-            let watched = |d: &str| d.is_empty() || prev.find(d.as_bytes()).is_some_and(|i| prev.entry(i).meta.kind == skysync_core::Kind::Dir);
+            let watched = |d: &str| {
+                d.is_empty()
+                    || prev.find(d.as_bytes()).is_some_and(|i| prev.entry(i).meta.kind == skysync_core::Kind::Dir)
+            };
             log.push(format!("{round}: {}", mutate(&mut rng, root, &watched)));
         }
         let c = w.changes_since(Some(token)).unwrap();
@@ -582,7 +607,10 @@ fn run_unprivileged(test: &str, scratch: &Path, env: &[(&str, &OsStr)]) -> Optio
         cmd.env(k, v);
     }
     match cmd.output() {
-        Ok(out) if matches!(out.status.code(), Some(126) | Some(127)) || String::from_utf8_lossy(&out.stderr).contains("setpriv:") => {
+        Ok(out)
+            if matches!(out.status.code(), Some(126) | Some(127))
+                || String::from_utf8_lossy(&out.stderr).contains("setpriv:") =>
+        {
             eprintln!("SKIPPED: could not run the test unprivileged: {}", String::from_utf8_lossy(&out.stderr));
             None
         }
@@ -607,7 +635,13 @@ fn a_directory_that_cannot_be_watched_means_full_answers_until_it_can() {
             unsafe { libc::lchown(c.as_ptr(), 65534, 65534) };
         }
     }
-    let Some(out) = run_unprivileged("child_cannot_watch", scratch.path(), &[("SKYSYNC_TEST_CHILD", OsStr::new("watch")), ("SKYSYNC_ROOT", root.as_os_str())]) else { return };
+    let Some(out) = run_unprivileged(
+        "child_cannot_watch",
+        scratch.path(),
+        &[("SKYSYNC_TEST_CHILD", OsStr::new("watch")), ("SKYSYNC_ROOT", root.as_os_str())],
+    ) else {
+        return;
+    };
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "the unprivileged check failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("child_cannot_watch ... ok"), "the child test did not run:\n{stdout}\n{stderr}");
@@ -667,7 +701,7 @@ fn a_partial_scan_lists_the_parent_of_a_named_directory_that_is_gone() {
     let root = dir.path();
     tree(root);
     write(root, "a/c/x/deep", b"d");
-    let prev = Snapshot::from_scan(scan_tree(root).unwrap(), DEFAULT_PARAMS);
+    let prev = Tree::from_scan(scan_tree(root).unwrap(), DEFAULT_PARAMS);
     fs::remove_dir_all(p(root, "a/b")).unwrap();
     write(root, "a/new", b"n");
     // Only `a`'s own times can be off then (its entry comes from the root's listing, which was not named): a

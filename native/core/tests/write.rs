@@ -18,11 +18,20 @@ fn packed(data: &[u8]) -> (Vec<u8>, [u8; 32]) {
 }
 
 fn item<'a>(path: &'a str, data: &'a [u8], refs: &'a [u8], digest: Option<&'a [u8; 32]>) -> WriteItem<'a> {
-    WriteItem { path: path.as_bytes(), data, refs, digest, mode: 0o640, mtime_sec: 1_500_000_000, mtime_nsec: 123_456_789 }
+    WriteItem {
+        path: path.as_bytes(),
+        data,
+        refs,
+        digest,
+        mode: 0o640,
+        mtime_sec: 1_500_000_000,
+        mtime_nsec: 123_456_789,
+    }
 }
 
 fn names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut v: Vec<String> =
+        fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     v.sort();
     v
 }

@@ -1,4 +1,5 @@
 import type { ChunkParams } from './params.js';
+import { CHUNK_REF_SIZE, chunkRefId, chunkRefLen } from './layouts.js';
 import type { Recipe } from './recipe.js';
 
 /** Chunking and hashing, by the native addon or the TypeScript fallback; both give byte-identical results. */
@@ -13,7 +14,7 @@ export interface Chunker {
   /** The whole-file digest of packed chunks (`Recipe.chunks`). */
   recipeDigest(chunks: Buffer): Buffer;
   /**
-   * Checks consecutive chunks of `data` against packed refs (32-byte id + u32 LE length each): the index of the
+   * Checks consecutive chunks of `data` against packed chunk refs (`CHUNK_REF`): the index of the
    * first chunk that does not match, or -1. The native one hashes off the JavaScript thread.
    */
   verifyChunks(data: Buffer, refs: Buffer): Promise<number>;
@@ -22,10 +23,11 @@ export interface Chunker {
 /** The same check, synchronously, with any BLAKE3. */
 export function verifyChunksWith(hash: (d: Uint8Array) => Buffer, data: Buffer, refs: Buffer): number {
   let off = 0;
-  for (let i = 0, r = 0; r + 36 <= refs.length; i++, r += 36) {
-    const len = refs.readUInt32LE(r + 32);
-    if (off + len > data.length || !hash(data.subarray(off, off + len)).equals(refs.subarray(r, r + 32))) return i;
+  const whole = Math.floor(refs.length / CHUNK_REF_SIZE);
+  for (let i = 0; i < whole; i++) {
+    const len = chunkRefLen(refs, i);
+    if (off + len > data.length || !hash(data.subarray(off, off + len)).equals(chunkRefId(refs, i))) return i;
     off += len;
   }
-  return off === data.length && refs.length % 36 === 0 ? -1 : Math.max(0, refs.length / 36 - 1);
+  return off === data.length && refs.length % CHUNK_REF_SIZE === 0 ? -1 : Math.max(0, refs.length / CHUNK_REF_SIZE - 1);
 }

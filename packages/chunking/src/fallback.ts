@@ -11,7 +11,8 @@ import type { Cutter } from './fastcdc.js';
 import type { ChunkParams } from './params.js';
 import { DEFAULT_PARAMS } from './params.js';
 import type { Recipe } from './recipe.js';
-import { DIGEST_PREFIX, ID_BYTES, PACKED_CHUNK_BYTES } from './recipe.js';
+import { CHUNK_REF, CHUNK_REF_SIZE, chunkRefCount } from './layouts.js';
+import { DIGEST_PREFIX } from './recipe.js';
 
 /**
  * Default streaming window of `chunkFile` (two are kept, one being read while the other is hashed); it grows
@@ -56,9 +57,7 @@ class Hashing {
   }
 
   recipeDigest(chunks: Uint8Array): Buffer {
-    if (chunks.length % PACKED_CHUNK_BYTES !== 0) {
-      throw new RangeError(`packed chunks must be a multiple of ${PACKED_CHUNK_BYTES} bytes, got ${chunks.length}`);
-    }
+    chunkRefCount(chunks);
     const h = this.h;
     h.init();
     h.update(DIGEST_PREFIX);
@@ -68,12 +67,12 @@ class Hashing {
 
   /** Packs the chunks of `data` whose lengths are `lens`, starting at `start`, into a fresh buffer. */
   pack(data: Uint8Array, start: number, lens: readonly number[]): Buffer {
-    const out = Buffer.allocUnsafe(lens.length * PACKED_CHUNK_BYTES);
+    const out = Buffer.allocUnsafe(lens.length * CHUNK_REF_SIZE);
     let s = start;
-    for (let i = 0, o = 0; i < lens.length; i++, o += PACKED_CHUNK_BYTES) {
+    for (let i = 0, o = 0; i < lens.length; i++, o += CHUNK_REF_SIZE) {
       const len = lens[i]!;
-      this.hashInto(data, s, len, out, o);
-      out.writeUInt32LE(len, o + ID_BYTES);
+      this.hashInto(data, s, len, out, o + CHUNK_REF.id);
+      out.writeUInt32LE(len, o + CHUNK_REF.len);
       s += len;
     }
     return out;

@@ -10,10 +10,26 @@ export type { Chunker } from './chunker.js';
 export type { ChunkParams } from './params.js';
 export { DEFAULT_PARAMS, PARAM_BOUNDS, paramsValid, validateParams } from './params.js';
 export type { ChunkRef, Recipe } from './recipe.js';
-export { DIGEST_PREFIX, PACKED_CHUNK_BYTES, chunkCount, packChunks, unpackChunks } from './recipe.js';
+export { DIGEST_PREFIX, chunkCount, packChunks, unpackChunks } from './recipe.js';
+export {
+  CHUNK_ID_SIZE,
+  CHUNK_REF,
+  CHUNK_REF_SIZE,
+  PLACED_RECORD,
+  READ_RANGE,
+  RECORD_LAYOUTS,
+  WRITE_RECORD,
+  WRITE_STAT,
+  chunkRefCount,
+  chunkRefId,
+  chunkRefLen,
+  readWriteStat,
+  writeChunkRef,
+  writeReadRange,
+} from './layouts.js';
 export { DEFAULT_WINDOW, createFallbackChunker, cutPoints } from './fallback.js';
 export type { FallbackOptions } from './fallback.js';
-export type { NativeAddon } from './native.js';
+export type { Change, NativeAddon, ScanResult, Tree } from './native.js';
 export { createNativeChunker, loadNative, nativeLoadErrors } from './native.js';
 
 export interface GetChunkerOptions {

@@ -9,6 +9,8 @@ import { DEFAULT_PARAMS, validateParams } from './params.js';
 import type { Recipe } from './recipe.js';
 
 export type NativeAddon = typeof import('@skysync/native');
+// The addon's types every package names: the tree (entries, stat data, recipes; held in Rust) and a scan's result.
+export type { Tree, Change, ScanResult } from '@skysync/native';
 
 type RequireFn = (id: string) => unknown;
 
@@ -132,9 +134,8 @@ export function createNativeChunker(addon: NativeAddon): Chunker {
     chunkFile,
     recipeDigest: (chunks) => addon.recipeDigest(chunks),
     // A small buffer is hashed on this thread: the round trip through the thread pool costs more than the hash.
-    // So is everything with an addon from before verifyChunks existed (an agent installed earlier).
     verifyChunks: (data, refs) =>
-      typeof addon.verifyChunks === 'function' && data.length > SYNC_VERIFY_MAX
+      data.length > SYNC_VERIFY_MAX
         ? addon.verifyChunks(data, refs)
         : Promise.resolve(verifyChunksWith((d) => addon.blake3(asBuffer(d)), data, refs)),
   };

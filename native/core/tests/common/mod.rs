@@ -31,9 +31,10 @@ impl Rng {
 
 /// SKYSYNC_SEED, or one from the clock; printed, so that a failed run can be replayed.
 pub fn seed() -> u64 {
-    let s = std::env::var("SKYSYNC_SEED")
-        .map(|s| s.parse().expect("SKYSYNC_SEED must be a u64"))
-        .unwrap_or_else(|_| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64);
+    let s =
+        std::env::var("SKYSYNC_SEED").map(|s| s.parse().expect("SKYSYNC_SEED must be a u64")).unwrap_or_else(|_| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+        });
     eprintln!("SKYSYNC_SEED={s}");
     s
 }
