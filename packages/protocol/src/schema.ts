@@ -1,7 +1,7 @@
 // The shapes of the JSON messages, checked when a message is decoded. Each message is declared once, as a schema;
 // its TypeScript type is inferred from that declaration (`Infer`), so the type and the check cannot drift apart.
 // A peer's message that does not fit is refused with the message and the field named, never cast and trusted.
-// Fields a schema does not name are ignored (a newer peer may send more), and optional fields may be absent.
+// Fields a schema does not name are dropped (a newer peer may send more), and optional fields may be absent.
 
 import { ProtocolError } from './binary.js';
 
@@ -82,8 +82,7 @@ export function array<T>(item: Schema<T>): Schema<T[]> {
     expected: `a list of ${plural(item.expected)}`,
     check(v, field) {
       if (!Array.isArray(v)) throw new ShapeError(field, this.expected);
-      v.forEach((x, i) => item.check(x, `${field}[${i}]`));
-      return v as T[];
+      return v.map((x, i) => item.check(x, `${field}[${i}]`));
     },
   };
 }
@@ -112,12 +111,15 @@ export function object<S extends Shape>(shape: S, what = 'an object'): Schema<Ob
     check(v, field) {
       if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new ShapeError(field, what);
       const o = v as Record<string, unknown>;
+      // A fresh object of the declared fields only: what else the peer sent goes no further.
+      const out: Record<string, unknown> = {};
       for (const key of Object.keys(shape)) {
         // Own keys only: a key inherited from Object.prototype ("constructor") is not a field the peer sent.
         const value = Object.prototype.hasOwnProperty.call(o, key) ? o[key] : undefined;
-        shape[key]!.check(value, field ? `${field}.${key}` : key);
+        const checked = shape[key]!.check(value, field ? `${field}.${key}` : key);
+        if (checked !== undefined) out[key] = checked;
       }
-      return v as ObjectOf<S>;
+      return out as ObjectOf<S>;
     },
   };
 }
