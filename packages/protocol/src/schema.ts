@@ -65,7 +65,16 @@ export function literal<const L extends string>(...values: L[]): Schema<L> {
 export function nullable<T>(inner: Schema<T>): Schema<T | null> {
   return {
     expected: `${inner.expected} or null`,
-    check: (v, field) => (v === null ? null : inner.check(v, field)),
+    check(v, field) {
+      if (v === null) return null;
+      try {
+        return inner.check(v, field);
+      } catch (e) {
+        // Wrong at this very field: say null would have done too. Wrong deeper inside: that field's own error.
+        if (e instanceof ShapeError && e.field === field) throw new ShapeError(field, this.expected);
+        throw e;
+      }
+    },
   };
 }
 
@@ -160,8 +169,12 @@ export function variants<const K extends string, V extends Record<string, Schema
   };
 }
 
+/** "a whole number from 0" -> "whole numbers from 0", "a string or null" -> "strings or nulls". */
 function plural(expected: string): string {
-  return expected.replace(/^an? (.*)$/, '$1s').replace(/^(.*) or null$/, '$1 or nulls');
+  return expected
+    .split(' or ')
+    .map((one) => one.replace(/^an? /, '').replace(/^(.+?)( from .*)?$/, (_, noun: string, rest = '') => `${noun}s${rest}`))
+    .join(' or ');
 }
 
 /** A JSON message: its name (for errors) and its shape. */

@@ -46,6 +46,8 @@ describe('JSON messages', () => {
       [() => Done.decode(json({ generation: null, written: 1, deleted: 0, kept: [], failed: [{ path: 'a' }] })), 'bad done message: field `failed[0].error` must be a string'],
       [() => PushState.decode(json({ generation: null, drift: [], dest: '/d', lanes: { socket: 1 } })), 'bad state message: field `lanes` must be a lane offer or an error'],
       [() => LanesSwitch.decode(json({ lanes: [1, -2] })), 'bad lanes message: field `lanes[1]` must be a whole number from 0'],
+      [() => LanesSwitch.decode(json({ lanes: 1 })), 'bad lanes message: field `lanes` must be a list of whole numbers from 0'],
+      [() => Begin.decode(json({ op: 'push', dest: '/', base: 7, chunkParams: params })), 'bad begin message: field `base` must be a string or null'],
       [() => Hello.decode(json({ ...makeHello({ role: 'agent', software: 'x', compression: ['none'], native: false }), compression: 'none' })), 'bad hello message: field `compression` must be a list of strings'],
     ];
     for (const [decode, message] of cases) {
