@@ -18,6 +18,7 @@ import {
   displayPath,
   frameName,
   ProtocolError,
+  remoteError,
 } from '@skysync/protocol';
 import type { Target } from '@skysync/transport';
 import { LANE_AFTER_BYTES, type OpenLane } from '@skysync/transfer';
@@ -205,7 +206,7 @@ export async function pull(opts: PullOptions): Promise<PullStats> {
         const f = await session.conn.next();
         if (!f) throw new ProtocolError('the agent closed the connection during a pull');
         if (f.type === Frame.DataEnd) break;
-        if (f.type === Frame.Error) throw new Error(`remote: ${f.payload.toString()}`);
+        if (f.type === Frame.Error) throw remoteError(f.payload);
         if (f.type === Frame.Lanes) {
           merger.switchTo(LanesSwitch.decode(f.payload).lanes);
           continue;
