@@ -194,13 +194,13 @@ describe.skipIf(!!skip)('head relay on a SkyPilot-shaped cluster', () => {
     // Open a relay on the head by hand, as a client does for a cluster push, and hold it open.
     const { openSession } = await import('@skysync/engine');
     const { parseTarget } = await import('@skysync/transport');
-    const { Frame, MAGIC, encodeFrame, parseJson } = await import('@skysync/protocol');
+    const { Frame, MAGIC, encodeFrame, PushState } = await import('@skysync/protocol');
     const target = parseTarget('sky-r', { configFile: cfg });
     const s = await openSession(target, ['none']);
     try {
       await s.agentHello;
       await s.conn.sendJson(Frame.Begin, { op: 'push', dest: '~/sky_workdir', base: null, chunkParams: { minSize: 4096, avgSize: 16384, maxSize: 65536 }, relay: true });
-      const state = parseJson<any>((await s.conn.expect(Frame.State)).payload, 'state');
+      const state: any = PushState.decode((await s.conn.expect(Frame.State)).payload);
       expect(state.relay.token).toMatch(/^[0-9a-f]{64}$/);
       expect(state.relay.addresses.length).toBeGreaterThan(0);
       const port: number = state.relay.port;

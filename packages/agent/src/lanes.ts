@@ -7,7 +7,7 @@ import { randomBytes, timingSafeEqual } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { Connection, Frame, type LaneHello, type LaneOffer, MAGIC, parseJson } from '@skysync/protocol';
+import { Connection, Frame, LaneHello, type LaneOffer, MAGIC } from '@skysync/protocol';
 import type { AgentContext } from './context.js';
 import { readGreeting, tokenDigest } from './relay.js';
 
@@ -88,7 +88,7 @@ export class LaneServer {
     const expected = this.expected;
     let hello: LaneHello;
     try {
-      hello = parseJson<LaneHello>(payload, 'lane hello');
+      hello = LaneHello.decode(payload);
     } catch {
       hello = {};
     }

@@ -4,14 +4,16 @@
 import { createFallbackChunker, createNativeChunker, loadNative, type NativeAddon } from '@skysync/chunking';
 import type { WatchAddon } from '@skysync/service';
 import {
+  Begin,
   Connection,
   Frame,
+  type ErrorMessage,
   type FrameMessage,
-  type Begin,
-  type Hello,
   PROTOCOL_VERSION,
+  ProtocolError,
+  checkHello,
   frameName,
-  parseJson,
+  makeHello,
   supportedCompressions,
   trace,
 } from '@skysync/protocol';
@@ -33,7 +35,7 @@ function nativeCandidates(): string[] {
   return [__filename.slice(0, -'.cjs'.length) + '.node'];
 }
 
-async function context(home: string): Promise<AgentContext> {
+export async function context(home: string): Promise<AgentContext> {
   const native: NativeAddon | null = loadNative(nativeCandidates());
   const chunker = native ? createNativeChunker(native) : await createFallbackChunker();
   const log = (m: string): void => void process.stderr.write(`skysync-agent: ${m}\n`);
@@ -46,23 +48,25 @@ export async function serve(home: string): Promise<void> {
   for (const out of [process.stdout, process.stderr]) out.on('error', () => {});
   const ctx = await context(home);
   const conn = new Connection(process.stdin, process.stdout);
-  const hello: Hello = {
-    protocol: PROTOCOL_VERSION,
-    software: AGENT_VERSION,
+  if (!(await serveConnection(conn, ctx))) process.exitCode = 1;
+}
+
+/**
+ * Serves one client's session on `conn` until it ends. Whatever goes wrong is answered with an error frame;
+ * false then. (Tests drive it in process, with hostile frames.)
+ */
+export async function serveConnection(conn: Connection, ctx: AgentContext): Promise<boolean> {
+  const hello = makeHello({
     role: 'agent',
+    software: AGENT_VERSION,
     compression: supportedCompressions(ctx.native),
     native: ctx.native !== null,
-    platform: `${process.platform}-${process.arch}`,
-    node: process.version,
     capabilities: ['relay', 'lanes'],
-  };
+  });
   trace('agent: started');
-  await conn.sendJson(Frame.Hello, hello);
   try {
-    const client = parseJson<Hello>((await conn.expect(Frame.Hello)).payload, 'hello');
-    if (client.protocol !== PROTOCOL_VERSION) {
-      throw new Error(`protocol ${client.protocol} is not supported by this agent (speaks ${PROTOCOL_VERSION})`);
-    }
+    await conn.sendJson(Frame.Hello, hello);
+    const client = checkHello((await conn.expect(Frame.Hello)).payload, 'client', 'the client');
     // A session carries operations one after another (the workdir, then each file mount), so one connection
     // and one agent process serve them all.
     let f = await conn.next();
@@ -74,20 +78,21 @@ export async function serve(home: string): Promise<void> {
         f = await conn.next();
         continue;
       }
-      if (f.type !== Frame.Begin) throw new Error(`expected begin, got ${frameName(f.type)}`);
-      const begin = parseJson<Begin>(f.payload, 'begin');
+      if (f.type !== Frame.Begin) throw new ProtocolError(`expected begin, got ${frameName(f.type)}`);
+      const begin = Begin.decode(f.payload);
       trace(`agent: ${begin.op}`);
       let next: FrameMessage | null | undefined;
       if (begin.op === 'push') next = await servePush(conn, begin, ctx);
-      else if (begin.op === 'pull') await servePull(conn, begin, client, ctx);
-      else throw new Error(`unknown operation ${(begin as { op: string }).op}`);
+      else await servePull(conn, begin, client, ctx);
       f = next !== undefined ? next : await conn.next();
     }
+    return true;
   } catch (e) {
-    const err = e as Error & { code?: string };
+    const err: Error & { code?: unknown } = e instanceof Error ? e : new Error(String(e));
     ctx.log(err.message);
-    await conn.sendJson(Frame.Error, { message: err.message, code: err.code ?? err.name ?? 'error' }).catch(() => {});
-    process.exitCode = 1;
+    const code = typeof err.code === 'string' ? err.code : err.name || 'error';
+    await conn.sendJson(Frame.Error, { message: err.message, code } satisfies ErrorMessage).catch(() => {});
+    return false;
   } finally {
     await closeRelay(ctx).catch(() => {});
     conn.end();

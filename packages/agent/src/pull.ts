@@ -7,7 +7,7 @@ import {
   CHUNK_REF_SIZE,
   type Connection,
   Frame,
-  type LanesSwitch,
+  LanesSwitch,
   type Hello,
   type PlanEntry,
   type PullBegin,
@@ -16,7 +16,6 @@ import {
   chooseCompression,
   decodeIds,
   encodeEntries,
-  parseJson,
   ProtocolError,
   supportedCompressions,
 } from '@skysync/protocol';
@@ -159,7 +158,7 @@ async function sendPull(
   const afterData = (async () => {
     const f = await conn.next();
     if (f?.type !== Frame.Lanes) return;
-    const ids = parseJson<LanesSwitch>(f.payload, 'lanes').lanes;
+    const ids = LanesSwitch.decode(f.payload).lanes;
     if (!Array.isArray(ids) || ids.some((id) => !admitted.has(id))) throw new ProtocolError('the client named a lane that is not open');
     const ready: OpenLane[] = ids.map((id) => ({ id, conn: admitted.get(id)!, close: () => admitted.get(id)!.end() }));
     pump.offerLanes(async () => ready);

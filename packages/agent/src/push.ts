@@ -8,9 +8,9 @@ import {
   type Connection,
   type Done,
   Frame,
-  type LanesSwitch,
+  LanesSwitch,
   type FrameMessage,
-  type Plan,
+  Plan,
   type PushBegin,
   type PushState,
   type RelayReport,
@@ -18,7 +18,6 @@ import {
   trace,
   createBlockDecoder,
   decodeEntries,
-  parseJson,
   frameName,
 } from '@skysync/protocol';
 import { resolveRemotePath, type AgentContext } from './context.js';
@@ -125,7 +124,7 @@ async function receivePush(conn: Connection, ctx: AgentContext, p: PushContext):
     return first?.type === Frame.End ? undefined : first;
   }
   if (first.type !== Frame.Plan) throw new ProtocolError(`expected plan, got ${frameName(first.type)}`);
-  const plan = parseJson<Plan>(first.payload, 'plan');
+  const plan = Plan.decode(first.payload);
   if (onlyName !== null && plan.deleteMode === 'mirror') throw new ProtocolError('--delete does not apply to a single-file destination');
   // Written while the files are built; it must land before the first rename.
   const invalidated = store.invalidate();
@@ -180,7 +179,7 @@ async function receivePush(conn: Connection, ctx: AgentContext, p: PushContext):
           await merger.main(decoder.decode(f.payload));
           break;
         case Frame.Lanes:
-          merger.switchTo(parseJson<LanesSwitch>(f.payload, 'lanes').lanes);
+          merger.switchTo(LanesSwitch.decode(f.payload).lanes);
           break;
         case Frame.DataEnd:
           if (!planEnded) throw new ProtocolError('data ended before the plan');

@@ -14,14 +14,13 @@ import {
   MAGIC,
   ProtocolError,
   type Compression,
-  type RelayHello,
+  RelayHello,
   type RelayOffer,
   type RelayReport,
   type ZstdBinding,
   chooseCompression,
   createBlockDecoder,
   frameName,
-  parseJson,
   remoteError,
   supportedCompressions,
 } from '@skysync/protocol';
@@ -337,7 +336,7 @@ export class RelayServer {
     sock.resume();
     let hello: RelayHello;
     try {
-      hello = parseJson<RelayHello>(payload, 'relay hello');
+      hello = RelayHello.decode(payload);
     } catch {
       hello = { compression: [] };
     }
@@ -662,7 +661,7 @@ function connect(offer: RelayOffer, opts: FetchOptions): Promise<{ conn: Connect
           .expect(Frame.RelayHello)
           .then((f) => {
             if (settled || !live.has(sock)) return void sock.destroy();
-            const h = parseJson<RelayHello>(f.payload, 'relay hello');
+            const h = RelayHello.decode(f.payload);
             const c = h.compression?.[0];
             if (!c || !prefs.includes(c)) return drop(`it chose a compression we did not offer (${String(c)})`);
             live.delete(sock);

@@ -9,7 +9,7 @@ import { PassThrough, Transform } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DataStream, LaneMerger } from '@skysync/apply';
 import { loadNative } from '@skysync/chunking';
-import { Connection, Frame, createBlockDecoder, parseJson, type Compression, type LanesSwitch } from '@skysync/protocol';
+import { Connection, Frame, createBlockDecoder, type Compression, LanesSwitch } from '@skysync/protocol';
 import { DataPump, LANE_AFTER_BYTES, compressLevel, type OpenLane } from '@skysync/transfer';
 import { LaneServer } from '../src/lanes.js';
 import { Rng, seedFromEnv } from '../../../test/helpers/random.js';
@@ -43,7 +43,7 @@ async function receiveMain(conn: Connection, merger: LaneMerger, codec: Compress
     const f = await conn.next();
     if (!f) throw new Error('main connection ended early');
     if (f.type === Frame.Data) await merger.main(decoder.decode(f.payload));
-    else if (f.type === Frame.Lanes) merger.switchTo(parseJson<LanesSwitch>(f.payload, 'lanes').lanes);
+    else if (f.type === Frame.Lanes) merger.switchTo(LanesSwitch.decode(f.payload).lanes);
     else if (f.type === Frame.DataEnd) return merger.end();
     else throw new Error(`unexpected frame ${f.type}`);
   }

@@ -8,17 +8,17 @@ import { createNativeChunker, type NativeAddon } from '@skysync/chunking';
 import {
   type Compression,
   Frame,
-  type LanesSwitch,
-  type Plan,
+  LanesSwitch,
+  Plan,
   type PlanEntry,
   type PullBegin,
-  type PullState,
+  PullState,
   createBlockDecoder,
   decodeEntries,
   displayPath,
-  parseJson,
   frameName,
   ProtocolError,
+  remoteError,
 } from '@skysync/protocol';
 import type { Target } from '@skysync/transport';
 import { LANE_AFTER_BYTES, type OpenLane } from '@skysync/transfer';
@@ -124,11 +124,11 @@ export async function pull(opts: PullOptions): Promise<PullStats> {
     const wantLanes = !!opts.target.openSocket && !!hello.capabilities?.includes('lanes') && laneCount() > 1;
     const begin: PullBegin = { op: 'pull', path: opts.remotePath, chunkParams: native.defaultChunkParams(), ...(wantLanes ? { lanes: true } : {}) };
     await session.conn.sendJson(Frame.Begin, begin);
-    const state = parseJson<PullState>((await expectFrame(session, Frame.State, 'pull')).payload, 'state');
+    const state = PullState.decode((await expectFrame(session, Frame.State, 'pull')).payload);
     if (state.kind === 'missing') {
       throw new Error(`${opts.target.spec}:${opts.remotePath}: no such file or directory on the remote`);
     }
-    const plan = parseJson<Plan>((await expectFrame(session, Frame.Plan, 'pull')).payload, 'plan');
+    const plan = Plan.decode((await expectFrame(session, Frame.Plan, 'pull')).payload);
     const entries: PlanEntry[] = [];
     for (;;) {
       const f = await session.conn.next();
@@ -206,9 +206,9 @@ export async function pull(opts: PullOptions): Promise<PullStats> {
         const f = await session.conn.next();
         if (!f) throw new ProtocolError('the agent closed the connection during a pull');
         if (f.type === Frame.DataEnd) break;
-        if (f.type === Frame.Error) throw new Error(`remote: ${f.payload.toString()}`);
+        if (f.type === Frame.Error) throw remoteError(f.payload);
         if (f.type === Frame.Lanes) {
-          merger.switchTo(parseJson<LanesSwitch>(f.payload, 'lanes').lanes);
+          merger.switchTo(LanesSwitch.decode(f.payload).lanes);
           continue;
         }
         if (f.type !== Frame.Data) throw new ProtocolError(`unexpected ${frameName(f.type)} during a pull`);

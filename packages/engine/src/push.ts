@@ -7,20 +7,19 @@ import type { NativeAddon } from '@skysync/chunking';
 import {
   type Compression,
   type DeleteMode,
-  type Done,
+  Done,
   Frame,
   type Hello,
   type Plan,
   type PlanEntry,
   type PushBegin,
-  type PushState,
+  PushState,
   type RelayOffer,
   type RelayReport,
   chooseCompression,
   decodeIds,
   displayPath,
   encodeEntries,
-  parseJson,
   trace,
 } from '@skysync/protocol';
 import { DataPump } from '@skysync/transfer';
@@ -217,7 +216,7 @@ export async function pushMany(opts: MultiPushOptions): Promise<Array<PushStats 
       return s;
     });
     const remote = begun.then(async (s) => {
-      const state = parseJson<PushState>((await expectFrame(s, Frame.State, `push to ${target.spec}`)).payload, 'state');
+      const state = PushState.decode((await expectFrame(s, Frame.State, `push to ${target.spec}`)).payload);
       trace(`state from ${target.spec}`);
       return state;
     });
@@ -749,7 +748,7 @@ async function pushToNode(o: NodePush): Promise<PushStats> {
       await pump.finish();
       trace(`all data handed to ${o.target.spec}'s connection`);
       progress();
-      const done = parseJson<Done>((await expectFrame(session, Frame.Done, `push to ${o.target.spec}`)).payload, 'done');
+      const done = Done.decode((await expectFrame(session, Frame.Done, `push to ${o.target.spec}`)).payload);
       trace(`done from ${o.target.spec}`);
       for (const f of done.failed) stats.failed.push({ path: displayPath(f.path), error: f.error });
       stats.kept = done.kept.map(displayPath);

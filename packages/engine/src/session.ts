@@ -6,8 +6,8 @@ import {
   type Begin,
   type Compression,
   type Hello,
-  PROTOCOL_VERSION,
-  parseJson,
+  checkHello,
+  makeHello,
   ProtocolError,
 } from '@skysync/protocol';
 import type { AgentChannel, Target } from '@skysync/transport';
@@ -29,27 +29,13 @@ export interface Session {
  * finds its first operation waiting (no round trip to wait for its hello first).
  */
 export async function openSession(target: Target, compression: Compression[], begin?: Begin): Promise<Session> {
-  const hello: Hello = {
-    protocol: PROTOCOL_VERSION,
-    software: CLIENT_VERSION,
-    role: 'client',
-    compression,
-    native: true,
-    platform: `${process.platform}-${process.arch}`,
-    node: process.version,
-  };
+  const hello = makeHello({ role: 'client', software: CLIENT_VERSION, compression, native: true });
   const prelude = Connection.prelude([[Frame.Hello, hello], ...(begin ? [[Frame.Begin, begin] as [number, unknown]] : [])]);
   const channel = await target.openAgent(prelude);
   const conn = new Connection(channel.input, channel.output, undefined, prelude);
   const agentHello = conn
     .expect(Frame.Hello)
-    .then((f) => {
-      const h = parseJson<Hello>(f.payload, 'hello');
-      if (h.protocol !== PROTOCOL_VERSION) {
-        throw new ProtocolError(`the agent on ${target.spec} speaks protocol ${h.protocol}, this client ${PROTOCOL_VERSION}`);
-      }
-      return h;
-    })
+    .then((f) => checkHello(f.payload, 'agent', `the agent on ${target.spec}`))
     .catch(async (e: Error) => {
       // Say what the remote printed instead of a bare protocol error.
       const said = (channel.stderr() + conn.preamble).trim().split('\n').slice(-3).join(' | ');

@@ -88,5 +88,7 @@ export function createBlockDecoder(c: Compression, zstd: ZstdBinding | null): Bl
         },
       };
     }
+    default:
+      throw new ProtocolError(`unknown compression ${JSON.stringify(c)}`);
   }
 }

@@ -3,7 +3,7 @@
 // version or another file it placed), or take chunks by id (bytes follow in the data stream, or the receiver
 // finds them itself and asks for the rest).
 
-import { ByteReader, ByteWriter, ProtocolError } from './binary.js';
+import { ByteReader, ByteWriter, ProtocolError, displayPath } from './binary.js';
 import { checkRelativePath } from './paths.js';
 
 export const CHUNK_REF_SIZE = 36;
@@ -78,57 +78,71 @@ export function encodeEntry(w: ByteWriter, e: PlanEntry): void {
   }
 }
 
+/** The longest chunk FastCDC makes with any parameters it accepts (its largest maximum size). */
+export const MAX_CHUNK_LENGTH = 16 * 1024 * 1024;
+
 export function decodeEntry(r: ByteReader): PlanEntry {
   const kind = r.u8();
   const path = r.path();
   checkRelativePath(path);
   switch (kind) {
-    case KIND_FILE: {
-      const mode = r.varint();
-      const size = r.varint();
-      const mtimeSec = r.zigzag();
-      const mtimeNsec = r.varint();
-      if (mode > 0o7777 || mtimeNsec >= 1e9) throw new ProtocolError(`bad file entry for ${path}`);
-      const digest = Buffer.from(r.bytes(32));
-      const n = r.varint();
-      if (n > r.remaining) throw new ProtocolError('op count larger than the frame');
-      const ops: ChunkOp[] = [];
-      let total = 0;
-      for (let i = 0; i < n; i++) {
-        const op = r.u8();
-        if (op === OP_COPY) {
-          const from = r.path();
-          if (from !== '') checkRelativePath(from);
-          const start = r.varint();
-          const count = r.varint();
-          if (count === 0) throw new ProtocolError('empty copy op');
-          ops.push({ op: 'copy', from: from === '' ? null : from, start, count });
-        } else if (op === OP_CHUNKS) {
-          const chunks = Buffer.from(r.blob());
-          if (chunks.length === 0 || chunks.length % CHUNK_REF_SIZE !== 0) throw new ProtocolError('bad chunk list');
-          for (let o = 32; o < chunks.length; o += CHUNK_REF_SIZE) total += chunks.readUInt32LE(o);
-          ops.push({ op: 'chunks', chunks });
-        } else {
-          throw new ProtocolError(`unknown chunk op ${op}`);
-        }
-      }
-      return { kind: 'file', path, mode, size, mtimeSec, mtimeNsec, digest, ops };
-    }
+    case KIND_FILE:
+      return decodeFile(r, path);
     case KIND_DIR: {
       const mode = r.varint();
-      if (mode > 0o7777) throw new ProtocolError(`bad mode for ${path}`);
+      if (mode > 0o7777) throw new ProtocolError(`mode ${mode.toString(8)} is not a permission mode`);
       return { kind: 'dir', path, mode };
     }
     case KIND_SYMLINK: {
       const target = r.path();
-      if (target.length === 0 || target.includes('\0')) throw new ProtocolError(`bad symlink target for ${path}`);
+      if (target.length === 0 || target.includes('\0')) throw new ProtocolError('the symlink target is empty or holds a NUL byte');
       return { kind: 'symlink', path, target };
     }
-    case KIND_DELETE:
-      return { kind: 'delete', path, forgetOnly: r.u8() === 1 };
+    case KIND_DELETE: {
+      const forgetOnly = r.u8();
+      if (forgetOnly > 1) throw new ProtocolError(`forget-only flag ${forgetOnly} (must be 0 or 1)`);
+      return { kind: 'delete', path, forgetOnly: forgetOnly === 1 };
+    }
     default:
       throw new ProtocolError(`unknown entry kind ${kind}`);
   }
+}
+
+function decodeFile(r: ByteReader, path: string): FileEntry {
+  const mode = r.varint();
+  const size = r.varint();
+  const mtimeSec = r.zigzag();
+  const mtimeNsec = r.varint();
+  if (mode > 0o7777) throw new ProtocolError(`mode ${mode.toString(8)} is not a permission mode`);
+  if (mtimeNsec >= 1e9) throw new ProtocolError(`mtime nanoseconds ${mtimeNsec} (must be below 1e9)`);
+  const digest = Buffer.from(r.bytes(32));
+  const n = r.varint();
+  if (n > r.remaining) throw new ProtocolError(`op count ${n} is larger than the frame`);
+  const ops: ChunkOp[] = [];
+  for (let i = 0; i < n; i++) {
+    const op = r.u8();
+    if (op === OP_COPY) {
+      const from = r.path();
+      if (from !== '') checkRelativePath(from);
+      const start = r.varint();
+      const count = r.varint();
+      if (count === 0) throw new ProtocolError(`op ${i}: a copy of no chunks`);
+      ops.push({ op: 'copy', from: from === '' ? null : from, start, count });
+    } else if (op === OP_CHUNKS) {
+      const chunks = Buffer.from(r.blob());
+      if (chunks.length === 0 || chunks.length % CHUNK_REF_SIZE !== 0) {
+        throw new ProtocolError(`op ${i}: a chunk list of ${chunks.length} bytes (a non-empty multiple of ${CHUNK_REF_SIZE})`);
+      }
+      for (let o = 32; o < chunks.length; o += CHUNK_REF_SIZE) {
+        const len = chunks.readUInt32LE(o);
+        if (len === 0 || len > MAX_CHUNK_LENGTH) throw new ProtocolError(`op ${i}: a chunk of ${len} bytes (1 to ${MAX_CHUNK_LENGTH})`);
+      }
+      ops.push({ op: 'chunks', chunks });
+    } else {
+      throw new ProtocolError(`op ${i}: unknown chunk op ${op}`);
+    }
+  }
+  return { kind: 'file', path, mode, size, mtimeSec, mtimeNsec, digest, ops };
 }
 
 export function encodeEntries(entries: PlanEntry[]): Buffer {
@@ -138,19 +152,47 @@ export function encodeEntries(entries: PlanEntry[]): Buffer {
   return w.finish();
 }
 
+/** A frame of entries; what does not decode is refused naming the entry (its index and path, once known). */
 export function decodeEntries(payload: Buffer): PlanEntry[] {
   const r = new ByteReader(payload);
-  const n = r.varint();
-  if (n > payload.length) throw new ProtocolError('entry count larger than the frame');
   const out: PlanEntry[] = [];
-  for (let i = 0; i < n; i++) out.push(decodeEntry(r));
-  r.end();
+  let at = 'its entry count';
+  try {
+    const n = r.varint();
+    if (n > payload.length) throw new ProtocolError(`entry count ${n} is larger than the frame`);
+    for (let i = 0; i < n; i++) {
+      at = `entry ${i}`;
+      const start = r.pos;
+      try {
+        out.push(decodeEntry(r));
+      } catch (e) {
+        at += pathAt(payload, start);
+        throw e;
+      }
+    }
+    at = 'its end';
+    r.end();
+  } catch (e) {
+    throw new ProtocolError(`bad entries message: ${at}: ${(e as Error).message}`);
+  }
   return out;
+}
+
+/** The path of the entry that starts at `start`, for an error, when that much of it decodes. */
+function pathAt(payload: Buffer, start: number): string {
+  try {
+    const r = new ByteReader(payload);
+    r.pos = start + 1;
+    const path = displayPath(r.path());
+    return ` (${JSON.stringify(path.length > 100 ? `${path.slice(0, 100)}...` : path)})`;
+  } catch {
+    return '';
+  }
 }
 
 /** Packed 32-byte chunk ids (the Need message). */
 export function decodeIds(payload: Buffer): Buffer[] {
-  if (payload.length % 32 !== 0) throw new ProtocolError('need list is not a multiple of 32 bytes');
+  if (payload.length % 32 !== 0) throw new ProtocolError(`bad need message: ${payload.length} bytes, not a multiple of 32`);
   const out: Buffer[] = [];
   for (let o = 0; o < payload.length; o += 32) out.push(payload.subarray(o, o + 32));
   return out;

@@ -1,163 +1,213 @@
-// The JSON control messages. Bulk data (plan entries, chunk ids, chunk bytes) is binary: see entries.ts.
+// The JSON control messages, each declared once as a schema (schema.ts): the type below is inferred from it and
+// every decode site checks a peer's message against it. Bulk data (plan entries, chunk ids, chunk bytes) is
+// binary: see entries.ts.
 
-export type Compression = 'zstd' | 'deflate' | 'none';
-export type DeleteMode = 'placed' | 'none' | 'mirror';
+import {
+  array,
+  boolean,
+  count,
+  either,
+  integer,
+  knownNames,
+  literal,
+  message,
+  nullable,
+  number,
+  object,
+  optional,
+  string,
+  variants,
+  type Infer,
+} from './schema.js';
 
-export interface ChunkParams {
-  minSize: number;
-  avgSize: number;
-  maxSize: number;
-}
+const compression = literal('zstd', 'deflate', 'none');
+export type Compression = Infer<typeof compression>;
+/** A peer's list of compressions: names this side does not know are dropped, not refused. */
+const compressionOffer = knownNames('zstd', 'deflate', 'none');
+const deleteMode = literal('placed', 'none', 'mirror');
+export type DeleteMode = Infer<typeof deleteMode>;
 
-export interface Hello {
-  protocol: number;
-  software: string;
-  role: 'client' | 'agent';
-  compression: Compression[];
-  native: boolean;
-  platform: string;
-  node: string;
-  /**
-   * Optional features, by name. `relay`: as an agent, it serves chunks to other nodes (`PushBegin.relay`) and
-   * fetches them from one (`Plan.relay`). `lanes`: it accepts chunk data over extra channels (`PushBegin.lanes`).
-   * Absent in older peers, which are then simply not asked.
-   */
-  capabilities?: string[];
-}
+const chunkParams = object({ minSize: count(), avgSize: count(), maxSize: count() }, 'chunk parameters');
+export type ChunkParams = Infer<typeof chunkParams>;
+
+export const Hello = message(
+  'hello',
+  object({
+    protocol: integer(),
+    software: string(),
+    role: literal('client', 'agent'),
+    compression: compressionOffer,
+    native: boolean(),
+    platform: string(),
+    node: string(),
+    /**
+     * Optional features, by name. `relay`: as an agent, it serves chunks to other nodes (`PushBegin.relay`) and
+     * fetches them from one (`Plan.relay`). `lanes`: it accepts chunk data over extra channels (`PushBegin.lanes`).
+     * Absent in older peers, which are then simply not asked.
+     */
+    capabilities: optional(array(string())),
+  }),
+);
+export type Hello = Infer<typeof Hello>;
 
 /** Where a worker finds the head's chunk server, and the one-time token that opens it. */
-export interface RelayOffer {
-  /** Candidate addresses, best first (IPv6 without brackets). */
-  addresses: string[];
-  port: number;
-  /** 32 random bytes, hex: a session's proof that the client vouched for it. */
-  token: string;
-}
+const relayOffer = object(
+  {
+    /** Candidate addresses, best first (IPv6 without brackets). */
+    addresses: array(string()),
+    port: count(),
+    /** 32 random bytes, hex: a session's proof that the client vouched for it. */
+    token: string(),
+  },
+  'a relay offer',
+);
+export type RelayOffer = Infer<typeof relayOffer>;
 
 /** What a worker got from the relay during a push. */
-export interface RelayReport {
-  /** Chunks and literal bytes taken from the relay; the rest came from the client. */
-  chunks: number;
-  bytes: number;
-  /** The address that answered, if any did. */
-  address: string | null;
-  /** Why the relay stopped short (could not connect, connection lost, a chunk it could not serve or that failed
-   * verification); null when it delivered every chunk asked for. */
-  error: string | null;
-  ms: number;
-}
+const relayReport = object(
+  {
+    /** Chunks and literal bytes taken from the relay; the rest came from the client. */
+    chunks: count(),
+    bytes: count(),
+    /** The address that answered, if any did. */
+    address: nullable(string()),
+    /** Why the relay stopped short (could not connect, connection lost, a chunk it could not serve or that failed
+     * verification); null when it delivered every chunk asked for. */
+    error: nullable(string()),
+    ms: number(),
+  },
+  'a relay report',
+);
+export type RelayReport = Infer<typeof relayReport>;
 
 /** First frame on a relay connection, both ways: the token from the worker, the chosen compression back. */
-export interface RelayHello {
-  token?: string;
-  compression: Compression[];
-}
+export const RelayHello = message('relay hello', object({ token: optional(string()), compression: compressionOffer }));
+export type RelayHello = Infer<typeof RelayHello>;
 
-export interface PushBegin {
-  op: 'push';
+/** Why the agent offers no relay or lanes. */
+const refusal = object({ error: string() }, 'an error');
+
+const pushBegin = object({
+  op: literal('push'),
   /** As the user wrote it: `~/...` is the agent's home, otherwise absolute. */
-  dest: string;
+  dest: string(),
   /** The generation the client believes the destination is at, or null when it knows nothing. */
-  base: string | null;
-  chunkParams: ChunkParams;
+  base: nullable(string()),
+  chunkParams,
   /** The destination is one file (a file mount): the plan carries exactly one entry, named as that file. */
-  file?: boolean;
+  file: optional(boolean()),
   /** Open a chunk server for the other nodes of this push (only sent to agents with the `relay` capability). */
-  relay?: boolean;
+  relay: optional(boolean()),
   /** The client may send chunk data over extra channels: offer a lane socket (agents with `lanes` only). */
-  lanes?: boolean;
-}
+  lanes: optional(boolean()),
+});
+export type PushBegin = Infer<typeof pushBegin>;
 
 /**
  * Where the client opens lanes for this push: a Unix socket on the remote, reached through the SSH connection
  * (OpenSSH's direct-streamlocal), and the one-time token that admits a lane.
  */
-export interface LaneOffer {
-  socket: string;
-  /** 32 random bytes, hex. */
-  token: string;
-}
+const laneOffer = object(
+  {
+    socket: string(),
+    /** 32 random bytes, hex. */
+    token: string(),
+  },
+  'a lane offer',
+);
+export type LaneOffer = Infer<typeof laneOffer>;
 
 /** First frame on a lane: the token and the lane's number (1, 2, ...) from the client; `{}` back once admitted. */
-export interface LaneHello {
-  token?: string;
-  lane?: number;
-}
+export const LaneHello = message('lane hello', object({ token: optional(string()), lane: optional(count()) }));
+export type LaneHello = Infer<typeof LaneHello>;
 
 /**
  * The `lanes` frame. From the sender of the data: blocks from here on go round-robin over the main connection (0)
  * and these lanes. From a client that pulls: these lanes are open and admitted, the agent may use them.
  */
-export interface LanesSwitch {
-  lanes: number[];
-}
+export const LanesSwitch = message('lanes', object({ lanes: array(count()) }));
+export type LanesSwitch = Infer<typeof LanesSwitch>;
 
-export interface PullBegin {
-  op: 'pull';
-  path: string;
-  chunkParams: ChunkParams;
+const pullBegin = object({
+  op: literal('pull'),
+  path: string(),
+  chunkParams,
   /** As `PushBegin.lanes`: the client may open lanes for the data the agent sends. */
-  lanes?: boolean;
-}
+  lanes: optional(boolean()),
+});
+export type PullBegin = Infer<typeof pullBegin>;
 
-export type Begin = PushBegin | PullBegin;
+export const Begin = message('begin', variants('op', { push: pushBegin, pull: pullBegin }));
+export type Begin = Infer<typeof Begin>;
 
-export interface PushState {
-  /** The destination's current generation (null: never pushed, or its manifest was lost). */
-  generation: string | null;
-  /** Files skysync placed that were changed on the remote since (latin1 paths). */
-  drift: string[];
-  /** Absolute destination path on the remote, for messages. */
-  dest: string;
-  /**
-   * How many entries the agent has records of at this destination. 0: it can find nothing by id there, so the
-   * client sends data straight away (data mode) instead of asking first.
-   */
-  held?: number;
-  /** The chunk server opened for `PushBegin.relay`, or why there is none. */
-  relay?: RelayOffer | { error: string };
-  /** The lane socket asked for with `PushBegin.lanes`, or why there is none. */
-  lanes?: LaneOffer | { error: string };
-}
+export const PushState = message(
+  'state',
+  object({
+    /** The destination's current generation (null: never pushed, or its manifest was lost). */
+    generation: nullable(string()),
+    /** Files skysync placed that were changed on the remote since (latin1 paths). */
+    drift: array(string()),
+    /** Absolute destination path on the remote, for messages. */
+    dest: string(),
+    /**
+     * How many entries the agent has records of at this destination. 0: it can find nothing by id there, so the
+     * client sends data straight away (data mode) instead of asking first.
+     */
+    held: optional(count()),
+    /** The chunk server opened for `PushBegin.relay`, or why there is none. */
+    relay: optional(either(relayOffer, refusal)),
+    /** The lane socket asked for with `PushBegin.lanes`, or why there is none. */
+    lanes: optional(either(laneOffer, refusal)),
+  }),
+);
+export type PushState = Infer<typeof PushState>;
 
-export interface PullState {
-  kind: 'file' | 'dir' | 'symlink' | 'missing';
-  path: string;
-  /** The lane socket asked for with `PullBegin.lanes`, or why there is none. */
-  lanes?: LaneOffer | { error: string };
-}
+export const PullState = message(
+  'state',
+  object({
+    kind: literal('file', 'dir', 'symlink', 'missing'),
+    path: string(),
+    /** The lane socket asked for with `PullBegin.lanes`, or why there is none. */
+    lanes: optional(either(laneOffer, refusal)),
+  }),
+);
+export type PullState = Infer<typeof PullState>;
 
-export interface Plan {
-  /** 'data': chunk bytes follow without asking; 'need': the receiver first answers which chunks it lacks. */
-  mode: 'data' | 'need';
-  compression: Compression;
-  deleteMode: DeleteMode;
-  dryRun: boolean;
-  /** Pull only: the remote item is a single file. */
-  single?: boolean;
-  /**
-   * Push in need mode only: fetch the needed chunks from this chunk server first, in need order, and ask the
-   * client (the `need` frame) only for those it did not deliver.
-   */
-  relay?: RelayOffer;
-}
+export const Plan = message(
+  'plan',
+  object({
+    /** 'data': chunk bytes follow without asking; 'need': the receiver first answers which chunks it lacks. */
+    mode: literal('data', 'need'),
+    compression,
+    deleteMode,
+    dryRun: boolean(),
+    /** Pull only: the remote item is a single file. */
+    single: optional(boolean()),
+    /**
+     * Push in need mode only: fetch the needed chunks from this chunk server first, in need order, and ask the
+     * client (the `need` frame) only for those it did not deliver.
+     */
+    relay: optional(relayOffer),
+  }),
+);
+export type Plan = Infer<typeof Plan>;
 
-export interface FileFailure {
-  path: string;
-  error: string;
-}
+const fileFailure = object({ path: string(), error: string() }, 'a failure');
+export type FileFailure = Infer<typeof fileFailure>;
 
-export interface Done {
-  generation: string | null;
-  written: number;
-  deleted: number;
-  kept: string[];
-  failed: FileFailure[];
-  /** Present when the plan named a relay. */
-  relay?: RelayReport;
-}
+export const Done = message(
+  'done',
+  object({
+    generation: nullable(string()),
+    written: count(),
+    deleted: integer(),
+    kept: array(string()),
+    failed: array(fileFailure),
+    /** Present when the plan named a relay. */
+    relay: optional(relayReport),
+  }),
+);
+export type Done = Infer<typeof Done>;
 
-export interface ErrorMessage {
-  message: string;
-  code: string;
-}
+export const ErrorMessage = message('error', object({ message: string(), code: string() }));
+export type ErrorMessage = Infer<typeof ErrorMessage>;

@@ -4,6 +4,7 @@
 
 import type { Readable, Writable } from 'node:stream';
 import { ProtocolError } from './binary.js';
+import { ErrorMessage } from './messages.js';
 
 export const MAGIC = Buffer.from('\u0000SKYSYNC\u0001', 'latin1');
 export const PROTOCOL_VERSION = 1;
@@ -267,20 +268,13 @@ export class RemoteError extends Error {
   }
 }
 
+/** The peer's error frame as an exception; one that does not fit the error message's shape says so. */
 export function remoteError(payload: Buffer): RemoteError {
   try {
-    const v = JSON.parse(payload.toString('utf8')) as { message?: unknown; code?: unknown };
-    return new RemoteError(String(v.message ?? 'remote error'), String(v.code ?? 'remote'));
-  } catch {
-    return new RemoteError('remote error (undecodable)', 'remote');
-  }
-}
-
-export function parseJson<T>(payload: Buffer, what: string): T {
-  try {
-    return JSON.parse(payload.toString('utf8')) as T;
-  } catch {
-    throw new ProtocolError(`malformed ${what} message`);
+    const e = ErrorMessage.decode(payload);
+    return new RemoteError(e.message, e.code);
+  } catch (e) {
+    return new RemoteError(`remote error (${(e as Error).message})`, 'remote');
   }
 }
 
