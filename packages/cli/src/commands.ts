@@ -4,11 +4,24 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Command } from 'commander';
 import type { NativeAddon } from '@skysync/chunking';
-import { checkSource, type PushEvent, type PushStats, type RemoteJob } from '@skysync/engine';
+import {
+  checkSource,
+  nodeAddress,
+  resolveNodes,
+  runOnNodes,
+  syncNodes,
+  type LocalMount,
+  type NodeReport,
+  type NodeSelection,
+  type PushEvent,
+  type PushStats,
+  type RemoteJob,
+  type SyncSource,
+  type TargetOptions,
+} from '@skysync/engine';
 import type { DeleteMode } from '@skysync/protocol';
 import type { Task } from '@skysync/task';
 import type { Target } from '@skysync/transport';
-import { nodeAddress, resolveNodes, runOnNodes, syncNodes, type LocalMount, type NodeReport, type TargetOptions } from './cluster.js';
 import { EXIT, UsageError } from './exit-codes.js';
 import { Progress, formatBytes, summaryLines } from './output.js';
 
@@ -36,7 +49,15 @@ export interface CommandContext {
   print: (line: string) => void;
 }
 
-function deleteMode(flags: SyncFlags): DeleteMode {
+/** `--head-only` and `--nodes a,b,c` as the engine takes them. */
+export function nodeSelection(flags: { headOnly?: boolean; nodes?: string }): NodeSelection {
+  if (!flags.nodes) return { headOnly: flags.headOnly };
+  const names = flags.nodes.split(',').map((s) => s.trim()).filter(Boolean);
+  if (!names.length) throw new UsageError('--nodes needs a comma-separated list, e.g. --nodes dev,dev-worker1');
+  return { headOnly: flags.headOnly, nodes: names };
+}
+
+export function deleteMode(flags: SyncFlags): DeleteMode {
   if (flags.delete === true) return 'mirror';
   if (flags.delete === false) return 'none';
   return 'placed';
@@ -173,17 +194,19 @@ async function syncPhase(
   const workdir = flags.workdir ? path.resolve(flags.workdir) : task ? task.workdir : defaultWorkdir ? path.resolve('.') : null;
   if (workdir) await checkSource(workdir);
   const mounts = task && withMounts ? localMounts(task) : [];
-  const nodes = await resolveNodes(targetSpec, { headOnly: flags.headOnly, nodes: flags.nodes }, ctx.targetOptions());
+  const nodes = await resolveNodes(targetSpec, nodeSelection(flags), ctx.targetOptions());
   // One connection per node for the whole command, until closeAll.
   for (const t of nodes) t.retain();
   onNodes?.(nodes);
   if (!workdir && !mounts.length) return { task, nodes, reports: nodes.map((t) => ({ node: t.spec, workdir: null, mounts: [], error: null, viaRsync: null })), t0 };
   const progress = progressReporter(nodes, flags, ctx.print);
+  const sources: SyncSource[] = [
+    ...(workdir ? [{ kind: 'workdir' as const, source: workdir, dest: flags.dest }] : []),
+    ...mounts.map((mount) => ({ kind: 'local mount' as const, mount })),
+  ];
   const reports = await syncNodes({
     nodes,
-    workdir,
-    dest: flags.dest,
-    mounts,
+    sources,
     deleteMode: deleteMode(flags),
     dryRun: !!flags.dryRun,
     native: ctx.native(),

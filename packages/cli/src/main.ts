@@ -2,10 +2,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import { loadNative, type NativeAddon } from '@skysync/chunking';
-import { pull, CLIENT_VERSION, compressLevel } from '@skysync/engine';
+import { pull, resolveNodes, CLIENT_VERSION, compressLevel } from '@skysync/engine';
 import { LocalTarget, SshTarget, parseTarget } from '@skysync/transport';
-import { resolveNodes } from './cluster.js';
-import { execCommand, pushCommand, type CommandContext, type SyncFlags } from './commands.js';
+import { execCommand, nodeSelection, pushCommand, type CommandContext, type SyncFlags } from './commands.js';
 import { EXIT, UsageError } from './exit-codes.js';
 import { summaryLines } from './output.js';
 
@@ -165,7 +164,7 @@ Examples:
   skysync disconnect dev`,
     )
     .action(async (targetSpec: string, flags: { headOnly?: boolean; nodes?: string }) => {
-      const nodes = await resolveNodes(targetSpec, flags, targetOptions(program));
+      const nodes = await resolveNodes(targetSpec, nodeSelection(flags), targetOptions(program));
       for (const t of nodes) {
         const had = t instanceof SshTarget || t instanceof LocalTarget ? await t.disconnect() : false;
         print(had ? `${t.spec}: disconnected` : `${t.spec}: no warm connection`);
