@@ -10,13 +10,12 @@ import {
   resolveNodes,
   runOnNodes,
   syncNodes,
-  type LocalMount,
+  taskSources,
   type NodeReport,
   type NodeSelection,
   type PushEvent,
   type PushStats,
   type RemoteJob,
-  type SyncSource,
   type TargetOptions,
 } from '@skysync/engine';
 import type { DeleteMode } from '@skysync/protocol';
@@ -71,19 +70,6 @@ async function readTask(file: string | undefined, flags: SyncFlags, print: (l: s
     print(`note: ${path.basename(task.file)}: ${task.ignoredKeys.join(', ')} ${task.ignoredKeys.length > 1 ? 'are' : 'is'} for SkyPilot's provisioning; skysync ignores ${task.ignoredKeys.length > 1 ? 'them' : 'it'}`);
   }
   return task;
-}
-
-/** The local mounts of a task; cloud URIs and Storage objects are refused by name until they are supported. */
-function localMounts(task: Task): LocalMount[] {
-  const out: LocalMount[] = [];
-  for (const m of task.fileMounts) {
-    if (m.kind === 'local') out.push(m);
-    else {
-      const what = m.kind === 'uri' ? `a cloud URI (${m.uri})` : 'a Storage object';
-      throw new UsageError(`${task.file}: ${m.key}: ${what} is not supported yet by skysync; sync it with SkyPilot, or remove it from the task for now`);
-    }
-  }
-  return out;
 }
 
 /** Progress per node on a terminal; plain lines per phase otherwise. */
@@ -193,17 +179,13 @@ async function syncPhase(
   const task = await readTask(taskFile, flags, ctx.print);
   const workdir = flags.workdir ? path.resolve(flags.workdir) : task ? task.workdir : defaultWorkdir ? path.resolve('.') : null;
   if (workdir) await checkSource(workdir);
-  const mounts = task && withMounts ? localMounts(task) : [];
+  const sources = await taskSources({ workdir, dest: flags.dest, file: task?.file ?? '', fileMounts: task && withMounts ? task.fileMounts : [] });
   const nodes = await resolveNodes(targetSpec, nodeSelection(flags), ctx.targetOptions());
   // One connection per node for the whole command, until closeAll.
   for (const t of nodes) t.retain();
   onNodes?.(nodes);
-  if (!workdir && !mounts.length) return { task, nodes, reports: nodes.map((t) => ({ node: t.spec, workdir: null, mounts: [], error: null, viaRsync: null })), t0 };
+  if (!sources.length) return { task, nodes, reports: nodes.map((t) => ({ node: t.spec, workdir: null, mounts: [], error: null, viaRsync: null })), t0 };
   const progress = progressReporter(nodes, flags, ctx.print);
-  const sources: SyncSource[] = [
-    ...(workdir ? [{ kind: 'workdir' as const, source: workdir, dest: flags.dest }] : []),
-    ...mounts.map((mount) => ({ kind: 'local mount' as const, mount })),
-  ];
   const reports = await syncNodes({
     nodes,
     sources,

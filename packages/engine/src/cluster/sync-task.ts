@@ -14,8 +14,8 @@ import { linkMount, mountPlacements, placedAt, type LocalMount, type Placement }
 export type { LocalMount } from './mounts.js';
 
 /**
- * What a task syncs, in order. A new kind (a bucket) is one more member here and one more case in
- * `TaskSync.sync`: callers only build the list.
+ * What a task syncs, in order. A new kind (a bucket) is one more member here, one more case in `TaskSync.sync`,
+ * and (for a file mount) one more in `taskSources`.
  */
 export type SyncSource = { kind: 'workdir'; source: string; dest: string } | { kind: 'local mount'; mount: LocalMount };
 
@@ -51,6 +51,7 @@ export interface SyncRequest {
 
 export async function syncNodes(req: SyncRequest): Promise<NodeReport[]> {
   const sync = new TaskSync(req);
+  if (!req.sources.length) return sync.reports;
   await sync.run();
   return sync.reports;
 }
