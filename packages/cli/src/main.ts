@@ -1,5 +1,3 @@
-import os from 'node:os';
-import path from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import { loadNative, type NativeAddon } from '@skysync/chunking';
 import { pull, resolveNodes, CLIENT_VERSION, compressLevel } from '@skysync/engine';
@@ -51,8 +49,8 @@ export function buildProgram(): Command {
   addPush(program, ctx);
   addExec(program, ctx);
   addLaunch(program, ctx);
-  addDisconnect(program, ctx);
-  addPull(program, ctx);
+  addDisconnect(program);
+  addPull(program);
   return program;
 }
 
@@ -169,7 +167,7 @@ Examples:
 }
 
 /** `skysync disconnect`. */
-function addDisconnect(program: Command, ctx: CommandContext): void {
+function addDisconnect(program: Command): void {
   program
     .command('disconnect')
     .description('end the warm connection(s) kept to TARGET (and its -workerN nodes) after earlier commands')
@@ -195,7 +193,7 @@ Examples:
 }
 
 /** `skysync pull`. */
-function addPull(program: Command, ctx: CommandContext): void {
+function addPull(program: Command): void {
   program
     .command('pull')
     .description('bring a remote file or directory back (only missing chunks move)')
