@@ -3,7 +3,7 @@
 // work, and ends with the last large file.
 
 import { describe, expect, it } from 'vitest';
-import { travelOrder } from '../packages/engine/src/push.js';
+import { travelOrder } from '../packages/engine/src/order.js';
 import { Rng, seedFromEnv } from './helpers/random.js';
 
 const MiB = 1024 * 1024;

@@ -4,11 +4,23 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Command } from 'commander';
 import type { NativeAddon } from '@skysync/chunking';
-import { checkSource, type PushEvent, type PushStats, type RemoteJob } from '@skysync/engine';
+import {
+  checkSource,
+  nodeAddress,
+  resolveNodes,
+  runOnNodes,
+  syncNodes,
+  taskSources,
+  type NodeReport,
+  type NodeSelection,
+  type PushEvent,
+  type PushStats,
+  type RemoteJob,
+  type TargetOptions,
+} from '@skysync/engine';
 import type { DeleteMode } from '@skysync/protocol';
 import type { Task } from '@skysync/task';
 import type { Target } from '@skysync/transport';
-import { nodeAddress, resolveNodes, runOnNodes, syncNodes, type LocalMount, type NodeReport, type TargetOptions } from './cluster.js';
 import { EXIT, UsageError } from './exit-codes.js';
 import { Progress, formatBytes, summaryLines } from './output.js';
 
@@ -36,7 +48,15 @@ export interface CommandContext {
   print: (line: string) => void;
 }
 
-function deleteMode(flags: SyncFlags): DeleteMode {
+/** `--head-only` and `--nodes a,b,c` as the engine takes them. */
+export function nodeSelection(flags: { headOnly?: boolean; nodes?: string }): NodeSelection {
+  if (!flags.nodes) return { headOnly: flags.headOnly };
+  const names = flags.nodes.split(',').map((s) => s.trim()).filter(Boolean);
+  if (!names.length) throw new UsageError('--nodes needs a comma-separated list, e.g. --nodes dev,dev-worker1');
+  return { headOnly: flags.headOnly, nodes: names };
+}
+
+export function deleteMode(flags: SyncFlags): DeleteMode {
   if (flags.delete === true) return 'mirror';
   if (flags.delete === false) return 'none';
   return 'placed';
@@ -50,19 +70,6 @@ async function readTask(file: string | undefined, flags: SyncFlags, print: (l: s
     print(`note: ${path.basename(task.file)}: ${task.ignoredKeys.join(', ')} ${task.ignoredKeys.length > 1 ? 'are' : 'is'} for SkyPilot's provisioning; skysync ignores ${task.ignoredKeys.length > 1 ? 'them' : 'it'}`);
   }
   return task;
-}
-
-/** The local mounts of a task; cloud URIs and Storage objects are refused by name until they are supported. */
-function localMounts(task: Task): LocalMount[] {
-  const out: LocalMount[] = [];
-  for (const m of task.fileMounts) {
-    if (m.kind === 'local') out.push(m);
-    else {
-      const what = m.kind === 'uri' ? `a cloud URI (${m.uri})` : 'a Storage object';
-      throw new UsageError(`${task.file}: ${m.key}: ${what} is not supported yet by skysync; sync it with SkyPilot, or remove it from the task for now`);
-    }
-  }
-  return out;
 }
 
 /** Progress per node on a terminal; plain lines per phase otherwise. */
@@ -172,18 +179,16 @@ async function syncPhase(
   const task = await readTask(taskFile, flags, ctx.print);
   const workdir = flags.workdir ? path.resolve(flags.workdir) : task ? task.workdir : defaultWorkdir ? path.resolve('.') : null;
   if (workdir) await checkSource(workdir);
-  const mounts = task && withMounts ? localMounts(task) : [];
-  const nodes = await resolveNodes(targetSpec, { headOnly: flags.headOnly, nodes: flags.nodes }, ctx.targetOptions());
+  const sources = await taskSources({ workdir, dest: flags.dest, file: task?.file ?? '', fileMounts: task && withMounts ? task.fileMounts : [] });
+  const nodes = await resolveNodes(targetSpec, nodeSelection(flags), ctx.targetOptions());
   // One connection per node for the whole command, until closeAll.
   for (const t of nodes) t.retain();
   onNodes?.(nodes);
-  if (!workdir && !mounts.length) return { task, nodes, reports: nodes.map((t) => ({ node: t.spec, workdir: null, mounts: [], error: null, viaRsync: null })), t0 };
+  if (!sources.length) return { task, nodes, reports: nodes.map((t) => ({ node: t.spec, workdir: null, mounts: [], error: null, viaRsync: null })), t0 };
   const progress = progressReporter(nodes, flags, ctx.print);
   const reports = await syncNodes({
     nodes,
-    workdir,
-    dest: flags.dest,
-    mounts,
+    sources,
     deleteMode: deleteMode(flags),
     dryRun: !!flags.dryRun,
     native: ctx.native(),

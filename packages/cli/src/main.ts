@@ -1,11 +1,8 @@
-import os from 'node:os';
-import path from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import { loadNative, type NativeAddon } from '@skysync/chunking';
-import { pull, CLIENT_VERSION, compressLevel } from '@skysync/engine';
+import { pull, resolveNodes, CLIENT_VERSION, compressLevel } from '@skysync/engine';
 import { LocalTarget, SshTarget, parseTarget } from '@skysync/transport';
-import { resolveNodes } from './cluster.js';
-import { execCommand, pushCommand, type CommandContext, type SyncFlags } from './commands.js';
+import { execCommand, nodeSelection, pushCommand, type CommandContext, type SyncFlags } from './commands.js';
 import { EXIT, UsageError } from './exit-codes.js';
 import { summaryLines } from './output.js';
 
@@ -49,28 +46,41 @@ export function buildProgram(): Command {
     .option('--node-url <url>', 'where a remote downloads Node from ({version}, {os}, {arch} are filled in; env SKYSYNC_NODE_URL)');
 
   const ctx: CommandContext = { program, native, targetOptions: () => targetOptions(program), print };
-  const setExit = (code: number): void => {
-    process.exitCode = code;
-  };
-  const clusterOptions = (c: Command): Command =>
-    c
-      .option('--head-only', 'only the head node, not the `TARGET-workerN` hosts of the SSH config')
-      .option('--nodes <list>', 'exactly these nodes, comma-separated (the first is rank 0)')
-      .option('-w, --workdir <dir>', 'directory to sync (default: the task\'s workdir, else the current directory)')
-      .option('--dest <path>', 'remote destination of the workdir', '~/sky_workdir')
-      .option('--env <K=V>', 'set or override an env of the task (repeatable; K alone takes it from here)', (v: string, acc: string[]) => [...acc, v], [] as string[])
-      .addOption(new Option('--delete', 'make an exact mirror: also remove remote files that are not in the source (ignored paths excepted)'))
-      .addOption(new Option('--no-delete', "never remove anything on the remote (SkyPilot's behaviour)"))
-      .option('-n, --dry-run', 'list what would change, change nothing (and run nothing)')
-      .option('--json', 'print one JSON object with the statistics at the end (stdout)')
-      .option('-q, --quiet', 'no summary')
-      .option('--no-relay', "send every node its data from here; by default the head passes the workers theirs over the cluster network (env SKYSYNC_RELAY=0)")
-      .addOption(
-        new Option('--transport <how>', "agent: the skysync agent only; rsync: rsync over ssh with SkyPilot's flags; auto: the agent, or rsync where it cannot run")
-          .choices(['auto', 'agent', 'rsync'])
-          .default('auto'),
-      );
+  addPush(program, ctx);
+  addExec(program, ctx);
+  addLaunch(program, ctx);
+  addDisconnect(program);
+  addPull(program);
+  return program;
+}
 
+/** The options of every command that syncs a task to its nodes (push, exec, launch). */
+function clusterOptions(c: Command): Command {
+  return c
+    .option('--head-only', 'only the head node, not the `TARGET-workerN` hosts of the SSH config')
+    .option('--nodes <list>', 'exactly these nodes, comma-separated (the first is rank 0)')
+    .option('-w, --workdir <dir>', 'directory to sync (default: the task\'s workdir, else the current directory)')
+    .option('--dest <path>', 'remote destination of the workdir', '~/sky_workdir')
+    .option('--env <K=V>', 'set or override an env of the task (repeatable; K alone takes it from here)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .addOption(new Option('--delete', 'make an exact mirror: also remove remote files that are not in the source (ignored paths excepted)'))
+    .addOption(new Option('--no-delete', "never remove anything on the remote (SkyPilot's behaviour)"))
+    .option('-n, --dry-run', 'list what would change, change nothing (and run nothing)')
+    .option('--json', 'print one JSON object with the statistics at the end (stdout)')
+    .option('-q, --quiet', 'no summary')
+    .option('--no-relay', "send every node its data from here; by default the head passes the workers theirs over the cluster network (env SKYSYNC_RELAY=0)")
+    .addOption(
+      new Option('--transport <how>', "agent: the skysync agent only; rsync: rsync over ssh with SkyPilot's flags; auto: the agent, or rsync where it cannot run")
+        .choices(['auto', 'agent', 'rsync'])
+        .default('auto'),
+    );
+}
+
+function setExit(code: number): void {
+  process.exitCode = code;
+}
+
+/** `skysync push`. */
+function addPush(program: Command, ctx: CommandContext): void {
   clusterOptions(
     program
       .command('push')
@@ -96,7 +106,10 @@ Examples:
     .action(async (targetSpec: string | undefined, taskFile: string | undefined, flags: SyncFlags) => {
       setExit(await pushCommand(ctx, targetSpec, taskFile, flags));
     });
+}
 
+/** `skysync exec`. */
+function addExec(program: Command, ctx: CommandContext): void {
   clusterOptions(
     program
       .command('exec')
@@ -126,7 +139,10 @@ Examples:
       }
       setExit(await execCommand(ctx, targetSpec, taskFile, command, flags, false));
     });
+}
 
+/** `skysync launch`. */
+function addLaunch(program: Command, ctx: CommandContext): void {
   clusterOptions(
     program
       .command('launch')
@@ -148,7 +164,10 @@ Examples:
     .action(async (targetSpec: string, taskFile: string, flags: SyncFlags) => {
       setExit(await execCommand(ctx, targetSpec, taskFile, [], flags, true));
     });
+}
 
+/** `skysync disconnect`. */
+function addDisconnect(program: Command): void {
   program
     .command('disconnect')
     .description('end the warm connection(s) kept to TARGET (and its -workerN nodes) after earlier commands')
@@ -165,13 +184,16 @@ Examples:
   skysync disconnect dev`,
     )
     .action(async (targetSpec: string, flags: { headOnly?: boolean; nodes?: string }) => {
-      const nodes = await resolveNodes(targetSpec, flags, targetOptions(program));
+      const nodes = await resolveNodes(targetSpec, nodeSelection(flags), targetOptions(program));
       for (const t of nodes) {
         const had = t instanceof SshTarget || t instanceof LocalTarget ? await t.disconnect() : false;
         print(had ? `${t.spec}: disconnected` : `${t.spec}: no warm connection`);
       }
     });
+}
 
+/** `skysync pull`. */
+function addPull(program: Command): void {
   program
     .command('pull')
     .description('bring a remote file or directory back (only missing chunks move)')
@@ -194,7 +216,6 @@ Examples:
       for (const f of stats.failed) print(`failed: ${f.path}: ${f.error}`);
       process.exitCode = exitFor(stats);
     });
-  return program;
 }
 
 let argvSeen: string[] = [];

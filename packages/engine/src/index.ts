@@ -1,4 +1,8 @@
-export { push, pushMany, checkSource, rescanOf, type MultiPushOptions, type PushOptions, type SessionOpener, type PushStats, type PushEvent, type SyncSummary } from './push.js';
+export { push, pushMany, type MultiPushOptions, type PushOptions } from './push.js';
+export { checkSource, rescanOf } from './prepare.js';
+export { travelOrder } from './order.js';
+export type { PushStats, PushEvent, SyncSummary } from './stats.js';
+export { NodeSessions, defaultCompression, type SessionsOptions } from './node-sessions.js';
 export { pull, type PullOptions, type PullStats } from './pull.js';
 export { Planner } from './plan.js';
 export { stateRoot } from './state.js';
@@ -7,4 +11,8 @@ export { pushWithRsync, RsyncMissingError, SKYPILOT_RSYNC_FLAGS } from './rsync.
 export { runJob, jobScript, shellQuote, type RemoteJob } from './run.js';
 export { openSession, type Session } from './session.js';
 export { askWatch, stopWatch, watchPersistSeconds, watchSocketPath, watchStatus, type WatchAnswer } from './watch.js';
+export { resolveNodes, nodeAddress, type NodeSelection, type TargetOptions } from './cluster/nodes.js';
+export { syncNodes, type SyncRequest, type SyncSource, type NodeReport, type MountReport, type LocalMount } from './cluster/sync-task.js';
+export { taskSources, type TaskSources } from './cluster/sources.js';
+export { runOnNodes, pipeLines, type RunRequest } from './cluster/run-nodes.js';
 export { compressLevel } from '@skysync/transfer';

@@ -24,7 +24,7 @@ import type { Target } from '@skysync/transport';
 import { LANE_AFTER_BYTES, type OpenLane } from '@skysync/transfer';
 import { laneCount, openLanes } from './lanes.js';
 import { expectFrame, openSession } from './session.js';
-import type { SyncSummary } from './push.js';
+import type { SyncSummary } from './stats.js';
 
 export interface PullOptions {
   target: Target;

@@ -10,7 +10,7 @@ import path from 'node:path';
 import type { NativeAddon } from '@skysync/chunking';
 import type { DeleteMode } from '@skysync/protocol';
 import type { SshTarget } from '@skysync/transport';
-import type { PushStats } from './push.js';
+import type { PushStats } from './stats.js';
 
 export const SKYPILOT_RSYNC_FLAGS = ['-Pavz', '--no-owner', '--no-group'];
 

@@ -1,0 +1,44 @@
+// A command's nodes: `dev` means the head and every `dev-workerN` the SSH config defines.
+
+import { SshTarget, listWorkers, parseTarget, type Target } from '@skysync/transport';
+import { capture } from './capture.js';
+
+export interface TargetOptions {
+  configFile?: string;
+  installNode: boolean;
+  nodeUrl?: string;
+  log: (m: string) => void;
+}
+
+export interface NodeSelection {
+  headOnly?: boolean;
+  /** `--nodes a,b,c`: exactly these, in this order (the first is the head, rank 0). */
+  nodes?: string[];
+}
+
+/** Whether a target spec is an SSH config alias (the only kind that can name a cluster). */
+function isAlias(spec: string): boolean {
+  return !spec.startsWith('local:') && !spec.includes('@') && !spec.includes(':') && !spec.startsWith('ssh://');
+}
+
+export async function resolveNodes(spec: string, sel: NodeSelection, topts: TargetOptions): Promise<Target[]> {
+  const configFile = topts.configFile ?? process.env.SKYSYNC_SSH_CONFIG;
+  if (sel.nodes?.length) return sel.nodes.map((n) => parseTarget(n, { ...topts, configFile }));
+  const head = parseTarget(spec, { ...topts, configFile });
+  if (sel.headOnly || !isAlias(spec)) return [head];
+  const workers = await listWorkers(spec, configFile);
+  return [head, ...workers.map((w) => parseTarget(w, { ...topts, configFile }))];
+}
+
+/** The address other nodes reach this one at (SkyPilot's SKYPILOT_NODE_IPS): the node's own first address. */
+export async function nodeAddress(target: Target): Promise<string> {
+  if (target.kind === 'local') return '127.0.0.1';
+  try {
+    const r = await capture(target, 'hostname -I 2>/dev/null || hostname -i 2>/dev/null');
+    const ip = r.out.trim().split(/\s+/)[0];
+    if (ip) return ip;
+  } catch {
+    // Fall back to the address we connect to.
+  }
+  return target instanceof SshTarget ? (await target.resolve()).hostname : '127.0.0.1';
+}

@@ -1,0 +1,201 @@
+// Syncing a task to its nodes: one scan and one chunking pass per source feed them all; each node keeps its own
+// state; every source travels over one connection and one agent session per node, in the order given. Nodes
+// where the agent cannot run get rsync over ssh instead.
+
+import type { NativeAddon } from '@skysync/chunking';
+import type { DeleteMode } from '@skysync/protocol';
+import { NoAgentError, SshTarget, type Target } from '@skysync/transport';
+import { NodeSessions } from '../node-sessions.js';
+import { pushMany } from '../push.js';
+import { pushWithRsync } from '../rsync.js';
+import type { PushEvent, PushStats } from '../stats.js';
+import { linkMount, mountPlacements, placedAt, type LocalMount, type Placement } from './mounts.js';
+
+export type { LocalMount } from './mounts.js';
+
+/**
+ * What a task syncs, in order. A new kind (a bucket) is one more member here, one more case in `TaskSync.sync`,
+ * and (for a file mount) one more in `taskSources`.
+ */
+export type SyncSource = { kind: 'workdir'; source: string; dest: string } | { kind: 'local mount'; mount: LocalMount };
+
+export interface MountReport {
+  key: string;
+  remote: string;
+  /** Where the bytes went: the destination itself, or ~/.sky/file_mounts/... linked into place. */
+  placedAt: string;
+  stats: PushStats;
+}
+
+export interface NodeReport {
+  node: string;
+  workdir: PushStats | null;
+  mounts: MountReport[];
+  /** Set when this node could not be synced; the command stops before running anything. */
+  error: string | null;
+  viaRsync: string | null;
+}
+
+export interface SyncRequest {
+  nodes: Target[];
+  sources: SyncSource[];
+  deleteMode: DeleteMode;
+  dryRun: boolean;
+  native: NativeAddon;
+  transport: 'auto' | 'agent' | 'rsync';
+  /** false: no head relay (`--no-relay`); undefined: the default (on, unless SKYSYNC_RELAY=0). */
+  relay?: boolean;
+  onEvent: (e: PushEvent, node: number | undefined, what: string) => void;
+  log: (m: string) => void;
+}
+
+export async function syncNodes(req: SyncRequest): Promise<NodeReport[]> {
+  const sync = new TaskSync(req);
+  if (!req.sources.length) return sync.reports;
+  await sync.run();
+  return sync.reports;
+}
+
+class TaskSync {
+  readonly reports: NodeReport[];
+  private readonly sessions: NodeSessions;
+  private readonly viaAgent: boolean;
+  /** Where each local mount goes, by node: asked as soon as the node's session is open. */
+  private readonly placements: Array<Promise<Map<string, Placement>>>;
+
+  constructor(private readonly req: SyncRequest) {
+    this.reports = req.nodes.map((t) => ({ node: t.spec, workdir: null, mounts: [], error: null, viaRsync: null }));
+    this.viaAgent = req.transport !== 'rsync';
+    this.sessions = new NodeSessions(req.nodes, { onOpenError: (i, e) => this.openFailed(i, e) });
+    const mounts = req.sources.flatMap((s) => (s.kind === 'local mount' ? [s.mount] : []));
+    this.placements = req.nodes.map(async (t, i) => ((await this.sessions.settled(i)) && mounts.length ? mountPlacements(t, mounts) : new Map()));
+    this.placements.forEach((p) => p.catch(() => {}));
+  }
+
+  async run(): Promise<void> {
+    if (!this.viaAgent) {
+      for (const r of this.reports) r.viaRsync = '--transport rsync';
+      this.sessions.stopOpening();
+    }
+    // One agent session per node for the whole sync. A workdir pushed first opens them itself, its first
+    // operation in their first bytes, and scans while they are made.
+    else if (this.req.sources[0]?.kind !== 'workdir') this.sessions.openAll();
+    let completed = false;
+    try {
+      for (const s of this.req.sources) await this.sync(s);
+      completed = true;
+    } finally {
+      // A node whose operations all ran to their end keeps its agent when a warm connection can hold it.
+      await this.sessions.finish((i) => completed && !this.reports[i]!.error);
+    }
+  }
+
+  private sync(s: SyncSource): Promise<void> {
+    switch (s.kind) {
+      case 'workdir':
+        return this.syncWorkdir(s.source, s.dest);
+      case 'local mount':
+        return this.syncLocalMount(s.mount);
+    }
+  }
+
+  private openFailed(i: number, e: Error): void {
+    const t = this.req.nodes[i]!;
+    if (e instanceof NoAgentError && this.req.transport === 'auto' && t instanceof SshTarget) this.reports[i]!.viaRsync = e.message;
+    else this.reports[i]!.error = e.message;
+  }
+
+  private async syncWorkdir(source: string, dest: string): Promise<void> {
+    const { req, reports } = this;
+    const done = await this.pushGroups(source, 'workdir', () => dest, this.viaAgent ? req.nodes.map((_, i) => i) : []);
+    for (const [i, s] of done) reports[i]!.workdir = s;
+    // The rsync fallback, one node at a time as SkyPilot does it.
+    for (let i = 0; i < req.nodes.length; i++) {
+      const why = reports[i]!.viaRsync;
+      if (!why || reports[i]!.error) continue;
+      req.log(`${req.nodes[i]!.spec}: using rsync over ssh: ${why}`);
+      try {
+        reports[i]!.workdir = await this.rsync(i, source, dest);
+      } catch (e) {
+        reports[i]!.error = (e as Error).message;
+      }
+    }
+  }
+
+  private async syncLocalMount(m: LocalMount): Promise<void> {
+    const { req, reports } = this;
+    this.sessions.stopOpening();
+    await this.sessions.all();
+    for (let i = 0; i < req.nodes.length; i++) {
+      if (!reports[i]!.viaRsync || reports[i]!.error) continue;
+      if (m.sourceType !== 'dir') {
+        reports[i]!.error = `${m.key}: a single-file mount needs the skysync agent on ${req.nodes[i]!.spec} (${reports[i]!.viaRsync})`;
+        continue;
+      }
+      try {
+        reports[i]!.mounts.push({ key: m.key, remote: m.remote, placedAt: m.remote, stats: await this.rsync(i, m.source, m.remote) });
+      } catch (e) {
+        reports[i]!.error = `${m.key}: ${(e as Error).message}`;
+      }
+    }
+    const where = new Map<number, Placement>();
+    for (const i of await this.live()) {
+      try {
+        where.set(i, (await this.placements[i]!).get(m.key) ?? 'direct');
+      } catch (e) {
+        reports[i]!.error = `${m.key}: ${(e as Error).message}`;
+      }
+    }
+    const destFor = (i: number): string => placedAt(m.remote, where.get(i));
+    const done = await this.pushGroups(m.source, m.key, destFor, await this.live());
+    for (const [i, s] of done) reports[i]!.mounts.push({ key: m.key, remote: m.remote, placedAt: destFor(i), stats: s });
+    if (req.dryRun) return;
+    const linked = [...done.keys()].filter((i) => where.get(i) === 'link');
+    await Promise.all(
+      linked.map(async (i) => {
+        const failed = await linkMount(req.nodes[i]!, m);
+        if (failed) reports[i]!.error = failed;
+      }),
+    );
+  }
+
+  /** Nodes with an open session and no error so far. */
+  private async live(): Promise<number[]> {
+    const sessions = await this.sessions.all();
+    return this.req.nodes.map((_, i) => i).filter((i) => sessions[i] && !this.reports[i]!.error);
+  }
+
+  private rsync(i: number, source: string, dest: string): Promise<PushStats> {
+    const { req } = this;
+    return pushWithRsync({ source, target: req.nodes[i] as SshTarget, dest, deleteMode: req.deleteMode, native: req.native, dryRun: req.dryRun });
+  }
+
+  /** Pushes `source` to the nodes `idx`; nodes that agree on the destination share one pushMany (one scan, one
+   * chunking pass). A node's failure goes into its report. */
+  private async pushGroups(source: string, what: string, destFor: (i: number) => string, idx: number[]): Promise<Map<number, PushStats>> {
+    const { req, reports } = this;
+    const out = new Map<number, PushStats>();
+    const groups = new Map<string, number[]>();
+    for (const i of idx) groups.set(destFor(i), [...(groups.get(destFor(i)) ?? []), i]);
+    for (const [dest, members] of groups) {
+      const results = await pushMany({
+        source,
+        dest,
+        targets: members.map((i) => req.nodes[i]!),
+        sessions: this.sessions.subset(members),
+        deleteMode: req.deleteMode,
+        dryRun: req.dryRun,
+        native: req.native,
+        relay: req.relay,
+        onEvent: (e, n) => req.onEvent(e, n === undefined ? undefined : members[n], what),
+      });
+      results.forEach((r, k) => {
+        const i = members[k]!;
+        // A node whose session did not open already has its report (an error, or the rsync fallback).
+        if (!(r instanceof Error)) out.set(i, r);
+        else if (!reports[i]!.error && !reports[i]!.viaRsync) reports[i]!.error = `${what}: ${r.message}`;
+      });
+    }
+    return out;
+  }
+}

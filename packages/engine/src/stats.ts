@@ -1,0 +1,49 @@
+// What a push reports: events while it runs, and each node's statistics at its end.
+
+import type { RelayReport } from '@skysync/protocol';
+
+export type PushEvent =
+  | { type: 'scanned'; files: number; changes: number }
+  | { type: 'progress'; bytesLiteral: number; bytesWire: number; filesSent: number; filesTotal: number }
+  | { type: 'warning'; message: string }
+  | { type: 'change'; status: string; path: string; kind: string };
+
+/** The statistics every sync reports (the `--json` object has at least these). */
+export interface SyncSummary {
+  filesScanned: number;
+  filesChanged: number;
+  filesDeleted: number;
+  /** New chunk bytes before compression. */
+  bytesLiteral: number;
+  /** Bytes written to (push) or read from (pull) the transport. */
+  bytesWire: number;
+  chunksReused: number;
+  durationMs: number;
+  transport: string;
+}
+
+export interface PushStats extends SyncSummary {
+  bytesTotal: number;
+  chunksLiteral: number;
+  scanMs: number;
+  generation: string | null;
+  drift: string[];
+  kept: string[];
+  failed: Array<{ path: string; error: string }>;
+  warnings: string[];
+  dryRun: boolean;
+  /** `watch`: only the directories the watch service named were listed; `full`: every directory was. */
+  scan: 'watch' | 'full';
+  /** Directories the scan listed. */
+  scanDirs: number;
+  /** Why the scan was full although watching is on. */
+  scanReason?: string;
+  changes?: Array<{ status: string; path: string; kind: string }>;
+  /** Literal bytes this node took from the head's relay instead of from the client. */
+  bytesRelay: number;
+  /** A relayed push: the head served the other nodes; a worker says what the relay delivered (`error`: why it
+   * stopped short, the rest then came from the client). */
+  relay?: { role: 'head'; addresses: string[] } | ({ role: 'worker' } & RelayReport);
+  /** Channels that carried chunk data (more than 1: lanes were opened, see docs/PROTOCOL.md). */
+  lanes?: number;
+}
