@@ -12,6 +12,7 @@ export default defineConfig({
       { test: { ...common, name: 'chunking', include: ['packages/chunking/test/**/*.test.ts'] } },
       { test: { ...common, name: 'engine', include: ['packages/engine/test/**/*.test.ts'] } },
       { test: { ...common, name: 'agent', include: ['packages/agent/test/**/*.test.ts'] } },
+      { test: { ...common, name: 'apply', include: ['packages/apply/test/**/*.test.ts'] } },
       { test: { ...common, name: 'task', include: ['packages/task/test/**/*.test.ts'] } },
       { test: { ...common, name: 'cli', include: ['packages/cli/test/**/*.test.ts'] } },
       { test: { ...common, name: 'transport', include: ['packages/transport/test/**/*.test.ts'] } },
