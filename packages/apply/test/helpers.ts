@@ -56,7 +56,14 @@ export function withBytes(p: string, data: Buffer, mode = 0o644): FileEntry {
 export function listAll(root: string): string[] {
   const out: string[] = [];
   const walk = (dir: string, rel: string): void => {
-    for (const d of fs.readdirSync(dir, { withFileTypes: true })) {
+    let names: fs.Dirent[];
+    try {
+      names = fs.readdirSync(dir, { withFileTypes: true });
+    } catch {
+      // Gone meanwhile (a racer renamed it): what it held shows up under its new name.
+      return;
+    }
+    for (const d of names) {
       const r = rel ? `${rel}/${d.name}` : d.name;
       out.push(r);
       if (d.isDirectory()) walk(path.join(dir, d.name), r);
