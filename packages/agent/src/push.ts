@@ -144,6 +144,8 @@ async function receivePush(conn: Connection, ctx: AgentContext, p: PushContext):
   const plan = parseJson<Plan>(first.payload, 'plan');
   if (onlyName !== null && plan.deleteMode === 'mirror') throw new ProtocolError('--delete does not apply to a single-file destination');
   // Written while the files are built; it must land before the first rename.
+  // Before the receiver exists: a plan this agent cannot decode leaves nothing to clean up.
+  const decoder = createBlockDecoder(plan.compression, ctx.native);
   const invalidated = store.invalidate();
   invalidated.catch(() => {});
   const receiver = new Receiver({
@@ -159,7 +161,6 @@ async function receivePush(conn: Connection, ctx: AgentContext, p: PushContext):
   });
   relayed?.attach(receiver);
   let relayReport: RelayReport | undefined;
-  const decoder = createBlockDecoder(plan.compression, ctx.native);
   const merger = new LaneMerger(receiver.stream, () => createBlockDecoder(plan.compression, ctx.native), STREAM_HIGH_WATER);
   p.lanes((id, c) => merger.attach(id, c));
   const dataMode = plan.mode === 'data';

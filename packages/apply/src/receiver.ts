@@ -370,11 +370,14 @@ export class Receiver implements StageContext {
 
   /** Removes temp files of anything that failed, and the staging directory; closes the root guard's handles. */
   private cleanup(): void {
+    // Temp files that are no longer where they were made: a job renamed their directory meanwhile (the native
+    // writer finds directories by path, not by this sync's handles).
+    const strays = new Set<string>();
     const remove = (rel: string): void => {
       try {
         this.guard.unlink(rel);
-      } catch {
-        // Gone already, or its directory is.
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EACCES') strays.add(rel.slice(rel.lastIndexOf('/') + 1));
       }
     };
     for (const s of this.staged) {
@@ -390,6 +393,34 @@ export class Receiver implements StageContext {
       }
       this.stagingDir = null;
     }
+    if (strays.size) removeStrays(this.guard, strays);
     this.guard.close();
+  }
+}
+
+/** Looks for temp files by name anywhere under the root (never through a symlink) and removes them. Names are
+ * unique to this process, so nothing else can match. */
+function removeStrays(guard: RootGuard, names: Set<string>): void {
+  const pending = [''];
+  while (pending.length && names.size) {
+    const dir = pending.pop()!;
+    let entries: Array<{ name: string; dir: boolean }>;
+    try {
+      entries = guard.list(dir);
+    } catch {
+      continue;
+    }
+    for (const d of entries) {
+      const rel = dir ? `${dir}/${d.name}` : d.name;
+      if (d.dir) pending.push(rel);
+      else if (names.has(d.name)) {
+        try {
+          guard.unlink(rel);
+          names.delete(d.name);
+        } catch {
+          // Moving still: a later sync sweeps it once this process is gone.
+        }
+      }
+    }
   }
 }

@@ -119,8 +119,17 @@ export class SmallFileBatches {
   /** Never rejects: each file gets its stat or its error. */
   private async writeBatch(b: Batch): Promise<void> {
     const n = b.files.length;
+    if (this.ctx.aborted) {
+      // Nothing of this batch was created.
+      for (const s of b.files) {
+        s.temp = null;
+        s.error ??= 'the sync was aborted';
+      }
+      this.spare.push({ data: b.data, layout: b.layout });
+      b.settle();
+      return;
+    }
     try {
-      if (this.ctx.aborted) throw new Error('the sync was aborted');
       const out = await this.writer.writeFiles(this.ctx.opts.root, b.temps.join('\0'), b.layout.subarray(0, n * RECORD), b.data.subarray(0, b.bytes), Buffer.concat(b.refs), true);
       const retry = new Set<number>();
       for (const f of out.failures) {

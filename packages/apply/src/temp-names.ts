@@ -47,10 +47,8 @@ export function processRunning(pid: number, start: number): boolean {
   return start === 0 || st.start === start;
 }
 
-/** This process, as temp names and lock files name it: pid and start time. */
-export const OWNER_PID = process.pid;
-export const OWNER_START = processStart(process.pid);
-const OWNER = `${OWNER_PID}-${OWNER_START}`;
+/** This process, as its temp names name it. */
+const OWNER = `${process.pid}-${processStart(process.pid)}`;
 /** One counter per process: several syncs of one agent never pick the same name. */
 let count = 0;
 
