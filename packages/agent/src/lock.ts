@@ -1,45 +1,72 @@
-// One push at a time per destination: a lock file holding the owner's pid. A lock whose owner is gone is taken
-// over, so a killed push never blocks the next one.
+// One push at a time per destination: a lock file holding the owner's pid (alone: agents of other versions read
+// it too). A lock whose owner is gone (exited, killed and not yet reaped, or its pid now a process that started
+// after the lock was written) is taken over, so a killed push never blocks the next one; the taker learns that it
+// took one over, and sweeps what the dead owner left (push.ts).
 
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
+import { processRunning, processStart } from '@skysync/apply';
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
+export interface Lock {
+  release(): Promise<void>;
+  /** The lock was taken over from an owner that died holding it (mid-operation). */
+  tookOver: boolean;
 }
 
-export async function acquireLock(file: string, what: string, timeoutMs = 60_000): Promise<() => Promise<void>> {
+export async function acquireLock(file: string, what: string, timeoutMs = 60_000): Promise<Lock> {
   await fsp.mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
   const deadline = Date.now() + timeoutMs;
+  let tookOver = false;
   for (;;) {
     try {
       const fh = await fsp.open(file, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600);
       await fh.writeFile(String(process.pid));
       await fh.close();
-      return async () => {
-        await fsp.unlink(file).catch(() => {});
+      return {
+        tookOver,
+        release: async () => {
+          await fsp.unlink(file).catch(() => {});
+        },
       };
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
     }
     const owner = Number((await fsp.readFile(file, 'utf8').catch(() => '')).trim());
-    const young = await fsp
+    const written = await fsp
       .stat(file)
-      .then((st) => Date.now() - st.mtimeMs < 2000)
-      .catch(() => false);
+      .then((st) => st.mtimeMs)
+      .catch(() => 0);
     // An empty lock file that is young is one being written right now, not a stale one.
-    if ((!owner && !young) || (owner && !alive(owner))) {
+    const young = Date.now() - written < 2000;
+    if ((!owner && !young) || (owner && !ownerRunning(owner, written))) {
       // Stale: its owner died. Remove it only if it is still the same file.
       await fsp.unlink(file).catch(() => {});
+      tookOver = true;
       continue;
     }
     if (Date.now() > deadline) throw new Error(`another skysync (pid ${owner}) is syncing ${what}; wait for it or stop it`);
     await new Promise((r) => setTimeout(r, 100));
   }
+}
+
+/** Boot time in ms since the epoch (/proc/stat `btime`), or null without /proc. */
+const bootMs: number | null = (() => {
+  try {
+    const m = /^btime (\d+)$/m.exec(fs.readFileSync('/proc/stat', 'latin1'));
+    return m ? Number(m[1]) * 1000 : null;
+  } catch {
+    return null;
+  }
+})();
+/** Clock ticks per second of /proc's start times: 100 on every Linux that skysync runs on. */
+const TICKS_PER_SECOND = 100;
+
+/** Whether the process that wrote a lock at `writtenMs` still runs: the pid is alive and did not start later. */
+function ownerRunning(pid: number, writtenMs: number): boolean {
+  if (!processRunning(pid, 0)) return false;
+  const start = processStart(pid);
+  if (!start || bootMs === null || !writtenMs) return true;
+  // A second of slack for the clocks' granularity.
+  return bootMs + (start * 1000) / TICKS_PER_SECOND <= writtenMs + 1000;
 }

@@ -1,7 +1,8 @@
 // `--delete`: after a push, remove what the destination holds beyond the source, except what the synced ignore
-// rules exclude (those are the user's to keep: build outputs, data, caches).
+// rules exclude (those are the user's to keep: build outputs, data, caches). Removals go through the root guard,
+// by directory handle: a directory swapped for a symlink meanwhile never leads a removal outside.
 
-import fsp from 'node:fs/promises';
+import { RootGuard } from '@skysync/apply';
 import type { NativeAddon } from '@skysync/chunking';
 import type { FileFailure } from '@skysync/protocol';
 
@@ -16,19 +17,22 @@ export async function mirrorExtras(
     .map((c) => c.entry)
     .filter((e) => !placed.has(e.path) && !e.path.split('/')[0]!.startsWith('.skysync-'))
     .sort((a, b) => (a.path < b.path ? 1 : -1));
-  const rootBuf = Buffer.from(root, 'utf8');
+  const guard = new RootGuard(root);
   let removed = 0;
-  for (const e of extras) {
-    const abs = Buffer.concat([rootBuf, Buffer.from('/' + e.path, 'latin1')]);
-    try {
-      if (e.kind === 'dir') await fsp.rmdir(abs);
-      else await fsp.unlink(abs);
-      removed++;
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      // A directory that still holds ignored files stays.
-      if (code !== 'ENOTEMPTY' && code !== 'ENOENT') failed.push({ path: e.path, error: (err as Error).message });
+  try {
+    for (const e of extras) {
+      try {
+        if (e.kind === 'dir') guard.rmdir(e.path);
+        else guard.unlink(e.path);
+        removed++;
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        // A directory that still holds ignored files stays.
+        if (code !== 'ENOTEMPTY' && code !== 'ENOENT') failed.push({ path: e.path, error: (err as Error).message });
+      }
     }
+  } finally {
+    guard.close();
   }
   return removed;
 }

@@ -3,7 +3,7 @@
 
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { LaneMerger, Receiver, STREAM_HIGH_WATER } from '@skysync/apply';
+import { LaneMerger, Receiver, RootGuard, STREAM_HIGH_WATER, sweepDeadLeftovers } from '@skysync/apply';
 import {
   type Connection,
   type Done,
@@ -36,7 +36,7 @@ import { LaneServer, laneServer } from './lanes.js';
 export async function servePush(conn: Connection, begin: PushBegin, ctx: AgentContext): Promise<FrameMessage | null | undefined> {
   const dest = resolveRemotePath(ctx.home, begin.dest);
   const stateBase = manifestPath(ctx.home, dest).replace(/\.manifest$/, '');
-  const release = await acquireLock(`${stateBase}.lock`, dest);
+  const lock = await acquireLock(`${stateBase}.lock`, dest);
   // A single-file destination (a file mount) is a tree of one entry, named as the file, in its parent directory;
   // its record is kept under the file's own path, apart from any other mount in that directory.
   const onlyName = begin.file ? path.basename(dest) : null;
@@ -46,6 +46,8 @@ export async function servePush(conn: Connection, begin: PushBegin, ctx: AgentCo
     const root = await fsp.realpath(dir);
     const st = await fsp.stat(root);
     if (!st.isDirectory()) throw new ProtocolError(`${dir} is not a directory on the remote`);
+    // The last push here died holding the lock (kill -9): its temp files are still around.
+    if (lock.tookOver) sweepLeftovers(root, !begin.file, ctx);
     // A file mount's directory may hold anything (a home): only directory destinations are watched.
     const watch = begin.file ? null : (token: string | null) => askDestWatch(ctx.home, root, token);
     const store = await openStore(ctx.native, stateBase, ctx.log, watch);
@@ -95,7 +97,21 @@ export async function servePush(conn: Connection, begin: PushBegin, ctx: AgentCo
     await closeRelay(ctx);
     throw e;
   } finally {
-    await release();
+    await lock.release();
+  }
+}
+
+/**
+ * Removes the temp files and staging directories that dead skysync processes left in the destination (a file
+ * mount's directory: only at its top, where its temps go), by their names' owner (`@skysync/apply` temp-names).
+ */
+function sweepLeftovers(root: string, recursive: boolean, ctx: AgentContext): void {
+  const guard = new RootGuard(root);
+  try {
+    const n = sweepDeadLeftovers(guard, { recursive, onError: (rel, e) => ctx.log(`could not remove ${rel}: ${e.message}`) });
+    trace(`agent: ${n} leftovers of a dead push removed`);
+  } finally {
+    guard.close();
   }
 }
 
@@ -127,6 +143,8 @@ async function receivePush(conn: Connection, ctx: AgentContext, p: PushContext):
   const plan = Plan.decode(first.payload);
   if (onlyName !== null && plan.deleteMode === 'mirror') throw new ProtocolError('--delete does not apply to a single-file destination');
   // Written while the files are built; it must land before the first rename.
+  // Before the receiver exists: a plan this agent cannot decode leaves nothing to clean up.
+  const decoder = createBlockDecoder(plan.compression, ctx.native);
   const invalidated = store.invalidate();
   invalidated.catch(() => {});
   const receiver = new Receiver({
@@ -142,7 +160,6 @@ async function receivePush(conn: Connection, ctx: AgentContext, p: PushContext):
   });
   relayed?.attach(receiver);
   let relayReport: RelayReport | undefined;
-  const decoder = createBlockDecoder(plan.compression, ctx.native);
   const merger = new LaneMerger(receiver.stream, () => createBlockDecoder(plan.compression, ctx.native), STREAM_HIGH_WATER);
   p.lanes((id, c) => merger.attach(id, c));
   const dataMode = plan.mode === 'data';

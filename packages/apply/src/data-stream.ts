@@ -9,6 +9,8 @@ export class DataStream {
   private buffered = 0;
   private ended = false;
   private failure: Error | null = null;
+  /** Set when a take asked for more than the sender sent: the plan and the data disagree, the sync is broken. */
+  shortBy: Error | null = null;
   private waiter: { n: number; resolve: (b: Buffer) => void; reject: (e: Error) => void } | null = null;
   private drainWaiters: Array<() => void> = [];
   consumed = 0;
@@ -70,7 +72,8 @@ export class DataStream {
       if (this.drainWaiters.length) for (const d of this.drainWaiters.splice(0)) d();
     } else if (this.ended) {
       this.waiter = null;
-      w.reject(new Error(`chunk data ended early: needed ${w.n} more bytes, ${this.buffered} left`));
+      this.shortBy ??= new Error(`chunk data ended early: needed ${w.n} more bytes, ${this.buffered} left`);
+      w.reject(this.shortBy);
     }
   }
 

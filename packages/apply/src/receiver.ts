@@ -3,181 +3,39 @@
 // Stage: every new or changed file is built in a temp file from chunks already held (anywhere under the root,
 // each verified against its id as it is read) and chunks from the data stream (verified too); the recipe's
 // digest is checked before anything is written; mode and mtime are set on the temp file. Small files that come
-// whole from the stream are written in batches by the native addon, in parallel off this thread.
-// Transition: removals first (deepest first), then directories, then renames into place, then directory modes.
-// Old content is never touched until every temp file is built, so renames and copies can use it.
+// whole from the stream are written in batches by the native addon, in parallel off this thread
+// (`small-files.ts`); the others piece by piece (`large-file.ts`).
+// Transition (`transition.ts`): removals first (deepest first), then directories, then renames into place, then
+// directory modes. Old content is never touched until every temp file is built, so renames and copies can use it.
 //
-// Safety: every path is relative and checked; no parent component may be a symlink; temp files are created
-// with O_EXCL|O_NOFOLLOW; nothing is written outside the root.
+// Safety: every path is relative and checked; every operation goes through the root guard (`root-guard.ts`),
+// relative to directory handles opened without following symlinks; temp files are created with
+// O_EXCL|O_NOFOLLOW and carry their owner in their name (`temp-names.ts`); nothing is written outside the root.
 
-import fs from 'node:fs';
-import fsp from 'node:fs/promises';
-import os from 'node:os';
-import { randomBytes } from 'node:crypto';
-import type { Chunker, NativeAddon } from '@skysync/chunking';
-import {
-  CHUNK_REF_SIZE,
-  type DeleteMode,
-  type FileEntry,
-  type FileFailure,
-  type PlanEntry,
-  displayPath,
-  parentOf,
-  trace,
-} from '@skysync/protocol';
+import { CHUNK_REF_SIZE, type FileEntry, type PlanEntry, ProtocolError, displayPath, parentOf, trace } from '@skysync/protocol';
 import { DataStream } from './data-stream.js';
+import { LargeFileBuilder } from './large-file.js';
+import { RootGuard } from './root-guard.js';
+import { SMALL_FILE, SmallFileBatches, writeWhole } from './small-files.js';
+import type { StageContext } from './stage-context.js';
+import { stagingName, tempName } from './temp-names.js';
+import { Transition } from './transition.js';
+import type { PlacedRecord, Piece, ReceiveResult, ReceiverOptions, SessionChunk, Staged } from './types.js';
 
-const { O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW, O_RDONLY } = fs.constants;
-/** Files from this size on are put in place by exchanging names (see `ReceiverOptions.replaceFile`). */
-const REPLACE_NATIVE_FROM = 1 << 20;
+export type { HeldChunks, PlacedRecord, ReceiveResult, ReceiverOptions, SessionChunk, StatKey } from './types.js';
+export { RefusedPath } from './root-guard.js';
 
-export interface StatKey {
-  size: number;
-  mtimeNs: string;
-  ino: string;
-}
-
-export interface PlacedRecord {
-  kind: 'file' | 'dir' | 'symlink';
-  mode: number;
-  size: number;
-  mtimeSec: number;
-  mtimeNsec: number;
-  target?: string;
-  /** Packed chunk list (36 bytes a chunk). */
-  chunks?: Buffer;
-  digest?: Buffer;
-  /** What lstat said right after placing: any later difference is drift. */
-  stat: StatKey;
-}
-
-export interface HeldChunks {
-  /** The packed recipe of a file the receiver placed, as it recorded it. */
-  recipeOf(path: string): Buffer | null;
-  /** Where chunks can be found under the root, by id. */
-  locate(ids: Buffer[]): Array<{ path: string; offset: number } | null>;
-  /** The record of what is at `path` now, when the receiver placed it and it is unchanged since. */
-  current?(path: string): PlacedRecord | null;
-}
-
-export interface ReceiverOptions {
-  root: string;
-  chunker: Chunker;
-  held: HeldChunks;
-  /** Paths whose bytes no longer match what was recorded: never read as a source, never deleted. */
-  untrusted: Set<string>;
-  isPlaced: (path: string) => boolean;
-  deleteMode: DeleteMode;
-  /**
-   * Puts a temp file over an existing regular file without waiting for the old one to be freed (the native
-   * addon's `replaceFile`); without it, a plain rename.
-   */
-  replaceFile?: (temp: Buffer, dest: Buffer) => void;
-  /** Writes and renames files in batches off this thread when it has `writeFiles` (an older addon may not). */
-  native?: NativeAddon | null;
-  /**
-   * Remember where every received chunk was written, and say so as each lands: the head of a relayed push
-   * serves other nodes from this sync's files while it is still receiving (need mode otherwise remembers only
-   * the chunks the plan takes twice).
-   */
-  onChunk?: (key: string) => void;
-}
-
-export interface ReceiveResult {
-  placed: Map<string, PlacedRecord>;
-  removed: string[];
-  forgotten: string[];
-  kept: string[];
-  failed: FileFailure[];
-  written: number;
-}
-
-export class RefusedPath extends Error {
-  override name = 'RefusedPath';
-}
-
-type Piece =
-  | { from: 'disk'; path: string; offset: number; id: Buffer; len: number }
-  | { from: 'stream'; id: Buffer; len: number }
-  | { from: 'session'; id: Buffer; len: number };
-
-interface Staged {
-  entry: PlanEntry;
-  /** The temp file, relative to the root (latin1, as paths). */
-  temp: string | null;
-  error: string | null;
-  /** fstat of the finished temp file: inode, size and mtime survive the rename. */
-  stat?: StatKey;
-  /** The file in place already has the entry's bytes: only its mode and mtime change. */
-  retouch?: PlacedRecord;
-}
-
-/** Where a chunk received earlier in this sync sits: `file` settles to the temp file (relative to the root) once
- * its bytes are on disk (small files are written in batches), or to null when that write failed. One promise per
- * file, shared by its chunks. */
-export interface SessionChunk {
-  file: Promise<string | null>;
-  offset: number;
-  len: number;
-}
-
-/** Files up to this size whose bytes all come from the stream are written whole (in batches, when native). */
-const SMALL_FILE = 256 * 1024;
-/** A batch goes to the writer at this many files or bytes, with at most BATCHES_IN_FLIGHT being written: enough
- * to keep the writer's threads busy while this thread takes the next files from the stream, and a bounded amount
- * of memory. */
-const BATCH_FILES = 256;
-const BATCH_BYTES = 8 * 1024 * 1024;
-const BATCHES_IN_FLIGHT = 2;
-/** Renames handed to the native side at once in the transition. */
-const RENAME_BATCH = 1024;
-/** Bytes of one file's record in `writeFiles`' layout: size, chunk count, mode, mtime nsec (u32 each), mtime sec
- * (i64), digest (32 bytes). */
-const RECORD = 56;
 const NO_BYTES = Buffer.alloc(0);
 
-/**
- * Read buffers for building large files, reused across blocks and files: a fresh 8 MiB buffer per block is
- * external memory that V8 answers with full collections (over 100 ms for a 200 MiB file).
- */
-const READ_BUFFERS: Buffer[] = [];
-const READ_BUFFERS_KEPT = 4;
-const READ_BUFFER_SIZE = 9 * 1024 * 1024;
-function takeReadBuffer(len: number): Buffer {
-  if (len > READ_BUFFER_SIZE) return Buffer.allocUnsafeSlow(len);
-  return READ_BUFFERS.pop() ?? Buffer.allocUnsafeSlow(READ_BUFFER_SIZE);
-}
-function giveReadBuffer(buf: Buffer): void {
-  if (buf.buffer.byteLength === READ_BUFFER_SIZE && READ_BUFFERS.length < READ_BUFFERS_KEPT) READ_BUFFERS.push(Buffer.from(buf.buffer, 0, READ_BUFFER_SIZE));
-}
-
-/** Small files whose bytes were taken from the stream, waiting to be written together. */
-interface Batch {
-  files: Staged[];
-  temps: string[];
-  /** The files' bytes one after another (`bytes` of them), and their records; reused by later batches. */
-  data: Buffer;
-  layout: Buffer;
-  refs: Buffer[];
-  bytes: number;
-  /** Settles once every file of the batch is written or has its error. */
-  written: Promise<void>;
-  settle: () => void;
-}
-
-type Writer = Pick<NativeAddon, 'writeFiles' | 'renameFiles'>;
-
-/** The errno names Node's fs errors carry as `code`, by number. */
-const errnoNames = new Map<number, string>(Object.entries(os.constants.errno).map(([k, v]) => [v, k]));
-
-export class Receiver {
+export class Receiver implements StageContext {
   readonly stream = new DataStream();
-  private readonly rootBuf: Buffer;
+  readonly guard: RootGuard;
+  readonly session = new Map<string, SessionChunk>();
+  readonly bytes = { fromStream: 0, fromDisk: 0 };
+  aborted = false;
   private readonly staged: Staged[] = [];
-  private readonly session = new Map<string, SessionChunk>();
   /** Ids whose bytes the stream carries once, claimed by the first file (in plan order) that uses them. */
   private readonly claimed = new Set<string>();
-  private readonly goodDirs = new Set<string>(['']);
   private readonly prefixCache = new Map<string, Float64Array>();
   private stagingDir: string | null = null;
   /** Entries that matched what is already in place. */
@@ -186,27 +44,28 @@ export class Receiver {
   private resolved: Map<string, { path: string; offset: number } | 'stream'> | null = null;
   /** Need mode: ids the plan takes more than once. Only their bytes are ever read back from this sync's files. */
   private repeated: Set<string> | null = null;
+  /** Building, in plan order. Never rejects: a file that fails gets its error; what ends the whole sync (the
+   * stream failing or ending early) is kept in `failure`. */
   private queue: Promise<void> = Promise.resolve();
-  private readonly writer: Writer | null;
-  private pending: Batch | null = null;
-  private readonly inFlight = new Set<Promise<void>>();
-  /** Buffers of finished batches, for the next ones: fresh 8 MiB buffers cost a page fault per 4 KiB. */
-  private readonly spare: Array<{ data: Buffer; layout: Buffer }> = [];
-  private aborted = false;
-  bytesFromStream = 0;
-  bytesFromDisk = 0;
+  private failure: Error | null = null;
+  private readonly batches: SmallFileBatches | null;
 
-  constructor(private readonly opts: ReceiverOptions) {
-    this.rootBuf = Buffer.from(opts.root, 'utf8');
+  constructor(readonly opts: ReceiverOptions) {
+    this.guard = new RootGuard(opts.root);
     const n = opts.native;
-    this.writer = n && typeof n.writeFiles === 'function' && typeof n.renameFiles === 'function' ? n : null;
+    const writer = n && typeof n.writeFiles === 'function' && typeof n.renameFiles === 'function' ? n : null;
+    this.batches = writer ? new SmallFileBatches(this, writer, () => this.repeated) : null;
   }
 
-  private abs(rel: string): Buffer {
-    return rel === '' ? this.rootBuf : Buffer.concat([this.rootBuf, Buffer.from('/' + rel, 'latin1')]);
+  get bytesFromStream(): number {
+    return this.bytes.fromStream;
   }
 
-  private remember(key: string, sc: SessionChunk): void {
+  get bytesFromDisk(): number {
+    return this.bytes.fromDisk;
+  }
+
+  remember(key: string, sc: SessionChunk): void {
     this.session.set(key, sc);
     this.opts.onChunk?.(key);
   }
@@ -244,7 +103,7 @@ export class Receiver {
       this.staged.push(s);
       if (buildNow && e.kind === 'file') build.push(s);
     }
-    if (build.length) this.queue = this.queue.then(() => this.buildMany(build));
+    if (build.length) this.enqueue(build);
   }
 
   /** Need mode: the byte length of each id `resolveNeeds` returned, in the same order. */
@@ -289,17 +148,26 @@ export class Receiver {
 
   buildAll(): void {
     const build = this.staged.filter((s) => s.entry.kind === 'file' && !s.retouch);
-    this.queue = this.queue.then(() => this.buildMany(build));
+    this.enqueue(build);
   }
 
-  /** Waits for every file to be staged (the data stream must be ended by then). */
-  async staged_(): Promise<void> {
-    try {
-      await this.queue;
-    } finally {
-      await this.flush();
-      await Promise.all(this.inFlight);
-    }
+  private enqueue(list: Staged[]): void {
+    this.queue = this.queue.then(() =>
+      this.buildMany(list).catch((err: Error) => {
+        this.failure ??= err;
+      }),
+    );
+  }
+
+  /** Waits for every file to be staged (the data stream must be ended by then); throws what ended the sync. */
+  private async stagedAll(): Promise<void> {
+    await this.queue;
+    await this.batches?.flush();
+    await this.batches?.settled();
+    // A file that took more than the sender sent: the plan lied about it (its digest, size or chunks), and every
+    // file after it would be built from the wrong bytes.
+    if (this.stream.shortBy) throw new ProtocolError(this.stream.shortBy.message);
+    if (this.failure) throw this.failure;
   }
 
   private prefixSums(path: string, recipe: Buffer): Float64Array {
@@ -364,73 +232,22 @@ export class Receiver {
     return { pieces, packed: Buffer.concat(refs), error };
   }
 
-  /**
-   * Creates the directories of `rel` under the root; refuses to pass through a symlink or a non-directory.
-   * Synchronous on purpose: the answer is almost always cached, and a thread-pool round trip per file costs
-   * more than the syscalls.
-   */
-  private ensureDir(rel: string): void {
-    if (this.goodDirs.has(rel)) return;
-    let cur = '';
-    for (const part of rel.split('/')) {
-      cur = cur ? `${cur}/${part}` : part;
-      if (this.goodDirs.has(cur)) continue;
-      let st: fs.Stats | undefined = fs.lstatSync(this.abs(cur), { throwIfNoEntry: false });
-      if (!st) {
-        try {
-          fs.mkdirSync(this.abs(cur), { mode: 0o755 });
-        } catch (e) {
-          if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-          st = fs.lstatSync(this.abs(cur));
-          if (!st.isDirectory()) throw new RefusedPath(`${displayPath(cur)} is not a directory`);
-        }
-      } else if (st.isSymbolicLink()) {
-        throw new RefusedPath(`refused: ${displayPath(cur)} is a symlink (skysync never writes through one)`);
-      } else if (!st.isDirectory()) {
-        throw new RefusedPath(`${displayPath(cur)} is not a directory`);
-      }
-      this.goodDirs.add(cur);
-    }
-  }
-
-  /** A parent chain that holds no symlink, without creating anything (for reading sources). */
-  private checkParents(rel: string): void {
-    const parent = parentOf(rel);
-    if (this.goodDirs.has(parent)) return;
-    let cur = '';
-    for (const part of parent.split('/')) {
-      cur = cur ? `${cur}/${part}` : part;
-      if (this.goodDirs.has(cur)) continue;
-      const st = fs.lstatSync(this.abs(cur));
-      if (!st.isDirectory()) throw new RefusedPath(`refused: ${displayPath(cur)} is not a plain directory`);
-      this.goodDirs.add(cur);
-    }
-  }
-
-  private stagingFor(rel: string): string {
+  /** A new temp name for the file at `rel`: in its directory, or in the staging directory at the root when that
+   * is (still) a file or symlink that this plan may replace with a directory. The final rename checks the parents
+   * again, after the plan's removals. */
+  tempFor(rel: string): string {
     const parent = parentOf(rel);
     try {
-      this.ensureDir(parent);
-      return parent;
+      this.guard.ensureDir(parent);
+      return tempName(parent);
     } catch {
-      // The parent is (still) a file or symlink that this plan may replace with a directory: stage at the root.
-      // The final rename checks the parents again, after the plan's removals.
       if (!this.stagingDir) {
-        this.stagingDir = `.skysync-staging-${randomBytes(6).toString('hex')}`;
-        fs.mkdirSync(this.abs(this.stagingDir), { mode: 0o700 });
-        this.goodDirs.add(this.stagingDir);
+        const dir = stagingName();
+        this.guard.mkdir(dir, 0o700);
+        this.stagingDir = dir;
       }
-      return this.stagingDir;
+      return tempName(this.stagingDir);
     }
-  }
-
-  /** One random prefix per sync and a counter: unique enough with O_EXCL, and cheaper than random bytes per file. */
-  private readonly tempPrefix = `.skysync-${randomBytes(6).toString('hex')}-`;
-  private tempCount = 0;
-
-  private tempName(dir: string): string {
-    const name = `${this.tempPrefix}${(this.tempCount++).toString(36)}.tmp`;
-    return dir ? `${dir}/${name}` : name;
   }
 
   /**
@@ -440,10 +257,10 @@ export class Receiver {
   private async buildMany(list: Staged[]): Promise<void> {
     for (const s of list) {
       const e = s.entry as FileEntry;
-      const claim = this.writer && e.size <= SMALL_FILE ? this.claimFromStream(e) : null;
+      const claim = this.batches && e.size <= SMALL_FILE ? this.claimFromStream(e) : null;
       if (!claim) {
         // A file built the other way may need chunks that the pending batch carries: send it on its way.
-        await this.flush();
+        await this.batches?.flush();
         await this.buildFile(s);
         continue;
       }
@@ -456,10 +273,11 @@ export class Receiver {
           continue;
         }
       }
-      this.bytesFromStream += e.size;
-      if (this.pending && this.pending.bytes + e.size > BATCH_BYTES) await this.flush();
-      this.addToBatch(s, e, claim.refs, claim.keys, bytes);
-      if (this.pending!.files.length >= BATCH_FILES) await this.flush();
+      this.bytes.fromStream += e.size;
+      const batches = this.batches!;
+      if (batches.wouldOverflow(e.size)) await batches.flush();
+      batches.add(s, e, claim.refs, claim.keys, bytes);
+      if (batches.full) await batches.flush();
     }
   }
 
@@ -474,20 +292,21 @@ export class Receiver {
     }
     if (problem) {
       s.error = problem;
+      // Its stream bytes are skipped, to stay in step; a stream that ends first fails the sync.
       for (const p of pieces) if (p.from === 'stream') await this.stream.take(p.len);
       return;
     }
     // Small files that come whole from the stream: take their bytes in order now, write them in parallel.
-    if (e.size <= 256 * 1024 && pieces.every((p) => p.from === 'stream')) {
+    if (e.size <= SMALL_FILE && pieces.every((p) => p.from === 'stream')) {
       let bytes: Buffer;
       try {
-        bytes = e.size === 0 ? Buffer.alloc(0) : await this.stream.take(e.size);
-        this.bytesFromStream += e.size;
+        bytes = e.size === 0 ? NO_BYTES : await this.stream.take(e.size);
+        this.bytes.fromStream += e.size;
       } catch (err) {
         s.error = (err as Error).message;
         return;
       }
-      const file = Promise.resolve(this.writeSmall(s, e, pieces, bytes));
+      const file = Promise.resolve(writeWhole(this, s, e, pieces, bytes));
       let off = 0;
       for (const p of pieces) {
         this.remember(p.id.toString('latin1'), { file, offset: off, len: p.len });
@@ -495,7 +314,7 @@ export class Receiver {
       }
       return;
     }
-    await this.writeLarge(s, e, pieces);
+    await new LargeFileBuilder(this, s, e, pieces).run();
   }
 
   /**
@@ -528,603 +347,80 @@ export class Receiver {
     return { refs, keys };
   }
 
-  /**
-   * Queues a small file, whose bytes were just taken from the stream (in plan order), for the native writer: it
-   * creates missing directories (never through a symlink), checks the file's digest and chunks, writes it into a
-   * temp file in its directory and sets its mode and mtime. Its chunks are available to later files once its
-   * batch is written.
-   */
-  private addToBatch(s: Staged, e: FileEntry, refs: Buffer[], keys: string[], bytes: Buffer): void {
-    const temp = this.tempName(parentOf(e.path));
-    const b = (this.pending ??= this.newBatch());
-    bytes.copy(b.data, b.bytes);
-    const rec = b.files.length * RECORD;
-    b.layout.writeUInt32LE(e.size, rec);
-    b.layout.writeUInt32LE(keys.length, rec + 4);
-    b.layout.writeUInt32LE(e.mode, rec + 8);
-    b.layout.writeUInt32LE(e.mtimeNsec, rec + 12);
-    b.layout.writeBigInt64LE(BigInt(e.mtimeSec), rec + 16);
-    e.digest.copy(b.layout, rec + 24, 0, 32);
-    b.files.push(s);
-    b.temps.push(temp);
-    b.refs.push(...refs);
-    b.bytes += e.size;
-    s.temp = temp;
-    let file: Promise<string | null> | null = null;
-    let off = 0;
-    for (let i = 0, k = 0; i < refs.length; i++) {
-      for (let o = 32; o < refs[i]!.length; o += CHUNK_REF_SIZE, k++) {
-        const key = keys[k]!;
-        if (!this.repeated || this.repeated.has(key) || this.opts.onChunk) {
-          file ??= b.written.then(() => (s.error ? null : s.temp));
-          this.remember(key, { file, offset: off, len: refs[i]!.readUInt32LE(o) });
-        }
-        off += refs[i]!.readUInt32LE(o);
-      }
-    }
-  }
-
-  /** Hands the pending batch to the writer, after waiting for room among the batches in flight. */
-  private async flush(): Promise<void> {
-    const b = this.pending;
-    if (!b) return;
-    this.pending = null;
-    while (this.inFlight.size >= BATCHES_IN_FLIGHT) await Promise.race(this.inFlight);
-    const p: Promise<void> = this.writeBatch(b).finally(() => this.inFlight.delete(p));
-    this.inFlight.add(p);
-  }
-
-  private newBatch(): Batch {
-    const bufs = this.spare.pop() ?? { data: Buffer.allocUnsafe(BATCH_BYTES), layout: Buffer.allocUnsafe(BATCH_FILES * RECORD) };
-    let settle!: () => void;
-    const written = new Promise<void>((resolve) => (settle = resolve));
-    return { files: [], temps: [], refs: [], ...bufs, bytes: 0, written, settle };
-  }
-
-  /** Never rejects: each file gets its stat or its error. */
-  private async writeBatch(b: Batch): Promise<void> {
-    const n = b.files.length;
-    try {
-      if (this.aborted) throw new Error('the sync was aborted');
-      const out = await this.writer!.writeFiles(this.opts.root, b.temps.join('\0'), b.layout.subarray(0, n * RECORD), b.data.subarray(0, b.bytes), Buffer.concat(b.refs), true);
-      const retry = new Set<number>();
-      for (const f of out.failures) {
-        const s = b.files[f.index]!;
-        // The writer removed what it had created.
-        s.temp = null;
-        // A parent that is a file or a symlink (which this plan may replace with a directory): stage this one
-        // at the root, as the one-by-one path does.
-        if (f.kind === 'parent') retry.add(f.index);
-        else s.error = f.message;
-      }
-      for (let i = 0, at = 0; i < n; i++) {
-        const s = b.files[i]!;
-        const size = b.layout.readUInt32LE(i * RECORD);
-        if (retry.has(i)) this.writeAlone(s, b.data.subarray(at, at + size));
-        else if (!s.error) {
-          const o = i * 24;
-          s.stat = { size: Number(out.stats.readBigUInt64LE(o + 8)), mtimeNs: out.stats.readBigInt64LE(o + 16).toString(), ino: out.stats.readBigUInt64LE(o).toString() };
-          // The writer opened (or made) every directory on the way as a plain one.
-          for (let d = parentOf(s.entry.path); !this.goodDirs.has(d); d = parentOf(d)) this.goodDirs.add(d);
-        }
-        at += size;
-      }
-    } catch (err) {
-      // Whatever was created is removed with the other temp files.
-      for (const s of b.files) s.error ??= (err as Error).message;
-    } finally {
-      this.spare.push({ data: b.data, layout: b.layout });
-      b.settle();
-    }
-  }
-
-  /** A file of a batch that the writer could not place in its directory, written by the one-by-one path. */
-  private writeAlone(s: Staged, bytes: Buffer): void {
-    const e = s.entry as FileEntry;
-    const pieces: Piece[] = [];
-    for (const op of e.ops) {
-      if (op.op !== 'chunks') continue;
-      for (let o = 0; o < op.chunks.length; o += CHUNK_REF_SIZE) {
-        pieces.push({ from: 'stream', id: op.chunks.subarray(o, o + 32), len: op.chunks.readUInt32LE(o + 32) });
-      }
-    }
-    this.writeSmall(s, e, pieces, bytes);
-  }
-
-  /**
-   * Writes a small file whole, synchronously: five syscalls beat five thread-pool round trips. Used where the
-   * native batch writer is not available.
-   */
-  private writeSmall(s: Staged, e: FileEntry, pieces: Piece[], bytes: Buffer): string | null {
-    let fd: number | null = null;
-    try {
-      let off = 0;
-      for (const p of pieces) {
-        if (!this.opts.chunker.blake3(bytes.subarray(off, off + p.len)).equals(p.id)) {
-          throw new Error('received chunk does not match its id');
-        }
-        off += p.len;
-      }
-      const temp = this.tempName(this.stagingFor(e.path));
-      fd = fs.openSync(this.abs(temp), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
-      s.temp = temp;
-      if (bytes.length) fs.writeSync(fd, bytes, 0, bytes.length, 0);
-      s.stat = this.finishTemp(fd, e);
-      return temp;
-    } catch (err) {
-      s.error = (err as Error).message;
-      return s.temp;
-    } finally {
-      if (fd !== null) fs.closeSync(fd);
-    }
-  }
-
-  /**
-   * Sets mode and mtime on a file that already holds the entry's bytes. The open does not follow a symlink, and
-   * the file must still be the one recorded (inode, size, mtime), or a job's change would get the new metadata.
-   */
-  private retouch(e: FileEntry, cur: PlacedRecord): StatKey {
-    this.checkParents(e.path);
-    const fd = fs.openSync(this.abs(e.path), O_RDONLY | O_NOFOLLOW);
-    try {
-      const st = fs.fstatSync(fd, { bigint: true });
-      if (!st.isFile() || st.ino.toString() !== cur.stat.ino || Number(st.size) !== cur.stat.size || st.mtimeNs.toString() !== cur.stat.mtimeNs) {
-        throw new Error(`${displayPath(e.path)} changed on this side during the sync; push again`);
-      }
-      return this.finishTemp(fd, e);
-    } finally {
-      fs.closeSync(fd);
-    }
-  }
-
-  private finishTemp(fd: number, e: FileEntry): StatKey {
-    fs.fchmodSync(fd, e.mode);
-    const t = e.mtimeSec + e.mtimeNsec / 1e9;
-    fs.futimesSync(fd, t, t);
-    const st = fs.fstatSync(fd, { bigint: true });
-    return { size: Number(st.size), mtimeNs: st.mtimeNs.toString(), ino: st.ino.toString() };
-  }
-
-  /**
-   * Builds a file piece by piece. Runs of chunks are read (from the stream or from a held file) and written in
-   * blocks of up to 8 MiB, each chunk verified against its id. Reading the next block and writing the previous
-   * one (both in the thread pool) overlap with verifying the current one. A failure keeps consuming the stream so
-   * the receiver stays in step with the sender.
-   */
-  private async writeLarge(s: Staged, e: FileEntry, pieces: Piece[]): Promise<void> {
-    const BLOCK = 8 * 1024 * 1024;
-    let fd: number | null = null;
-    const sources = new Map<string, number>();
-    let failed: string | null = null;
-    let off = 0;
-    try {
-      const temp = this.tempName(this.stagingFor(e.path));
-      fd = fs.openSync(this.abs(temp), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
-      s.temp = temp;
-    } catch (err) {
-      failed = (err as Error).message;
-    }
-    const chunker = this.opts.chunker;
-    let written: Promise<string | null> | null = null;
-    const register = (from: number, to: number, at: number): void => {
-      written ??= Promise.resolve(s.temp);
-      for (let k = from; k <= to; k++) {
-        const q = pieces[k]!;
-        this.remember(q.id.toString('latin1'), { file: written, offset: at, len: q.len });
-        at += q.len;
-      }
-    };
-    // The longest runs of pieces of the same kind (and, for held files, contiguous in the same file).
-    const runs: Array<{ i: number; j: number; len: number }> = [];
-    for (let i = 0; i < pieces.length; i++) {
-      const p = pieces[i]!;
-      let j = i;
-      let runLen = p.len;
-      while (j + 1 < pieces.length && runLen < BLOCK) {
-        const q = pieces[j + 1]!;
-        if (q.from !== p.from) break;
-        if (p.from === 'disk' && (q.from !== 'disk' || q.path !== p.path || q.offset !== p.offset + runLen)) break;
-        if (p.from === 'session') break;
-        runLen += q.len;
-        j++;
-      }
-      runs.push({ i, j, len: runLen });
-      i = j;
-    }
-    let writing: Promise<void> = Promise.resolve();
-    // Buffers read from disk go back to the pool once written (or dropped); stream buffers are the stream's.
-    const pooled = new Set<Buffer>();
-    const readAt = (h: number, len: number, at: number): Promise<Buffer> =>
-      new Promise((resolve, reject) => {
-        const buf = takeReadBuffer(len).subarray(0, len);
-        fs.read(h, buf, 0, len, at, (err, n) => {
-          if (err || n !== len) {
-            giveReadBuffer(buf);
-            reject(err ?? new Error('short read'));
-          } else {
-            pooled.add(buf);
-            resolve(buf);
-          }
-        });
-      });
-    const recycle = (buf: Buffer | null): void => {
-      if (buf && pooled.delete(buf)) giveReadBuffer(buf);
-    };
-    const fetch = async (run: { i: number; len: number }): Promise<Buffer | null> => {
-      const p = pieces[run.i]!;
-      if (p.from === 'stream') {
-        const buf = await this.stream.take(run.len);
-        this.bytesFromStream += run.len;
-        return buf;
-      }
-      if (failed) return null;
-      if (p.from === 'disk') {
-        let src = sources.get(p.path);
-        if (src === undefined) {
-          this.checkParents(p.path);
-          src = fs.openSync(this.abs(p.path), O_RDONLY | O_NOFOLLOW);
-          sources.set(p.path, src);
-        }
-        const buf = await readAt(src, run.len, p.offset).catch(() => {
-          throw new Error(`source ${displayPath(p.path)} is shorter than recorded`);
-        });
-        this.bytesFromDisk += run.len;
-        return buf;
-      }
-      const sc = this.session.get(p.id.toString('latin1'));
-      const file = sc ? await sc.file : null;
-      if (!sc || !file) throw new Error('chunk expected from earlier in this sync is missing');
-      const h = fs.openSync(this.abs(file), O_RDONLY | O_NOFOLLOW);
-      try {
-        return await readAt(h, p.len, sc.offset);
-      } finally {
-        fs.closeSync(h);
-      }
-    };
-    const quiet = <T,>(pr: Promise<T>): Promise<T> => {
-      pr.catch(() => {});
-      return pr;
-    };
-    // A run that repeats a chunk written earlier (perhaps earlier in this file) is read only once the writes
-    // before it have landed; other runs are read one ahead.
-    const prefetchable = (r: number): boolean => r < runs.length && pieces[runs[r]!.i]!.from !== 'session';
-    let next: Promise<Buffer | null> | null = prefetchable(0) ? quiet(fetch(runs[0]!)) : null;
-    for (let r = 0; r < runs.length; r++) {
-      const run = runs[r]!;
-      const p = pieces[run.i]!;
-      let buf: Buffer | null = null;
-      let fetchError: unknown = null;
-      try {
-        if (next === null) {
-          await writing.catch(() => {});
-          next = quiet(fetch(run));
-        }
-        buf = await next;
-      } catch (err) {
-        fetchError = err;
-      }
-      // Stream data must be taken in order, whatever happens to this run (the rest only while still useful).
-      next = prefetchable(r + 1) ? quiet(fetch(runs[r + 1]!)) : null;
-      try {
-        if (fetchError) throw fetchError;
-        if (failed || !buf) {
-          recycle(buf);
-          continue;
-        }
-        const refs = Buffer.allocUnsafe((run.j - run.i + 1) * 36);
-        for (let k = run.i, r = 0; k <= run.j; k++, r += 36) {
-          pieces[k]!.id.copy(refs, r);
-          refs.writeUInt32LE(pieces[k]!.len, r + 32);
-        }
-        // Hashed off this thread (native): frames keep arriving and the previous block keeps being written.
-        const bad = await chunker.verifyChunks(buf, refs);
-        if (bad >= 0) {
-          const q = pieces[run.i + bad]!;
-          throw new Error(
-            q.from === 'disk'
-              ? `chunk from ${displayPath((q as { path: string }).path)} does not match its id (changed on this side?)`
-              : q.from === 'stream'
-                ? 'received chunk does not match its id'
-                : 'session chunk does not match its id',
-          );
-        }
-        await writing;
-        const at = off;
-        off += buf.length;
-        writing = quiet(
-          new Promise<void>((resolve, reject) =>
-            fs.write(fd!, buf, 0, buf.length, at, (err) => {
-              recycle(buf);
-              if (err) return reject(err);
-              register(run.i, run.j, at);
-              resolve();
-            }),
-          ),
-        );
-      } catch (err) {
-        failed ??= (err as Error).message;
-        if (p.from === 'stream' && this.stream.size === 0 && /ended early/.test((err as Error).message)) {
-          s.error = failed;
-          break;
-        }
-      }
-    }
-    try {
-      await writing;
-    } catch (err) {
-      failed ??= (err as Error).message;
-    }
-    for (const h of sources.values()) fs.closeSync(h);
-    try {
-      if (!failed && fd !== null) s.stat = this.finishTemp(fd, e);
-    } catch (err) {
-      failed = (err as Error).message;
-    }
-    if (fd !== null) fs.closeSync(fd);
-    if (failed) s.error = failed;
-  }
-
-  private statKey(rel: string): StatKey {
-    const st = fs.lstatSync(this.abs(rel), { bigint: true });
-    return { size: Number(st.size), mtimeNs: st.mtimeNs.toString(), ino: st.ino.toString() };
-  }
-
-  private forgetDirs(rel: string): void {
-    for (const d of this.goodDirs) if (d === rel || d.startsWith(rel + '/')) this.goodDirs.delete(d);
-  }
-
-  /** Removes one path the plan no longer has. Directories only when empty: what jobs wrote stays. */
-  private remove(rel: string): 'removed' | 'kept' | 'absent' {
-    try {
-      this.checkParents(rel);
-    } catch {
-      throw new RefusedPath(`refused: a parent of ${displayPath(rel)} is a symlink`);
-    }
-    const st = fs.lstatSync(this.abs(rel), { throwIfNoEntry: false });
-    if (!st) return 'absent';
-    if (st.isDirectory()) {
-      try {
-        fs.rmdirSync(this.abs(rel));
-      } catch (e) {
-        const code = (e as NodeJS.ErrnoException).code;
-        if (code === 'ENOTEMPTY' || code === 'EEXIST') return 'kept';
-        throw e;
-      }
-      this.forgetDirs(rel);
-    } else {
-      fs.unlinkSync(this.abs(rel));
-    }
-    return 'removed';
-  }
-
-  /** Renames a staged file or link (relative to the root) into place; a directory in the way goes only when it is
-   * empty. */
-  private place(temp: string, rel: string, size = 0): void {
-    // Worth it only where a rename would wait: over a large file.
-    if (this.opts.replaceFile && size >= REPLACE_NATIVE_FROM) {
-      try {
-        this.opts.replaceFile(this.abs(temp), this.abs(rel));
-        return;
-      } catch {
-        // Whatever stands there now, the plain rename below says how to handle it.
-      }
-    }
-    try {
-      fs.renameSync(this.abs(temp), this.abs(rel));
-    } catch (e) {
-      if (!inTheWay((e as NodeJS.ErrnoException).code)) throw e;
-      this.clearForFile(rel);
-      fs.renameSync(this.abs(temp), this.abs(rel));
-    }
-  }
-
-  /**
-   * Renames staged files into place off this thread. Only plain renames of distinct files whose parents were
-   * checked go here: none depends on another, nor on anything else the transition does once its parent exists.
-   * A rename that meets a directory, or fails, is retried here the usual way.
-   */
-  private async renameBatch(batch: Staged[], result: ReceiveResult): Promise<void> {
-    let failures: Array<{ index: number; errno?: number | null; message: string }>;
-    try {
-      failures = await this.writer!.renameFiles(
-        this.opts.root,
-        batch.map((s) => s.temp!).join('\0'),
-        batch.map((s) => s.entry.path).join('\0'),
-      );
-    } catch (err) {
-      failures = batch.map((_, index) => ({ index, message: (err as Error).message }));
-    }
-    const failed = new Set<number>();
-    for (const f of failures) {
-      const s = batch[f.index]!;
-      const rel = s.entry.path;
-      try {
-        if (f.errno == null || !inTheWay(errnoNames.get(f.errno))) throw new Error(f.message);
-        this.place(s.temp!, rel);
-      } catch (err) {
-        failed.add(f.index);
-        result.placed.delete(rel);
-        result.written--;
-        result.failed.push({ path: rel, error: (err as Error).message });
-      }
-    }
-    batch.forEach((s, i) => {
-      if (!failed.has(i)) s.temp = null;
-    });
-  }
-
-  /** Waits for staging, then makes the plan true on disk. */
+  /** Waits for staging, then makes the plan true on disk. Staging that failed as a whole (the stream ended
+   * early, the sync was aborted) throws, with every temp file removed. */
   async transition(): Promise<ReceiveResult> {
-    await this.staged_();
-    trace('every file staged');
-    const result: ReceiveResult = { placed: new Map(this.unchanged), removed: [], forgotten: [], kept: [], failed: [], written: 0 };
-    const { deleteMode, isPlaced, untrusted } = this.opts;
-    // 1. Removals, deepest first.
-    const deletes = this.staged.filter((s) => s.entry.kind === 'delete').sort((a, b) => (a.entry.path < b.entry.path ? 1 : -1));
-    for (const s of deletes) {
-      const e = s.entry as { path: string; forgetOnly: boolean };
-      if (e.forgetOnly || deleteMode === 'none') {
-        result.forgotten.push(e.path);
-        continue;
-      }
-      if (!isPlaced(e.path) || untrusted.has(e.path)) {
-        // Not ours (or changed by a job since): never delete it.
-        if (isPlaced(e.path)) result.kept.push(e.path);
-        result.forgotten.push(e.path);
-        continue;
-      }
-      try {
-        if (this.remove(e.path) === 'kept') result.kept.push(e.path);
-        result.removed.push(e.path);
-      } catch (err) {
-        result.failed.push({ path: e.path, error: (err as Error).message });
-      }
-    }
-    // 2. Directories and 3. files and symlinks, parents first. Files renamed in batches (native) are placed in
-    // the result now and taken out again if their rename fails.
-    const placing = this.staged.filter((s) => s.entry.kind !== 'delete').sort((a, b) => (a.entry.path < b.entry.path ? -1 : 1));
-    const dirModes: Array<{ path: string; mode: number }> = [];
-    let renames: Staged[] = [];
-    let renaming = new Set<string>();
-    const renamed: Array<Promise<void>> = [];
-    const sendRenames = (): void => {
-      if (renames.length) renamed.push(this.renameBatch(renames, result));
-      renames = [];
-      renaming = new Set();
-    };
-    for (const s of placing) {
-      const e = s.entry;
-      try {
-        if (s.error) throw new Error(s.error);
-        if (e.kind === 'dir') {
-          // A directory this sync made or checked (and did not remove since) needs no second look.
-          if (!this.goodDirs.has(e.path)) this.replaceNonDir(e.path);
-          this.ensureDir(e.path);
-          const st = fs.lstatSync(this.abs(e.path), { bigint: true });
-          // Most directories have their mode already; the others get it last (4.).
-          if ((Number(st.mode) & 0o7777) !== e.mode) dirModes.push({ path: e.path, mode: e.mode });
-          result.placed.set(e.path, {
-            kind: 'dir',
-            mode: e.mode,
-            size: 0,
-            mtimeSec: 0,
-            mtimeNsec: 0,
-            stat: { size: Number(st.size), mtimeNs: st.mtimeNs.toString(), ino: st.ino.toString() },
-          });
-        } else if (e.kind === 'file' && s.retouch) {
-          result.placed.set(e.path, this.fileRecord(e, this.retouch(e, s.retouch)));
-          result.written++;
-        } else if (e.kind === 'file') {
-          if (!s.temp) throw new Error('file was not staged');
-          this.ensureDir(parentOf(e.path));
-          if (this.writer && s.stat && e.size < REPLACE_NATIVE_FROM) {
-            // The same path twice in a plan: the later entry must win, as it would one by one.
-            if (renaming.has(e.path)) {
-              sendRenames();
-              await Promise.all(renamed);
-            }
-            renames.push(s);
-            renaming.add(e.path);
-            if (renames.length >= RENAME_BATCH) sendRenames();
-          } else {
-            this.place(s.temp, e.path, e.size);
-            s.temp = null;
-          }
-          result.placed.set(e.path, this.fileRecord(e, s.stat ?? this.statKey(e.path)));
-          result.written++;
-        } else if (e.kind === 'symlink') {
-          const parent = parentOf(e.path);
-          this.ensureDir(parent);
-          const temp = this.tempName(parent);
-          fs.symlinkSync(Buffer.from(e.target, 'latin1'), this.abs(temp));
-          try {
-            this.place(temp, e.path);
-          } catch (err) {
-            fs.rmSync(this.abs(temp), { force: true });
-            throw err;
-          }
-          result.placed.set(e.path, { kind: 'symlink', mode: 0o777, size: 0, mtimeSec: 0, mtimeNsec: 0, target: e.target, stat: this.statKey(e.path) });
-          result.written++;
-        }
-      } catch (err) {
-        result.failed.push({ path: e.path, error: (err as Error).message });
-      }
-    }
-    sendRenames();
-    await Promise.all(renamed);
-    // 4. Directory modes last, deepest first, so a read-only directory does not block its own children.
-    for (const d of dirModes.reverse()) {
-      try {
-        fs.chmodSync(this.abs(d.path), d.mode);
-      } catch (err) {
-        result.failed.push({ path: d.path, error: (err as Error).message });
-      }
-    }
-    await this.cleanup();
-    return result;
-  }
-
-  private fileRecord(e: FileEntry, stat: StatKey): PlacedRecord {
-    return { kind: 'file', mode: e.mode, size: e.size, mtimeSec: e.mtimeSec, mtimeNsec: e.mtimeNsec, chunks: this.packedOf(e), digest: e.digest, stat };
-  }
-
-  private packedOf(e: FileEntry): Buffer {
-    const only = e.ops.length === 1 ? e.ops[0]! : null;
-    if (only?.op === 'chunks') return only.chunks;
-    const refs: Buffer[] = [];
-    for (const op of e.ops) {
-      if (op.op === 'chunks') refs.push(op.chunks);
-      else {
-        const r = this.opts.held.recipeOf(op.from ?? e.path)!;
-        refs.push(r.subarray(op.start * CHUNK_REF_SIZE, (op.start + op.count) * CHUNK_REF_SIZE));
-      }
-    }
-    return Buffer.concat(refs);
-  }
-
-  /** A directory entry where a file or symlink stands: the old entry goes. */
-  private replaceNonDir(rel: string): void {
-    this.ensureDir(parentOf(rel));
-    const st = fs.lstatSync(this.abs(rel), { throwIfNoEntry: false });
-    if (st && !st.isDirectory()) fs.unlinkSync(this.abs(rel));
-  }
-
-  /** A file or symlink where a directory stands: only an empty directory may go. */
-  private clearForFile(rel: string): void {
-    const st = fs.lstatSync(this.abs(rel), { throwIfNoEntry: false });
-    if (!st?.isDirectory()) return;
     try {
-      fs.rmdirSync(this.abs(rel));
-    } catch {
-      throw new Error(`cannot replace directory ${displayPath(rel)}: it holds files skysync did not place; move them away and retry`);
+      await this.stagedAll();
+      trace('every file staged');
+      const writer = this.opts.native && typeof this.opts.native.renameFiles === 'function' ? this.opts.native : null;
+      return await new Transition(this.opts, this.guard, this.batches ? writer : null, this.unchanged).run(this.staged);
+    } finally {
+      this.cleanup();
     }
-    this.forgetDirs(rel);
   }
 
   /** Gives up before the transition: unblocks the builder, waits for it, removes every temp file. */
   async abort(why: Error): Promise<void> {
     this.aborted = true;
     this.stream.fail(why);
-    await this.staged_().catch(() => {});
-    await this.cleanup();
+    await this.stagedAll().catch(() => {});
+    this.cleanup();
   }
 
-  /** Removes temp files of anything that failed, and the staging directory. */
-  async cleanup(): Promise<void> {
-    for (const s of this.staged) {
-      if (s.temp) {
-        await fsp.unlink(this.abs(s.temp)).catch(() => {});
-        s.temp = null;
+  /** Removes temp files of anything that failed, and the staging directory; closes the root guard's handles. */
+  private cleanup(): void {
+    // Temp files that are no longer where they were made: a job renamed their directory meanwhile (the native
+    // writer finds directories by path, not by this sync's handles).
+    const strays = new Set<string>();
+    const remove = (rel: string): void => {
+      try {
+        this.guard.unlink(rel);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EACCES') strays.add(rel.slice(rel.lastIndexOf('/') + 1));
       }
+    };
+    for (const s of this.staged) {
+      if (s.temp) remove(s.temp);
+      s.temp = null;
     }
     if (this.stagingDir) {
-      await fsp.rm(this.abs(this.stagingDir), { recursive: true, force: true }).catch(() => {});
+      try {
+        for (const t of this.guard.list(this.stagingDir)) remove(`${this.stagingDir}/${t.name}`);
+        this.guard.rmdir(this.stagingDir);
+      } catch {
+        // A later sync sweeps it (its owner, this process, will be gone).
+      }
       this.stagingDir = null;
     }
+    if (strays.size) removeStrays(this.guard, strays);
+    this.guard.close();
   }
 }
 
-/** A rename that failed on one of these may succeed once an empty directory in the way is removed. */
-function inTheWay(code: string | undefined): boolean {
-  return code === 'EISDIR' || code === 'ENOTEMPTY' || code === 'EEXIST' || code === 'ENOTDIR';
+/** Looks for temp files by name anywhere under the root (never through a symlink) and removes them. Names are
+ * unique to this process, so nothing else can match. */
+function removeStrays(guard: RootGuard, names: Set<string>): void {
+  const pending = [''];
+  while (pending.length && names.size) {
+    const dir = pending.pop()!;
+    let entries: Array<{ name: string; dir: boolean }>;
+    try {
+      entries = guard.list(dir);
+    } catch {
+      continue;
+    }
+    for (const d of entries) {
+      const rel = dir ? `${dir}/${d.name}` : d.name;
+      if (d.dir) pending.push(rel);
+      else if (names.has(d.name)) {
+        try {
+          guard.unlink(rel);
+          names.delete(d.name);
+        } catch {
+          // Moving still: a later sync sweeps it once this process is gone.
+        }
+      }
+    }
+  }
 }
