@@ -109,11 +109,6 @@ function namedRoots(frames: FrameMessage[]): string[] {
   return roots;
 }
 
-/** The receiver's take of a file's bytes, rejected when the data ended early and awaited by nobody (defect 2). */
-function isKnownDataEndCrash(e: unknown): boolean {
-  return e instanceof Error && /^chunk data ended early/.test(e.message) && /DataStream\.(end|serve)/.test(e.stack ?? '');
-}
-
 const within = (p: string, root: string): boolean => p === root || p.startsWith(root + path.sep) || root.startsWith(p + path.sep);
 
 /**
@@ -159,8 +154,7 @@ describe('frame fuzzing', () => {
     process.on('uncaughtException', onEscape);
     const outsideBefore = snapshot(outside);
     let current = 'recording';
-    const stats = { sessions: 0, served: 0, refused: 0, knownDataEndCrash: 0 };
-    let firstKnown: string | undefined;
+    const stats = { sessions: 0, served: 0, refused: 0 };
     try {
       ctx.home = home;
       // The recorded sessions as they are: each one is served, and the initial push leaves the template.
@@ -187,21 +181,11 @@ describe('frame fuzzing', () => {
         // An answer the agent gave in JavaScript's words instead of its own is a defect too.
         expect(out.error ?? '', current).not.toMatch(/is not a function|Cannot read properties|is not iterable|undefined|NaN/);
         expectNoWriteOutside(current, m.frames, homeBefore, outsideBefore);
-        if (escaped.length && escaped.every(isKnownDataEndCrash)) {
-          // Issue 22, defect 2, fixed in packages/apply: a file entry whose size or chunk lengths lie, then a data
-          // stream that ends before those bytes, leaves the receiver's take rejected with nobody waiting. Counted
-          // and reported, not failed, until that fix is in.
-          escaped.length = 0;
-          stats.knownDataEndCrash++;
-          firstKnown ??= current;
-          continue;
-        }
         if (escaped.length) throw new Error(`escaped the agent: ${escaped.map((e) => (e instanceof Error ? e.stack : String(e))).join('\n')}`);
         if (i % 50 === 0) heapPeak = Math.max(heapPeak, process.memoryUsage().heapUsed);
       }
       expect(heapPeak - heapBefore, 'heap growth over the run').toBeLessThan(HEAP_GROWTH);
       console.log(`frame fuzz: ${JSON.stringify(stats)} (SKYSYNC_SEED=${seed})`);
-      if (firstKnown) console.warn(`frame fuzz: ${stats.knownDataEndCrash} sessions hit issue 22 defect 2 (first: ${firstKnown}, SKYSYNC_SEED=${seed})`);
       // Most sessions must reach past the checks of the first frames, or the run tests little.
       expect(stats.served, JSON.stringify(stats)).toBeGreaterThan(SESSIONS / 20);
     } catch (e) {
@@ -213,11 +197,10 @@ describe('frame fuzzing', () => {
     }
   }, 900_000);
 
-  // Issue 22, defect 2, whose fix belongs to packages/apply: the smallest session the fuzzing found for it. A file
-  // entry whose one chunk says 20 bytes while 10 arrive, then the end of the data: the agent answers with an error
-  // frame, but the receiver's take of those bytes is rejected with nobody waiting (an unhandled rejection from
-  // DataStream.end, via LaneMerger.end). Skipped until that fix lands; it must pass as it is then.
-  it.skip('a chunk length that lies, then the end of the data: an error frame and nothing escapes', async () => {
+  // Issue 22, defect 2: the smallest session the fuzzing found for it. A file entry whose one chunk says 20 bytes
+  // while 10 arrive, then the end of the data: the agent must answer with an error frame, and the receiver's take of
+  // those bytes must not be left rejected with nobody waiting (it was: an unhandled rejection from DataStream.end).
+  it('a chunk length that lies, then the end of the data: an error frame and nothing escapes', async () => {
     const bytes = Buffer.from('0123456789');
     const recipe = chunker.chunkBuffer(bytes);
     const chunks = Buffer.from(recipe.chunks);
