@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
-import { loadNative } from '@skysync/chunking';
+import { loadNative, type ScanResult, type Tree } from '@skysync/chunking';
 import { askWatch, rescanOf, stopWatch, watchSocketPath, watchStatus } from '@skysync/engine';
 import { nativeAddonPath } from '@skysync/transport';
 import { Rng, seedFromEnv } from './helpers/random.js';
@@ -16,8 +16,6 @@ import { scratchDir } from './helpers/scratch.js';
 import { listTree } from './helpers/tree.js';
 
 const native = loadNative()!;
-type Tree = InstanceType<typeof native.Tree>;
-type ScanResult = Awaited<ReturnType<typeof native.scan>>;
 const ROUNDS = Number(process.env.SKYSYNC_ROUNDS ?? 300);
 const NAMES = ['a', 'b', 'c', 'src', 'lib', 'x.log', 'keep.log', 'build', 'tmp1', 'a.b', 'a-b', 'ümlaut', 'sp ace'];
 const RULES = ['*.log', 'build/', '!keep.log', 'tmp*', 'b/c', '/lib', 'src/*.txt', '**/a/*.bin'];

@@ -6,7 +6,8 @@ import { Planner, type LiteralRef } from './plan.js';
 import type { Recipe } from './recipes.js';
 import type { SyncState } from './state.js';
 import { byPath, comparePaths, travelOrder } from './order.js';
-import type { Change, Prepared, Tree } from './prepare.js';
+import type { Change, Tree } from '@skysync/chunking';
+import type { Prepared } from './prepare.js';
 import type { PushEvent } from './stats.js';
 
 /** Entries per frame, and at most this many made ahead while streaming. */

@@ -2,10 +2,8 @@
 // the same path already had become one copy op; runs found in another file the remote holds (a rename, a copy,
 // a moved directory) become a copy from that file; the rest is literal and travels once per push.
 
-import { CHUNK_REF_SIZE, type ChunkOp } from '@skysync/protocol';
-import type { NativeAddon } from '@skysync/chunking';
-
-type Tree = InstanceType<NativeAddon['Tree']>;
+import type { ChunkOp } from '@skysync/protocol';
+import { CHUNK_REF_SIZE, chunkRefId, chunkRefLen, type Tree } from '@skysync/chunking';
 
 export interface LiteralRef {
   /** Offset of the chunk in the new file. */
@@ -27,7 +25,7 @@ const SMALL_MIDDLE = 64;
 function indexOf(recipe: Buffer): Map<string, number> {
   const m = new Map<string, number>();
   for (let i = 0, o = 0; o < recipe.length; i++, o += CHUNK_REF_SIZE) {
-    const k = recipe.toString('hex', o, o + 32);
+    const k = chunkRefId(recipe, i).toString('hex');
     if (!m.has(k)) m.set(k, i);
   }
   return m;
@@ -84,11 +82,11 @@ export class Planner {
     // Locate elsewhere, in one call, every chunk of the middle the old version of this path lacks.
     const missing: number[] = [];
     for (let i = head; i < middleEnd; i++) {
-      if (!ownIndex?.has(chunks.toString('hex', i * CHUNK_REF_SIZE, i * CHUNK_REF_SIZE + 32))) missing.push(i);
+      if (!ownIndex?.has(chunkRefId(chunks, i).toString('hex'))) missing.push(i);
     }
     const found = new Map<number, { path: string; index: number }>();
     if (this.base && missing.length) {
-      const ids = Buffer.concat(missing.map((i) => chunks.subarray(i * CHUNK_REF_SIZE, i * CHUNK_REF_SIZE + 32)));
+      const ids = Buffer.concat(missing.map((i) => chunkRefId(chunks, i)));
       const locs = this.base.locateChunks(ids);
       locs.forEach((loc, k) => {
         if (loc && !this.untrusted.has(loc.path)) found.set(missing[k]!, { path: loc.path, index: loc.index });
@@ -103,13 +101,13 @@ export class Planner {
     let i = 0;
     if (head > 0) {
       ops.push({ op: 'copy', from: null, start: 0, count: head });
-      for (; i < head; i++) offset += chunks.readUInt32LE(i * CHUNK_REF_SIZE + 32);
+      for (; i < head; i++) offset += chunkRefLen(chunks, i);
       reused += head;
     }
     while (i < middleEnd) {
       const ref = chunks.subarray(i * CHUNK_REF_SIZE, (i + 1) * CHUNK_REF_SIZE);
-      const key = ref.toString('hex', 0, 32);
-      const len = ref.readUInt32LE(32);
+      const key = chunkRefId(chunks, i).toString('hex');
+      const len = chunkRefLen(chunks, i);
       let source: { from: string | null; recipe: Buffer; start: number } | null = null;
       const j = ownIndex?.get(key);
       if (j !== undefined) source = { from: null, recipe: own!, start: j };
@@ -122,7 +120,7 @@ export class Planner {
         let k = 1;
         let bytes = len;
         while (i + k < middleEnd && sameChunk(chunks, i + k, source.recipe, source.start + k)) {
-          bytes += chunks.readUInt32LE((i + k) * CHUNK_REF_SIZE + 32);
+          bytes += chunkRefLen(chunks, i + k);
           k++;
         }
         flushLiteral();

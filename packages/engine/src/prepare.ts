@@ -3,15 +3,12 @@
 
 import path from 'node:path';
 import fsp from 'node:fs/promises';
-import type { NativeAddon } from '@skysync/chunking';
+import type { Change, NativeAddon, Tree } from '@skysync/chunking';
 import { displayPath, parentOf, trace } from '@skysync/protocol';
 import { RecipeQueue, type Recipe, type ToChunk } from './recipes.js';
 import { travelOrder } from './order.js';
 import type { SavedWatch } from './state.js';
 import { askWatch, type WatchAnswer } from './watch.js';
-
-export type Tree = InstanceType<NativeAddon['Tree']>;
-export type Change = Awaited<ReturnType<NativeAddon['scan']>>['changes'][number];
 
 /** What the one scan and chunking pass of a push produce, shared by every node. */
 export interface Prepared {
@@ -52,9 +49,7 @@ export function rescanOf(answer: { dirs: string[]; subtrees: string[] }, recheck
  * full otherwise. The token asked for now (before scanning) is saved with the tree this scan produces.
  */
 async function scanSource(source: string, base: Tree | null, native: NativeAddon, saved: SavedWatch | null) {
-  // An addon from before watching (SKYSYNC_NATIVE_PATH) scans in full.
-  const canWatch = typeof native.scanPartial === 'function' && typeof native.Watcher === 'function';
-  const answer: WatchAnswer | null = canWatch ? await askWatch(source, saved?.token ?? null) : null;
+  const answer: WatchAnswer | null = await askWatch(source, saved?.token ?? null);
   trace(`watch service answered: ${answer === null ? 'off' : answer.full ? `full scan (${answer.reason ?? 'no reason'})` : 'partial scan'}`);
   // Without a new token (no service yet, no answer in time, watching off), the one saved with the base still
   // vouches for the new tree: whatever changed after this scan began also changed after it was given.

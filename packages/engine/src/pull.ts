@@ -4,7 +4,7 @@
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { LaneMerger, Receiver, STREAM_HIGH_WATER, type HeldChunks } from '@skysync/apply';
-import { createNativeChunker, type NativeAddon } from '@skysync/chunking';
+import { CHUNK_REF_SIZE, chunkRefCount, chunkRefId, chunkRefLen, createNativeChunker, type NativeAddon } from '@skysync/chunking';
 import {
   type Compression,
   Frame,
@@ -23,7 +23,7 @@ import {
 import type { Target } from '@skysync/transport';
 import { LANE_AFTER_BYTES, type OpenLane } from '@skysync/transfer';
 import { laneCount, openLanes } from './lanes.js';
-import { expectFrame, openSession } from './session.js';
+import { expectFrame, openSession, type Session } from './session.js';
 import type { SyncSummary } from './stats.js';
 
 export interface PullOptions {
@@ -72,10 +72,10 @@ async function localHeld(
     recipes.set(p, o.recipe.chunks);
     digests.set(p, o.recipe.digest);
     let off = 0;
-    for (let k = 0; k < o.recipe.chunks.length; k += 36) {
-      const key = o.recipe.chunks.toString('hex', k, k + 32);
+    for (let k = 0, n = chunkRefCount(o.recipe.chunks); k < n; k++) {
+      const key = chunkRefId(o.recipe.chunks, k).toString('hex');
       if (!index.has(key)) index.set(key, { path: p, offset: off });
-      off += o.recipe.chunks.readUInt32LE(k + 32);
+      off += chunkRefLen(o.recipe.chunks, k);
     }
   });
   return {
@@ -111,6 +111,131 @@ async function chunkEarly(localPath: string, native: NativeAddon): Promise<Early
   return { file, outcome };
 }
 
+/** Asks for `remotePath` and reads what the agent answers: its state (and lane offer), the plan, its entries. */
+async function requestPlan(session: Session, opts: PullOptions): Promise<{ state: PullState; plan: Plan; entries: PlanEntry[] }> {
+  const hello = await session.agentHello;
+  const wantLanes = !!opts.target.openSocket && !!hello.capabilities?.includes('lanes') && laneCount() > 1;
+  const begin: PullBegin = { op: 'pull', path: opts.remotePath, chunkParams: opts.native.defaultChunkParams(), ...(wantLanes ? { lanes: true } : {}) };
+  await session.conn.sendJson(Frame.Begin, begin);
+  const state = PullState.decode((await expectFrame(session, Frame.State, 'pull')).payload);
+  if (state.kind === 'missing') {
+    throw new Error(`${opts.target.spec}:${opts.remotePath}: no such file or directory on the remote`);
+  }
+  const plan = Plan.decode((await expectFrame(session, Frame.Plan, 'pull')).payload);
+  const entries: PlanEntry[] = [];
+  for (;;) {
+    const f = await session.conn.next();
+    if (!f) throw new ProtocolError('the agent closed the connection during a pull');
+    if (f.type === Frame.PlanEnd) break;
+    if (f.type !== Frame.Entries) throw new ProtocolError(`unexpected ${frameName(f.type)} during a pull`);
+    entries.push(...decodeEntries(f.payload));
+  }
+  return { state, plan, entries };
+}
+
+/**
+ * Where things land: a directory's contents go into `localPath`; a single item becomes `localPath` (its entry
+ * renamed to match), or goes inside it when `localPath` is an existing directory. Creates the directory.
+ */
+async function landingRoot(localPath: string, single: boolean, entries: PlanEntry[]): Promise<string> {
+  let root = path.resolve(localPath);
+  const localSt = await fsp.stat(root).catch(() => null);
+  if (single) {
+    if (!localSt?.isDirectory()) {
+      const name = Buffer.from(path.basename(root), 'utf8').toString('latin1');
+      root = path.dirname(root);
+      for (const e of entries) e.path = name;
+    }
+  } else if (localSt && !localSt.isDirectory()) {
+    throw new Error(`${localPath}: exists and is not a directory; the remote path is a directory`);
+  }
+  await fsp.mkdir(root, { recursive: true });
+  return root;
+}
+
+/**
+ * The entries still to receive. Files whose content is already here only get their mode and mtime fixed, now.
+ */
+async function settleUnchanged(
+  root: string,
+  entries: PlanEntry[],
+  digests: Map<string, Buffer>,
+  localStats: Map<string, { mode: number; mtimeMs: number }>,
+): Promise<PlanEntry[]> {
+  const todo: PlanEntry[] = [];
+  for (const e of entries) {
+    if (e.kind === 'file' && digests.get(e.path)?.equals(e.digest)) {
+      const st = localStats.get(e.path)!;
+      const abs = Buffer.concat([Buffer.from(root), Buffer.from('/' + e.path, 'latin1')]);
+      if (st.mode !== e.mode) await fsp.chmod(abs, e.mode);
+      if (st.mtimeMs !== Math.floor(e.mtimeSec * 1000 + e.mtimeNsec / 1e6)) {
+        const t = e.mtimeSec + e.mtimeNsec / 1e9;
+        await fsp.utimes(abs, t, t);
+      }
+      continue;
+    }
+    todo.push(e);
+  }
+  return todo;
+}
+
+/** What carrying the data took: channels used, bytes read on the lanes, and why lanes could not open. */
+interface DataReceived {
+  lanes: number;
+  laneBytes: number;
+  laneError: string | null;
+}
+
+/**
+ * Feeds the agent's data into `receiver` until DataEnd. With enough data to gain from lanes, they open while the
+ * data starts on the main connection; then the agent is told which it may use, and announces the switch itself,
+ * at a block boundary.
+ */
+async function receiveData(session: Session, target: Target, state: PullState, plan: Plan, receiver: Receiver, native: NativeAddon): Promise<DataReceived> {
+  const decoder = createBlockDecoder(plan.compression, native);
+  const merger = new LaneMerger(receiver.stream, () => createBlockDecoder(plan.compression, native), STREAM_HIGH_WATER);
+  const neededBytes = receiver.neededLengths.reduce((a, b) => a + b, 0);
+  const offer = state.lanes && 'socket' in state.lanes ? state.lanes : null;
+  let opened: OpenLane[] = [];
+  let laneError: string | null = null;
+  const opening =
+    offer && neededBytes >= 2 * LANE_AFTER_BYTES
+      ? openLanes(target, offer, laneCount() - 1).then(
+          async (lanes) => {
+            opened = lanes;
+            for (const l of lanes) merger.attach(l.id, l.conn);
+            await session.conn.sendJson(Frame.Lanes, { lanes: lanes.map((l) => l.id) } satisfies LanesSwitch);
+          },
+          (e: Error) => void (laneError = e.message),
+        )
+      : null;
+  try {
+    for (;;) {
+      const f = await session.conn.next();
+      if (!f) throw new ProtocolError('the agent closed the connection during a pull');
+      if (f.type === Frame.DataEnd) break;
+      if (f.type === Frame.Error) throw remoteError(f.payload);
+      if (f.type === Frame.Lanes) {
+        merger.switchTo(LanesSwitch.decode(f.payload).lanes);
+        continue;
+      }
+      if (f.type !== Frame.Data) throw new ProtocolError(`unexpected ${frameName(f.type)} during a pull`);
+      await merger.main(decoder.decode(f.payload));
+    }
+    await merger.end();
+  } finally {
+    merger.close();
+    await opening;
+    for (const l of opened) l.close();
+  }
+  return { lanes: merger.laneCount, laneBytes: opened.reduce((a, l) => a + l.conn.bytesRead, 0), laneError };
+}
+
+/** Chunks the file entries are made of, whether sent or copied. */
+function chunksIn(entries: PlanEntry[]): number {
+  return entries.reduce((a, e) => a + (e.kind === 'file' ? e.ops.reduce((b, op) => b + (op.op === 'chunks' ? op.chunks.length / CHUNK_REF_SIZE : op.count), 0) : 0), 0);
+}
+
 export async function pull(opts: PullOptions): Promise<PullStats> {
   const t0 = performance.now();
   const native = opts.native;
@@ -120,54 +245,11 @@ export async function pull(opts: PullOptions): Promise<PullStats> {
   const warnings: string[] = [];
   let finished = false;
   try {
-    const hello = await session.agentHello;
-    const wantLanes = !!opts.target.openSocket && !!hello.capabilities?.includes('lanes') && laneCount() > 1;
-    const begin: PullBegin = { op: 'pull', path: opts.remotePath, chunkParams: native.defaultChunkParams(), ...(wantLanes ? { lanes: true } : {}) };
-    await session.conn.sendJson(Frame.Begin, begin);
-    const state = PullState.decode((await expectFrame(session, Frame.State, 'pull')).payload);
-    if (state.kind === 'missing') {
-      throw new Error(`${opts.target.spec}:${opts.remotePath}: no such file or directory on the remote`);
-    }
-    const plan = Plan.decode((await expectFrame(session, Frame.Plan, 'pull')).payload);
-    const entries: PlanEntry[] = [];
-    for (;;) {
-      const f = await session.conn.next();
-      if (!f) throw new ProtocolError('the agent closed the connection during a pull');
-      if (f.type === Frame.PlanEnd) break;
-      if (f.type !== Frame.Entries) throw new ProtocolError(`unexpected ${frameName(f.type)} during a pull`);
-      entries.push(...decodeEntries(f.payload));
-    }
-    // Where things land: a directory's contents go into LOCAL_PATH; a single item becomes LOCAL_PATH, or goes
-    // inside it when LOCAL_PATH is an existing directory.
-    let root = path.resolve(opts.localPath);
-    const localSt = await fsp.stat(root).catch(() => null);
-    if (plan.single) {
-      if (!localSt?.isDirectory()) {
-        const name = Buffer.from(path.basename(root), 'utf8').toString('latin1');
-        root = path.dirname(root);
-        for (const e of entries) e.path = name;
-      }
-    } else if (localSt && !localSt.isDirectory()) {
-      throw new Error(`${opts.localPath}: exists and is not a directory; the remote path is a directory`);
-    }
-    await fsp.mkdir(root, { recursive: true });
+    const { state, plan, entries } = await requestPlan(session, opts);
+    const root = await landingRoot(opts.localPath, !!plan.single, entries);
     const files = entries.filter((e) => e.kind === 'file').map((e) => e.path);
     const { held, digests, stats: localStats } = await localHeld(root, files, native, plan.single ? await early : null);
-    // Files whose content is already here only get their mode and mtime fixed.
-    const todo: PlanEntry[] = [];
-    for (const e of entries) {
-      if (e.kind === 'file' && digests.get(e.path)?.equals(e.digest)) {
-        const st = localStats.get(e.path)!;
-        const abs = Buffer.concat([Buffer.from(root), Buffer.from('/' + e.path, 'latin1')]);
-        if (st.mode !== e.mode) await fsp.chmod(abs, e.mode);
-        if (st.mtimeMs !== Math.floor(e.mtimeSec * 1000 + e.mtimeNsec / 1e6)) {
-          const t = e.mtimeSec + e.mtimeNsec / 1e9;
-          await fsp.utimes(abs, t, t);
-        }
-        continue;
-      }
-      todo.push(e);
-    }
+    const todo = await settleUnchanged(root, entries, digests, localStats);
     const receiver = new Receiver({
       root,
       chunker: createNativeChunker(native),
@@ -182,57 +264,19 @@ export async function pull(opts: PullOptions): Promise<PullStats> {
     const need = receiver.resolveNeeds();
     await session.conn.send(Frame.Need, Buffer.concat(need));
     receiver.buildAll();
-    const decoder = createBlockDecoder(plan.compression, native);
-    const merger = new LaneMerger(receiver.stream, () => createBlockDecoder(plan.compression, native), STREAM_HIGH_WATER);
-    // Enough data to gain from lanes: open them while the data starts on the main connection, then tell the
-    // agent which it may use. It announces the switch itself, at a block boundary.
-    const neededBytes = receiver.neededLengths.reduce((a, b) => a + b, 0);
-    const offer = state.lanes && 'socket' in state.lanes ? state.lanes : null;
-    let opened: OpenLane[] = [];
-    let laneError: string | null = null;
-    const opening =
-      offer && neededBytes >= 2 * LANE_AFTER_BYTES
-        ? openLanes(opts.target, offer, laneCount() - 1).then(
-            async (lanes) => {
-              opened = lanes;
-              for (const l of lanes) merger.attach(l.id, l.conn);
-              await session.conn.sendJson(Frame.Lanes, { lanes: lanes.map((l) => l.id) } satisfies LanesSwitch);
-            },
-            (e: Error) => void (laneError = e.message),
-          )
-        : null;
-    try {
-      for (;;) {
-        const f = await session.conn.next();
-        if (!f) throw new ProtocolError('the agent closed the connection during a pull');
-        if (f.type === Frame.DataEnd) break;
-        if (f.type === Frame.Error) throw remoteError(f.payload);
-        if (f.type === Frame.Lanes) {
-          merger.switchTo(LanesSwitch.decode(f.payload).lanes);
-          continue;
-        }
-        if (f.type !== Frame.Data) throw new ProtocolError(`unexpected ${frameName(f.type)} during a pull`);
-        await merger.main(decoder.decode(f.payload));
-      }
-      await merger.end();
-    } finally {
-      merger.close();
-      await opening;
-      for (const l of opened) l.close();
-    }
-    if (laneError) warnings.push(`${opts.target.spec}: could not open extra channels (${laneError}); the data came over one`);
+    const data = await receiveData(session, opts.target, state, plan, receiver, native);
+    if (data.laneError) warnings.push(`${opts.target.spec}: could not open extra channels (${data.laneError}); the data came over one`);
     const result = await receiver.transition();
     await session.conn.sendJson(Frame.Done, { generation: null, written: result.written, deleted: 0, kept: [], failed: [] });
     finished = true;
-    const chunksTotal = todo.reduce((a, e) => a + (e.kind === 'file' ? e.ops.reduce((b, op) => b + (op.op === 'chunks' ? op.chunks.length / 36 : op.count), 0) : 0), 0);
     return {
       filesScanned: entries.filter((e) => e.kind !== 'dir').length,
       filesChanged: result.written,
       filesDeleted: 0,
       bytesLiteral: receiver.bytesFromStream,
-      bytesWire: session.conn.bytesRead + opened.reduce((a, l) => a + l.conn.bytesRead, 0),
-      lanes: merger.laneCount,
-      chunksReused: Math.max(0, chunksTotal - need.length),
+      bytesWire: session.conn.bytesRead + data.laneBytes,
+      lanes: data.lanes,
+      chunksReused: Math.max(0, chunksIn(todo) - need.length),
       durationMs: performance.now() - t0,
       transport: opts.target.kind,
       failed: result.failed.map((f) => ({ path: displayPath(f.path), error: f.error })),

@@ -1,7 +1,7 @@
 // Reading the literal bytes a batch of entries carries: large files by the data pump, small ones in groups by
 // the addon, ahead of the one being sent.
 
-import type { NativeAddon } from '@skysync/chunking';
+import { READ_RANGE, writeReadRange, type NativeAddon } from '@skysync/chunking';
 import type { PlanEntry } from '@skysync/protocol';
 import type { LiteralRef } from './plan.js';
 
@@ -18,7 +18,7 @@ export type ReadStep<M> = { kind: 'file'; made: M } | { kind: 'group'; files: M[
  * are cheap), runs of small files as one native read each, started up to `READS_AHEAD` groups ahead.
  */
 export function* readSteps<M extends { entry: PlanEntry; literals: LiteralRef[] }>(batch: M[], native: NativeAddon | null, root: string): Generator<ReadStep<M>> {
-  if (!native || typeof native.readRanges !== 'function') {
+  if (!native) {
     for (const made of batch) yield { kind: 'file', made };
     return;
   }
@@ -43,15 +43,12 @@ export function* readSteps<M extends { entry: PlanEntry; literals: LiteralRef[] 
     const g = planned[i];
     if (!g || g.kind !== 'group' || reads.has(i)) return;
     const paths: string[] = [];
-    const ranges = Buffer.alloc(12 * g.files.reduce((a, m) => a + m.literals.length, 0));
+    const ranges = Buffer.alloc(READ_RANGE.size * g.files.reduce((a, m) => a + m.literals.length, 0));
     let k = 0;
     for (const m of g.files) {
       for (const l of m.literals) {
         paths.push(m.entry.path);
-        // Offsets stay below 2^53: two 32-bit halves, no BigInt per range.
-        ranges.writeUInt32LE(l.offset % 0x1_0000_0000, k * 12);
-        ranges.writeUInt32LE(Math.floor(l.offset / 0x1_0000_0000), k * 12 + 4);
-        ranges.writeUInt32LE(l.len, k * 12 + 8);
+        writeReadRange(ranges, k, l.offset, l.len);
         k++;
       }
     }

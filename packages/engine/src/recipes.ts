@@ -2,10 +2,9 @@
 // their bytes leave as soon as the first batch is cut, instead of after the whole tree (an initial push of a
 // 1 GB workdir otherwise leaves the link idle for seconds while every file is chunked first).
 
-import type { NativeAddon } from '@skysync/chunking';
+import type { NativeAddon, Tree } from '@skysync/chunking';
 import { displayPath } from '@skysync/protocol';
 
-type Tree = InstanceType<NativeAddon['Tree']>;
 export type Recipe = { chunks: Buffer; digest: Buffer };
 
 export interface ToChunk {

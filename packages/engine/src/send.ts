@@ -1,7 +1,7 @@
 // Sending one node its plan: the entries, then the literal data through the data pump (at once in data mode, or
 // the chunks the agent says it lacks in need mode), and the agent's answer.
 
-import type { NativeAddon } from '@skysync/chunking';
+import { chunkRefCount, chunkRefId, chunkRefLen, type NativeAddon } from '@skysync/chunking';
 import {
   type Compression,
   Done,
@@ -135,9 +135,9 @@ async function sendNeeded(o: SendInput, pump: DataPump, plan: NodePlan, entries:
     const r = await plan.recipeOf(files[f]!);
     if (!r) continue;
     let off = 0;
-    for (let c = 0; c < r.chunks.length; c += 36) {
-      const k = r.chunks.toString('latin1', c, c + 32);
-      const len = r.chunks.readUInt32LE(c + 32);
+    for (let c = 0, n = chunkRefCount(r.chunks); c < n; c++) {
+      const k = chunkRefId(r.chunks, c).toString('latin1');
+      const len = chunkRefLen(r.chunks, c);
       if (wanted.has(k) && !where.has(k)) where.set(k, { path: files[f]!, offset: off, len });
       off += len;
     }

@@ -5,10 +5,8 @@ import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
-import type { NativeAddon } from '@skysync/chunking';
+import type { NativeAddon, Tree } from '@skysync/chunking';
 import { trace } from '@skysync/protocol';
-
-type Tree = InstanceType<NativeAddon['Tree']>;
 
 export interface SyncState {
   generation: string | null;

@@ -37,9 +37,9 @@ interface Watcher {
   close(): void;
 }
 
-/** The part of the addon the service needs (absent in addons from before watching). */
+/** The part of the addon the service needs. */
 export interface WatchAddon {
-  Watcher?: new (root: string) => Watcher;
+  Watcher: new (root: string) => Watcher;
 }
 
 export const fullAnswer = (reason: string): WatchAnswer => ({ token: null, full: true, reason, dirs: [], subtrees: [] });
@@ -102,44 +102,115 @@ export async function stopWatchService(socket: string): Promise<boolean> {
   }
 }
 
+/**
+ * The watcher of one directory, started again from scratch when the directory goes away or moves. Without an
+ * addon (or when the directory cannot be watched) it answers every question with why, so that clients do not
+ * start the service again.
+ */
+class RootWatch {
+  private watcher: Watcher | null = null;
+  private unsupported: string | null;
+
+  constructor(
+    private readonly root: string,
+    private readonly addon: WatchAddon | null,
+    private readonly debug: (m: string) => void,
+    /** Called when the directory is gone: nothing is left to watch. */
+    private readonly leave: (why: string) => void,
+  ) {
+    this.unsupported = addon ? null : 'the native addon cannot watch';
+  }
+
+  start(): void {
+    if (!this.addon || this.unsupported) return;
+    try {
+      this.watcher = new this.addon.Watcher(this.root);
+      this.debug('watching');
+    } catch (e) {
+      this.unsupported = (e as Error).message;
+      this.debug(`cannot watch: ${this.unsupported}`);
+    }
+  }
+
+  close(): void {
+    this.watcher?.close();
+    this.watcher = null;
+  }
+
+  get state(): 'unsupported' | 'ok' | 'starting' {
+    return this.unsupported ? 'unsupported' : this.watcher ? 'ok' : 'starting';
+  }
+
+  changesSince(token: string | null): Record<string, unknown> {
+    if (this.unsupported || !this.watcher) {
+      return { state: 'unsupported', token: null, full: true, reason: this.unsupported ?? 'not watching', dirs: [], subtrees: [] };
+    }
+    const a = this.watcher.changesSince(token);
+    if (a.state === 'dead') {
+      // The directory went away or moved: watch whatever is there now, from scratch (a new instance, so no old
+      // token is ever vouched for).
+      this.debug(`watcher stopped: ${a.reason}`);
+      this.close();
+      if (!fs.existsSync(this.root)) setImmediate(() => this.leave('the directory is gone'));
+      else this.start();
+    }
+    return a as unknown as Record<string, unknown>;
+  }
+}
+
+/** The modification times of the files the service runs from, to notice another build replacing them. */
+function buildStamp(files: string[]): string {
+  return files
+    .map((f) => {
+      try {
+        return String(fs.statSync(f).mtimeMs);
+      } catch {
+        return 'gone';
+      }
+    })
+    .join(' ');
+}
+
+type Request = { op?: unknown; token?: unknown };
+
+/** A connection's handler: one JSON line in, `answer`'s reply as one line out. */
+function answerOneLine(answer: (req: Request) => Record<string, unknown>, onConnection: () => void): (sock: net.Socket) => void {
+  return (sock) => {
+    onConnection();
+    let buf = '';
+    sock.setEncoding('utf8');
+    sock.on('error', () => {});
+    sock.on('data', (d: string) => {
+      buf += d;
+      const nl = buf.indexOf('\n');
+      if (nl < 0) {
+        if (buf.length > 1 << 20) sock.destroy();
+        return;
+      }
+      let reply: Record<string, unknown>;
+      try {
+        reply = answer(JSON.parse(buf.slice(0, nl)) as Request);
+      } catch (e) {
+        reply = { state: 'error', reason: (e as Error).message };
+      }
+      sock.end(JSON.stringify(reply) + '\n');
+    });
+  };
+}
+
 /** Runs the service in this process until it leaves (then the process exits). SKYSYNC_DEBUG logs to stderr. */
 export async function serveWatch(args: WatchServiceArgs, addon: WatchAddon | null): Promise<void> {
   const debug = (m: string): void => {
     if (process.env.SKYSYNC_DEBUG) process.stderr.write(`${new Date().toISOString()} watch ${args.root}: ${m}\n`);
   };
-  let watcher: Watcher | null = null;
-  /** Why this directory cannot be watched: answered to every question, so that clients do not start us again. */
-  let unsupported: string | null = addon?.Watcher ? null : 'the native addon cannot watch';
+  const watch = new RootWatch(args.root, addon, debug, (why) => shutdown(why));
   let server: net.Server | null = null;
   let socketIno = -1;
   let idle: NodeJS.Timeout | null = null;
 
-  const startWatcher = (): void => {
-    if (!addon?.Watcher || unsupported) return;
-    try {
-      watcher = new addon.Watcher(args.root);
-      debug('watching');
-    } catch (e) {
-      unsupported = (e as Error).message;
-      debug(`cannot watch: ${unsupported}`);
-    }
-  };
-
-  const buildStamp = (): string =>
-    (args.build ?? [])
-      .map((f) => {
-        try {
-          return String(fs.statSync(f).mtimeMs);
-        } catch {
-          return 'gone';
-        }
-      })
-      .join(' ');
-
   const shutdown = (why: string): void => {
     debug(`shutting down: ${why}`);
-    watcher?.close();
-    watcher = null;
+    watch.close();
     server?.close();
     try {
       // Only remove the socket if it is still ours (a newer service may have replaced a stale one).
@@ -155,60 +226,33 @@ export async function serveWatch(args: WatchServiceArgs, addon: WatchAddon | nul
     idle = setTimeout(() => shutdown('idle'), Math.max(1, args.idleSeconds) * 1000);
   };
 
-  const answer = (req: { op?: unknown; token?: unknown }): Record<string, unknown> => {
+  const answer = (req: Request): Record<string, unknown> => {
     if (req.op === 'stop') {
       setImmediate(() => shutdown('asked'));
       return { state: 'stopping' };
     }
-    if (req.op === 'status') return { state: unsupported ? 'unsupported' : watcher ? 'ok' : 'starting', pid: process.pid, root: args.root };
+    if (req.op === 'status') return { state: watch.state, pid: process.pid, root: args.root };
     if (req.op !== 'changes') return { state: 'error', reason: `unknown request ${String(req.op)}` };
-    if (unsupported || !watcher) return { state: 'unsupported', token: null, full: true, reason: unsupported ?? 'not watching', dirs: [], subtrees: [] };
-    const a = watcher.changesSince(typeof req.token === 'string' ? req.token : null);
-    if (a.state === 'dead') {
-      // The directory went away or moved: watch whatever is there now, from scratch (a new instance, so no old
-      // token is ever vouched for).
-      debug(`watcher stopped: ${a.reason}`);
-      watcher.close();
-      watcher = null;
-      if (!fs.existsSync(args.root)) setImmediate(() => shutdown('the directory is gone'));
-      else startWatcher();
-    }
-    return a as unknown as Record<string, unknown>;
+    return watch.changesSince(typeof req.token === 'string' ? req.token : null);
   };
 
-  const handle = (sock: net.Socket): void => {
-    touch();
-    let buf = '';
-    sock.setEncoding('utf8');
-    sock.on('error', () => {});
-    sock.on('data', (d: string) => {
-      buf += d;
-      const nl = buf.indexOf('\n');
-      if (nl < 0) {
-        if (buf.length > 1 << 20) sock.destroy();
-        return;
-      }
-      let reply: Record<string, unknown>;
-      try {
-        reply = answer(JSON.parse(buf.slice(0, nl)) as { op?: unknown; token?: unknown });
-      } catch (e) {
-        reply = { state: 'error', reason: (e as Error).message };
-      }
-      sock.end(JSON.stringify(reply) + '\n');
-    });
-  };
-
-  const listening = await listenPrivate(args.socket, handle);
+  const listening = await listenPrivate(args.socket, answerOneLine(answer, touch));
   if (!listening) {
     debug('another one listens');
     process.exit(0);
   }
   ({ server, ino: socketIno } = listening);
-  startWatcher();
+  watch.start();
   touch();
-  // Nobody asks about a directory that is gone, through a socket someone removed, or a service whose build was
-  // replaced (the build is in the socket's key): leave without waiting for the idle timeout.
-  const build = buildStamp();
+  leaveWhenUnwanted(args, socketIno, shutdown);
+}
+
+/**
+ * Nobody asks about a directory that is gone, through a socket someone removed, or a service whose build was
+ * replaced (the build is in the socket's key): leave without waiting for the idle timeout.
+ */
+function leaveWhenUnwanted(args: WatchServiceArgs, socketIno: number, shutdown: (why: string) => void): void {
+  const build = buildStamp(args.build ?? []);
   setInterval(() => {
     let ours = false;
     try {
@@ -218,6 +262,6 @@ export async function serveWatch(args: WatchServiceArgs, addon: WatchAddon | nul
     }
     if (!ours) shutdown('the socket was removed');
     else if (!fs.existsSync(args.root)) shutdown('the directory is gone');
-    else if (buildStamp() !== build) shutdown('another build is installed');
+    else if (buildStamp(args.build ?? []) !== build) shutdown('another build is installed');
   }, 5000).unref();
 }

@@ -76,7 +76,11 @@ function stringField(ctx: MountContext, key: string, node: YNode, what: string):
   return substitute(node.value, ctx.vars);
 }
 
-function storageMount(ctx: MountContext, key: string, dest: string, remote: string, node: YNode & { kind: 'map' }): FileMount {
+type StorageNode = YNode & { kind: 'map' };
+type StorageMode = (typeof MODES)[number];
+
+/** Every field is one skysync uses or knowingly ignores (those are noted in `ctx.ignored`). */
+function checkStorageFields(ctx: MountContext, key: string, node: StorageNode): void {
   const known = [...STORAGE_FIELDS_USED, ...STORAGE_FIELDS_IGNORED];
   for (const field of node.entries.keys()) {
     if (known.includes(field)) continue;
@@ -84,96 +88,108 @@ function storageMount(ctx: MountContext, key: string, dest: string, remote: stri
     fail(ctx.file, `${key}.${field}`, 'unknown storage field', hint ?? `storage fields are ${STORAGE_FIELDS_USED.join(', ')}`);
   }
   for (const field of STORAGE_FIELDS_IGNORED) if (node.entries.has(field)) ctx.ignored.push(`${key}.${field}`);
+}
 
-  const get = (f: string): YNode | undefined => {
-    const v = node.entries.get(f);
-    return v === undefined || (v.kind === 'scalar' && v.value === null) ? undefined : v;
-  };
+/** A storage field's value; a field written as null counts as absent. */
+function storageField(node: StorageNode, field: string): YNode | undefined {
+  const v = node.entries.get(field);
+  return v === undefined || (v.kind === 'scalar' && v.value === null) ? undefined : v;
+}
 
-  let mode: (typeof MODES)[number] = 'MOUNT';
-  const modeNode = get('mode');
-  if (modeNode) {
-    const m = stringField(ctx, `${key}.mode`, modeNode, 'one of MOUNT, COPY, MOUNT_CACHED').toUpperCase();
-    const found = MODES.find((x) => x === m);
-    if (!found) {
-      const hint = didYouMean(m, MODES);
-      fail(ctx.file, `${key}.mode`, `unknown mode ${q(m)}`, `${hint ? `${hint} ` : ''}use MOUNT, COPY or MOUNT_CACHED`.trim());
-    }
-    mode = found;
+function storageMode(ctx: MountContext, key: string, node: StorageNode): StorageMode {
+  const modeNode = storageField(node, 'mode');
+  if (!modeNode) return 'MOUNT';
+  const m = stringField(ctx, `${key}.mode`, modeNode, 'one of MOUNT, COPY, MOUNT_CACHED').toUpperCase();
+  const found = MODES.find((x) => x === m);
+  if (!found) {
+    const hint = didYouMean(m, MODES);
+    fail(ctx.file, `${key}.mode`, `unknown mode ${q(m)}`, `${hint ? `${hint} ` : ''}use MOUNT, COPY or MOUNT_CACHED`.trim());
   }
+  return found;
+}
 
-  let store: string | null = null;
-  const storeNode = get('store');
-  if (storeNode) {
-    const s = stringField(ctx, `${key}.store`, storeNode, 'a store name').toLowerCase();
-    if (s === 'volume') {
-      fail(ctx.file, `${key}.store`, 'store "volume" is a SkyPilot volume, which skysync does not manage', 'use a bucket store or a plain file mount for this path');
-    }
-    if (!STORES.includes(s)) {
-      const c = closest(s, STORES);
-      fail(ctx.file, `${key}.store`, `unknown store ${q(s)}`, `${c ? `did you mean ${q(c)}? ` : ''}use one of ${STORES.join(', ')}`);
-    }
-    store = s;
+function storageStore(ctx: MountContext, key: string, node: StorageNode): string | null {
+  const storeNode = storageField(node, 'store');
+  if (!storeNode) return null;
+  const s = stringField(ctx, `${key}.store`, storeNode, 'a store name').toLowerCase();
+  if (s === 'volume') {
+    fail(ctx.file, `${key}.store`, 'store "volume" is a SkyPilot volume, which skysync does not manage', 'use a bucket store or a plain file mount for this path');
   }
+  if (!STORES.includes(s)) {
+    const c = closest(s, STORES);
+    fail(ctx.file, `${key}.store`, `unknown store ${q(s)}`, `${c ? `did you mean ${q(c)}? ` : ''}use one of ${STORES.join(', ')}`);
+  }
+  return s;
+}
 
-  const persistent = get('persistent');
+function checkPersistent(ctx: MountContext, key: string, node: StorageNode): void {
+  const persistent = storageField(node, 'persistent');
   if (persistent && (persistent.kind !== 'scalar' || typeof persistent.value !== 'boolean')) {
     fail(ctx.file, `${key}.persistent`, `expected true or false, got ${describe(persistent)}`, 'write persistent: true or persistent: false');
   }
+}
 
-  let name: string | null = null;
-  const nameNode = get('name');
-  if (nameNode) {
-    name = stringField(ctx, `${key}.name`, nameNode, 'a bucket name');
-    if (name === '') name = null;
-    else if (/^[A-Za-z][A-Za-z0-9+.-]*:\/\//.test(name)) {
-      fail(ctx.file, `${key}.name`, `name ${q(name)} is a URI`, 'put an existing bucket URI in source (e.g. source: s3://mybucket) and give new buckets a plain name with store: set');
-    }
+function storageName(ctx: MountContext, key: string, node: StorageNode): string | null {
+  const nameNode = storageField(node, 'name');
+  if (!nameNode) return null;
+  const name = stringField(ctx, `${key}.name`, nameNode, 'a bucket name');
+  if (name === '') return null;
+  if (/^[A-Za-z][A-Za-z0-9+.-]*:\/\//.test(name)) {
+    fail(ctx.file, `${key}.name`, `name ${q(name)} is a URI`, 'put an existing bucket URI in source (e.g. source: s3://mybucket) and give new buckets a plain name with store: set');
   }
+  return name;
+}
 
-  const sourceNode = get('source');
-  const sources: string[] = [];
-  let localSourced = false;
-  if (sourceNode) {
-    if (sourceNode.kind === 'seq') {
-      // A list uploads several local paths to the bucket root; SkyPilot takes only local paths here.
-      if (sourceNode.items.length === 0) fail(ctx.file, `${key}.source`, 'empty list', 'list at least one local path, or remove source');
-      const seen = new Map<string, string>();
-      sourceNode.items.forEach((item, i) => {
-        const ik = `${key}.source[${i}]`;
-        const s = stringField(ctx, ik, item, 'a local path');
-        if (urlScheme(s) !== '') fail(ctx.file, ik, `${q(s)} is a URI, but a source list holds local paths only`, 'use a single source: <URI> for a bucket, or list local paths');
-        const local = localSource(ctx, ik, s);
-        const base = path.basename(local.abs);
-        const prev = seen.get(base);
-        if (prev !== undefined) fail(ctx.file, ik, `${q(prev)} and ${q(s)} both land at ${dest}/${base}`, 'rename one of them or mount them separately');
-        seen.set(base, s);
-        sources.push(local.abs);
-      });
-      localSourced = true;
-    } else {
-      const s = stringField(ctx, `${key}.source`, sourceNode, 'a local directory or a bucket URI');
-      if (urlScheme(s) === '') {
-        const local = localSource(ctx, `${key}.source`, s);
-        if (local.type === 'file') {
-          fail(ctx.file, `${key}.source`, `${q(s)} is a file, and a storage source must be a directory`, `write source: [${s}] to upload the file into the bucket, or mount it directly as "${dest}: ${s}"`);
-        }
-        sources.push(local.abs);
-        localSourced = true;
-      } else {
-        const scheme = uriSource(ctx, `${key}.source`, s, STORAGE_URI_SCHEMES);
-        const parts = uriParts(s);
-        const sub = (parts?.path ?? '').replace(/^\/+|\/+$/g, '');
-        // FUSE mounts take a whole bucket (cos:// names region/bucket; https and hf may point inside).
-        const subPath = scheme === 'cos' ? sub.includes('/') : scheme !== 'https' && scheme !== 'hf' && sub !== '';
-        if (mode !== 'COPY' && subPath) {
-          fail(ctx.file, `${key}.source`, `${mode} mode mounts a whole bucket, not a path inside one (${q(s)})`, 'use mode: COPY, or give only the bucket as source');
-        }
-        sources.push(s);
-      }
-    }
+/** A list of local paths, uploaded to the bucket root; SkyPilot takes only local paths here. */
+function localSourceList(ctx: MountContext, key: string, dest: string, items: YNode[]): string[] {
+  if (items.length === 0) fail(ctx.file, `${key}.source`, 'empty list', 'list at least one local path, or remove source');
+  const seen = new Map<string, string>();
+  return items.map((item, i) => {
+    const ik = `${key}.source[${i}]`;
+    const s = stringField(ctx, ik, item, 'a local path');
+    if (urlScheme(s) !== '') fail(ctx.file, ik, `${q(s)} is a URI, but a source list holds local paths only`, 'use a single source: <URI> for a bucket, or list local paths');
+    const local = localSource(ctx, ik, s);
+    const base = path.basename(local.abs);
+    const prev = seen.get(base);
+    if (prev !== undefined) fail(ctx.file, ik, `${q(prev)} and ${q(s)} both land at ${dest}/${base}`, 'rename one of them or mount them separately');
+    seen.set(base, s);
+    return local.abs;
+  });
+}
+
+/** A bucket URI as the source; FUSE mounts take a whole bucket (cos:// names region/bucket; https and hf may point inside). */
+function bucketSource(ctx: MountContext, key: string, uri: string, mode: StorageMode): string {
+  const scheme = uriSource(ctx, `${key}.source`, uri, STORAGE_URI_SCHEMES);
+  const parts = uriParts(uri);
+  const sub = (parts?.path ?? '').replace(/^\/+|\/+$/g, '');
+  const subPath = scheme === 'cos' ? sub.includes('/') : scheme !== 'https' && scheme !== 'hf' && sub !== '';
+  if (mode !== 'COPY' && subPath) {
+    fail(ctx.file, `${key}.source`, `${mode} mode mounts a whole bucket, not a path inside one (${q(uri)})`, 'use mode: COPY, or give only the bucket as source');
   }
+  return uri;
+}
 
+/** The sources of a storage mount, and whether they are local (uploaded to the bucket) rather than a bucket. */
+function storageSources(ctx: MountContext, key: string, dest: string, node: StorageNode, mode: StorageMode): { sources: string[]; localSourced: boolean } {
+  const sourceNode = storageField(node, 'source');
+  if (!sourceNode) return { sources: [], localSourced: false };
+  if (sourceNode.kind === 'seq') return { sources: localSourceList(ctx, key, dest, sourceNode.items), localSourced: true };
+  const s = stringField(ctx, `${key}.source`, sourceNode, 'a local directory or a bucket URI');
+  if (urlScheme(s) !== '') return { sources: [bucketSource(ctx, key, s, mode)], localSourced: false };
+  const local = localSource(ctx, `${key}.source`, s);
+  if (local.type === 'file') {
+    fail(ctx.file, `${key}.source`, `${q(s)} is a file, and a storage source must be a directory`, `write source: [${s}] to upload the file into the bucket, or mount it directly as "${dest}: ${s}"`);
+  }
+  return { sources: [local.abs], localSourced: true };
+}
+
+function storageMount(ctx: MountContext, key: string, dest: string, remote: string, node: StorageNode): FileMount {
+  checkStorageFields(ctx, key, node);
+  const mode = storageMode(ctx, key, node);
+  const store = storageStore(ctx, key, node);
+  checkPersistent(ctx, key, node);
+  const name = storageName(ctx, key, node);
+  const { sources, localSourced } = storageSources(ctx, key, dest, node, mode);
   if (name === null && sources.length === 0) {
     fail(ctx.file, key, 'a storage mount needs a name or a source', 'add name: <bucket> and/or source: <local dir or bucket URI>');
   }
