@@ -117,14 +117,35 @@ impl Walk<'_> {
         self.unreadable.lock().unwrap().push(path.to_vec());
     }
 
+    /// Lists a directory, records its entries and spawns the walk of each child directory.
     fn dir<'s>(&'s self, scope: &rayon::Scope<'s>, abs: PathBuf, rel: Vec<u8>, chain: RuleChain) {
         self.listed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let listing = match fs::read_dir(&abs) {
+        let Some((children, has_rules_file)) = self.list(&abs, &rel) else { return };
+        let prefix_len = if rel.is_empty() { 0 } else { rel.len() + 1 };
+        let chain = if has_rules_file { self.own_rules(&abs, &rel, prefix_len, chain) } else { chain };
+        let mut local = EntryList::with_capacity(children.len(), children.len() * (prefix_len + 16));
+        let mut path_buf: Vec<u8> = Vec::with_capacity(prefix_len + 64);
+        for de in children {
+            let name = de.file_name();
+            path_buf.clear();
+            if !rel.is_empty() {
+                path_buf.extend_from_slice(&rel);
+                path_buf.push(b'/');
+            }
+            path_buf.extend_from_slice(name.as_bytes());
+            self.child(scope, de, &path_buf, &chain, &mut local);
+        }
+        self.out.lock().unwrap().append(&mut local);
+    }
+
+    /// A directory's entries, and whether its ignore file is among them. Like git, an ignore file that is a
+    /// symlink is not read (links are never followed): it is reported.
+    fn list(&self, abs: &Path, rel: &[u8]) -> Option<(Vec<fs::DirEntry>, bool)> {
+        let listing = match fs::read_dir(abs) {
             Ok(l) => l,
             Err(e) => {
-                self.warn(WarningKind::Unreadable, &rel, format!("cannot read directory: {e}"));
-                self.unreadable.lock().unwrap().push(rel);
-                return;
+                self.unreadable(rel, format!("cannot read directory: {e}"));
+                return None;
             }
         };
         let mut children: Vec<fs::DirEntry> = Vec::new();
@@ -134,11 +155,10 @@ impl Walk<'_> {
             match item {
                 Ok(de) => {
                     if de.file_name().as_bytes() == rules_name {
-                        // Like git, an ignore file that is a symlink is not read: links are never followed.
                         match de.file_type() {
                             Ok(t) if t.is_file() => has_rules_file = true,
                             Ok(t) if t.is_symlink() => {
-                                let mut p = rel.clone();
+                                let mut p = rel.to_vec();
                                 if !p.is_empty() {
                                     p.push(b'/');
                                 }
@@ -151,84 +171,89 @@ impl Walk<'_> {
                     children.push(de);
                 }
                 Err(e) => {
-                    self.unreadable(&rel, format!("error while listing: {e}"));
+                    self.unreadable(rel, format!("error while listing: {e}"));
                 }
             }
         }
-        let prefix_len = if rel.is_empty() { 0 } else { rel.len() + 1 };
-        let mut chain = chain;
-        if has_rules_file {
-            let (c, w) = push_level(&chain, prefix_len, &abs.join(self.mode.file_name()));
-            chain = c;
-            if let Some(w) = w {
-                self.warn(WarningKind::BadIgnoreFile, &rel, w);
-            }
+        Some((children, has_rules_file))
+    }
+
+    /// The rules for a directory's entries: its ancestors' (`chain`) and its own ignore file's.
+    fn own_rules(&self, abs: &Path, rel: &[u8], prefix_len: usize, chain: RuleChain) -> RuleChain {
+        let (own, warning) = push_level(&chain, prefix_len, &abs.join(self.mode.file_name()));
+        if let Some(w) = warning {
+            self.warn(WarningKind::BadIgnoreFile, rel, w);
         }
-        let mut local = EntryList::with_capacity(children.len(), children.len() * (prefix_len + 16));
-        let mut path_buf: Vec<u8> = Vec::with_capacity(prefix_len + 64);
-        for de in children {
-            let name = de.file_name();
-            path_buf.clear();
-            if !rel.is_empty() {
-                path_buf.extend_from_slice(&rel);
-                path_buf.push(b'/');
+        own
+    }
+
+    /// One entry of a listed directory at `path`: skipped when ignored or special, otherwise recorded in `local`;
+    /// a directory's walk is spawned.
+    fn child<'s>(
+        &'s self,
+        scope: &rayon::Scope<'s>,
+        de: fs::DirEntry,
+        path: &[u8],
+        chain: &RuleChain,
+        local: &mut EntryList,
+    ) {
+        let ft = match de.file_type() {
+            Ok(t) => t,
+            Err(e) => {
+                self.unreadable(path, format!("cannot stat: {e}"));
+                return;
             }
-            path_buf.extend_from_slice(name.as_bytes());
-            let ft = match de.file_type() {
-                Ok(t) => t,
-                Err(e) => {
-                    self.unreadable(&path_buf, format!("cannot stat: {e}"));
-                    continue;
+        };
+        let is_dir = ft.is_dir();
+        if is_ignored(chain, Path::new(OsStr::from_bytes(path)), path.len(), is_dir) {
+            self.ignored.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return;
+        }
+        if let Some(what) = special_kind(&ft) {
+            self.warn(WarningKind::Special, path, format!("skipped: a {what} cannot be synced"));
+            return;
+        }
+        let md = match de.metadata() {
+            Ok(m) => m,
+            Err(e) => {
+                // Vanished between readdir and stat: the next scan sees the truth.
+                if e.kind() != io::ErrorKind::NotFound {
+                    self.unreadable(path, format!("cannot stat: {e}"));
                 }
-            };
-            let is_dir = ft.is_dir();
-            if is_ignored(&chain, Path::new(OsStr::from_bytes(&path_buf)), path_buf.len(), is_dir) {
-                self.ignored.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                continue;
+                return;
             }
-            if ft.is_socket() || ft.is_fifo() || ft.is_block_device() || ft.is_char_device() {
-                let what = if ft.is_socket() {
-                    "socket"
-                } else if ft.is_fifo() {
-                    "FIFO"
-                } else {
-                    "device"
-                };
-                self.warn(WarningKind::Special, &path_buf, format!("skipped: a {what} cannot be synced"));
-                continue;
+        };
+        if ft.is_symlink() {
+            match fs::read_link(de.path()) {
+                Ok(target) => local.push(path, meta_of(&md, Kind::Symlink), Some(target.as_os_str().as_bytes())),
+                Err(e) => self.unreadable(path, format!("cannot read link: {e}")),
             }
-            let md = match de.metadata() {
-                Ok(m) => m,
-                Err(e) => {
-                    // Vanished between readdir and stat: the next scan sees the truth.
-                    if e.kind() != io::ErrorKind::NotFound {
-                        self.unreadable(&path_buf, format!("cannot stat: {e}"));
-                    }
-                    continue;
-                }
-            };
-            if ft.is_symlink() {
-                match fs::read_link(de.path()) {
-                    Ok(target) => {
-                        local.push(&path_buf, meta_of(&md, Kind::Symlink), Some(target.as_os_str().as_bytes()))
-                    }
-                    Err(e) => self.unreadable(&path_buf, format!("cannot read link: {e}")),
-                }
-            } else if ft.is_dir() {
-                local.push(&path_buf, meta_of(&md, Kind::Dir), None);
-                let child_abs = de.path();
-                let child_rel = path_buf.clone();
-                let child_chain = chain.clone();
-                if self.rescan.is_some() {
-                    scope.spawn(move |s| self.visit(s, child_abs, child_rel, child_chain));
-                } else {
-                    scope.spawn(move |s| self.dir(s, child_abs, child_rel, child_chain));
-                }
+        } else if is_dir {
+            local.push(path, meta_of(&md, Kind::Dir), None);
+            let child_abs = de.path();
+            let child_rel = path.to_vec();
+            let child_chain = chain.clone();
+            if self.rescan.is_some() {
+                scope.spawn(move |s| self.visit(s, child_abs, child_rel, child_chain));
             } else {
-                local.push(&path_buf, meta_of(&md, Kind::File), None);
+                scope.spawn(move |s| self.dir(s, child_abs, child_rel, child_chain));
             }
+        } else {
+            local.push(path, meta_of(&md, Kind::File), None);
         }
-        self.out.lock().unwrap().append(&mut local);
+    }
+}
+
+/// What a file that cannot be synced is called in the warning that skips it (none for what can be).
+fn special_kind(ft: &fs::FileType) -> Option<&'static str> {
+    if ft.is_socket() {
+        Some("socket")
+    } else if ft.is_fifo() {
+        Some("FIFO")
+    } else if ft.is_block_device() || ft.is_char_device() {
+        Some("device")
+    } else {
+        None
     }
 }
 
