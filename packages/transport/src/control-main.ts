@@ -4,9 +4,9 @@
 
 import fs from 'node:fs';
 import net from 'node:net';
-import type { Readable } from 'node:stream';
-import { MAGIC } from '@skysync/protocol';
-import { CtlDecoder, CtlFrame, encodeCtl, ensureControlDir, type DaemonArgs } from './control.js';
+import type { Readable, Writable } from 'node:stream';
+import { FrameDecoder, MAGIC } from '@skysync/protocol';
+import { CtlFrame, encodeCtl, ensureControlDir, type DaemonArgs } from './control.js';
 import { listenPrivate } from '@skysync/service';
 import { LocalTarget } from './local.js';
 import { SshTarget } from './ssh.js';
@@ -46,6 +46,8 @@ class PooledAgent {
   private stderrMark = 0;
 
   constructor(readonly ch: AgentChannel) {
+    // Writing to an agent that died is noticed by its exit, not by a crash of this process.
+    ch.output.on('error', () => {});
     ch.input.on('data', (d: Buffer) => {
       if (this.seen) this.learn(d);
       if (this.sink) this.sink(d);
@@ -225,10 +227,28 @@ function forward(from: Readable, sock: net.Socket, type: CtlFrame): Promise<void
   });
 }
 
+/**
+ * Writes to `to`; while it is full, stops reading `from` until it drains or closes (an agent that died never
+ * drains: reading on after its close lets the channel's end get through instead of waiting forever).
+ */
+function writeOrPause(to: Writable, d: Buffer, from: net.Socket): void {
+  if (to.destroyed || to.writableEnded) return;
+  if (to.write(d)) return;
+  from.pause();
+  const go = (): void => {
+    to.off('drain', go);
+    to.off('close', go);
+    from.resume();
+  };
+  to.once('drain', go);
+  to.once('close', go);
+}
+
 function handle(sock: net.Socket): void {
   touch(+1);
-  const decoder = new CtlDecoder();
-  let stdin: NodeJS.WritableStream | null = null;
+  sock.write(MAGIC);
+  const decoder = new FrameDecoder();
+  let stdin: Writable | null = null;
   let pending: Array<{ type: number; payload: Buffer }> = [];
   let opened = false;
   let closed = false;
@@ -248,7 +268,7 @@ function handle(sock: net.Socket): void {
   sock.on('error', () => {});
   const feed = (f: { type: number; payload: Buffer }): void => {
     if (agentIo) {
-      if (f.type === CtlFrame.Stdin) agentIo.write(Buffer.from(f.payload));
+      if (f.type === CtlFrame.Stdin) agentIo.write(f.payload);
       else if (f.type === CtlFrame.StdinEnd) agentIo.end();
       else if (f.type === CtlFrame.Release) agentIo.release();
       return;
@@ -257,12 +277,8 @@ function handle(sock: net.Socket): void {
       pending.push(f);
       return;
     }
-    if (f.type === CtlFrame.Stdin) {
-      if (!stdin.write(Buffer.from(f.payload))) {
-        sock.pause();
-        stdin.once('drain', () => sock.resume());
-      }
-    } else if (f.type === CtlFrame.StdinEnd || f.type === CtlFrame.Release) stdin.end();
+    if (f.type === CtlFrame.Stdin) writeOrPause(stdin, f.payload, sock);
+    else if (f.type === CtlFrame.StdinEnd || f.type === CtlFrame.Release) stdin.end();
   };
   sock.on('data', (chunk: Buffer) => {
     let frames;
@@ -292,12 +308,7 @@ function handle(sock: net.Socket): void {
     let greetingIn: Buffer | null = Buffer.alloc(0);
     let released = false;
     let ended = false;
-    const toAgent = (d: Buffer): void => {
-      if (!agent.ch.output.write(d)) {
-        sock.pause();
-        agent.ch.output.once('drain', () => sock.resume());
-      }
-    };
+    const toAgent = (d: Buffer): void => writeOrPause(agent.ch.output, d, sock);
     const queued: Buffer[] = [];
     let switching: Promise<void> | null = null;
     const startFresh = async (first: Buffer): Promise<void> => {
@@ -318,6 +329,7 @@ function handle(sock: net.Socket): void {
       if (ended) agent.ch.output.end();
     };
     const write = (d: Buffer): void => {
+      if (ended) return;
       if (switching) return void queued.push(d);
       if (greetingIn) {
         greetingIn = Buffer.concat([greetingIn, d]);
@@ -348,6 +360,9 @@ function handle(sock: net.Socket): void {
         const said = watched.newStderr();
         if (said) sock.write(encodeCtl(CtlFrame.Stderr, said));
         sock.end(encodeCtl(CtlFrame.Exit, JSON.stringify({ code })));
+        // What the client still sends is for a dead agent: read and drop it, so its writes never wait on us.
+        ended = true;
+        sock.resume();
         prepareSpare();
       };
       if (watched.exited) watched.onExit(null);

@@ -67,7 +67,7 @@ export function spawnAgent(command: string, args: string[], env: NodeJS.ProcessE
 }
 
 /** Bumped when what a local warm agent is keyed by changes. */
-const LOCAL_CONTROL_VERSION = 1;
+const LOCAL_CONTROL_VERSION = 2;
 
 /**
  * What a local agent's behaviour depends on besides its home: the bundle and addon it runs, and the skysync

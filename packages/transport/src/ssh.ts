@@ -27,7 +27,7 @@ import { ConnectError, NoAgentError, type AgentChannel, type RemoteProcess, type
 import { ControlGone, controlAgent, controlExec, controlSocketStream, controlShutdown, controlSocketPath, ensureControlDir, persistSeconds, spawnControlDaemon } from './control.js';
 
 /** Bumped when the background process's socket protocol changes, so old daemons are never asked. */
-const CONTROL_VERSION = 2;
+const CONTROL_VERSION = 3;
 
 export interface SshTargetOptions {
   /** `-F FILE` / SKYSYNC_SSH_CONFIG. */
