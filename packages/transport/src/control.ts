@@ -109,6 +109,31 @@ interface OpenedChannel {
   release(): void;
 }
 
+/**
+ * The channel's input as a stream: STDIN frames, then STDIN_END (or RELEASE when `releasing()`). A write that
+ * waits for the socket to drain is in `waiting` until then, so a close can fail it instead of leaving it forever.
+ */
+function channelInput(sock: net.Socket, waiting: Set<(e?: Error) => void>, closedError: () => Error, releasing: () => boolean): Writable {
+  return new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      if (sock.destroyed) return cb(closedError());
+      if (sock.write(encodeCtl(CtlFrame.Stdin, chunk))) return cb();
+      const done = (e?: Error): void => {
+        waiting.delete(done);
+        sock.off('drain', onDrain);
+        cb(e);
+      };
+      const onDrain = (): void => done();
+      waiting.add(done);
+      sock.once('drain', onDrain);
+    },
+    final(cb) {
+      if (!sock.destroyed) sock.write(encodeCtl(releasing() ? CtlFrame.Release : CtlFrame.StdinEnd));
+      cb();
+    },
+  });
+}
+
 /** How long the background process may take to answer a request before the command connects directly. */
 const OPEN_DEADLINE_MS = 30_000;
 
@@ -191,24 +216,7 @@ async function openChannel(
   });
   sock.write(Buffer.concat([MAGIC, encodeCtl(CtlFrame.Open, JSON.stringify(request))]));
   let releasing = false;
-  const stdin = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      if (sock.destroyed) return cb(closedError());
-      if (sock.write(encodeCtl(CtlFrame.Stdin, chunk))) return cb();
-      const done = (e?: Error): void => {
-        waitingWrites.delete(done);
-        sock.off('drain', onDrain);
-        cb(e);
-      };
-      const onDrain = (): void => done();
-      waitingWrites.add(done);
-      sock.once('drain', onDrain);
-    },
-    final(cb) {
-      if (!sock.destroyed) sock.write(encodeCtl(releasing ? CtlFrame.Release : CtlFrame.StdinEnd));
-      cb();
-    },
-  });
+  const stdin = channelInput(sock, waitingWrites, closedError, () => releasing);
   stdin.on('error', () => {});
   const logs = await opened;
   const release = (): void => {
