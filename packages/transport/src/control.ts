@@ -24,6 +24,7 @@ import path from 'node:path';
 import { PassThrough, Writable } from 'node:stream';
 import { createRequire } from 'node:module';
 import { FrameDecoder, MAGIC, encodeFrame } from '@skysync/protocol';
+import { stateRoot } from './state-root.js';
 import { ConnectError, NoAgentError, type AgentChannel, type RemoteProcess, type RemoteSocket } from './target.js';
 
 export const enum CtlFrame {
@@ -59,8 +60,7 @@ export function persistSeconds(): number {
 }
 
 function controlDir(): string {
-  const base = process.env.SKYSYNC_STATE_DIR || path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'skysync');
-  const dir = path.join(base, 'ctl');
+  const dir = path.join(stateRoot(), 'ctl');
   // Unix socket paths are limited to ~107 bytes.
   if (dir.length > 60) return path.join(os.tmpdir(), `skysync-ctl-${process.getuid?.() ?? 'u'}`);
   return dir;

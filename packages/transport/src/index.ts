@@ -7,6 +7,7 @@ export { bootstrapCommand } from './probe.js';
 export { installCommand } from './install.js';
 export { DEFAULT_NODE_URL } from './provision-node.js';
 export { shellQuote } from './shell.js';
+export { stateRoot } from './state-root.js';
 export * from './parse.js';
 export { resolveHost, listWorkers, parseTargetSpec, type ResolvedHost } from './ssh-config.js';
 export { listenPrivate, type PrivateListener } from '@skysync/service';
