@@ -15,7 +15,7 @@ import { diffItems, walk } from './helpers/tree.js';
 const BIN = path.resolve('packages/cli/dist/bin.js');
 const work = scratchDir('skysync-agent-kill-');
 const DEADLINE_MS = 60_000;
-const ROUNDS = Number(process.env.SKYSYNC_KILL_ROUNDS || 3);
+const ROUNDS = Number(process.env.SKYSYNC_KILL_ROUNDS || 2);
 const sshSkip = sshSkipReason();
 
 interface Outcome {
@@ -57,12 +57,12 @@ function skysync(args: string[], env: NodeJS.ProcessEnv): Run {
   return { done, sending };
 }
 
-/** Kills (-9) every process whose command line matches `pattern`. */
-function killAll(pattern: string): number {
+/** Signals (default: kill -9) every process whose command line matches `pattern`. */
+function killAll(pattern: string, signal: NodeJS.Signals = 'SIGKILL'): number {
   const pids = spawnSync('pgrep', ['-f', pattern], { encoding: 'utf8' }).stdout.split('\n').filter(Boolean).map(Number);
   for (const pid of pids) {
     try {
-      process.kill(pid, 'SIGKILL');
+      process.kill(pid, signal);
     } catch {
       // Already gone.
     }
@@ -93,8 +93,11 @@ interface Setup {
   agents: string;
 }
 
-/** Rounds of: kill the kept agent, push; push and kill its agent midway, push again. */
-async function killRounds(name: string, s: Setup): Promise<void> {
+/**
+ * Rounds of: kill the kept agent, push; push and kill its agent midway (or stop it: SIGSTOP, a wedged agent), push
+ * again.
+ */
+async function killRounds(name: string, s: Setup, midway: NodeJS.Signals = 'SIGKILL', rounds = ROUNDS): Promise<void> {
   const seed = seedFromEnv();
   const rng = new Rng(seed);
   const src = path.join(work(), `src-${name}`);
@@ -109,7 +112,7 @@ async function killRounds(name: string, s: Setup): Promise<void> {
 
   writeTree(src, rng, 0);
   await converges('first push');
-  for (let round = 1; round <= ROUNDS; round++) {
+  for (let round = 1; round <= rounds; round++) {
     // A kept agent (warm targets) dies between commands.
     killAll(s.agents);
     writeTree(src, rng, round);
@@ -120,10 +123,13 @@ async function killRounds(name: string, s: Setup): Promise<void> {
     const p = push();
     await p.sending;
     await new Promise((r) => setTimeout(r, rng.int(250)));
-    killAll(s.agents);
+    killAll(s.agents, midway);
     const r = await p.done;
+    // A stopped agent holds the destination's lock: it goes, as an operator would make it go.
+    if (midway !== 'SIGKILL') killAll(s.agents);
     expect(r.timedOut, context(`round ${round}: push whose agent was killed hung`, r)).toBe(false);
     if (r.code !== 0) expect(r.stderr.split('\n').filter((l) => l.startsWith('error:')), context(`round ${round}: killed push`, r)).toHaveLength(1);
+    if (process.env.SKYSYNC_DEBUG_TEST) console.log(`${name} round ${round}: exit ${r.code}: ${r.stderr.trim().split('\n').pop()}`);
     await converges(`round ${round}: push after a killed one`);
   }
 }
@@ -136,6 +142,16 @@ describe('an agent killed with kill -9', () => {
     const env = { SKYSYNC_STATE_DIR: state(), SKYSYNC_CONTROL_PERSIST: '60', SKYSYNC_WATCH_PERSIST: '0' };
     try {
       await killRounds('local', { push: ['push', `local:${home}`], env, dest: path.join(home, 'sky_workdir'), agents: `agent.cjs serve --home ${home}$` });
+    } finally {
+      spawnSync(process.execPath, [BIN, 'disconnect', `local:${home}`], { env: { ...process.env, ...env }, timeout: 20_000 });
+    }
+  });
+
+  it('local, warm, stopped (SIGSTOP) midway: the push gives up on the silent agent within its deadline', async () => {
+    const home = path.join(work(), 'home-stopped');
+    const env = { SKYSYNC_STATE_DIR: state(), SKYSYNC_CONTROL_PERSIST: '60', SKYSYNC_WATCH_PERSIST: '0', SKYSYNC_AGENT_IDLE_TIMEOUT: '3' };
+    try {
+      await killRounds('local-stopped', { push: ['push', `local:${home}`], env, dest: path.join(home, 'sky_workdir'), agents: `agent.cjs serve --home ${home}$` }, 'SIGSTOP', 1);
     } finally {
       spawnSync(process.execPath, [BIN, 'disconnect', `local:${home}`], { env: { ...process.env, ...env }, timeout: 20_000 });
     }

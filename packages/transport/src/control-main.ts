@@ -16,8 +16,8 @@ import type { RemoteProcess } from './target.js';
 const args = JSON.parse(process.argv[2] ?? '{}') as DaemonArgs;
 let sink: string[] | null = null;
 const target = args.local
-  ? new LocalTarget(args.spec, args.local.home, { control: false })
-  : new SshTarget(args.spec, { ...args.options, control: false, log: (m) => sink?.push(m) });
+  ? new LocalTarget(args.spec, args.local.home, { control: false, idleDeadline: false })
+  : new SshTarget(args.spec, { ...args.options, control: false, idleDeadline: false, log: (m) => sink?.push(m) });
 target.retain();
 let active = 0;
 

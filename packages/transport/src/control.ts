@@ -107,6 +107,8 @@ interface OpenedChannel {
   logs: string[];
   /** Ends the channel's input with RELEASE instead of STDIN_END (after anything written before). */
   release(): void;
+  /** Drops the connection to the background process (one that no longer answers). */
+  abort(): void;
 }
 
 /**
@@ -223,7 +225,7 @@ async function openChannel(
     releasing = true;
     stdin.end();
   };
-  return { stdout, stderr, stdin, exited, logs, release };
+  return { stdout, stderr, stdin, exited, logs, release, abort: () => sock.destroy() };
 }
 
 export async function controlExec(socketPath: string, command: string, log?: (m: string) => void): Promise<RemoteProcess> {
@@ -252,13 +254,13 @@ export async function controlAgent(socketPath: string, log?: (m: string) => void
     exited: ch.exited,
     close: async () => {
       ch.stdin.end();
-      const t = setTimeout(() => ch.stdout.destroy(), 10_000);
+      const t = setTimeout(() => ch.abort(), 10_000);
       await ch.exited;
       clearTimeout(t);
     },
     release: async () => {
       ch.release();
-      const t = setTimeout(() => ch.stdout.destroy(), 10_000);
+      const t = setTimeout(() => ch.abort(), 10_000);
       await ch.exited;
       clearTimeout(t);
     },

@@ -8,6 +8,7 @@ import { trace } from '@skysync/protocol';
 import { agentBundle } from './agent-bundle.js';
 import { connectHost, exec, failWritesOnClose, type Connected } from './connect.js';
 import { ControlGone, controlAgent, controlExec, controlSocketStream, controlShutdown, controlSocketPath, ensureControlDir, persistSeconds, spawnControlDaemon } from './control.js';
+import { withIdleDeadline } from './idle-deadline.js';
 import { installAgent } from './install.js';
 import { bootstrap, bootstrapCommand } from './probe.js';
 import { resolveHost, type ResolvedHost } from './ssh-config.js';
@@ -26,6 +27,8 @@ export interface SshTargetOptions {
   nodeUrl?: string;
   /** Use and leave behind warm connections (default: unless SKYSYNC_CONTROL_PERSIST=0). */
   control?: boolean;
+  /** Give up on an agent channel silent for SKYSYNC_AGENT_IDLE_TIMEOUT (default true; not for kept agents). */
+  idleDeadline?: boolean;
 }
 
 const SIGNAL_NUMBERS: Record<string, number> = { HUP: 1, INT: 2, QUIT: 3, KILL: 9, PIPE: 13, TERM: 15 };
@@ -204,7 +207,7 @@ export class SshTarget implements Target {
     const sock = this.controlSocket();
     if (sock && !this.connected) {
       try {
-        const ch = await controlAgent(sock, this.opts.log);
+        const ch = withIdleDeadline(await controlAgent(sock, this.opts.log), `the agent on ${this.spec}`);
         if (prelude) ch.output.write(prelude);
         return ch;
       } catch (e) {
@@ -213,7 +216,9 @@ export class SshTarget implements Target {
       }
     }
     try {
-      return await this.startAgent(prelude);
+      const ch = await this.startAgent(prelude);
+      // The background process keeps agents idle on purpose; a command's own channel must not stay silent.
+      return this.opts.idleDeadline === false ? ch : withIdleDeadline(ch, `the agent on ${this.spec}`);
     } catch (e) {
       if (this.channels === 0 && !this.retained) await this.endConnection();
       throw e;
