@@ -3,7 +3,7 @@
 
 import type { AgentChannel } from './target.js';
 
-/** Seconds an agent channel may carry nothing either way (SKYSYNC_AGENT_IDLE_TIMEOUT; 0 turns the deadline off). */
+/** Seconds an agent may leave the client's bytes unread (SKYSYNC_AGENT_IDLE_TIMEOUT; 0 turns the deadline off). */
 export function agentIdleSeconds(): number {
   const v = process.env.SKYSYNC_AGENT_IDLE_TIMEOUT;
   const n = v === undefined || v === '' ? NaN : Number(v);
@@ -11,9 +11,10 @@ export function agentIdleSeconds(): number {
 }
 
 /**
- * Fails the channel (an error on its input and output, which the connection reports in one line) once nothing was read from
- * or written to it for `seconds`. Every step of a session moves bytes well within that: a scan, a drift check and
- * the agent's lock wait (60 s, then an error frame) are the longest silences.
+ * Fails the channel (an error on its input and output, which the connection reports in one line) once the client
+ * has had bytes the agent would not take, and the agent said nothing, for `seconds`: the agent stopped reading.
+ * Silence with nothing pending is left alone: a session waits between operations while other nodes sync, and an
+ * agent may think (a drift check, its lock wait of 60 s) before it answers.
  */
 export function withIdleDeadline(ch: AgentChannel, what: string, seconds = agentIdleSeconds()): AgentChannel {
   if (seconds <= 0) return ch;
@@ -34,9 +35,10 @@ export function withIdleDeadline(ch: AgentChannel, what: string, seconds = agent
   }) as typeof output.write;
   const timer = setInterval(
     () => {
+      if (output.writableLength === 0) last = Date.now();
       if (Date.now() - last < seconds * 1000) return;
       clearInterval(timer);
-      const e = new Error(`${what} sent nothing and took nothing for ${seconds} s (stopped or wedged); gave up on it`);
+      const e = new Error(`${what} took nothing and said nothing for ${seconds} s (stopped or wedged); gave up on it`);
       // Both ways: the client may be waiting for a frame, or for its writes to drain.
       ch.input.destroy(e);
       ch.output.destroy(e);
