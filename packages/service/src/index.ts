@@ -11,3 +11,4 @@ export {
   type WatchAnswer,
   type WatchServiceArgs,
 } from './watch.js';
+export { WATCH_SERVICE_VERSION, watchServiceKey } from './watch-key.js';

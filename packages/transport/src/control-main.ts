@@ -4,108 +4,22 @@
 
 import fs from 'node:fs';
 import net from 'node:net';
-import type { Readable } from 'node:stream';
-import { MAGIC } from '@skysync/protocol';
-import { CtlDecoder, CtlFrame, encodeCtl, ensureControlDir, type DaemonArgs } from './control.js';
+import type { Readable, Writable } from 'node:stream';
+import { FrameDecoder, MAGIC } from '@skysync/protocol';
+import { CtlFrame, encodeCtl, ensureControlDir, type DaemonArgs } from './control.js';
 import { listenPrivate } from '@skysync/service';
 import { LocalTarget } from './local.js';
 import { SshTarget } from './ssh.js';
-import type { AgentChannel, RemoteProcess } from './target.js';
+import { PooledAgent, greetingEnd } from './pooled-agent.js';
+import type { RemoteProcess } from './target.js';
 
 const args = JSON.parse(process.argv[2] ?? '{}') as DaemonArgs;
 let sink: string[] | null = null;
 const target = args.local
-  ? new LocalTarget(args.spec, args.local.home, { control: false })
-  : new SshTarget(args.spec, { ...args.options, control: false, log: (m) => sink?.push(m) });
+  ? new LocalTarget(args.spec, args.local.home, { control: false, idleDeadline: false })
+  : new SshTarget(args.spec, { ...args.options, control: false, idleDeadline: false, log: (m) => sink?.push(m) });
 target.retain();
 let active = 0;
-
-/** Where the greeting (MAGIC, then one frame: the hello) that starts at `from` ends; -1 while incomplete. */
-function greetingEnd(buf: Buffer, from: number): number {
-  const head = from + MAGIC.length;
-  if (buf.length < head + 4) return -1;
-  const end = head + 4 + buf.readUInt32LE(head);
-  return buf.length >= end ? end : -1;
-}
-
-/** Most of a greeting that is looked for before giving up on reusing that agent (a login banner precedes it). */
-const GREETING_LIMIT = 1 << 20;
-
-/** An agent this process started; one command at a time uses it, and it outlives the command when released. */
-class PooledAgent {
-  /** The agent's MAGIC and hello, replayed to every client after the first. */
-  greeting: Buffer | null = null;
-  /** The first client's MAGIC and hello: a later client must send exactly these to be given this agent. */
-  clientGreeting: Buffer | null = null;
-  exited = false;
-  /** Told when the agent ends, while a command uses it. */
-  onExit: ((code: number | null) => void) | null = null;
-  private seen: Buffer | null = Buffer.alloc(0);
-  private sink: ((d: Buffer) => void) | null = null;
-  private held: Buffer[] = [];
-  private stderrMark = 0;
-
-  constructor(readonly ch: AgentChannel) {
-    ch.input.on('data', (d: Buffer) => {
-      if (this.seen) this.learn(d);
-      if (this.sink) this.sink(d);
-      else this.held.push(d);
-    });
-    // Its last output is passed on before its exit is.
-    const drained = new Promise<void>((resolve) => {
-      ch.input.once('end', resolve);
-      ch.input.once('close', resolve);
-      ch.input.once('error', () => resolve());
-    });
-    void Promise.all([ch.exited, drained]).then(([code]) => {
-      this.exited = true;
-      this.onExit?.(code);
-      this.onExit = null;
-    });
-  }
-
-  private learn(d: Buffer): void {
-    const seen = Buffer.concat([this.seen!, d]);
-    const at = seen.indexOf(MAGIC);
-    const end = at < 0 ? -1 : greetingEnd(seen, at);
-    if (end >= 0) {
-      this.greeting = Buffer.from(seen.subarray(at, end));
-      this.seen = null;
-    } else this.seen = seen.length > GREETING_LIMIT ? null : seen;
-  }
-
-  get reusable(): boolean {
-    return !this.exited && this.greeting !== null && this.clientGreeting !== null;
-  }
-
-  /** Sends the agent's output to `sock` from now on (what it wrote meanwhile first), pausing it while full. */
-  attach(sock: net.Socket): void {
-    this.stderrMark = this.ch.stderr().length;
-    this.sink = (d) => {
-      if (!sock.write(encodeCtl(CtlFrame.Stdout, d))) {
-        this.ch.input.pause();
-        sock.once('drain', () => this.ch.input.resume());
-      }
-    };
-    for (const d of this.held.splice(0)) this.sink(d);
-  }
-
-  detach(): void {
-    this.sink = null;
-    this.onExit = null;
-    this.ch.input.resume();
-  }
-
-  /** What the agent wrote on stderr since it was attached. */
-  newStderr(): string {
-    return this.ch.stderr().slice(this.stderrMark);
-  }
-
-  close(): void {
-    this.detach();
-    void this.ch.close().catch(() => {});
-  }
-}
 
 /**
  * An agent started ahead of need: the next command gets one that has already started node, loaded the bundle
@@ -225,79 +139,151 @@ function forward(from: Readable, sock: net.Socket, type: CtlFrame): Promise<void
   });
 }
 
-function handle(sock: net.Socket): void {
-  touch(+1);
-  const decoder = new CtlDecoder();
-  let stdin: NodeJS.WritableStream | null = null;
-  let pending: Array<{ type: number; payload: Buffer }> = [];
-  let opened = false;
-  let closed = false;
+/**
+ * Writes to `to`; while it is full, stops reading `from` until it drains or closes (an agent that died never
+ * drains: reading on after its close lets the channel's end get through instead of waiting forever).
+ */
+function writeOrPause(to: Writable, d: Buffer, from: net.Socket): void {
+  if (to.destroyed || to.writableEnded) return;
+  if (to.write(d)) return;
+  from.pause();
+  const go = (): void => {
+    to.off('drain', go);
+    to.off('close', go);
+    from.resume();
+  };
+  to.once('drain', go);
+  to.once('close', go);
+}
+
+type CtlMessage = { type: number; payload: Buffer };
+
+/** One client connection: one channel (an agent, a command, a remote socket) or a request to stop. */
+class ChannelServer {
+  private readonly decoder = new FrameDecoder();
+  /** Frames that came before the channel was ready for them. */
+  private pending: CtlMessage[] = [];
+  private opened = false;
+  private closed = false;
+  /** A command's or remote socket's input. */
+  private stdin: Writable | null = null;
   /** Set for an agent channel: what to do with the client's bytes, its end, and its release. */
-  let agentIo: { write(d: Buffer): void; end(): void; release(): void } | null = null;
-  const finish = (): void => {
-    if (closed) return;
-    closed = true;
-    touch(-1);
-  };
-  sock.on('close', () => {
-    // The client went away: end the channel's stdin so the agent aborts and a job is hung up.
-    if (agentIo) agentIo.end();
-    else stdin?.end();
-    finish();
-  });
-  sock.on('error', () => {});
-  const feed = (f: { type: number; payload: Buffer }): void => {
-    if (agentIo) {
-      if (f.type === CtlFrame.Stdin) agentIo.write(Buffer.from(f.payload));
-      else if (f.type === CtlFrame.StdinEnd) agentIo.end();
-      else if (f.type === CtlFrame.Release) agentIo.release();
-      return;
-    }
-    if (!stdin) {
-      pending.push(f);
-      return;
-    }
-    if (f.type === CtlFrame.Stdin) {
-      if (!stdin.write(Buffer.from(f.payload))) {
-        sock.pause();
-        stdin.once('drain', () => sock.resume());
+  private agentIo: { write(d: Buffer): void; end(): void; release(): void } | null = null;
+
+  constructor(private readonly sock: net.Socket) {
+    touch(+1);
+    sock.write(MAGIC);
+    sock.on('close', () => {
+      // The client went away: end the channel's stdin so the agent aborts and a job is hung up.
+      if (this.agentIo) this.agentIo.end();
+      else this.stdin?.end();
+      if (!this.closed) {
+        this.closed = true;
+        touch(-1);
       }
-    } else if (f.type === CtlFrame.StdinEnd || f.type === CtlFrame.Release) stdin.end();
-  };
-  sock.on('data', (chunk: Buffer) => {
+    });
+    sock.on('error', () => {});
+    sock.on('data', (chunk: Buffer) => this.onData(chunk));
+  }
+
+  private onData(chunk: Buffer): void {
     let frames;
     try {
-      frames = decoder.push(chunk);
+      frames = this.decoder.push(chunk);
     } catch {
-      sock.destroy();
+      this.sock.destroy();
       return;
     }
     for (const f of frames) {
-      if (!opened) {
-        opened = true;
-        if (f.type !== CtlFrame.Open) return void sock.destroy();
-        void open(JSON.parse(f.payload.toString('utf8')) as { kind: string; command?: string; path?: string });
-      } else feed(f);
+      if (this.opened) {
+        this.feed(f);
+        continue;
+      }
+      this.opened = true;
+      if (f.type !== CtlFrame.Open) return void this.sock.destroy();
+      void this.open(JSON.parse(f.payload.toString('utf8')) as { kind: string; command?: string; path?: string });
     }
-  });
+  }
+
+  private feed(f: CtlMessage): void {
+    if (this.agentIo) {
+      if (f.type === CtlFrame.Stdin) this.agentIo.write(f.payload);
+      else if (f.type === CtlFrame.StdinEnd) this.agentIo.end();
+      else if (f.type === CtlFrame.Release) this.agentIo.release();
+      return;
+    }
+    if (!this.stdin) {
+      this.pending.push(f);
+      return;
+    }
+    if (f.type === CtlFrame.Stdin) writeOrPause(this.stdin, f.payload, this.sock);
+    else if (f.type === CtlFrame.StdinEnd || f.type === CtlFrame.Release) this.stdin.end();
+  }
+
+  private feedPending(): void {
+    for (const f of this.pending.splice(0)) this.feed(f);
+  }
+
+  private say(type: CtlFrame, value: unknown, last = false): void {
+    const frame = encodeCtl(type, JSON.stringify(value));
+    if (last) this.sock.end(frame);
+    else this.sock.write(frame);
+  }
+
+  private async open(req: { kind: string; command?: string; path?: string }): Promise<void> {
+    if (req.kind === 'shutdown') {
+      this.say(CtlFrame.Opened, { logs: [] }, true);
+      shutdown('asked');
+      return;
+    }
+    sink = [];
+    try {
+      if (req.kind === 'agent') await this.serveAgent();
+      else if (req.kind === 'socket' && typeof req.path === 'string' && target instanceof SshTarget) await this.serveSocket(target, req.path);
+      else if (req.kind === 'exec' && typeof req.command === 'string') await this.serveExec(req.command);
+      else this.say(CtlFrame.Failed, { name: 'Error', message: `unknown request ${req.kind}` }, true);
+    } catch (e) {
+      const err = e as Error;
+      this.say(CtlFrame.Failed, { name: err.name, message: err.message }, true);
+    } finally {
+      sink = null;
+    }
+    this.feedPending();
+  }
+
+  private async serveSocket(ssh: SshTarget, remotePath: string): Promise<void> {
+    const remote = await ssh.openSocket(remotePath);
+    this.say(CtlFrame.Opened, { logs: sink });
+    this.stdin = remote.output;
+    this.feedPending();
+    await forward(remote.input, this.sock, CtlFrame.Stdout);
+    remote.close();
+    this.say(CtlFrame.Exit, { code: null }, true);
+  }
+
+  private async serveExec(command: string): Promise<void> {
+    const proc = await execCommand(command);
+    this.say(CtlFrame.Opened, { logs: sink });
+    this.stdin = proc.stdin;
+    const streams = Promise.all([forward(proc.stdout, this.sock, CtlFrame.Stdout), forward(proc.stderr, this.sock, CtlFrame.Stderr)]);
+    const code = await proc.exited;
+    await Promise.race([streams, new Promise((r) => setTimeout(r, 200))]);
+    this.say(CtlFrame.Exit, { code }, true);
+  }
 
   /**
    * Serves one command's agent channel. The client's first bytes are its greeting: a reused agent already had
    * one, so it is compared (a different one gets a fresh agent) and answered with the agent's greeting from
    * memory. A release hands the agent back, between operations, for the next command.
    */
-  const serveAgent = async (): Promise<void> => {
+  private async serveAgent(): Promise<void> {
+    const sock = this.sock;
     let { agent, reused } = await takeAgent();
-    sock.write(encodeCtl(CtlFrame.Opened, JSON.stringify({ logs: sink })));
+    this.say(CtlFrame.Opened, { logs: sink });
     let greetingIn: Buffer | null = Buffer.alloc(0);
     let released = false;
     let ended = false;
-    const toAgent = (d: Buffer): void => {
-      if (!agent.ch.output.write(d)) {
-        sock.pause();
-        agent.ch.output.once('drain', () => sock.resume());
-      }
-    };
+    const toAgent = (d: Buffer): void => writeOrPause(agent.ch.output, d, sock);
     const queued: Buffer[] = [];
     let switching: Promise<void> | null = null;
     const startFresh = async (first: Buffer): Promise<void> => {
@@ -306,7 +292,7 @@ function handle(sock: net.Socket): void {
         agent = new PooledAgent(await target.openAgent());
       } catch (e) {
         const err = e as Error;
-        sock.end(encodeCtl(CtlFrame.Failed, JSON.stringify({ name: err.name, message: err.message })));
+        this.say(CtlFrame.Failed, { name: err.name, message: err.message }, true);
         return;
       }
       reused = false;
@@ -318,28 +304,26 @@ function handle(sock: net.Socket): void {
       if (ended) agent.ch.output.end();
     };
     const write = (d: Buffer): void => {
+      if (ended) return;
       if (switching) return void queued.push(d);
-      if (greetingIn) {
-        greetingIn = Buffer.concat([greetingIn, d]);
-        const end = greetingEnd(greetingIn, 0);
-        if (end < 0) return;
-        const greeting = greetingIn.subarray(0, end);
-        const rest = greetingIn.subarray(end);
-        greetingIn = null;
-        if (!reused) {
-          agent.clientGreeting = Buffer.from(greeting);
-          toAgent(Buffer.concat([greeting, rest]));
-        } else if (agent.clientGreeting!.equals(greeting)) {
-          sock.write(encodeCtl(CtlFrame.Stdout, agent.greeting!));
-          agent.attach(sock);
-          if (rest.length) toAgent(rest);
-        } else {
-          queued.push(rest);
-          switching = startFresh(Buffer.from(greeting)).finally(() => (switching = null));
-        }
-        return;
+      if (!greetingIn) return toAgent(d);
+      greetingIn = Buffer.concat([greetingIn, d]);
+      const end = greetingEnd(greetingIn, 0);
+      if (end < 0) return;
+      const greeting = greetingIn.subarray(0, end);
+      const rest = greetingIn.subarray(end);
+      greetingIn = null;
+      if (!reused) {
+        agent.clientGreeting = Buffer.from(greeting);
+        toAgent(Buffer.concat([greeting, rest]));
+      } else if (agent.clientGreeting!.equals(greeting)) {
+        sock.write(encodeCtl(CtlFrame.Stdout, agent.greeting!));
+        agent.attach(sock);
+        if (rest.length) toAgent(rest);
+      } else {
+        queued.push(rest);
+        switching = startFresh(Buffer.from(greeting)).finally(() => (switching = null));
       }
-      toAgent(d);
     };
     // The agent ended while this command used it: say so, and have another one ready for the next command.
     const watchExit = (): void => {
@@ -347,12 +331,15 @@ function handle(sock: net.Socket): void {
       watched.onExit = (code) => {
         const said = watched.newStderr();
         if (said) sock.write(encodeCtl(CtlFrame.Stderr, said));
-        sock.end(encodeCtl(CtlFrame.Exit, JSON.stringify({ code })));
+        this.say(CtlFrame.Exit, { code }, true);
+        // What the client still sends is for a dead agent: read and drop it, so its writes never wait on us.
+        ended = true;
+        sock.resume();
         prepareSpare();
       };
       if (watched.exited) watched.onExit(null);
     };
-    agentIo = {
+    this.agentIo = {
       write,
       end: () => {
         if (released || ended) return;
@@ -365,63 +352,22 @@ function handle(sock: net.Socket): void {
         void (async () => {
           await switching;
           keep(agent);
-          sock.end(encodeCtl(CtlFrame.Exit, JSON.stringify({ code: null })));
+          this.say(CtlFrame.Exit, { code: null }, true);
         })();
       },
     };
     // A fresh agent's output (its greeting first) goes to the client at once; a reused one's after the check.
     if (!reused) agent.attach(sock);
     watchExit();
-    for (const f of pending) feed(f);
-    pending = [];
-  };
-
-  const open = async (req: { kind: string; command?: string; path?: string }): Promise<void> => {
-    if (req.kind === 'shutdown') {
-      sock.end(encodeCtl(CtlFrame.Opened, JSON.stringify({ logs: [] })));
-      shutdown('asked');
-      return;
-    }
-    sink = [];
-    try {
-      if (req.kind === 'agent') {
-        await serveAgent();
-        return;
-      } else if (req.kind === 'socket' && typeof req.path === 'string' && target instanceof SshTarget) {
-        const remote = await target.openSocket(req.path);
-        sock.write(encodeCtl(CtlFrame.Opened, JSON.stringify({ logs: sink })));
-        stdin = remote.output;
-        for (const f of pending.splice(0)) feed(f);
-        await forward(remote.input, sock, CtlFrame.Stdout);
-        remote.close();
-        sock.end(encodeCtl(CtlFrame.Exit, JSON.stringify({ code: null })));
-      } else if (req.kind === 'exec' && typeof req.command === 'string') {
-        const proc = await execCommand(req.command);
-        sock.write(encodeCtl(CtlFrame.Opened, JSON.stringify({ logs: sink })));
-        stdin = proc.stdin;
-        const streams = Promise.all([forward(proc.stdout, sock, CtlFrame.Stdout), forward(proc.stderr, sock, CtlFrame.Stderr)]);
-        const code = await proc.exited;
-        await Promise.race([streams, new Promise((r) => setTimeout(r, 200))]);
-        sock.end(encodeCtl(CtlFrame.Exit, JSON.stringify({ code })));
-      } else {
-        sock.end(encodeCtl(CtlFrame.Failed, JSON.stringify({ name: 'Error', message: `unknown request ${req.kind}` })));
-      }
-    } catch (e) {
-      const err = e as Error;
-      sock.end(encodeCtl(CtlFrame.Failed, JSON.stringify({ name: err.name, message: err.message })));
-    } finally {
-      sink = null;
-    }
-    for (const f of pending) feed(f);
-    pending = [];
-  };
+    this.feedPending();
+  }
 }
 
 let socketIno = -1;
 
 async function main(): Promise<void> {
   ensureControlDir();
-  const listening = await listenPrivate(args.socket, handle);
+  const listening = await listenPrivate(args.socket, (sock) => new ChannelServer(sock));
   if (!listening) {
     if (process.env.SKYSYNC_DEBUG) process.stderr.write(`${new Date().toISOString()} ${args.spec}: another one listens\n`);
     process.exit(0);

@@ -4,11 +4,13 @@
 // It exits after an idle timeout, when the connection drops, or on `skysync disconnect`. When it is gone the
 // client connects directly, as if it had never existed.
 //
-// One socket connection carries one channel (the agent, or one command). Frames both ways: u8 type, u32 BE
-// length, payload. Client: OPEN {kind, command?, path?}, then STDIN..., and STDIN_END, or RELEASE (the agent is
-// between operations: keep it running for the next command). Daemon: OPENED {logs} or FAILED {name, message},
-// then STDOUT..., STDERR..., EXIT {code}.
-//
+// One socket connection carries one channel (the agent, or one command). Both ways it is framed as the agent's
+// wire is (@skysync/protocol: MAGIC, then frames of u32 LE length, u8 type, payload), with the types below.
+// Client: OPEN {kind, command?, path?}, then STDIN..., and STDIN_END, or RELEASE (the agent is between
+// operations: keep it running for the next command). Daemon: OPENED {logs} or FAILED {name, message}, then
+// STDOUT..., STDERR..., EXIT {code}. After EXIT the daemon reads nothing more of that channel: the client stops
+// writing and closes, so neither side waits on the other's buffer.
+
 // A released agent is reused: the next client's greeting (magic and hello) is checked against the one the agent
 // got first and not sent again, and the agent's own greeting is replayed from memory. A no-op push through a
 // warm connection then costs one request and one answer on the wire, with no channel opened or closed.
@@ -21,6 +23,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { PassThrough, Writable } from 'node:stream';
 import { createRequire } from 'node:module';
+import { FrameDecoder, MAGIC, encodeFrame } from '@skysync/protocol';
+import { stateRoot } from './state-root.js';
 import { ConnectError, NoAgentError, type AgentChannel, type RemoteProcess, type RemoteSocket } from './target.js';
 
 export const enum CtlFrame {
@@ -35,31 +39,16 @@ export const enum CtlFrame {
   Exit = 14,
 }
 
-const MAX_FRAME = 64 << 20;
+/** Larger writes go out as several frames, well under the wire's frame limit. */
+const CTL_CHUNK = 1 << 20;
 
-export function encodeCtl(type: number, payload: Buffer | string = Buffer.alloc(0)): Buffer {
+/** One control frame (or several, for a payload above CTL_CHUNK: only STDIN/STDOUT/STDERR get that large). */
+export function encodeCtl(type: CtlFrame, payload: Buffer | string = Buffer.alloc(0)): Buffer {
   const body = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload;
-  const head = Buffer.alloc(5);
-  head.writeUInt8(type, 0);
-  head.writeUInt32BE(body.length, 1);
-  return Buffer.concat([head, body]);
-}
-
-/** Splits a byte stream into control frames. */
-export class CtlDecoder {
-  private buf: Buffer = Buffer.alloc(0);
-  push(chunk: Buffer): Array<{ type: number; payload: Buffer }> {
-    this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;
-    const out: Array<{ type: number; payload: Buffer }> = [];
-    while (this.buf.length >= 5) {
-      const len = this.buf.readUInt32BE(1);
-      if (len > MAX_FRAME) throw new Error(`control frame of ${len} bytes`);
-      if (this.buf.length < 5 + len) break;
-      out.push({ type: this.buf.readUInt8(0), payload: this.buf.subarray(5, 5 + len) });
-      this.buf = this.buf.subarray(5 + len);
-    }
-    return out;
-  }
+  if (body.length <= CTL_CHUNK) return encodeFrame(type, body);
+  const parts: Buffer[] = [];
+  for (let at = 0; at < body.length; at += CTL_CHUNK) parts.push(encodeFrame(type, body.subarray(at, at + CTL_CHUNK)));
+  return Buffer.concat(parts);
 }
 
 /** Seconds a warm connection lives without use (SKYSYNC_CONTROL_PERSIST; 0 turns warm connections off). */
@@ -71,8 +60,7 @@ export function persistSeconds(): number {
 }
 
 function controlDir(): string {
-  const base = process.env.SKYSYNC_STATE_DIR || path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'skysync');
-  const dir = path.join(base, 'ctl');
+  const dir = path.join(stateRoot(), 'ctl');
   // Unix socket paths are limited to ~107 bytes.
   if (dir.length > 60) return path.join(os.tmpdir(), `skysync-ctl-${process.getuid?.() ?? 'u'}`);
   return dir;
@@ -119,7 +107,37 @@ interface OpenedChannel {
   logs: string[];
   /** Ends the channel's input with RELEASE instead of STDIN_END (after anything written before). */
   release(): void;
+  /** Drops the connection to the background process (one that no longer answers). */
+  abort(): void;
 }
+
+/**
+ * The channel's input as a stream: STDIN frames, then STDIN_END (or RELEASE when `releasing()`). A write that
+ * waits for the socket to drain is in `waiting` until then, so a close can fail it instead of leaving it forever.
+ */
+function channelInput(sock: net.Socket, waiting: Set<(e?: Error) => void>, closedError: () => Error, releasing: () => boolean): Writable {
+  return new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      if (sock.destroyed) return cb(closedError());
+      if (sock.write(encodeCtl(CtlFrame.Stdin, chunk))) return cb();
+      const done = (e?: Error): void => {
+        waiting.delete(done);
+        sock.off('drain', onDrain);
+        cb(e);
+      };
+      const onDrain = (): void => done();
+      waiting.add(done);
+      sock.once('drain', onDrain);
+    },
+    final(cb) {
+      if (!sock.destroyed) sock.write(encodeCtl(releasing() ? CtlFrame.Release : CtlFrame.StdinEnd));
+      cb();
+    },
+  });
+}
+
+/** How long the background process may take to answer a request before the command connects directly. */
+const OPEN_DEADLINE_MS = 30_000;
 
 /** Opens one channel through the background process. */
 async function openChannel(
@@ -138,19 +156,35 @@ async function openChannel(
   });
   const stdout = new PassThrough();
   const stderr = new PassThrough();
-  const decoder = new CtlDecoder();
+  const decoder = new FrameDecoder();
   let settle: { resolve: (logs: string[]) => void; reject: (e: Error) => void } | null = null;
   const opened = new Promise<string[]>((resolve, reject) => (settle = { resolve, reject }));
+  // A background process that accepts but never answers (wedged) must not hold the command: connect directly,
+  // and let the next command leave a new one instead of waiting on this one again.
+  const openTimer = setTimeout(() => {
+    fs.rmSync(socketPath, { force: true });
+    settle?.reject(new ControlGone('the warm connection did not answer'));
+    settle = null;
+    sock.destroy();
+  }, OPEN_DEADLINE_MS);
   let exitCode: number | null = null;
+  let exitSaid = false;
+  const closedError = (): Error => new Error(exitSaid ? 'the agent ended before the command finished' : 'the warm connection closed');
+  /** Writes waiting for the socket to drain: failed when it closes instead, so no sender waits forever. */
+  const waitingWrites = new Set<(e?: Error) => void>();
   const exited = new Promise<number | null>((resolve) => {
     sock.on('close', () => {
+      clearTimeout(openTimer);
       stdout.end();
       stderr.end();
       settle?.reject(new ControlGone('the warm connection closed before answering'));
+      for (const cb of [...waitingWrites]) cb(closedError());
       resolve(exitCode);
     });
   });
   sock.on('error', () => {});
+  // The daemon's end is the channel's end: it reads nothing after EXIT, so unsent input is dropped, not waited on.
+  sock.on('end', () => sock.destroy());
   sock.on('data', (chunk: Buffer) => {
     let frames;
     try {
@@ -161,44 +195,37 @@ async function openChannel(
     }
     for (const f of frames) {
       if (f.type === CtlFrame.Opened) {
+        clearTimeout(openTimer);
         settle?.resolve((JSON.parse(f.payload.toString('utf8')) as { logs?: string[] }).logs ?? []);
         settle = null;
       } else if (f.type === CtlFrame.Failed) {
+        clearTimeout(openTimer);
         const e = JSON.parse(f.payload.toString('utf8')) as { name: string; message: string };
         settle?.reject(rebuildError(e.name, e.message));
         settle = null;
       } else if (f.type === CtlFrame.Stdout) {
-        if (!stdout.write(Buffer.from(f.payload))) {
+        if (!stdout.write(f.payload)) {
           sock.pause();
           stdout.once('drain', () => sock.resume());
         }
       } else if (f.type === CtlFrame.Stderr) {
-        stderr.write(Buffer.from(f.payload));
+        stderr.write(f.payload);
       } else if (f.type === CtlFrame.Exit) {
         exitCode = (JSON.parse(f.payload.toString('utf8')) as { code: number | null }).code;
+        exitSaid = true;
       }
     }
   });
-  sock.write(encodeCtl(CtlFrame.Open, JSON.stringify(request)));
+  sock.write(Buffer.concat([MAGIC, encodeCtl(CtlFrame.Open, JSON.stringify(request))]));
   let releasing = false;
-  const stdin = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      if (sock.destroyed) return cb(new Error('the warm connection closed'));
-      if (sock.write(encodeCtl(CtlFrame.Stdin, chunk))) cb();
-      else sock.once('drain', () => cb());
-    },
-    final(cb) {
-      if (!sock.destroyed) sock.write(encodeCtl(releasing ? CtlFrame.Release : CtlFrame.StdinEnd));
-      cb();
-    },
-  });
+  const stdin = channelInput(sock, waitingWrites, closedError, () => releasing);
   stdin.on('error', () => {});
   const logs = await opened;
   const release = (): void => {
     releasing = true;
     stdin.end();
   };
-  return { stdout, stderr, stdin, exited, logs, release };
+  return { stdout, stderr, stdin, exited, logs, release, abort: () => sock.destroy() };
 }
 
 export async function controlExec(socketPath: string, command: string, log?: (m: string) => void): Promise<RemoteProcess> {
@@ -227,13 +254,13 @@ export async function controlAgent(socketPath: string, log?: (m: string) => void
     exited: ch.exited,
     close: async () => {
       ch.stdin.end();
-      const t = setTimeout(() => ch.stdout.destroy(), 10_000);
+      const t = setTimeout(() => ch.abort(), 10_000);
       await ch.exited;
       clearTimeout(t);
     },
     release: async () => {
       ch.release();
-      const t = setTimeout(() => ch.stdout.destroy(), 10_000);
+      const t = setTimeout(() => ch.abort(), 10_000);
       await ch.exited;
       clearTimeout(t);
     },

@@ -1,6 +1,13 @@
 export * from './target.js';
 export * from './local.js';
-export * from './ssh.js';
+export { SshTarget, type SshTargetOptions } from './ssh.js';
+export { connectHost, run } from './connect.js';
+export { agentBundle } from './agent-bundle.js';
+export { bootstrapCommand } from './probe.js';
+export { installCommand } from './install.js';
+export { DEFAULT_NODE_URL } from './provision-node.js';
+export { shellQuote } from './shell.js';
+export { stateRoot } from './state-root.js';
 export * from './parse.js';
 export { resolveHost, listWorkers, parseTargetSpec, type ResolvedHost } from './ssh-config.js';
 export { listenPrivate, type PrivateListener } from '@skysync/service';

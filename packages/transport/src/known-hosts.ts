@@ -14,6 +14,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { createHash, createHmac, randomBytes } from 'node:crypto';
 import { matchPattern, type ResolvedHost, type StrictHostKeyChecking } from './ssh-config.js';
+import { shellQuote } from './shell.js';
 
 export type HostKeyStatus = 'match' | 'mismatch' | 'unknown' | 'revoked';
 
@@ -342,11 +343,6 @@ export function hostKeyPolicy(
 }
 
 // ---- messages ----
-
-/** One shell word: left bare when it is plain, else single-quoted. */
-export function shellQuote(s: string): string {
-  return /^[A-Za-z0-9_./:@%+=-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
-}
 
 export interface HostKeyMessageArgs {
   host: string;

@@ -10,6 +10,7 @@ import path from 'node:path';
 import { createHash } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { ControlGone, controlAgent, controlShutdown, controlSocketPath, ensureControlDir, persistSeconds, spawnControlDaemon } from './control.js';
+import { withIdleDeadline } from './idle-deadline.js';
 import { TargetError, type AgentChannel, type RemoteProcess, type Target } from './target.js';
 
 const require = createRequire(import.meta.url);
@@ -67,7 +68,7 @@ export function spawnAgent(command: string, args: string[], env: NodeJS.ProcessE
 }
 
 /** Bumped when what a local warm agent is keyed by changes. */
-const LOCAL_CONTROL_VERSION = 1;
+const LOCAL_CONTROL_VERSION = 2;
 
 /**
  * What a local agent's behaviour depends on besides its home: the bundle and addon it runs, and the skysync
@@ -94,6 +95,8 @@ function localAgentKey(): string {
 export interface LocalTargetOptions {
   /** Use and leave behind a warm agent (default: unless SKYSYNC_CONTROL_PERSIST=0). */
   control?: boolean;
+  /** Give up on an agent channel silent for SKYSYNC_AGENT_IDLE_TIMEOUT (default true; not for kept agents). */
+  idleDeadline?: boolean;
 }
 
 export class LocalTarget implements Target {
@@ -120,7 +123,9 @@ export class LocalTarget implements Target {
   }
 
   async openAgent(prelude?: Buffer): Promise<AgentChannel> {
-    const ch = await this.startAgent();
+    const started = await this.startAgent();
+    // The background process keeps agents idle on purpose; a command's own channel must not stay silent.
+    const ch = this.opts.idleDeadline === false ? started : withIdleDeadline(started, 'the agent');
     if (prelude) ch.output.write(prelude);
     return ch;
   }

@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { afterAll, describe, expect, it } from 'vitest';
-import { installCommand } from '../src/ssh.js';
+import { installCommand } from '../src/install.js';
 
 const homes: string[] = [];
 afterAll(() => {
