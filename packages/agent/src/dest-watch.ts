@@ -6,10 +6,9 @@
 // (store.ts), and checks only those directories. It never writes anything: it only reads inotify events.
 
 import { spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { askWatchService, serveWatch, watchPersistSeconds, type WatchAddon, type WatchAnswer, type WatchServiceArgs } from '@skysync/service';
+import { askWatchService, watchServiceKey, serveWatch, watchPersistSeconds, type WatchAddon, type WatchAnswer, type WatchServiceArgs } from '@skysync/service';
 import { MAX_SOCKET_PATH, ensureRunDir } from './lanes.js';
 
 /** The files this agent runs from: its bundle and the addon beside it (or the one a local target names). */
@@ -20,15 +19,7 @@ function buildFiles(): string[] | null {
 }
 
 function socketFor(home: string, root: string, build: string[]): string | null {
-  const stamp = (f: string): number | null => {
-    try {
-      return fs.statSync(f).mtimeMs;
-    } catch {
-      return null;
-    }
-  };
-  const key = JSON.stringify({ root, build: build.map((f) => [f, stamp(f)]), uid: process.getuid?.() });
-  const socket = path.join(ensureRunDir(home), `watch-${createHash('sha256').update(key).digest('hex').slice(0, 24)}.sock`);
+  const socket = path.join(ensureRunDir(home), `watch-${watchServiceKey(root, build)}.sock`);
   return Buffer.byteLength(socket) > MAX_SOCKET_PATH ? null : socket;
 }
 

@@ -7,7 +7,7 @@
 // end of stdin (the client went away) hangs the group up, as a terminal would.
 
 import type { Readable } from 'node:stream';
-import type { Target } from '@skysync/transport';
+import { shellQuote, type Target } from '@skysync/transport';
 
 const WRAPPER = [
   'umask 077',
@@ -23,9 +23,7 @@ const WRAPPER = [
   'exec "$@" </dev/null 3<&-',
 ].join('\n');
 
-export function shellQuote(s: string): string {
-  return `'${s.replace(/'/g, `'\\''`)}'`;
-}
+export { shellQuote };
 
 const NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 

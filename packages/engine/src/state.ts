@@ -2,9 +2,9 @@
 // acknowledged it, and that push's generation. Kept under $SKYSYNC_STATE_DIR (default ~/.cache/skysync).
 
 import fsp from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
+import { stateRoot } from '@skysync/transport';
 import type { NativeAddon, Tree } from '@skysync/chunking';
 import { trace } from '@skysync/protocol';
 
@@ -31,9 +31,7 @@ function savedWatch(v: unknown): SavedWatch | null {
   return { token: w.token, recheck: w.recheck as string[] };
 }
 
-export function stateRoot(): string {
-  return process.env.SKYSYNC_STATE_DIR || path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'skysync');
-}
+export { stateRoot };
 
 export function stateDirFor(kind: 'push' | 'pull', ...key: string[]): string {
   const h = createHash('sha256').update(key.join('\0')).digest('hex').slice(0, 32);

@@ -7,17 +7,13 @@
 // so does any push whose question it cannot answer at once. The service and its protocol: @skysync/service.
 
 import { spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { createRequire } from 'node:module';
-import { askWatchService, fullAnswer, stopWatchService, watchPersistSeconds, watchServiceStatus, type WatchAnswer, type WatchServiceArgs } from '@skysync/service';
+import { askWatchService, watchServiceKey, fullAnswer, stopWatchService, watchPersistSeconds, watchServiceStatus, type WatchAnswer, type WatchServiceArgs } from '@skysync/service';
 import { ensureControlDir, nativeAddonPath } from '@skysync/transport';
 
 export { watchPersistSeconds, type WatchAnswer };
-
-/** In the socket's key: a client never talks to a service of another version. */
-export const WATCH_VERSION = 1;
 
 function serviceMain(): string {
   // By package name, so that it resolves from the bundled CLI as well as from this package.
@@ -27,36 +23,8 @@ function serviceMain(): string {
 /** The socket of the service watching `root`, keyed by the root, the service's build (its code and the addon
  * that holds the watcher) and the user. */
 export function watchSocketPath(root: string): string {
-  const main = serviceMain();
   const addon = process.env.SKYSYNC_NATIVE_PATH || nativeAddonPath();
-  // By their real paths: one process may reach a file through a workspace's symlink and another directly (a
-  // test runner does), and both must find the same service.
-  const real = (f: string | null): string | null => {
-    try {
-      return f ? fs.realpathSync(f) : null;
-    } catch {
-      return f;
-    }
-  };
-  const stamp = (f: string | null): number | null => {
-    try {
-      return f ? fs.statSync(f).mtimeMs : null;
-    } catch {
-      // Then the spawn or the load fails too, and every push scans everything.
-      return null;
-    }
-  };
-  const [mainReal, addonReal] = [real(main), real(addon)];
-  const key = JSON.stringify({
-    root,
-    version: WATCH_VERSION,
-    main: mainReal,
-    mainStamp: stamp(mainReal),
-    addon: addonReal,
-    addonStamp: stamp(addonReal),
-    uid: process.getuid?.(),
-  });
-  return path.join(ensureWatchDir(), `w-${createHash('sha256').update(key).digest('hex').slice(0, 24)}.sock`);
+  return path.join(ensureWatchDir(), `w-${watchServiceKey(root, [serviceMain(), addon])}.sock`);
 }
 
 /** Beside the warm connections' sockets, apart from them (what is there is theirs), and as private. */
