@@ -24,7 +24,7 @@ import { resolveRemotePath, type AgentContext } from './context.js';
 import { acquireLock } from './lock.js';
 import { manifestPath, newGeneration } from './manifest.js';
 import { askDestWatch } from './dest-watch.js';
-import { openStore } from './store.js';
+import { openStore, type TreeStore } from './store.js';
 import { mirrorExtras } from './mirror.js';
 import { PushChunks, RelayServer, fetchFromRelay, relayDisabled } from './relay.js';
 import { LaneServer, laneServer } from './lanes.js';
@@ -118,7 +118,7 @@ function sweepLeftovers(root: string, recursive: boolean, ctx: AgentContext): vo
 interface PushContext {
   dest: string;
   root: string;
-  store: Awaited<ReturnType<typeof openStore>>;
+  store: TreeStore;
   drift: string[];
   untrusted: Set<string>;
   relayed: PushChunks | null;

@@ -8,15 +8,14 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { HeldChunks, PlacedRecord } from '@skysync/apply';
-import type { NativeAddon } from '@skysync/chunking';
-import { CHUNK_REF_SIZE, trace } from '@skysync/protocol';
+import { type NativeAddon, PLACED_RECORD, type Tree, chunkRefCount, chunkRefId, chunkRefLen } from '@skysync/chunking';
+import { trace } from '@skysync/protocol';
 import type { WatchAnswer } from '@skysync/service';
 import { findDrift } from './drift.js';
 import { loadManifest, saveManifest, type Manifest } from './manifest.js';
 
-type Tree = InstanceType<NativeAddon['Tree']>;
-
-export interface ManifestStore {
+/** The agent's record of what it placed at one destination: its tree store. */
+export interface TreeStore {
   readonly generation: string | null;
   readonly size: number;
   has(path: string): boolean;
@@ -47,8 +46,7 @@ async function writeAtomic(file: string, data: Buffer | string): Promise<void> {
   await fsp.rename(tmp, file);
 }
 
-/** Bytes of one entry in `Tree.updatePacked`'s records, and the kinds by their number there. */
-const PLACED_RECORD = 48;
+/** The kinds by their number in a placed record. */
 const KINDS = ['file', 'dir', 'symlink'];
 
 /** A whole number within ±2^53 as a little-endian i64. */
@@ -73,9 +71,8 @@ function fileIdentity(file: string): string | null {
   return st ? `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}` : null;
 }
 
-class NativeStore implements ManifestStore {
+class NativeStore implements TreeStore {
   constructor(
-    private readonly native: NativeAddon,
     private readonly tree: Tree,
     readonly generation: string | null,
     private readonly base: string,
@@ -100,7 +97,7 @@ class NativeStore implements ManifestStore {
       tree = native.Tree.empty(null);
       generation = null;
     }
-    return new NativeStore(native, tree, generation, base, watch);
+    return new NativeStore(tree, generation, base, watch);
   }
 
   get size(): number {
@@ -166,7 +163,7 @@ class NativeStore implements ManifestStore {
     this.lastWatch = saved;
     const answer = this.watch ? await this.watch(saved) : null;
     if (answer?.token) this.pendingWatch = answer.token;
-    if (saved && answer?.token && !answer.full && typeof this.tree.driftIn === 'function') {
+    if (saved && answer?.token && !answer.full) {
       trace(`agent: drift check limited to ${answer.dirs.length} directories and ${answer.subtrees.length} subtrees by the watch service`);
       return this.tree.driftIn(root, answer.dirs, answer.subtrees);
     }
@@ -183,47 +180,29 @@ class NativeStore implements ManifestStore {
   }
 
   apply(placed: Map<string, PlacedRecord>, gone: string[]): void {
-    // An addon from before updatePacked (an agent installed earlier) takes one object per entry.
-    if (typeof this.tree.updatePacked !== 'function') return this.applyEach(placed, gone);
-    const records = Buffer.alloc(placed.size * PLACED_RECORD);
+    const records = Buffer.alloc(placed.size * PLACED_RECORD.size);
     const paths: string[] = [];
     const targets: string[] = [];
     const chunks: Buffer[] = [];
     let o = 0;
     for (const [p, r] of placed) {
-      records[o] = KINDS.indexOf(r.kind);
-      records.writeUInt32LE(r.mode, o + 4);
-      writeI64(records, r.kind === 'file' ? r.size : r.stat.size, o + 8);
-      writeI64(records, r.mtimeSec, o + 16);
-      records.writeUInt32LE(r.mtimeNsec, o + 24);
+      records[o + PLACED_RECORD.kind] = KINDS.indexOf(r.kind);
+      records.writeUInt32LE(r.mode, o + PLACED_RECORD.mode);
+      writeI64(records, r.kind === 'file' ? r.size : r.stat.size, o + PLACED_RECORD.fileSize);
+      writeI64(records, r.mtimeSec, o + PLACED_RECORD.mtimeSec);
+      records.writeUInt32LE(r.mtimeNsec, o + PLACED_RECORD.mtimeNsec);
       if (r.kind === 'file') {
         const c = r.chunks ?? Buffer.alloc(0);
-        records.writeUInt32LE(c.length / CHUNK_REF_SIZE, o + 28);
+        records.writeUInt32LE(chunkRefCount(c), o + PLACED_RECORD.chunkCount);
         chunks.push(c);
       }
-      records.writeBigInt64LE(BigInt(r.stat.mtimeNs), o + 32);
-      records.writeBigUInt64LE(BigInt(r.stat.ino), o + 40);
+      records.writeBigInt64LE(BigInt(r.stat.mtimeNs), o + PLACED_RECORD.observedMtimeNs);
+      records.writeBigUInt64LE(BigInt(r.stat.ino), o + PLACED_RECORD.ino);
       if (r.kind === 'symlink') targets.push(r.target ?? '');
       paths.push(p);
-      o += PLACED_RECORD;
+      o += PLACED_RECORD.size;
     }
     this.tree.updatePacked(paths.join('\0'), records, Buffer.concat(chunks), targets.join('\0'), gone);
-  }
-
-  private applyEach(placed: Map<string, PlacedRecord>, gone: string[]): void {
-    const entries = [...placed].map(([p, r]) => ({
-      path: p,
-      kind: r.kind,
-      mode: r.mode,
-      size: r.kind === 'file' ? r.size : r.stat.size,
-      mtimeSec: r.mtimeSec,
-      mtimeNsec: r.mtimeNsec,
-      observedMtimeNs: r.stat.mtimeNs,
-      ino: r.stat.ino,
-      target: r.target,
-      chunks: r.kind === 'file' ? (r.chunks ?? Buffer.alloc(0)) : undefined,
-    }));
-    this.tree.update(entries, gone);
   }
 
   async invalidate(): Promise<void> {
@@ -246,7 +225,7 @@ class NativeStore implements ManifestStore {
   }
 }
 
-class JsStore implements ManifestStore {
+class JsStore implements TreeStore {
   constructor(
     private readonly m: Manifest,
     private readonly file: string,
@@ -282,10 +261,10 @@ class JsStore implements ManifestStore {
           for (const [p, r] of entries) {
             if (r.kind !== 'file' || !r.chunks || untrusted.has(p)) continue;
             let off = 0;
-            for (let o = 0; o < r.chunks.length; o += CHUNK_REF_SIZE) {
-              const key = r.chunks.toString('hex', o, o + 32);
+            for (let i = 0, n = chunkRefCount(r.chunks); i < n; i++) {
+              const key = chunkRefId(r.chunks, i).toString('hex');
               if (!index.has(key)) index.set(key, { path: p, offset: off });
-              off += r.chunks.readUInt32LE(o + 32);
+              off += chunkRefLen(r.chunks, i);
             }
           }
         }
@@ -314,6 +293,6 @@ class JsStore implements ManifestStore {
   }
 }
 
-export function openStore(native: NativeAddon | null, base: string, log: (m: string) => void, watch: DestWatch | null = null): Promise<ManifestStore> {
+export function openStore(native: NativeAddon | null, base: string, log: (m: string) => void, watch: DestWatch | null = null): Promise<TreeStore> {
   return native ? NativeStore.open(native, base, log, watch) : JsStore.open(base, log);
 }
