@@ -13,15 +13,20 @@ import { trace } from '@skysync/protocol';
 import type { WatchAnswer } from '@skysync/service';
 import { findDrift } from './drift.js';
 import { loadManifest, saveManifest, type Manifest } from './manifest.js';
+import { ForeignPaths, type PushedPaths } from './sources.js';
 
 /** The agent's record of what it placed at one destination: its tree store. */
 export interface TreeStore {
   readonly generation: string | null;
   readonly size: number;
   has(path: string): boolean;
+  /** Placed here and part of the source of the latest push, not left by another source (`sources.ts`). */
+  ofSource(path: string): boolean;
   held(untrusted: Set<string>): HeldChunks;
   drift(root: string): Promise<string[]>;
   apply(placed: Map<string, PlacedRecord>, gone: string[]): void;
+  /** Records what the push just applied said about its source, for `ofSource`. */
+  settleSources(pushed: PushedPaths, placed: ReadonlyMap<string, PlacedRecord>): void;
   /**
    * Says "generation unknown" before the destination changes. With it done first, a crash anywhere later
    * leaves "unknown", never a wrong generation, and `save` may follow the answer to the client.
@@ -44,6 +49,14 @@ async function writeAtomic(file: string, data: Buffer | string): Promise<void> {
     await fh.close();
   }
   await fsp.rename(tmp, file);
+}
+
+/** Writes the foreign paths when they changed. */
+async function saveForeign(foreign: ForeignPaths): Promise<void> {
+  const data = foreign.toSave();
+  if (!data) return;
+  await writeAtomic(foreign.file, data);
+  foreign.saved();
 }
 
 /** The kinds by their number in a placed record. */
@@ -77,6 +90,7 @@ class NativeStore implements TreeStore {
     readonly generation: string | null,
     private readonly base: string,
     private readonly watch: DestWatch | null,
+    private readonly foreign: ForeignPaths,
   ) {}
 
   static async open(native: NativeAddon, base: string, log: (m: string) => void, watch: DestWatch | null): Promise<NativeStore> {
@@ -97,7 +111,9 @@ class NativeStore implements TreeStore {
       tree = native.Tree.empty(null);
       generation = null;
     }
-    return new NativeStore(tree, generation, base, watch);
+    const foreign = ForeignPaths.load(`${base}.foreign`);
+    if (!foreign.known) generation = null;
+    return new NativeStore(tree, generation, base, watch, foreign);
   }
 
   get size(): number {
@@ -106,6 +122,15 @@ class NativeStore implements TreeStore {
 
   has(p: string): boolean {
     return this.tree.entry(p) !== null;
+  }
+
+  ofSource(p: string): boolean {
+    return !this.foreign.has(p) && this.has(p);
+  }
+
+  settleSources(pushed: PushedPaths, placed: ReadonlyMap<string, PlacedRecord>): void {
+    const tree = this.tree;
+    this.foreign.settle(pushed, { size: tree.size, has: (p) => this.has(p), paths: () => tree.entries().map((e) => e.path) }, placed);
   }
 
   held(untrusted: Set<string>): HeldChunks {
@@ -203,6 +228,7 @@ class NativeStore implements TreeStore {
       o += PLACED_RECORD.size;
     }
     this.tree.updatePacked(paths.join('\0'), records, Buffer.concat(chunks), targets.join('\0'), gone);
+    this.foreign.forget(gone);
   }
 
   async invalidate(): Promise<void> {
@@ -212,6 +238,8 @@ class NativeStore implements TreeStore {
   async save(generation: string): Promise<void> {
     this.tree.save(`${this.base}.tree`);
     const identity = fileIdentity(`${this.base}.tree`);
+    // Before the generation they belong to: until it lands, the generation on disk says "unknown".
+    await saveForeign(this.foreign);
     await writeAtomic(`${this.base}.gen`, JSON.stringify({ generation }));
     if (identity !== null) keptTrees.set(this.base, { tree: this.tree, file: identity });
     await this.commitWatch();
@@ -229,12 +257,15 @@ class JsStore implements TreeStore {
   constructor(
     private readonly m: Manifest,
     private readonly file: string,
+    private readonly foreign: ForeignPaths,
   ) {}
 
   static async open(base: string, log: (m: string) => void): Promise<JsStore> {
     const { manifest, warning } = await loadManifest(`${base}.manifest`);
     if (warning) log(warning);
-    return new JsStore(manifest, `${base}.manifest`);
+    const foreign = ForeignPaths.load(`${base}.foreign`);
+    if (!foreign.known) manifest.generation = null;
+    return new JsStore(manifest, `${base}.manifest`, foreign);
   }
 
   get generation(): string | null {
@@ -247,6 +278,15 @@ class JsStore implements TreeStore {
 
   has(p: string): boolean {
     return this.m.entries.has(p);
+  }
+
+  ofSource(p: string): boolean {
+    return !this.foreign.has(p) && this.has(p);
+  }
+
+  settleSources(pushed: PushedPaths, placed: ReadonlyMap<string, PlacedRecord>): void {
+    const entries = this.m.entries;
+    this.foreign.settle(pushed, { size: entries.size, has: (p) => entries.has(p), paths: () => entries.keys() }, placed);
   }
 
   held(untrusted: Set<string>): HeldChunks {
@@ -280,16 +320,21 @@ class JsStore implements TreeStore {
   apply(placed: Map<string, PlacedRecord>, gone: string[]): void {
     for (const p of gone) this.m.entries.delete(p);
     for (const [p, r] of placed) this.m.entries.set(p, r);
+    this.foreign.forget(gone);
   }
 
-  // The manifest and its generation are one file, replaced whole: nothing to mark.
-  async invalidate(): Promise<void> {}
+  // The manifest and its generation are one file, replaced whole; the foreign paths are not in it, and are
+  // written after it.
+  async invalidate(): Promise<void> {
+    await this.foreign.invalidate();
+  }
 
   async unchanged(_drifted: boolean): Promise<void> {}
 
   async save(generation: string): Promise<void> {
     this.m.generation = generation;
     await saveManifest(this.file, this.m);
+    await saveForeign(this.foreign);
   }
 }
 
