@@ -78,7 +78,7 @@ describe('--delete after another source pushed to the same destination', () => {
 });
 
 describe('without --delete', () => {
-  it("never removes what another source or a job placed, only what the pushing source itself deleted", () => {
+  it('never removes what another source or a job placed, only what the pushing source itself deleted', () => {
     const { home, dest, a, b } = sources('default');
     push(home, a);
     push(home, b);

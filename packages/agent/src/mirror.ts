@@ -9,12 +9,7 @@ import type { NativeAddon } from '@skysync/chunking';
 import type { FileFailure } from '@skysync/protocol';
 
 /** Returns the paths it removed. */
-export async function mirrorExtras(
-  root: string,
-  source: { ofSource(path: string): boolean },
-  native: NativeAddon,
-  failed: FileFailure[],
-): Promise<string[]> {
+export async function mirrorExtras(root: string, source: { ofSource(path: string): boolean }, native: NativeAddon, failed: FileFailure[]): Promise<string[]> {
   const scan = await native.scan(root, null);
   const extras = scan.changes
     .map((c) => c.entry)

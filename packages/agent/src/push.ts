@@ -237,7 +237,8 @@ async function receivePush(conn: Connection, ctx: AgentContext, p: PushContext):
   // failed again is no longer what we placed: forget it rather than trust it.
   const gone = [...result.removed, ...result.forgotten, ...result.failed.filter((f) => untrusted.has(f.path)).map((f) => f.path)];
   store.apply(result.placed, gone);
-  store.settleSources(pushed, result.placed);
+  const forgotten = new Set(gone);
+  store.settleSources(pushed, (path) => result.placed.has(path) && !forgotten.has(path));
   relayed?.settle(store.held(untrusted), store.size === 0);
   let mirrored: string[] = [];
   if (plan.deleteMode === 'mirror') {

@@ -27,15 +27,15 @@ export interface PlacedPaths {
 }
 
 /**
- * The foreign paths once a push is recorded in the store (`placed`: what it placed or kept). A whole push
- * leaves foreign all the store holds beyond the source; a push of changes only adds what it deleted and could
- * not remove, and takes back what it placed.
+ * The foreign paths once a push is recorded in the store. A whole push leaves foreign all the store holds beyond
+ * the source; a push of changes only adds what it deleted and could not remove, and takes back what it placed.
+ * `surelyHeld` answers, without asking the store, for paths the push just recorded.
  */
-export function foreignAfter(before: Set<string>, pushed: PushedPaths, store: PlacedPaths, placed: ReadonlyMap<string, unknown>): Set<string> {
+export function foreignAfter(before: Set<string>, pushed: PushedPaths, store: PlacedPaths, surelyHeld: (path: string) => boolean): Set<string> {
   const foreign = new Set<string>();
   if (pushed.whole) {
     let claimedHere = 0;
-    for (const p of pushed.claimed) if (placed.has(p) || store.has(p)) claimedHere++;
+    for (const p of pushed.claimed) if (surelyHeld(p) || store.has(p)) claimedHere++;
     // The usual case, one source per destination: nothing beyond it, and no walk over the whole store.
     if (claimedHere === store.size) return foreign;
     for (const p of store.paths()) if (!pushed.claimed.has(p)) foreign.add(p);
@@ -83,8 +83,8 @@ export class ForeignPaths {
     for (const p of paths) if (this.paths.delete(p)) this.changed = true;
   }
 
-  settle(pushed: PushedPaths, store: PlacedPaths, placed: ReadonlyMap<string, unknown>): void {
-    const next = foreignAfter(this.paths, pushed, store, placed);
+  settle(pushed: PushedPaths, store: PlacedPaths, surelyHeld: (path: string) => boolean): void {
+    const next = foreignAfter(this.paths, pushed, store, surelyHeld);
     if (next.size || this.paths.size) this.changed = true;
     this.paths = next;
   }

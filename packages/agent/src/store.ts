@@ -25,8 +25,11 @@ export interface TreeStore {
   held(untrusted: Set<string>): HeldChunks;
   drift(root: string): Promise<string[]>;
   apply(placed: Map<string, PlacedRecord>, gone: string[]): void;
-  /** Records what the push just applied said about its source, for `ofSource`. */
-  settleSources(pushed: PushedPaths, placed: ReadonlyMap<string, PlacedRecord>): void;
+  /**
+   * Records what the push just applied said about its source, for `ofSource`. `surelyHeld`: paths known to be
+   * held without asking (what `apply` just placed and did not also forget), so that the usual case asks nothing.
+   */
+  settleSources(pushed: PushedPaths, surelyHeld: (path: string) => boolean): void;
   /**
    * Says "generation unknown" before the destination changes. With it done first, a crash anywhere later
    * leaves "unknown", never a wrong generation, and `save` may follow the answer to the client.
@@ -128,9 +131,9 @@ class NativeStore implements TreeStore {
     return !this.foreign.has(p) && this.has(p);
   }
 
-  settleSources(pushed: PushedPaths, placed: ReadonlyMap<string, PlacedRecord>): void {
+  settleSources(pushed: PushedPaths, surelyHeld: (path: string) => boolean): void {
     const tree = this.tree;
-    this.foreign.settle(pushed, { size: tree.size, has: (p) => this.has(p), paths: () => tree.entries().map((e) => e.path) }, placed);
+    this.foreign.settle(pushed, { size: tree.size, has: (p) => this.has(p), paths: () => tree.entries().map((e) => e.path) }, surelyHeld);
   }
 
   held(untrusted: Set<string>): HeldChunks {
@@ -284,9 +287,9 @@ class JsStore implements TreeStore {
     return !this.foreign.has(p) && this.has(p);
   }
 
-  settleSources(pushed: PushedPaths, placed: ReadonlyMap<string, PlacedRecord>): void {
+  settleSources(pushed: PushedPaths, surelyHeld: (path: string) => boolean): void {
     const entries = this.m.entries;
-    this.foreign.settle(pushed, { size: entries.size, has: (p) => entries.has(p), paths: () => entries.keys() }, placed);
+    this.foreign.settle(pushed, { size: entries.size, has: (p) => entries.has(p), paths: () => entries.keys() }, surelyHeld);
   }
 
   held(untrusted: Set<string>): HeldChunks {
