@@ -6,7 +6,8 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
 import type { PlacedRecord } from '@skysync/apply';
-import { ByteReader, ByteWriter, CHUNK_REF_SIZE } from '@skysync/protocol';
+import { CHUNK_REF_SIZE } from '@skysync/chunking';
+import { ByteReader, ByteWriter } from '@skysync/protocol';
 
 const MAGIC = Buffer.from('SKYMANI1', 'latin1');
 const KINDS = ['file', 'dir', 'symlink'] as const;

@@ -1,30 +1,28 @@
 // `--delete`: after a push, remove what the destination holds beyond the source, except what the synced ignore
-// rules exclude (those are the user's to keep: build outputs, data, caches). Removals go through the root guard,
-// by directory handle: a directory swapped for a symlink meanwhile never leads a removal outside.
+// rules exclude (those are the user's to keep: build outputs, data, caches), whoever placed it: a job, or another
+// source that pushed here (the tree store tells the source's paths from theirs, `sources.ts`). Removals go
+// through the root guard, by directory handle: a directory swapped for a symlink meanwhile never leads a removal
+// outside.
 
 import { RootGuard } from '@skysync/apply';
 import type { NativeAddon } from '@skysync/chunking';
 import type { FileFailure } from '@skysync/protocol';
 
-export async function mirrorExtras(
-  root: string,
-  placed: { has(path: string): boolean },
-  native: NativeAddon,
-  failed: FileFailure[],
-): Promise<number> {
+/** Returns the paths it removed. */
+export async function mirrorExtras(root: string, source: { ofSource(path: string): boolean }, native: NativeAddon, failed: FileFailure[]): Promise<string[]> {
   const scan = await native.scan(root, null);
   const extras = scan.changes
     .map((c) => c.entry)
-    .filter((e) => !placed.has(e.path) && !e.path.split('/')[0]!.startsWith('.skysync-'))
+    .filter((e) => !source.ofSource(e.path) && !e.path.split('/')[0]!.startsWith('.skysync-'))
     .sort((a, b) => (a.path < b.path ? 1 : -1));
   const guard = new RootGuard(root);
-  let removed = 0;
+  const removed: string[] = [];
   try {
     for (const e of extras) {
       try {
         if (e.kind === 'dir') guard.rmdir(e.path);
         else guard.unlink(e.path);
-        removed++;
+        removed.push(e.path);
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code;
         // A directory that still holds ignored files stays.

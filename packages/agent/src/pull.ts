@@ -3,8 +3,8 @@
 
 import fsp from 'node:fs/promises';
 import path from 'node:path';
+import { chunkRefCount, chunkRefId, chunkRefLen } from '@skysync/chunking';
 import {
-  CHUNK_REF_SIZE,
   type Connection,
   Frame,
   LanesSwitch,
@@ -126,9 +126,9 @@ async function sendPull(
       const r = recipes.get(e.path);
       if (!r) continue;
       let off = 0;
-      for (let o = 0; o < r.chunks.length; o += CHUNK_REF_SIZE) {
-        const key = r.chunks.toString('hex', o, o + 32);
-        const len = r.chunks.readUInt32LE(o + 32);
+      for (let i = 0, n = chunkRefCount(r.chunks); i < n; i++) {
+        const key = chunkRefId(r.chunks, i).toString('hex');
+        const len = chunkRefLen(r.chunks, i);
         if (!where.has(key)) where.set(key, { path: e.path, offset: off, len });
         off += len;
       }

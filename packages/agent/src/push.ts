@@ -24,7 +24,8 @@ import { resolveRemotePath, type AgentContext } from './context.js';
 import { acquireLock } from './lock.js';
 import { manifestPath, newGeneration } from './manifest.js';
 import { askDestWatch } from './dest-watch.js';
-import { openStore } from './store.js';
+import { openStore, type TreeStore } from './store.js';
+import type { PushedPaths } from './sources.js';
 import { mirrorExtras } from './mirror.js';
 import { PushChunks, RelayServer, fetchFromRelay, relayDisabled } from './relay.js';
 import { LaneServer, laneServer } from './lanes.js';
@@ -89,7 +90,7 @@ export async function servePush(conn: Connection, begin: PushBegin, ctx: AgentCo
       admitLane = attach;
     };
     try {
-      return await receivePush(conn, ctx, { dest, root, store, drift, untrusted, relayed, onlyName, state, lanes: routeLanes });
+      return await receivePush(conn, ctx, { dest, root, store, drift, untrusted, relayed, onlyName, state, base: begin.base, lanes: routeLanes });
     } finally {
       lanes?.closeExpected();
     }
@@ -118,12 +119,14 @@ function sweepLeftovers(root: string, recursive: boolean, ctx: AgentContext): vo
 interface PushContext {
   dest: string;
   root: string;
-  store: Awaited<ReturnType<typeof openStore>>;
+  store: TreeStore;
   drift: string[];
   untrusted: Set<string>;
   relayed: PushChunks | null;
   onlyName: string | null;
   state: PushState;
+  /** The generation the client believes the destination is at. */
+  base: string | null;
   /** Routes the lanes admitted for this push (those already admitted first) to `attach`. */
   lanes: (attach: (id: number, conn: Connection) => void) => void;
 }
@@ -141,6 +144,8 @@ async function receivePush(conn: Connection, ctx: AgentContext, p: PushContext):
   }
   if (first.type !== Frame.Plan) throw new ProtocolError(`expected plan, got ${frameName(first.type)}`);
   const plan = Plan.decode(first.payload);
+  // What the plan says of its source: all of it, unless the client's base is this destination's generation.
+  const pushed: PushedPaths = { whole: p.base === null || p.base !== store.generation, claimed: new Set(), deleted: [] };
   if (onlyName !== null && plan.deleteMode === 'mirror') throw new ProtocolError('--delete does not apply to a single-file destination');
   // Written while the files are built; it must land before the first rename.
   // Before the receiver exists: a plan this agent cannot decode leaves nothing to clean up.
@@ -178,6 +183,10 @@ async function receivePush(conn: Connection, ctx: AgentContext, p: PushContext):
               throw new ProtocolError(`a push to the file ${dest} may only carry that file`);
             }
             receiver.add(entries, dataMode);
+            for (const e of entries) {
+              if (e.kind === 'delete') pushed.deleted.push(e.path);
+              else pushed.claimed.add(e.path);
+            }
           }
           break;
         case Frame.PlanEnd:
@@ -228,20 +237,24 @@ async function receivePush(conn: Connection, ctx: AgentContext, p: PushContext):
   // failed again is no longer what we placed: forget it rather than trust it.
   const gone = [...result.removed, ...result.forgotten, ...result.failed.filter((f) => untrusted.has(f.path)).map((f) => f.path)];
   store.apply(result.placed, gone);
+  const forgotten = new Set(gone);
+  store.settleSources(pushed, (path) => result.placed.has(path) && !forgotten.has(path));
   relayed?.settle(store.held(untrusted), store.size === 0);
-  let mirrored = 0;
+  let mirrored: string[] = [];
   if (plan.deleteMode === 'mirror') {
     if (!ctx.native) {
       result.failed.push({ path: '', error: '--delete needs the native addon on the remote to apply ignore rules; nothing extra was removed' });
     } else {
       mirrored = await mirrorExtras(root, store, ctx.native, result.failed);
+      // The store may still have held what another source placed; what is gone is no longer placed.
+      store.apply(new Map(), mirrored);
     }
   }
   const generation = newGeneration();
   const done: Done = {
     generation,
     written: result.written,
-    deleted: result.removed.length - result.kept.length + mirrored,
+    deleted: result.removed.length - result.kept.length + mirrored.length,
     kept: result.kept,
     failed: result.failed,
     ...(relayReport ? { relay: relayReport } : {}),

@@ -6,9 +6,8 @@ import net from 'node:net';
 import os from 'node:os';
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { HeldChunks, Receiver } from '@skysync/apply';
-import type { Chunker } from '@skysync/chunking';
+import { CHUNK_REF_SIZE, type Chunker, chunkRefId, chunkRefLen, writeChunkRef } from '@skysync/chunking';
 import {
-  CHUNK_REF_SIZE,
   Connection,
   Frame,
   MAGIC,
@@ -401,8 +400,8 @@ export class RelayServer {
         wanted.splice(0, taken);
         taken = 0;
       }
-      const id = ref.subarray(0, 32);
-      const len = ref.readUInt32LE(32);
+      const id = chunkRefId(ref, 0);
+      const len = chunkRefLen(ref, 0);
       if (len === 0 || len > MAX_CHUNK) throw new ProtocolError('relay request names an impossible chunk length');
       let loc = source.findNow(id);
       if (loc === undefined) {
@@ -532,10 +531,7 @@ export async function fetchFromRelay(
       for (let i = 0; i < ids.length; i += WANT_BATCH) {
         const n = Math.min(WANT_BATCH, ids.length - i);
         const refs = Buffer.allocUnsafe(n * CHUNK_REF_SIZE);
-        for (let k = 0; k < n; k++) {
-          ids[i + k]!.copy(refs, k * CHUNK_REF_SIZE, 0, 32);
-          refs.writeUInt32LE(lens[i + k]!, k * CHUNK_REF_SIZE + 32);
-        }
+        for (let k = 0; k < n; k++) writeChunkRef(refs, k, ids[i + k]!, lens[i + k]!);
         await conn!.send(Frame.RelayWant, refs);
       }
       await conn!.send(Frame.PlanEnd, Buffer.alloc(0));
@@ -569,10 +565,7 @@ export async function fetchFromRelay(
       const bytes = take(pending, whole);
       pendingLen -= whole;
       const refs = Buffer.allocUnsafe((k - report.chunks) * CHUNK_REF_SIZE);
-      for (let c = report.chunks, r = 0; c < k; c++, r += CHUNK_REF_SIZE) {
-        ids[c]!.copy(refs, r, 0, 32);
-        refs.writeUInt32LE(lens[c]!, r + 32);
-      }
+      for (let c = report.chunks; c < k; c++) writeChunkRef(refs, c - report.chunks, ids[c]!, lens[c]!);
       // Checked here as well as by the builder: a bad chunk from the head then costs a fallback to the client
       // for the rest, not a failed file.
       const bad = await opts.chunker.verifyChunks(bytes, refs);

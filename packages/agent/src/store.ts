@@ -8,21 +8,28 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { HeldChunks, PlacedRecord } from '@skysync/apply';
-import type { NativeAddon } from '@skysync/chunking';
-import { CHUNK_REF_SIZE, trace } from '@skysync/protocol';
+import { type NativeAddon, PLACED_RECORD, type Tree, chunkRefCount, chunkRefId, chunkRefLen } from '@skysync/chunking';
+import { trace } from '@skysync/protocol';
 import type { WatchAnswer } from '@skysync/service';
 import { findDrift } from './drift.js';
 import { loadManifest, saveManifest, type Manifest } from './manifest.js';
+import { ForeignPaths, type PushedPaths } from './sources.js';
 
-type Tree = InstanceType<NativeAddon['Tree']>;
-
-export interface ManifestStore {
+/** The agent's record of what it placed at one destination: its tree store. */
+export interface TreeStore {
   readonly generation: string | null;
   readonly size: number;
   has(path: string): boolean;
+  /** Placed here and part of the source of the latest push, not left by another source (`sources.ts`). */
+  ofSource(path: string): boolean;
   held(untrusted: Set<string>): HeldChunks;
   drift(root: string): Promise<string[]>;
   apply(placed: Map<string, PlacedRecord>, gone: string[]): void;
+  /**
+   * Records what the push just applied said about its source, for `ofSource`. `surelyHeld`: paths known to be
+   * held without asking (what `apply` just placed and did not also forget), so that the usual case asks nothing.
+   */
+  settleSources(pushed: PushedPaths, surelyHeld: (path: string) => boolean): void;
   /**
    * Says "generation unknown" before the destination changes. With it done first, a crash anywhere later
    * leaves "unknown", never a wrong generation, and `save` may follow the answer to the client.
@@ -47,8 +54,15 @@ async function writeAtomic(file: string, data: Buffer | string): Promise<void> {
   await fsp.rename(tmp, file);
 }
 
-/** Bytes of one entry in `Tree.updatePacked`'s records, and the kinds by their number there. */
-const PLACED_RECORD = 48;
+/** Writes the foreign paths when they changed. */
+async function saveForeign(foreign: ForeignPaths): Promise<void> {
+  const data = foreign.toSave();
+  if (!data) return;
+  await writeAtomic(foreign.file, data);
+  foreign.saved();
+}
+
+/** The kinds by their number in a placed record. */
 const KINDS = ['file', 'dir', 'symlink'];
 
 /** A whole number within ±2^53 as a little-endian i64. */
@@ -73,13 +87,13 @@ function fileIdentity(file: string): string | null {
   return st ? `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}` : null;
 }
 
-class NativeStore implements ManifestStore {
+class NativeStore implements TreeStore {
   constructor(
-    private readonly native: NativeAddon,
     private readonly tree: Tree,
     readonly generation: string | null,
     private readonly base: string,
     private readonly watch: DestWatch | null,
+    private readonly foreign: ForeignPaths,
   ) {}
 
   static async open(native: NativeAddon, base: string, log: (m: string) => void, watch: DestWatch | null): Promise<NativeStore> {
@@ -100,7 +114,9 @@ class NativeStore implements ManifestStore {
       tree = native.Tree.empty(null);
       generation = null;
     }
-    return new NativeStore(native, tree, generation, base, watch);
+    const foreign = ForeignPaths.load(`${base}.foreign`);
+    if (!foreign.known) generation = null;
+    return new NativeStore(tree, generation, base, watch, foreign);
   }
 
   get size(): number {
@@ -109,6 +125,15 @@ class NativeStore implements ManifestStore {
 
   has(p: string): boolean {
     return this.tree.entry(p) !== null;
+  }
+
+  ofSource(p: string): boolean {
+    return !this.foreign.has(p) && this.has(p);
+  }
+
+  settleSources(pushed: PushedPaths, surelyHeld: (path: string) => boolean): void {
+    const tree = this.tree;
+    this.foreign.settle(pushed, { size: tree.size, has: (p) => this.has(p), paths: () => tree.entries().map((e) => e.path) }, surelyHeld);
   }
 
   held(untrusted: Set<string>): HeldChunks {
@@ -166,7 +191,7 @@ class NativeStore implements ManifestStore {
     this.lastWatch = saved;
     const answer = this.watch ? await this.watch(saved) : null;
     if (answer?.token) this.pendingWatch = answer.token;
-    if (saved && answer?.token && !answer.full && typeof this.tree.driftIn === 'function') {
+    if (saved && answer?.token && !answer.full) {
       trace(`agent: drift check limited to ${answer.dirs.length} directories and ${answer.subtrees.length} subtrees by the watch service`);
       return this.tree.driftIn(root, answer.dirs, answer.subtrees);
     }
@@ -183,47 +208,30 @@ class NativeStore implements ManifestStore {
   }
 
   apply(placed: Map<string, PlacedRecord>, gone: string[]): void {
-    // An addon from before updatePacked (an agent installed earlier) takes one object per entry.
-    if (typeof this.tree.updatePacked !== 'function') return this.applyEach(placed, gone);
-    const records = Buffer.alloc(placed.size * PLACED_RECORD);
+    const records = Buffer.alloc(placed.size * PLACED_RECORD.size);
     const paths: string[] = [];
     const targets: string[] = [];
     const chunks: Buffer[] = [];
     let o = 0;
     for (const [p, r] of placed) {
-      records[o] = KINDS.indexOf(r.kind);
-      records.writeUInt32LE(r.mode, o + 4);
-      writeI64(records, r.kind === 'file' ? r.size : r.stat.size, o + 8);
-      writeI64(records, r.mtimeSec, o + 16);
-      records.writeUInt32LE(r.mtimeNsec, o + 24);
+      records[o + PLACED_RECORD.kind] = KINDS.indexOf(r.kind);
+      records.writeUInt32LE(r.mode, o + PLACED_RECORD.mode);
+      writeI64(records, r.kind === 'file' ? r.size : r.stat.size, o + PLACED_RECORD.fileSize);
+      writeI64(records, r.mtimeSec, o + PLACED_RECORD.mtimeSec);
+      records.writeUInt32LE(r.mtimeNsec, o + PLACED_RECORD.mtimeNsec);
       if (r.kind === 'file') {
         const c = r.chunks ?? Buffer.alloc(0);
-        records.writeUInt32LE(c.length / CHUNK_REF_SIZE, o + 28);
+        records.writeUInt32LE(chunkRefCount(c), o + PLACED_RECORD.chunkCount);
         chunks.push(c);
       }
-      records.writeBigInt64LE(BigInt(r.stat.mtimeNs), o + 32);
-      records.writeBigUInt64LE(BigInt(r.stat.ino), o + 40);
+      records.writeBigInt64LE(BigInt(r.stat.mtimeNs), o + PLACED_RECORD.observedMtimeNs);
+      records.writeBigUInt64LE(BigInt(r.stat.ino), o + PLACED_RECORD.ino);
       if (r.kind === 'symlink') targets.push(r.target ?? '');
       paths.push(p);
-      o += PLACED_RECORD;
+      o += PLACED_RECORD.size;
     }
     this.tree.updatePacked(paths.join('\0'), records, Buffer.concat(chunks), targets.join('\0'), gone);
-  }
-
-  private applyEach(placed: Map<string, PlacedRecord>, gone: string[]): void {
-    const entries = [...placed].map(([p, r]) => ({
-      path: p,
-      kind: r.kind,
-      mode: r.mode,
-      size: r.kind === 'file' ? r.size : r.stat.size,
-      mtimeSec: r.mtimeSec,
-      mtimeNsec: r.mtimeNsec,
-      observedMtimeNs: r.stat.mtimeNs,
-      ino: r.stat.ino,
-      target: r.target,
-      chunks: r.kind === 'file' ? (r.chunks ?? Buffer.alloc(0)) : undefined,
-    }));
-    this.tree.update(entries, gone);
+    this.foreign.forget(gone);
   }
 
   async invalidate(): Promise<void> {
@@ -233,6 +241,8 @@ class NativeStore implements ManifestStore {
   async save(generation: string): Promise<void> {
     this.tree.save(`${this.base}.tree`);
     const identity = fileIdentity(`${this.base}.tree`);
+    // Before the generation they belong to: until it lands, the generation on disk says "unknown".
+    await saveForeign(this.foreign);
     await writeAtomic(`${this.base}.gen`, JSON.stringify({ generation }));
     if (identity !== null) keptTrees.set(this.base, { tree: this.tree, file: identity });
     await this.commitWatch();
@@ -246,16 +256,19 @@ class NativeStore implements ManifestStore {
   }
 }
 
-class JsStore implements ManifestStore {
+class JsStore implements TreeStore {
   constructor(
     private readonly m: Manifest,
     private readonly file: string,
+    private readonly foreign: ForeignPaths,
   ) {}
 
   static async open(base: string, log: (m: string) => void): Promise<JsStore> {
     const { manifest, warning } = await loadManifest(`${base}.manifest`);
     if (warning) log(warning);
-    return new JsStore(manifest, `${base}.manifest`);
+    const foreign = ForeignPaths.load(`${base}.foreign`);
+    if (!foreign.known) manifest.generation = null;
+    return new JsStore(manifest, `${base}.manifest`, foreign);
   }
 
   get generation(): string | null {
@@ -270,6 +283,15 @@ class JsStore implements ManifestStore {
     return this.m.entries.has(p);
   }
 
+  ofSource(p: string): boolean {
+    return !this.foreign.has(p) && this.has(p);
+  }
+
+  settleSources(pushed: PushedPaths, surelyHeld: (path: string) => boolean): void {
+    const entries = this.m.entries;
+    this.foreign.settle(pushed, { size: entries.size, has: (p) => entries.has(p), paths: () => entries.keys() }, surelyHeld);
+  }
+
   held(untrusted: Set<string>): HeldChunks {
     let index: Map<string, { path: string; offset: number }> | null = null;
     const entries = this.m.entries;
@@ -282,10 +304,10 @@ class JsStore implements ManifestStore {
           for (const [p, r] of entries) {
             if (r.kind !== 'file' || !r.chunks || untrusted.has(p)) continue;
             let off = 0;
-            for (let o = 0; o < r.chunks.length; o += CHUNK_REF_SIZE) {
-              const key = r.chunks.toString('hex', o, o + 32);
+            for (let i = 0, n = chunkRefCount(r.chunks); i < n; i++) {
+              const key = chunkRefId(r.chunks, i).toString('hex');
               if (!index.has(key)) index.set(key, { path: p, offset: off });
-              off += r.chunks.readUInt32LE(o + 32);
+              off += chunkRefLen(r.chunks, i);
             }
           }
         }
@@ -301,19 +323,24 @@ class JsStore implements ManifestStore {
   apply(placed: Map<string, PlacedRecord>, gone: string[]): void {
     for (const p of gone) this.m.entries.delete(p);
     for (const [p, r] of placed) this.m.entries.set(p, r);
+    this.foreign.forget(gone);
   }
 
-  // The manifest and its generation are one file, replaced whole: nothing to mark.
-  async invalidate(): Promise<void> {}
+  // The manifest and its generation are one file, replaced whole; the foreign paths are not in it, and are
+  // written after it.
+  async invalidate(): Promise<void> {
+    await this.foreign.invalidate();
+  }
 
   async unchanged(_drifted: boolean): Promise<void> {}
 
   async save(generation: string): Promise<void> {
     this.m.generation = generation;
     await saveManifest(this.file, this.m);
+    await saveForeign(this.foreign);
   }
 }
 
-export function openStore(native: NativeAddon | null, base: string, log: (m: string) => void, watch: DestWatch | null = null): Promise<ManifestStore> {
+export function openStore(native: NativeAddon | null, base: string, log: (m: string) => void, watch: DestWatch | null = null): Promise<TreeStore> {
   return native ? NativeStore.open(native, base, log, watch) : JsStore.open(base, log);
 }

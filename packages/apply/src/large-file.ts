@@ -5,6 +5,7 @@
 // the sender; only the stream ending early ends the file at once (nothing more will come).
 
 import fs from 'node:fs';
+import { CHUNK_REF_SIZE, writeChunkRef } from '@skysync/chunking';
 import { type FileEntry, displayPath } from '@skysync/protocol';
 import { finishTemp, type StageContext } from './stage-context.js';
 import type { Piece, Staged } from './types.js';
@@ -145,11 +146,8 @@ export class LargeFileBuilder {
   }
 
   private async verify(run: Run, buf: Buffer): Promise<void> {
-    const refs = Buffer.allocUnsafe((run.j - run.i + 1) * 36);
-    for (let k = run.i, r = 0; k <= run.j; k++, r += 36) {
-      this.pieces[k]!.id.copy(refs, r);
-      refs.writeUInt32LE(this.pieces[k]!.len, r + 32);
-    }
+    const refs = Buffer.allocUnsafe((run.j - run.i + 1) * CHUNK_REF_SIZE);
+    for (let k = run.i; k <= run.j; k++) writeChunkRef(refs, k - run.i, this.pieces[k]!.id, this.pieces[k]!.len);
     // Hashed off this thread (native): frames keep arriving and the previous block keeps being written.
     const bad = await this.ctx.opts.chunker.verifyChunks(buf, refs);
     if (bad >= 0) {

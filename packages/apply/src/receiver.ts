@@ -12,7 +12,8 @@
 // relative to directory handles opened without following symlinks; temp files are created with
 // O_EXCL|O_NOFOLLOW and carry their owner in their name (`temp-names.ts`); nothing is written outside the root.
 
-import { CHUNK_REF_SIZE, type FileEntry, type PlanEntry, ProtocolError, displayPath, parentOf, trace } from '@skysync/protocol';
+import { CHUNK_REF_SIZE, chunkRefCount, chunkRefId, chunkRefLen } from '@skysync/chunking';
+import { type FileEntry, type PlanEntry, ProtocolError, displayPath, parentOf, trace } from '@skysync/protocol';
 import { DataStream } from './data-stream.js';
 import { LargeFileBuilder } from './large-file.js';
 import { RootGuard } from './root-guard.js';
@@ -52,9 +53,7 @@ export class Receiver implements StageContext {
 
   constructor(readonly opts: ReceiverOptions) {
     this.guard = new RootGuard(opts.root);
-    const n = opts.native;
-    const writer = n && typeof n.writeFiles === 'function' && typeof n.renameFiles === 'function' ? n : null;
-    this.batches = writer ? new SmallFileBatches(this, writer, () => this.repeated) : null;
+    this.batches = opts.native ? new SmallFileBatches(this, opts.native, () => this.repeated) : null;
   }
 
   get bytesFromStream(): number {
@@ -119,13 +118,13 @@ export class Receiver implements StageContext {
       if (s.entry.kind !== 'file') continue;
       for (const op of s.entry.ops) {
         if (op.op !== 'chunks') continue;
-        for (let o = 0; o < op.chunks.length; o += CHUNK_REF_SIZE) {
-          const id = op.chunks.subarray(o, o + 32);
+        for (let i = 0, n = chunkRefCount(op.chunks); i < n; i++) {
+          const id = chunkRefId(op.chunks, i);
           const key = id.toString('latin1');
           if (!resolved.has(key)) {
             resolved.set(key, 'stream');
             ids.push(id);
-            lens.push(op.chunks.readUInt32LE(o + 32));
+            lens.push(chunkRefLen(op.chunks, i));
           } else repeated.add(key);
         }
       }
@@ -173,9 +172,9 @@ export class Receiver implements StageContext {
   private prefixSums(path: string, recipe: Buffer): Float64Array {
     let p = this.prefixCache.get(path);
     if (!p) {
-      const n = recipe.length / CHUNK_REF_SIZE;
+      const n = chunkRefCount(recipe);
       p = new Float64Array(n + 1);
-      for (let i = 0; i < n; i++) p[i + 1] = p[i]! + recipe.readUInt32LE(i * CHUNK_REF_SIZE + 32);
+      for (let i = 0; i < n; i++) p[i + 1] = p[i]! + chunkRefLen(recipe, i);
       this.prefixCache.set(path, p);
     }
     return p;
@@ -201,23 +200,21 @@ export class Receiver implements StageContext {
           error ??= `copy source ${displayPath(from)} changed on this side`;
           continue;
         }
-        const n = recipe.length / CHUNK_REF_SIZE;
+        const n = chunkRefCount(recipe);
         if (op.start + op.count > n) {
           error ??= `copy op beyond the recipe of ${displayPath(from)}`;
           continue;
         }
         const sums = this.prefixSums(from, recipe);
         for (let i = op.start; i < op.start + op.count; i++) {
-          const ref = recipe.subarray(i * CHUNK_REF_SIZE, (i + 1) * CHUNK_REF_SIZE);
-          refs.push(ref);
-          pieces.push({ from: 'disk', path: from, offset: sums[i]!, id: ref.subarray(0, 32), len: ref.readUInt32LE(32) });
+          refs.push(recipe.subarray(i * CHUNK_REF_SIZE, (i + 1) * CHUNK_REF_SIZE));
+          pieces.push({ from: 'disk', path: from, offset: sums[i]!, id: chunkRefId(recipe, i), len: chunkRefLen(recipe, i) });
         }
       } else {
-        for (let o = 0; o < op.chunks.length; o += CHUNK_REF_SIZE) {
-          const ref = op.chunks.subarray(o, o + CHUNK_REF_SIZE);
-          refs.push(ref);
-          const id = ref.subarray(0, 32);
-          const len = ref.readUInt32LE(32);
+        for (let i = 0, n = chunkRefCount(op.chunks); i < n; i++) {
+          refs.push(op.chunks.subarray(i * CHUNK_REF_SIZE, (i + 1) * CHUNK_REF_SIZE));
+          const id = chunkRefId(op.chunks, i);
+          const len = chunkRefLen(op.chunks, i);
           const key = id.toString('latin1');
           const local = this.resolved?.get(key);
           if (local && local !== 'stream') pieces.push({ from: 'disk', path: local.path, offset: local.offset, id, len });
@@ -328,13 +325,13 @@ export class Receiver implements StageContext {
     for (const op of e.ops) {
       if (op.op !== 'chunks') return null;
       refs.push(op.chunks);
-      for (let o = 32; o < op.chunks.length; o += CHUNK_REF_SIZE) total += op.chunks.readUInt32LE(o);
+      for (let i = 0, n = chunkRefCount(op.chunks); i < n; i++) total += chunkRefLen(op.chunks, i);
     }
     if (total !== e.size) return null;
     const keys: string[] = [];
     for (const c of refs) {
-      for (let o = 0; o < c.length; o += CHUNK_REF_SIZE) {
-        const key = c.toString('latin1', o, o + 32);
+      for (let i = 0, n = chunkRefCount(c); i < n; i++) {
+        const key = chunkRefId(c, i).toString('latin1');
         const where = this.resolved?.get(key);
         if ((where !== undefined && where !== 'stream') || this.claimed.has(key)) {
           for (const k of keys) this.claimed.delete(k);
@@ -353,8 +350,7 @@ export class Receiver implements StageContext {
     try {
       await this.stagedAll();
       trace('every file staged');
-      const writer = this.opts.native && typeof this.opts.native.renameFiles === 'function' ? this.opts.native : null;
-      return await new Transition(this.opts, this.guard, this.batches ? writer : null, this.unchanged).run(this.staged);
+      return await new Transition(this.opts, this.guard, this.opts.native ?? null, this.unchanged).run(this.staged);
     } finally {
       this.cleanup();
     }

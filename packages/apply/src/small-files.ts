@@ -4,7 +4,8 @@
 // writer (or for a file whose directory is not one yet) the file is written whole here, synchronously.
 
 import fs from 'node:fs';
-import { CHUNK_REF_SIZE, type FileEntry, parentOf } from '@skysync/protocol';
+import { WRITE_RECORD, chunkRefCount, chunkRefId, chunkRefLen, readWriteStat } from '@skysync/chunking';
+import { type FileEntry, parentOf } from '@skysync/protocol';
 import { finishTemp, type StageContext } from './stage-context.js';
 import { tempName } from './temp-names.js';
 import type { Piece, Staged, Writer } from './types.js';
@@ -17,9 +18,8 @@ export const SMALL_FILE = 256 * 1024;
 const BATCH_FILES = 256;
 const BATCH_BYTES = 8 * 1024 * 1024;
 const BATCHES_IN_FLIGHT = 2;
-/** Bytes of one file's record in `writeFiles`' layout: size, chunk count, mode, mtime nsec (u32 each), mtime sec
- * (i64), digest (32 bytes). */
-const RECORD = 56;
+/** A file's digest fills its write record from `WRITE_RECORD.digest` to the end. */
+const DIGEST_SIZE = WRITE_RECORD.size - WRITE_RECORD.digest;
 
 /** Small files whose bytes were taken from the stream, waiting to be written together. */
 interface Batch {
@@ -67,13 +67,13 @@ export class SmallFileBatches {
     const temp = tempName(parentOf(e.path));
     const b = (this.pending ??= this.newBatch());
     bytes.copy(b.data, b.bytes);
-    const rec = b.files.length * RECORD;
-    b.layout.writeUInt32LE(e.size, rec);
-    b.layout.writeUInt32LE(keys.length, rec + 4);
-    b.layout.writeUInt32LE(e.mode, rec + 8);
-    b.layout.writeUInt32LE(e.mtimeNsec, rec + 12);
-    b.layout.writeBigInt64LE(BigInt(e.mtimeSec), rec + 16);
-    e.digest.copy(b.layout, rec + 24, 0, 32);
+    const rec = b.files.length * WRITE_RECORD.size;
+    b.layout.writeUInt32LE(e.size, rec + WRITE_RECORD.fileSize);
+    b.layout.writeUInt32LE(keys.length, rec + WRITE_RECORD.chunkCount);
+    b.layout.writeUInt32LE(e.mode, rec + WRITE_RECORD.mode);
+    b.layout.writeUInt32LE(e.mtimeNsec, rec + WRITE_RECORD.mtimeNsec);
+    b.layout.writeBigInt64LE(BigInt(e.mtimeSec), rec + WRITE_RECORD.mtimeSec);
+    e.digest.copy(b.layout, rec + WRITE_RECORD.digest, 0, DIGEST_SIZE);
     b.files.push(s);
     b.temps.push(temp);
     b.refs.push(...refs);
@@ -83,13 +83,14 @@ export class SmallFileBatches {
     let file: Promise<string | null> | null = null;
     let off = 0;
     for (let i = 0, k = 0; i < refs.length; i++) {
-      for (let o = 32; o < refs[i]!.length; o += CHUNK_REF_SIZE, k++) {
+      for (let j = 0, n = chunkRefCount(refs[i]!); j < n; j++, k++) {
         const key = keys[k]!;
+        const len = chunkRefLen(refs[i]!, j);
         if (!repeated || repeated.has(key) || this.ctx.opts.onChunk) {
           file ??= b.written.then(() => (s.error ? null : s.temp));
-          this.ctx.remember(key, { file, offset: off, len: refs[i]!.readUInt32LE(o) });
+          this.ctx.remember(key, { file, offset: off, len });
         }
-        off += refs[i]!.readUInt32LE(o);
+        off += len;
       }
     }
   }
@@ -110,7 +111,7 @@ export class SmallFileBatches {
   }
 
   private newBatch(): Batch {
-    const bufs = this.spare.pop() ?? { data: Buffer.allocUnsafe(BATCH_BYTES), layout: Buffer.allocUnsafe(BATCH_FILES * RECORD) };
+    const bufs = this.spare.pop() ?? { data: Buffer.allocUnsafe(BATCH_BYTES), layout: Buffer.allocUnsafe(BATCH_FILES * WRITE_RECORD.size) };
     let settle!: () => void;
     const written = new Promise<void>((resolve) => (settle = resolve));
     return { files: [], temps: [], refs: [], ...bufs, bytes: 0, written, settle };
@@ -130,7 +131,7 @@ export class SmallFileBatches {
       return;
     }
     try {
-      const out = await this.writer.writeFiles(this.ctx.opts.root, b.temps.join('\0'), b.layout.subarray(0, n * RECORD), b.data.subarray(0, b.bytes), Buffer.concat(b.refs), true);
+      const out = await this.writer.writeFiles(this.ctx.opts.root, b.temps.join('\0'), b.layout.subarray(0, n * WRITE_RECORD.size), b.data.subarray(0, b.bytes), Buffer.concat(b.refs), true);
       const retry = new Set<number>();
       for (const f of out.failures) {
         const s = b.files[f.index]!;
@@ -143,12 +144,9 @@ export class SmallFileBatches {
       }
       for (let i = 0, at = 0; i < n; i++) {
         const s = b.files[i]!;
-        const size = b.layout.readUInt32LE(i * RECORD);
+        const size = b.layout.readUInt32LE(i * WRITE_RECORD.size + WRITE_RECORD.fileSize);
         if (retry.has(i)) this.writeAlone(s, b.data.subarray(at, at + size));
-        else if (!s.error) {
-          const o = i * 24;
-          s.stat = { size: Number(out.stats.readBigUInt64LE(o + 8)), mtimeNs: out.stats.readBigInt64LE(o + 16).toString(), ino: out.stats.readBigUInt64LE(o).toString() };
-        }
+        else if (!s.error) s.stat = readWriteStat(out.stats, i);
         at += size;
       }
     } catch (err) {
@@ -166,8 +164,8 @@ export class SmallFileBatches {
     const pieces: Piece[] = [];
     for (const op of e.ops) {
       if (op.op !== 'chunks') continue;
-      for (let o = 0; o < op.chunks.length; o += CHUNK_REF_SIZE) {
-        pieces.push({ from: 'stream', id: op.chunks.subarray(o, o + 32), len: op.chunks.readUInt32LE(o + 32) });
+      for (let i = 0, n = chunkRefCount(op.chunks); i < n; i++) {
+        pieces.push({ from: 'stream', id: chunkRefId(op.chunks, i), len: chunkRefLen(op.chunks, i) });
       }
     }
     writeWhole(this.ctx, s, e, pieces, bytes);

@@ -4,7 +4,8 @@
 
 import fs from 'node:fs';
 import os from 'node:os';
-import { CHUNK_REF_SIZE, type FileEntry, displayPath, parentOf } from '@skysync/protocol';
+import { CHUNK_REF_SIZE } from '@skysync/chunking';
+import { type FileEntry, displayPath, parentOf } from '@skysync/protocol';
 import { RefusedPath, type RootGuard } from './root-guard.js';
 import { tempName } from './temp-names.js';
 import type { PlacedRecord, ReceiveResult, ReceiverOptions, Staged, StatKey, Writer } from './types.js';

@@ -17,7 +17,7 @@ export interface PlacedRecord {
   mtimeSec: number;
   mtimeNsec: number;
   target?: string;
-  /** Packed chunk list (36 bytes a chunk). */
+  /** Packed chunk refs (`CHUNK_REF` of @skysync/chunking). */
   chunks?: Buffer;
   digest?: Buffer;
   /** What lstat said right after placing: any later difference is drift. */
@@ -46,7 +46,7 @@ export interface ReceiverOptions {
    * addon's `replaceFile`); without it, a plain rename.
    */
   replaceFile?: (temp: Buffer, dest: Buffer) => void;
-  /** Writes and renames files in batches off this thread when it has `writeFiles` (an older addon may not). */
+  /** Writes and renames files in batches off this thread; without it (no addon for this platform), one by one. */
   native?: NativeAddon | null;
   /**
    * Remember where every received chunk was written, and say so as each lands: the head of a relayed push
