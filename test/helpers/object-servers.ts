@@ -59,6 +59,7 @@ export interface S3Server {
 export interface RecordedRequest {
   method: string;
   url: string;
+  /** Names in lower case. */
   headers: Record<string, string>;
   /** The request body's length as the server read it. */
   bodyBytes: number;
@@ -143,7 +144,8 @@ export async function startS3Server(): Promise<S3Server> {
         .map((line) => {
           const entry = JSON.parse(line) as { method: string; url: string; headers: Record<string, string>; body: string | null; body_encoded: boolean };
           const body = entry.body ?? '';
-          return { method: entry.method, url: entry.url, headers: entry.headers, bodyBytes: entry.body_encoded ? Buffer.from(body, 'base64').length : Buffer.byteLength(body) };
+          const headers = Object.fromEntries(Object.entries(entry.headers).map(([name, value]) => [name.toLowerCase(), value]));
+          return { method: entry.method, url: entry.url, headers, bodyBytes: entry.body_encoded ? Buffer.from(body, 'base64').length : Buffer.byteLength(body) };
         });
     },
     async stop() {

@@ -38,12 +38,17 @@ export function networkCode(error: unknown): string | undefined {
 export interface ErrorContext {
   /** `s3://bucket` or `gs://bucket/key`. */
   where: string;
+  /** `s3://bucket`: what a bucket-level error names. */
+  bucket: string;
   endpoint: string;
   /** The command a user runs to look for themselves (`aws s3 ls s3://b`). */
   debugCommand: string;
   /** How the endpoint is chosen (`AWS_ENDPOINT_URL`, `SKYSYNC_GCS_ENDPOINT`). */
   endpointSetting: string;
 }
+
+// Operations whose 404 can only mean the bucket: they name no existing object (GCS's 404s carry no code to tell).
+const BUCKET_OPERATIONS = new Set(['bucket check', 'list', 'put', 'upload part', 'upload piece', 'bucket create']);
 
 /** Turns an SDK failure into a one-line StoreError. `operation` says what was being done (`list`, `put`). */
 export function storeError(facts: ErrorFacts, context: ErrorContext, operation: string): StoreError {
@@ -54,8 +59,8 @@ export function storeError(facts: ErrorFacts, context: ErrorContext, operation: 
       `${where}: the endpoint ${context.endpoint} does not answer (${facts.networkCode}) during ${operation}; check the network or ${context.endpointSetting}`,
     );
   }
-  if (facts.code === 'NoSuchBucket' || (facts.status === 404 && (facts.code === 'NotFound' || facts.code === undefined) && operation === 'bucket check')) {
-    return new StoreError('missing-bucket', `${where}: the bucket does not exist; create it or fix the name (to debug: ${context.debugCommand})`);
+  if (facts.code === 'NoSuchBucket' || (facts.status === 404 && (facts.code === 'NotFound' || facts.code === undefined) && BUCKET_OPERATIONS.has(operation))) {
+    return new StoreError('missing-bucket', `${context.bucket}: the bucket does not exist; create it or fix the name (to debug: ${context.debugCommand})`);
   }
   if (facts.status === 403 || facts.code === 'AccessDenied' || facts.code === 'Forbidden') {
     return new StoreError('denied', `${where}: access denied during ${operation}; check the credentials and the bucket's policy (to debug: ${context.debugCommand})`);

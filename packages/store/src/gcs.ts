@@ -78,7 +78,8 @@ export class GcsObjectStore implements ObjectStore {
       ...options.storageOptions,
       ...(this.endpoint ? { apiEndpoint: this.endpoint } : {}),
       ...(options.projectId ? { projectId: options.projectId } : {}),
-      retryOptions: { maxRetries: Math.max(0, (options.maxAttempts ?? 3) - 1) },
+      // The SDK reads `maxRetries: 0` as "the default" (3): one attempt has to be said as no retries at all.
+      retryOptions: (options.maxAttempts ?? 3) <= 1 ? { autoRetry: false } : { maxRetries: (options.maxAttempts ?? 3) - 1 },
     });
   }
 
@@ -94,6 +95,7 @@ export class GcsObjectStore implements ObjectStore {
     const bucketUri = formatStoreUri({ ...this.uri, prefix: '' });
     return {
       where: key === undefined ? bucketUri : `${bucketUri}/${key}`,
+      bucket: bucketUri,
       endpoint: this.endpoint ?? GOOGLE_ENDPOINT,
       debugCommand: `gcloud storage ls ${bucketUri}`,
       endpointSetting: 'SKYSYNC_GCS_ENDPOINT',

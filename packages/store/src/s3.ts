@@ -54,6 +54,10 @@ interface SdkError {
 
 const SINGLE_PUT_LIMIT = 16 * 1024 * 1024;
 
+// The SDK warns on every process that its releases after January 2027 need Node 22; the pinned version runs on
+// the Node 20 skysync supports, so the warning would only be noise in the CLI's output.
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+
 export class S3ObjectStore implements ObjectStore {
   readonly client: S3Client;
   private readonly endpoint: string | undefined;
@@ -80,6 +84,7 @@ export class S3ObjectStore implements ObjectStore {
     const bucketUri = formatStoreUri({ ...this.uri, prefix: '' });
     return {
       where: key === undefined ? bucketUri : `${bucketUri}/${key}`,
+      bucket: bucketUri,
       endpoint: this.endpoint ?? 'AWS S3',
       debugCommand: `aws s3 ls ${bucketUri}${this.endpoint ? ` --endpoint-url ${this.endpoint}` : ''}`,
       endpointSetting: 'AWS_ENDPOINT_URL',
@@ -250,6 +255,13 @@ export class S3ObjectStore implements ObjectStore {
   }
 
   async createBucket(options: { region?: string } = {}): Promise<'created' | 'exists'> {
+    // us-east-1 answers a second CreateBucket of one's own bucket with success: ask first.
+    try {
+      await this.checkBucket();
+      return 'exists';
+    } catch (error) {
+      if (!(error instanceof StoreError) || error.kind !== 'missing-bucket') throw error;
+    }
     const region = options.region ?? (await this.client.config.region());
     try {
       await this.client.send(
