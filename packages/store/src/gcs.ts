@@ -125,7 +125,13 @@ export class GcsObjectStore implements ObjectStore {
     let pageToken: string | undefined;
     do {
       const [files, next] = await this.call('list', prefix, () =>
-        this.bucket.getFiles({ prefix, maxResults: options.pageSize ?? 1000, autoPaginate: false, ...(pageToken ? { pageToken } : {}), ...(options.after ? { startOffset: options.after } : {}) }),
+        this.bucket.getFiles({
+          prefix,
+          maxResults: options.pageSize ?? 1000,
+          autoPaginate: false,
+          ...(pageToken ? { pageToken } : {}),
+          ...(options.after ? { startOffset: options.after } : {}),
+        }),
       );
       for (const file of files) {
         if (file.name === options.after || (hideReserved && file.name.startsWith(this.reservedPrefix))) continue;
@@ -179,7 +185,12 @@ export class GcsObjectStore implements ObjectStore {
       const body = await readPieces(parts, this.readStored);
       const ifGenerationMatch = this.generationMatch(options);
       const file = this.bucket.file(key);
-      await this.call('put', key, () => file.save(Buffer.from(body.buffer, body.byteOffset, body.length), { resumable: false, ...(ifGenerationMatch !== undefined ? { preconditionOpts: { ifGenerationMatch } } : {}) }));
+      await this.call('put', key, () =>
+        file.save(Buffer.from(body.buffer, body.byteOffset, body.length), {
+          resumable: false,
+          ...(ifGenerationMatch !== undefined ? { preconditionOpts: { ifGenerationMatch } } : {}),
+        }),
+      );
       return { info: this.info(file.metadata as ObjectResource, key), bytesSent: body.length, bytesCopied: 0 };
     }
     return this.putComposed(key, parts, options);
@@ -256,7 +267,9 @@ export class GcsObjectStore implements ObjectStore {
       }
       const body = await readPieces(source.pieces, this.readStored);
       bytesSent += body.length;
-      await this.call('upload piece', key, () => this.bucket.file(this.piecesPrefix + source.name).save(Buffer.from(body.buffer, body.byteOffset, body.length), { resumable: false }));
+      await this.call('upload piece', key, () =>
+        this.bucket.file(this.piecesPrefix + source.name).save(Buffer.from(body.buffer, body.byteOffset, body.length), { resumable: false }),
+      );
       return { name: source.name, size: body.length };
     });
     const manifest = pieces.map((piece) => `${piece.name}:${piece.size}`).join(',');

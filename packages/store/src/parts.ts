@@ -26,7 +26,11 @@ export function totalSize(parts: readonly ObjectPart[]): number {
 
 /** The first `length` bytes of a piece, and the rest. */
 export function splitPiece(piece: SendPiece, length: number): [SendPiece, SendPiece] {
-  if (piece.kind === 'bytes') return [{ kind: 'bytes', data: piece.data.subarray(0, length) }, { kind: 'bytes', data: piece.data.subarray(length) }];
+  if (piece.kind === 'bytes')
+    return [
+      { kind: 'bytes', data: piece.data.subarray(0, length) },
+      { kind: 'bytes', data: piece.data.subarray(length) },
+    ];
   return [
     { ...piece, end: piece.start + length },
     { ...piece, start: piece.start + length },

@@ -149,9 +149,7 @@ export class S3ObjectStore implements ObjectStore {
   async getRange(key: string, start: number, end: number, etag?: string): Promise<Uint8Array> {
     if (end <= start) return new Uint8Array(0);
     return this.call('read', key, async () => {
-      const response = await this.client.send(
-        new GetObjectCommand({ Bucket: this.uri.bucket, Key: key, Range: `bytes=${start}-${end - 1}`, ...(etag ? { IfMatch: etag } : {}) }),
-      );
+      const response = await this.client.send(new GetObjectCommand({ Bucket: this.uri.bucket, Key: key, Range: `bytes=${start}-${end - 1}`, ...(etag ? { IfMatch: etag } : {}) }));
       const bytes = await response.Body!.transformToByteArray();
       if (bytes.length !== end - start) throw new StoreError('failed', `${this.context(key).where}: read ${bytes.length} bytes of range ${start}-${end}`);
       return bytes;

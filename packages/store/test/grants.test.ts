@@ -75,10 +75,12 @@ describe.skipIf(skipReason).each<Scheme>(['s3', 'gs'])('read grants on %s', (sch
     const ranges = [null, { start: 0, end: 1 }, { start: MiB - 3, end: 2 * MiB + 5 }, { start: data.length - 10, end: data.length }];
     const result = await readOnNode(grant, ranges);
     expect(result.secrets).toEqual([]);
-    expect(result.out).toEqual(ranges.map((range) => {
-      const bytes = range ? data.subarray(range.start, range.end) : data;
-      return { length: bytes.length, sha: sha(bytes) };
-    }));
+    expect(result.out).toEqual(
+      ranges.map((range) => {
+        const bytes = range ? data.subarray(range.start, range.end) : data;
+        return { length: bytes.length, sha: sha(bytes) };
+      }),
+    );
 
     // The object changes: the old grant no longer reads anything (S3: the ETag differs; GCS: the generation is gone).
     await store.put('dir/weights.bin', [{ kind: 'bytes', data: randomBytes(data.length) }]);
