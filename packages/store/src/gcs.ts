@@ -2,11 +2,11 @@
 //
 // GCS has no server-side copy of a byte range: its only way to build an object from stored data is `compose`,
 // which concatenates whole objects. So a large object skysync writes is composed from pieces (about 8 MiB each,
-// at most 128) kept under `<reserved>/pieces/`, and the object's metadata lists them. When the object changes,
+// at most 128) kept under `<reserved>/pieces/<hash of the key>/`, and the object's metadata lists them. When the object changes,
 // every old piece that lies entirely inside an unchanged range is composed again and only the rest is uploaded.
 // The cost is storage: such an object is held twice (itself and its pieces). Small objects are plain uploads.
 
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { type File, Storage, type StorageOptions } from '@google-cloud/storage';
 import { type ErrorContext, StoreError, networkCode, storeError } from './errors.js';
 import type { ReadGrant } from './grant.js';
@@ -52,6 +52,15 @@ interface Piece {
 
 /** A source of the composed object: a piece already stored, or new data to store as a piece first. */
 type Source = { kind: 'stored'; piece: Piece } | { kind: 'new'; name: string; pieces: SendPiece[]; size: number };
+
+/** Each object's pieces are in a folder of its own, so removing or rewriting it never touches another's. */
+function pieceDir(key: string): string {
+  return createHash('sha256').update(key).digest('hex').slice(0, 24);
+}
+
+function newPieceName(key: string): string {
+  return `${pieceDir(key)}/${randomUUID().slice(0, 13)}`;
+}
 
 interface ObjectResource {
   name?: string;
@@ -213,12 +222,12 @@ export class GcsObjectStore implements ObjectStore {
   }
 
   /** Which stored pieces the parts can reuse and which new pieces they need. */
-  private async planSources(parts: readonly ObjectPart[], target: number): Promise<Source[]> {
+  private async planSources(key: string, parts: readonly ObjectPart[], target: number, reuse: boolean): Promise<Source[]> {
     const sources: Source[] = [];
     let pending: SendPiece[] = [];
     let pendingSize = 0;
     const flush = (): void => {
-      if (pendingSize > 0) sources.push({ kind: 'new', name: `${randomUUID().slice(0, 13)}`, pieces: pending, size: pendingSize });
+      if (pendingSize > 0) sources.push({ kind: 'new', name: newPieceName(key), pieces: pending, size: pendingSize });
       pending = [];
       pendingSize = 0;
     };
@@ -231,7 +240,7 @@ export class GcsObjectStore implements ObjectStore {
     };
     const layouts = new Map<string, Array<Piece & { start: number }> | null>();
     for (const part of parts) {
-      if (part.kind !== 'copy') {
+      if (part.kind !== 'copy' || !reuse) {
         addSend(part);
         continue;
       }
@@ -257,31 +266,49 @@ export class GcsObjectStore implements ObjectStore {
   private async putComposed(key: string, parts: readonly ObjectPart[], options: PutOptions): Promise<PutResult> {
     const size = totalSize(parts);
     const previous = await this.resource(key);
-    const sources = await this.planSources(parts, Math.max(8 * MiB, Math.ceil(size / (MAX_PIECES / 2))));
+    const target = Math.max(8 * MiB, Math.ceil(size / (MAX_PIECES / 2)));
+    let sources = await this.planSources(key, parts, target, true);
+    // Edits leave smaller pieces behind; past the limit (the list has to fit in the object's metadata) start afresh.
+    if (sources.length > MAX_PIECES) sources = await this.planSources(key, parts, target, false);
     let bytesSent = 0;
     let bytesCopied = 0;
-    const pieces = await mapLimit(sources, this.options.concurrency ?? 8, async (source): Promise<Piece> => {
-      if (source.kind === 'stored') {
-        bytesCopied += source.piece.size;
-        return source.piece;
-      }
-      const body = await readPieces(source.pieces, this.readStored);
-      bytesSent += body.length;
-      await this.call('upload piece', key, () =>
-        this.bucket.file(this.piecesPrefix + source.name).save(Buffer.from(body.buffer, body.byteOffset, body.length), { resumable: false }),
+    const created: string[] = [];
+    const ownDir = `${pieceDir(key)}/`;
+    let resource: ObjectResource;
+    let pieces: Piece[];
+    try {
+      pieces = await mapLimit(sources, this.options.concurrency ?? 8, async (source): Promise<Piece> => {
+        if (source.kind === 'stored') {
+          bytesCopied += source.piece.size;
+          if (source.piece.name.startsWith(ownDir)) return source.piece;
+          // Another object's piece: copied inside the bucket, so each object owns every piece it lists.
+          const name = newPieceName(key);
+          created.push(this.piecesPrefix + name);
+          await this.call('copy piece', key, () => this.bucket.file(this.piecesPrefix + source.piece.name).copy(this.bucket.file(this.piecesPrefix + name)));
+          return { name, size: source.piece.size };
+        }
+        const body = await readPieces(source.pieces, this.readStored);
+        bytesSent += body.length;
+        created.push(this.piecesPrefix + source.name);
+        await this.call('upload piece', key, () =>
+          this.bucket.file(this.piecesPrefix + source.name).save(Buffer.from(body.buffer, body.byteOffset, body.length), { resumable: false }),
+        );
+        return { name: source.name, size: body.length };
+      });
+      const manifest = pieces.map((piece) => `${piece.name}:${piece.size}`).join(',');
+      resource = await this.composeAll(
+        key,
+        pieces.map((piece) => this.piecesPrefix + piece.name),
+        { [PIECES_KEY]: manifest },
+        this.generationMatch(options),
       );
-      return { name: source.name, size: body.length };
-    });
-    const manifest = pieces.map((piece) => `${piece.name}:${piece.size}`).join(',');
-    const resource = await this.composeAll(
-      key,
-      pieces.map((piece) => this.piecesPrefix + piece.name),
-      { [PIECES_KEY]: manifest },
-      this.generationMatch(options),
-    );
+    } catch (error) {
+      await this.removeObjects(created).catch(() => undefined);
+      throw error;
+    }
     const kept = new Set(pieces.map((piece) => piece.name));
     const orphaned = (this.piecesOf(previous) ?? []).filter((piece) => !kept.has(piece.name)).map((piece) => this.piecesPrefix + piece.name);
-    await this.remove(orphaned).catch(() => undefined);
+    await this.removeObjects(orphaned).catch(() => undefined);
     return { info: this.info(resource, key), bytesSent, bytesCopied };
   }
 
@@ -302,7 +329,7 @@ export class GcsObjectStore implements ObjectStore {
       }
       return await this.compose(key, level, metadata, ifGenerationMatch);
     } finally {
-      if (temporary.length > 0) await this.remove(temporary).catch(() => undefined);
+      if (temporary.length > 0) await this.removeObjects(temporary).catch(() => undefined);
     }
   }
 
@@ -327,6 +354,23 @@ export class GcsObjectStore implements ObjectStore {
   }
 
   async remove(keys: readonly string[]): Promise<void> {
+    await this.removeObjects(keys);
+    const owners = keys.filter((key) => !key.startsWith(this.reservedPrefix));
+    if (owners.length === 0 || !(await this.holdsPieces())) return;
+    // The removed objects' pieces: one listing per object, only in a bucket where skysync composed anything.
+    await mapLimit(owners, this.options.concurrency ?? 8, async (key) => {
+      const pieces: string[] = [];
+      for await (const info of this.list(`${this.piecesPrefix}${pieceDir(key)}/`)) pieces.push(info.key);
+      await this.removeObjects(pieces);
+    });
+  }
+
+  private async holdsPieces(): Promise<boolean> {
+    const [files] = await this.call('list', this.piecesPrefix, () => this.bucket.getFiles({ prefix: this.piecesPrefix, maxResults: 1, autoPaginate: false }));
+    return files.length > 0;
+  }
+
+  private async removeObjects(keys: readonly string[]): Promise<void> {
     await mapLimit(keys, this.options.concurrency ?? 8, async (key) => {
       try {
         await this.bucket.file(key).delete();

@@ -71,5 +71,22 @@ describe.skipIf(skipReason)('a changed large object', () => {
     expect((await readAll(await store.read('model.bin'))).equals(expected)).toBe(true);
     const plain = gcsStore(servers(), store.uri.bucket);
     expect((await plain.head('model.bin'))?.size).toBe(expected.length);
+
+    // A rename: the pieces are copied inside the bucket, nothing is sent; each object owns its pieces, so removing
+    // one leaves the other whole, and removing both leaves no piece behind.
+    const current = await store.head('model.bin');
+    const renamed = await store.put('renamed.bin', [{ kind: 'copy', key: 'model.bin', start: 0, end: expected.length, etag: current!.etag }]);
+    expect({ sent: renamed.bytesSent, copied: renamed.bytesCopied }).toEqual({ sent: 0, copied: expected.length });
+    await store.remove(['model.bin']);
+    expect((await readAll(await store.read('renamed.bin'))).equals(expected)).toBe(true);
+    const again = await store.put('renamed.bin', [
+      { kind: 'copy', key: 'renamed.bin', start: 0, end: 8 * MiB },
+      { kind: 'bytes', data: Buffer.from('tail') },
+    ]);
+    expect(again.bytesCopied).toBe(8 * MiB);
+    await store.remove(['renamed.bin']);
+    const left = [];
+    for await (const info of store.list('.skysync/')) left.push(info.key);
+    expect(left).toEqual([]);
   });
 });
