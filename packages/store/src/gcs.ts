@@ -7,6 +7,7 @@
 // The cost is storage: such an object is held twice (itself and its pieces). Small objects are plain uploads.
 
 import { createHash, randomUUID } from 'node:crypto';
+import { PassThrough } from 'node:stream';
 import { type File, Storage, type StorageOptions } from '@google-cloud/storage';
 import { type ErrorContext, StoreError, networkCode, storeError } from './errors.js';
 import type { ReadGrant } from './grant.js';
@@ -172,7 +173,11 @@ export class GcsObjectStore implements ObjectStore {
 
   async read(key: string, range?: { start: number; end: number }): Promise<NodeJS.ReadableStream> {
     // Ranged reads cannot be checked against the object's CRC; whole reads are.
-    return this.file(key).createReadStream(range ? { start: range.start, end: range.end - 1, validation: false } : {});
+    const source = this.file(key).createReadStream(range ? { start: range.start, end: range.end - 1, validation: false } : {});
+    // The SDK reports failures on the stream: they reach the reader as StoreErrors, as every other failure does.
+    const out = new PassThrough();
+    source.on('error', (error) => out.destroy(this.fail(error, 'read', key)));
+    return source.pipe(out);
   }
 
   async getRange(key: string, start: number, end: number, generation?: string): Promise<Uint8Array> {
