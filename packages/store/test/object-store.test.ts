@@ -1,4 +1,7 @@
 // The ObjectStore contract on both stores, against moto's S3 server and fake-gcs-server with the real SDKs.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { StoreError } from '@skysync/store';
 import { describe, expect, it } from 'vitest';
 import { type Scheme, freshStore, objectServers, randomBytes, readAll, skipReason } from './helpers/servers.js';
@@ -99,6 +102,20 @@ describe.skipIf(skipReason).each<Scheme>(['s3', 'gs'])('ObjectStore on %s', (sch
     expect(result.bytesSent).toBeLessThanOrEqual(10 * MiB);
     expect(result.bytesCopied).toBeGreaterThanOrEqual(14 * MiB);
     expect(result.bytesSent + result.bytesCopied).toBe(expected.length);
+
+    // Ranges of a local file are read only when their part is sent.
+    const local = path.join(os.tmpdir(), `skysync-store-${process.pid}-${scheme}`);
+    fs.writeFileSync(local, '0123456789');
+    try {
+      const fromFile = await store.put('from-file', [
+        { kind: 'file', path: local, start: 2, end: 6 },
+        { kind: 'copy', key: 'model.bin', start: 0, end: 3 },
+      ]);
+      expect(fromFile.info.size).toBe(7);
+      expect(Buffer.from(await store.getRange('from-file', 0, 7)).equals(Buffer.concat([Buffer.from('2345'), expected.subarray(0, 3)]))).toBe(true);
+    } finally {
+      fs.rmSync(local, { force: true });
+    }
 
     const many = Array.from({ length: 30 }, (_, i) => `rm/${i}`);
     for (const key of many) await store.put(key, [{ kind: 'bytes', data: Buffer.from(key) }]);
