@@ -182,7 +182,7 @@ function addCancel(program: Command, ctx: CommandContext): void {
         for (const id of wanted) {
           const outcomes = await cancelJob(nodes, id);
           const present = outcomes.filter((o) => o.state !== 'missing');
-          for (const o of present) ctx.print(o.error ? `${o.node}: error: ${o.error}` : `${o.node}: job ${id} ${o.state === 'CANCELLED' ? 'cancelled' : `had already ended (${o.state})`}`);
+          for (const o of present) ctx.print(o.error ? `${o.node}: error: ${o.error}` : `${o.node}: job ${id} ${o.already ? `had already ended (${o.state})` : o.state === 'CANCELLED' ? 'cancelled' : `ended before it could be cancelled (${o.state})`}`);
           if (!present.length) ctx.print(`no job ${id} on ${targetSpec}`);
           if (!present.length || present.some((o) => o.error)) code = EXIT.failure;
         }

@@ -5,11 +5,11 @@ import { shellQuote, type Target } from '@skysync/transport';
 import { capture } from '../cluster/capture.js';
 import { JOBS_DIR } from './list.js';
 
-// $1 id. Prints the state the job ended in, or `missing`.
+// $1 id. Prints the state the job ended in (after `already` when it had ended before), or `missing`.
 const CANCEL = `d=${JOBS_DIR}/$1
 [ -d "$d" ] || { echo missing; exit 0; }
 s=$(cat "$d/state" 2>/dev/null)
-case "$s" in SUCCEEDED|FAILED|CANCELLED|FAILED_DRIVER) echo "$s"; exit 0;; esac
+case "$s" in SUCCEEDED|FAILED|CANCELLED|FAILED_DRIVER) echo "already $s"; exit 0;; esac
 : > "$d/cancelled"
 i=0; while [ ! -s "$d/pgid" ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
 pg=$(cat "$d/pgid" 2>/dev/null)
@@ -27,19 +27,22 @@ echo "$s"`;
 
 export interface CancelOutcome {
   node: string;
-  /** The state the job is in afterwards (CANCELLED, or the end it had reached before), or `missing`. */
+  /** The state the job is in afterwards, or `missing`. */
   state: string | null;
+  /** It had ended (or been cancelled) before. */
+  already: boolean;
   error: string | null;
 }
 
 export async function cancelOnNode(target: Target, id: number): Promise<CancelOutcome> {
   try {
     const r = await capture(target, `sh -c ${shellQuote(CANCEL)} skysync-cancel ${id}`);
-    const state = r.out.trim().split('\n').pop() ?? '';
-    if (r.code !== 0 || !state) return { node: target.spec, state: null, error: r.err.trim() || `cancel exited with ${r.code}` };
-    return { node: target.spec, state, error: null };
+    const last = r.out.trim().split('\n').pop() ?? '';
+    const state = last.replace(/^already /, '');
+    if (r.code !== 0 || !state) return { node: target.spec, state: null, already: false, error: r.err.trim() || `cancel exited with ${r.code}` };
+    return { node: target.spec, state, already: last !== state, error: null };
   } catch (e) {
-    return { node: target.spec, state: null, error: (e as Error).message };
+    return { node: target.spec, state: null, already: false, error: (e as Error).message };
   }
 }
 
