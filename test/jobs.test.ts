@@ -69,8 +69,18 @@ describe.skipIf(!!skip)('detached jobs on a cluster', () => {
     fs.chmodSync(work, 0o755);
     cluster = await startNodes(3, { cluster: 'sky-j', strictHostKeyChecking: 'no' });
     const block = (alias: string, n: (typeof cluster.nodes)[0]) =>
-      [`Host ${alias}`, '  HostName 127.0.0.1', `  User ${n.user}`, `  Port ${n.port}`, `  IdentityFile ${cluster.clientKey}`,
-        '  IdentitiesOnly yes', '  StrictHostKeyChecking no', '  UserKnownHostsFile=/dev/null', '  ServerAliveInterval 5', ''].join('\n');
+      [
+        `Host ${alias}`,
+        '  HostName 127.0.0.1',
+        `  User ${n.user}`,
+        `  Port ${n.port}`,
+        `  IdentityFile ${cluster.clientKey}`,
+        '  IdentitiesOnly yes',
+        '  StrictHostKeyChecking no',
+        '  UserKnownHostsFile=/dev/null',
+        '  ServerAliveInterval 5',
+        '',
+      ].join('\n');
     const gen = path.join(work, 'generated');
     fs.mkdirSync(gen);
     fs.writeFileSync(path.join(gen, 'sky-j'), cluster.nodes.map((n, i) => block(i ? `sky-j-worker${i}` : 'sky-j', n)).join('\n'));
@@ -120,7 +130,10 @@ describe.skipIf(!!skip)('detached jobs on a cluster', () => {
     expect(logs.code, logs.stderr).toBe(0);
     for (let rank = 0; rank < 3; rank++) {
       const prefix = `(${rank ? `sky-j-worker${rank}` : 'sky-j'}, rank=${rank}) `;
-      const mine = logs.stdout.split('\n').filter((l) => l.startsWith(prefix)).map((l) => l.slice(prefix.length));
+      const mine = logs.stdout
+        .split('\n')
+        .filter((l) => l.startsWith(prefix))
+        .map((l) => l.slice(prefix.length));
       expect(mine).toEqual(Array.from({ length: 25 }, (_, i) => `r${rank} line ${i + 1}`));
     }
     // The latest job is the default, and one node's log is not prefixed.
@@ -128,7 +141,7 @@ describe.skipIf(!!skip)('detached jobs on a cluster', () => {
     expect(head.stdout.split('\n')[0]).toBe('r0 line 1');
   });
 
-  it('jobs shows states and exit codes per node; logs -f ends with the job\'s exit code', () => {
+  it("jobs shows states and exit codes per node; logs -f ends with the job's exit code", () => {
     const started = skysync(['exec', 'sky-j', '-d', '--', 'echo "ran $SKYPILOT_NODE_RANK"; sleep 1; [ $SKYPILOT_NODE_RANK -eq 0 ] || exit $((SKYPILOT_NODE_RANK + 40))']);
     expect(started.code, started.stderr).toBe(0);
     const id = submittedId(started.stderr);
@@ -137,7 +150,11 @@ describe.skipIf(!!skip)('detached jobs on a cluster', () => {
     for (let rank = 0; rank < 3; rank++) expect(follow.stdout).toContain(`rank=${rank}) ran ${rank}`);
     const j = job(id);
     expect([j.state, j.exitCode]).toEqual(['FAILED', 41]);
-    expect(j.nodes.map((n) => [n.state, n.exitCode])).toEqual([['SUCCEEDED', 0], ['FAILED', 41], ['FAILED', 42]]);
+    expect(j.nodes.map((n) => [n.state, n.exitCode])).toEqual([
+      ['SUCCEEDED', 0],
+      ['FAILED', 41],
+      ['FAILED', 42],
+    ]);
     const table = skysync(['jobs', 'sky-j']);
     expect(table.code, table.stderr).toBe(0);
     expect(table.stdout).toMatch(new RegExp(`^${id}\\s+FAILED\\s+41\\s+\\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d:\\d\\d\\s+echo "ran`, 'm'));
@@ -174,7 +191,17 @@ describe.skipIf(!!skip)('detached jobs on a cluster', () => {
   it('launch -d runs setup then run under the supervisor, with the envs and no secret left in a file', () => {
     fs.writeFileSync(
       path.join(work, 'task.yaml'),
-      ['envs:', '  MODEL: tiny', 'secrets:', '  TOKEN: s3cr3t-value', 'setup: echo "setup $MODEL"', 'run: |', '  echo "run $SKYPILOT_NODE_RANK $MODEL ${#TOKEN}"', '  umask', ''].join('\n'),
+      [
+        'envs:',
+        '  MODEL: tiny',
+        'secrets:',
+        '  TOKEN: s3cr3t-value',
+        'setup: echo "setup $MODEL"',
+        'run: |',
+        '  echo "run $SKYPILOT_NODE_RANK $MODEL ${#TOKEN}"',
+        '  umask',
+        '',
+      ].join('\n'),
     );
     const started = skysync(['launch', 'sky-j', 'task.yaml', '-d']);
     expect(started.code, started.stderr).toBe(0);

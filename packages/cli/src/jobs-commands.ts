@@ -43,9 +43,7 @@ export async function startDetachedCommand(ctx: CommandContext, input: DetachInp
 }
 
 function nodeOptions(c: Command): Command {
-  return c
-    .option('--head-only', 'only the head node, not the `TARGET-workerN` hosts of the SSH config')
-    .option('--nodes <list>', 'exactly these nodes, comma-separated');
+  return c.option('--head-only', 'only the head node, not the `TARGET-workerN` hosts of the SSH config').option('--nodes <list>', 'exactly these nodes, comma-separated');
 }
 
 function jobId(s: string): number {
@@ -114,12 +112,17 @@ function printJobs(jobs: ClusterJob[]): void {
     return { job: j, cells: [String(j.id), overallState(j), code === null ? '-' : String(code), when(j.nodes[0]!.submitted), j.nodes[0]!.name] };
   });
   const width = header.map((h, c) => Math.max(h.length, ...rows.map((r) => r.cells[c]!.length)));
-  const line = (cells: string[]): string => cells.map((c, i) => (i < cells.length - 1 ? c.padEnd(width[i]!) : c)).join('  ').trimEnd();
+  const line = (cells: string[]): string =>
+    cells
+      .map((c, i) => (i < cells.length - 1 ? c.padEnd(width[i]!) : c))
+      .join('  ')
+      .trimEnd();
   const out = [line(header)];
   for (const { job, cells } of rows) {
     out.push(line(cells));
     // A job of several nodes: each node's own state, so a rank that failed or still runs is seen.
-    if (job.nodes.length > 1) for (const n of job.nodes) out.push(`${''.padEnd(width[0]!)}  ${n.node} (rank ${n.rank}): ${n.state}${n.exitCode === null ? '' : `, exit ${n.exitCode}`}`);
+    if (job.nodes.length > 1)
+      for (const n of job.nodes) out.push(`${''.padEnd(width[0]!)}  ${n.node} (rank ${n.rank}): ${n.state}${n.exitCode === null ? '' : `, exit ${n.exitCode}`}`);
   }
   process.stdout.write(out.join('\n') + '\n');
 }
@@ -134,7 +137,14 @@ function addJobs(program: Command, ctx: CommandContext): void {
         const bad = reportUnreachable(ctx, listings);
         const jobs = clusterJobs(listings);
         if (flags.json) {
-          const shaped = jobs.map((j) => ({ id: j.id, state: overallState(j), exitCode: overallExit(j), submitted: j.nodes[0]!.submitted, command: j.nodes[0]!.name, nodes: j.nodes }));
+          const shaped = jobs.map((j) => ({
+            id: j.id,
+            state: overallState(j),
+            exitCode: overallExit(j),
+            submitted: j.nodes[0]!.submitted,
+            command: j.nodes[0]!.name,
+            nodes: j.nodes,
+          }));
           process.stdout.write(JSON.stringify({ jobs: shaped }) + '\n');
         } else if (jobs.length) printJobs(jobs);
         else ctx.print(`no detached jobs on ${targetSpec}`);
@@ -172,7 +182,7 @@ function addLogs(program: Command, ctx: CommandContext): void {
 }
 
 function addCancel(program: Command, ctx: CommandContext): void {
-  nodeOptions(program.command('cancel').description('stop detached jobs on every node of TARGET (each job\'s whole process group)'))
+  nodeOptions(program.command('cancel').description("stop detached jobs on every node of TARGET (each job's whole process group)"))
     .argument('<target>', 'an SSH alias (with its -workerN hosts), user@host[:port], or local:DIR')
     .argument('<job...>', 'job ids')
     .action(async (targetSpec: string, ids: string[], flags: NodeFlags) => {
@@ -182,7 +192,12 @@ function addCancel(program: Command, ctx: CommandContext): void {
         for (const id of wanted) {
           const outcomes = await cancelJob(nodes, id);
           const present = outcomes.filter((o) => o.state !== 'missing');
-          for (const o of present) ctx.print(o.error ? `${o.node}: error: ${o.error}` : `${o.node}: job ${id} ${o.already ? `had already ended (${o.state})` : o.state === 'CANCELLED' ? 'cancelled' : `ended before it could be cancelled (${o.state})`}`);
+          for (const o of present)
+            ctx.print(
+              o.error
+                ? `${o.node}: error: ${o.error}`
+                : `${o.node}: job ${id} ${o.already ? `had already ended (${o.state})` : o.state === 'CANCELLED' ? 'cancelled' : `ended before it could be cancelled (${o.state})`}`,
+            );
           if (!present.length) ctx.print(`no job ${id} on ${targetSpec}`);
           if (!present.length || present.some((o) => o.error)) code = EXIT.failure;
         }

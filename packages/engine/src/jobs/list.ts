@@ -92,4 +92,3 @@ export function latestJobId(listings: NodeListing[]): number | null {
   const ids = listings.flatMap((l) => l.jobs.map((j) => j.id));
   return ids.length ? Math.max(...ids) : null;
 }
-

@@ -47,5 +47,10 @@ export async function streamLogs(req: LogsRequest): Promise<LogsHandle> {
       return code ?? 255;
     }),
   );
-  return { exited, stop: () => procs.forEach((p) => p.stdin.destroy()) };
+  return {
+    exited,
+    stop: () => {
+      for (const p of procs) p.stdin.destroy();
+    },
+  };
 }
