@@ -23,6 +23,7 @@ import type { Task } from '@skysync/task';
 import type { Target } from '@skysync/transport';
 import { EXIT, UsageError } from './exit-codes.js';
 import { Progress, formatBytes, summaryLines } from './output.js';
+import { startDetachedCommand } from './jobs-commands.js';
 
 export interface SyncFlags {
   transport?: 'auto' | 'agent' | 'rsync';
@@ -39,6 +40,8 @@ export interface SyncFlags {
   setup?: boolean;
   /** commander's `--no-relay`: false when given. */
   relay?: boolean;
+  /** `exec -d` / `launch -d`: run under a supervisor on each node and return. */
+  detach?: boolean;
 }
 
 export interface CommandContext {
@@ -268,6 +271,7 @@ export async function execCommand(ctx: CommandContext, targetSpec: string, taskF
       const env = { ...(p.task?.envs ?? {}), ...(p.task?.secrets ?? {}) };
       if (!p.task) Object.assign(env, (await import('@skysync/task')).parseEnvAssignments(flags.env ?? []));
       const addresses = await (early ?? Promise.all(p.nodes.map(nodeAddress)));
+      if (flags.detach) return await startDetachedCommand(ctx, { nodes: p.nodes, setup: launch && flags.setup !== false ? p.task?.setup : undefined, run: command.length ? command.join(' ') : p.task?.run, env, addresses, json: flags.json, targetSpec });
       if (launch && p.task?.setup && flags.setup !== false) {
         const setupCodes = await runPhase(ctx, p, p.task.setup, env, addresses, 'setup');
         result.setupExitCodes = setupCodes;

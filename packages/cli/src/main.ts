@@ -4,6 +4,7 @@ import { pull, resolveNodes, CLIENT_VERSION, compressLevel } from '@skysync/engi
 import { LocalTarget, SshTarget, parseTarget } from '@skysync/transport';
 import { execCommand, nodeSelection, pushCommand, type CommandContext, type SyncFlags } from './commands.js';
 import { EXIT, UsageError } from './exit-codes.js';
+import { addJobCommands } from './jobs-commands.js';
 import { summaryLines } from './output.js';
 
 function native(): NativeAddon {
@@ -51,6 +52,7 @@ export function buildProgram(): Command {
   addLaunch(program, ctx);
   addDisconnect(program);
   addPull(program);
+  addJobCommands(program, ctx);
   return program;
 }
 
@@ -117,7 +119,8 @@ function addExec(program: Command, ctx: CommandContext): void {
       .argument('<target>', 'an SSH alias (with its -workerN hosts), user@host[:port], or local:DIR')
       .argument('[task]', 'a SkyPilot task YAML')
       .argument('[command...]', 'a command to run instead of the task\'s run (after --)')
-      .option('--file-mounts', "also sync the task's local file_mounts (SkyPilot's exec skips them)"),
+      .option('--file-mounts', "also sync the task's local file_mounts (SkyPilot's exec skips them)")
+      .option('-d, --detach', 'start the job and return: it runs on under a supervisor (skysync logs/jobs/cancel)'),
   )
     .addHelpText(
       'after',
@@ -149,7 +152,8 @@ function addLaunch(program: Command, ctx: CommandContext): void {
       .description("SkyPilot's order on an existing machine or cluster: workdir, file_mounts, setup, run")
       .argument('<target>', 'an SSH alias (with its -workerN hosts), user@host[:port], or local:DIR')
       .argument('<task>', 'a SkyPilot task YAML')
-      .option('--no-setup', 'skip setup (file_mounts are still synced)'),
+      .option('--no-setup', 'skip setup (file_mounts are still synced)')
+      .option('-d, --detach', 'start setup and run and return: they run on under a supervisor (skysync logs/jobs/cancel)'),
   )
     .addHelpText(
       'after',

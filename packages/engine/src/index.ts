@@ -14,5 +14,6 @@ export { askWatch, stopWatch, watchPersistSeconds, watchSocketPath, watchStatus,
 export { resolveNodes, nodeAddress, type NodeSelection, type TargetOptions } from './cluster/nodes.js';
 export { syncNodes, type SyncRequest, type SyncSource, type NodeReport, type MountReport, type LocalMount } from './cluster/sync-task.js';
 export { taskSources, type TaskSources } from './cluster/sources.js';
-export { runOnNodes, pipeLines, type RunRequest } from './cluster/run-nodes.js';
+export { runOnNodes, pipeLines, nodeEnv, type RunRequest } from './cluster/run-nodes.js';
 export { compressLevel } from '@skysync/transfer';
+export * from './jobs/index.js';

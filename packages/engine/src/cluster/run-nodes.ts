@@ -40,19 +40,15 @@ export interface RunRequest {
   stderr: NodeJS.WritableStream;
 }
 
+/** What a node's job sees besides the task's envs: SkyPilot's per-node variables (attached and detached jobs). */
+export function nodeEnv(req: Pick<RunRequest, 'nodes' | 'env' | 'addresses'>, rank: number): Record<string, string> {
+  return { ...req.env, SKYPILOT_NODE_RANK: String(rank), SKYPILOT_NUM_NODES: String(req.nodes.length), SKYPILOT_NODE_IPS: req.addresses.join('\n') };
+}
+
 /** Runs a script on every node at once; resolves with each node's exit code, in node order. */
 export async function runOnNodes(req: RunRequest, onStart?: (jobs: RemoteJob[]) => void): Promise<number[]> {
   const n = req.nodes.length;
-  const jobs = await Promise.all(
-    req.nodes.map((t, rank) =>
-      runJob(t, req.script, {
-        ...req.env,
-        SKYPILOT_NODE_RANK: String(rank),
-        SKYPILOT_NUM_NODES: String(n),
-        SKYPILOT_NODE_IPS: req.addresses.join('\n'),
-      }),
-    ),
-  );
+  const jobs = await Promise.all(req.nodes.map((t, rank) => runJob(t, req.script, nodeEnv(req, rank))));
   onStart?.(jobs);
   return Promise.all(
     jobs.map(async (job, rank) => {
