@@ -13,6 +13,7 @@ import {
   writeChunkRef,
   writeReadRange,
 } from '../src/index.js';
+import * as wire from '@skysync/protocol';
 import { nativeForTests } from './helpers.js';
 
 const native = nativeForTests();
@@ -20,6 +21,10 @@ const native = nativeForTests();
 describe.skipIf(!native)('record layouts', () => {
   it('match the addon, record by record and field by field', () => {
     expect(native!.recordLayouts()).toEqual(RECORD_LAYOUTS);
+  });
+
+  it('the wire states the chunk ref as the addon packs it (plans carry packed refs as they are)', () => {
+    expect({ size: wire.CHUNK_REF_SIZE, idSize: wire.CHUNK_ID_SIZE }).toEqual({ size: CHUNK_REF.size, idSize: CHUNK_REF.idSize });
   });
 
   it('every field starts inside its record', () => {

@@ -6,7 +6,11 @@
 import { ByteReader, ByteWriter, ProtocolError, displayPath } from './binary.js';
 import { checkRelativePath } from './paths.js';
 
-export const CHUNK_REF_SIZE = 36;
+/** A chunk ref on the wire is the addon's packed chunk ref, passed through as it is: a 32-byte id, then its length
+ * (u32 LE). Protocol sits below the addon boundary, so it states the layout for itself; packages/chunking's layout
+ * test checks the two agree. */
+export const CHUNK_ID_SIZE = 32;
+export const CHUNK_REF_SIZE = CHUNK_ID_SIZE + 4;
 
 export type ChunkOp =
   /** Chunks [start, start + count) of `from`'s recipe as the receiver holds it (from null: the same path). */
@@ -133,7 +137,7 @@ function decodeFile(r: ByteReader, path: string): FileEntry {
       if (chunks.length === 0 || chunks.length % CHUNK_REF_SIZE !== 0) {
         throw new ProtocolError(`op ${i}: a chunk list of ${chunks.length} bytes (a non-empty multiple of ${CHUNK_REF_SIZE})`);
       }
-      for (let o = 32; o < chunks.length; o += CHUNK_REF_SIZE) {
+      for (let o = CHUNK_ID_SIZE; o < chunks.length; o += CHUNK_REF_SIZE) {
         const len = chunks.readUInt32LE(o);
         if (len === 0 || len > MAX_CHUNK_LENGTH) throw new ProtocolError(`op ${i}: a chunk of ${len} bytes (1 to ${MAX_CHUNK_LENGTH})`);
       }
@@ -192,14 +196,14 @@ function pathAt(payload: Buffer, start: number): string {
 
 /** Packed 32-byte chunk ids (the Need message). */
 export function decodeIds(payload: Buffer): Buffer[] {
-  if (payload.length % 32 !== 0) throw new ProtocolError(`bad need message: ${payload.length} bytes, not a multiple of 32`);
+  if (payload.length % CHUNK_ID_SIZE !== 0) throw new ProtocolError(`bad need message: ${payload.length} bytes, not a multiple of ${CHUNK_ID_SIZE}`);
   const out: Buffer[] = [];
-  for (let o = 0; o < payload.length; o += 32) out.push(payload.subarray(o, o + 32));
+  for (let o = 0; o < payload.length; o += CHUNK_ID_SIZE) out.push(payload.subarray(o, o + CHUNK_ID_SIZE));
   return out;
 }
 
 export function* iterChunks(packed: Buffer): Generator<{ id: Buffer; len: number }> {
   for (let o = 0; o + CHUNK_REF_SIZE <= packed.length; o += CHUNK_REF_SIZE) {
-    yield { id: packed.subarray(o, o + 32), len: packed.readUInt32LE(o + 32) };
+    yield { id: packed.subarray(o, o + CHUNK_ID_SIZE), len: packed.readUInt32LE(o + CHUNK_ID_SIZE) };
   }
 }
