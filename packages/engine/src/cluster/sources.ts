@@ -34,8 +34,9 @@ export async function taskSources(t: TaskSources): Promise<SyncSource[]> {
       sources.push({ kind: 'bucket mount', mount: m });
       continue;
     }
-    const what = m.kind === 'uri' ? `a cloud URI (${m.uri}; s3:// and gs:// are)` : 'a Storage object';
-    throw new TaskError(`${t.file}: ${m.key}: ${what} is not supported yet by skysync; sync it with SkyPilot, or remove it from the task for now`);
+    const what = m.kind === 'uri' ? `a cloud URI (${m.uri})` : 'a Storage object';
+    const but = m.kind === 'uri' ? ' (s3:// and gs:// are)' : '';
+    throw new TaskError(`${t.file}: ${m.key}: ${what} is not supported yet by skysync${but}; sync it with SkyPilot, or remove it from the task for now`);
   }
   return sources;
 }
