@@ -104,7 +104,9 @@ function leaks(dir: string): string[] {
 }
 
 function leaksIn(text: string): string[] {
-  return Object.entries(SECRETS).filter(([, v]) => text.includes(v)).map(([k]) => k);
+  return Object.entries(SECRETS)
+    .filter(([, v]) => text.includes(v))
+    .map(([k]) => k);
 }
 
 describe.skipIf(!!skip)('cloud URI file_mounts', () => {
@@ -204,7 +206,10 @@ describe.skipIf(!!skip)('cloud URI file_mounts', () => {
     const file = task('missing', { '~/mnt/nothing': 's3://no-such-bucket-here' });
     const r = skysync(['push', `local:${home}`, file]);
     expect(r.code).not.toBe(0);
-    const lines = r.stderr.trim().split('\n').filter((l) => l.includes('no-such-bucket-here'));
+    const lines = r.stderr
+      .trim()
+      .split('\n')
+      .filter((l) => l.includes('no-such-bucket-here'));
     expect(lines.length).toBe(1);
     expect(lines[0]).toContain('~/mnt/nothing');
     expect(lines[0]).toMatch(/does not exist/);
@@ -224,7 +229,7 @@ describe.skipIf(!!skip)('cloud URI file_mounts', () => {
       await put(s3Store, 'ds/x.txt', 'from s3\n');
       await put(s3Store, 'ds/deep/y.txt', 'deeper\n');
       await put(gcsStore, 'w.bin', 'from gcs');
-      const file = task('ssh', { 'data': bucketUri(s3Store, 'ds'), '~/w.bin': bucketUri(gcsStore, 'w.bin') });
+      const file = task('ssh', { data: bucketUri(s3Store, 'ds'), '~/w.bin': bucketUri(gcsStore, 'w.bin') });
       const node = cluster.nodes[0]!;
       const r = skysync(['-F', cluster.sshConfig, 'push', node.name, file, '--json']);
       expect(r.stderr).not.toMatch(/error/);

@@ -3,7 +3,7 @@
 // an object whose version is the same and whose file still stands as placed; a deletion removes only a file that
 // still stands as placed (anything else is a job's). Keys and versions only: no grant or URL is ever written.
 
-import fs from 'node:fs';
+import type fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';

@@ -1,16 +1,7 @@
 // One node's bucket fetch over its agent session (docs/PROTOCOL.md, "Bucket fetch"): send the listing, read which
 // objects the node lacks and which keys it refuses, send a read grant for each one it lacks, read its result.
 
-import {
-  type BucketBegin,
-  BucketDone,
-  type BucketGrants,
-  type BucketObjects,
-  BucketWant,
-  type DeleteMode,
-  type FileFailure,
-  Frame,
-} from '@skysync/protocol';
+import { type BucketBegin, BucketDone, type BucketGrants, type BucketObjects, BucketWant, type DeleteMode, type FileFailure, Frame } from '@skysync/protocol';
 import { expectFrame, type Session } from '../session.js';
 import type { GrantMaker } from './grants.js';
 import type { BucketListing } from './listing.js';
@@ -71,7 +62,13 @@ export async function fetchOnNode(req: NodeFetchRequest): Promise<NodeFetchResul
   const begin: BucketBegin = { op: 'bucket', dest: req.dest, source, file: listing.kind === 'object', deleteMode: req.deleteMode, dryRun: req.dryRun };
   await session.conn.sendJson(Frame.Begin, begin);
   const objects = listing.objects.map((o) => ({ path: o.path, size: o.info.size, version: o.info.etag }));
-  await sendBatches(session, Frame.BucketObjects, objects, (o) => o.path.length * 6 + 64, (batch, more) => ({ objects: batch, more }) satisfies BucketObjects);
+  await sendBatches(
+    session,
+    Frame.BucketObjects,
+    objects,
+    (o) => o.path.length * 6 + 64,
+    (batch, more) => ({ objects: batch, more }) satisfies BucketObjects,
+  );
   const want = BucketWant.decode((await expectFrame(session, Frame.BucketWant, `fetching ${source}`)).payload);
   const failed: FileFailure[] = [];
   if (!req.dryRun) {
