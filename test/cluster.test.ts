@@ -336,11 +336,11 @@ describe('task YAML errors through the CLI', () => {
   });
   it('a cloud URI mount is parsed, then refused by name as not supported yet', () => {
     const f = path.join(os.tmpdir(), `skysync-uri-${process.pid}.yaml`);
-    fs.writeFileSync(f, 'file_mounts:\n  /data: s3://my-bucket/data\nrun: echo hi\n');
+    fs.writeFileSync(f, 'file_mounts:\n  /data: r2://my-bucket/data\nrun: echo hi\n');
     const r = spawnSync(process.execPath, [BIN, 'launch', 'local:/tmp/skysync-never', f], { encoding: 'utf8' });
     fs.rmSync(f);
     expect(r.status).toBe(2);
-    expect(r.stderr.trim()).toMatch(/file_mounts\.\/data: a cloud URI \(s3:\/\/my-bucket\/data\) is not supported yet/);
+    expect(r.stderr.trim()).toMatch(/file_mounts\.\/data: a cloud URI \(r2:\/\/my-bucket\/data\) is not supported yet/);
     expect(fs.existsSync('/tmp/skysync-never')).toBe(false);
   });
 });

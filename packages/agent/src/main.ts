@@ -22,6 +22,7 @@ import { defaultHome, type AgentContext } from './context.js';
 import { servePull } from './pull.js';
 import { closeRelay, servePush } from './push.js';
 import { runDestWatch } from './dest-watch.js';
+import { serveBucket } from './bucket/serve.js';
 
 export const AGENT_VERSION = '0.1.0';
 
@@ -83,6 +84,7 @@ export async function serveConnection(conn: Connection, ctx: AgentContext): Prom
       trace(`agent: ${begin.op}`);
       let next: FrameMessage | null | undefined;
       if (begin.op === 'push') next = await servePush(conn, begin, ctx);
+      else if (begin.op === 'bucket') await serveBucket(conn, begin, ctx);
       else await servePull(conn, begin, client, ctx);
       f = next !== undefined ? next : await conn.next();
     }

@@ -15,6 +15,7 @@ import {
   number,
   object,
   optional,
+  record,
   string,
   variants,
   type Infer,
@@ -137,7 +138,21 @@ const pullBegin = object({
 });
 export type PullBegin = Infer<typeof pullBegin>;
 
-export const Begin = message('begin', variants('op', { push: pushBegin, pull: pullBegin }));
+/** Fetch a bucket's objects into `dest`: the node reads them itself, through read grants (see bucket fetch below). */
+const bucketBegin = object({
+  op: literal('bucket'),
+  /** As in a push: `~/...` is the agent's home, otherwise absolute. */
+  dest: string(),
+  /** The bucket URI, for messages only (the node never lists it). */
+  source: string(),
+  /** The destination is one file (an object mount): the listing carries exactly one object. */
+  file: optional(boolean()),
+  deleteMode,
+  dryRun: boolean(),
+});
+export type BucketBegin = Infer<typeof bucketBegin>;
+
+export const Begin = message('begin', variants('op', { push: pushBegin, pull: pullBegin, bucket: bucketBegin }));
 export type Begin = Infer<typeof Begin>;
 
 export const PushState = message(
@@ -211,3 +226,74 @@ export type Done = Infer<typeof Done>;
 
 export const ErrorMessage = message('error', object({ message: string(), code: string() }));
 export type ErrorMessage = Infer<typeof ErrorMessage>;
+
+// Bucket fetch (docs/PROTOCOL.md, "Bucket fetch"): the client lists the bucket with the user's credentials and
+// sends the listing; the agent answers with what it must fetch; the client sends a read grant for each (a URL and
+// headers good for a short time, kept in the agent's memory only); the agent fetches and places them.
+
+/** One object of the listing: its path under the destination (the key without the URI's prefix, `/`-separated,
+ * UTF-8 as the store has it), its size and its version (S3 ETag, GCS generation). */
+const bucketObject = object({ path: string(), size: count(), version: string() }, 'a bucket object');
+export type BucketObject = Infer<typeof bucketObject>;
+
+export const BucketObjects = message(
+  'bucket objects',
+  object({
+    objects: array(bucketObject),
+    /** More batches follow. */
+    more: boolean(),
+  }),
+);
+export type BucketObjects = Infer<typeof BucketObjects>;
+
+export const BucketWant = message(
+  'bucket want',
+  object({
+    /** Absolute destination on the node, for messages. */
+    dest: string(),
+    /** Paths of the listing to fetch (new, changed, or no longer as placed). */
+    fetch: array(string()),
+    /** Keys that cannot be files here, each with why; never written. */
+    refused: array(fileFailure),
+  }),
+);
+export type BucketWant = Infer<typeof BucketWant>;
+
+const readGrant = object(
+  {
+    uri: string(),
+    url: string(),
+    headers: record(string()),
+    expiresAtMs: number(),
+    size: count(),
+    etag: string(),
+    versionHeader: literal('etag', 'x-goog-generation'),
+  },
+  'a read grant',
+);
+export type ReadGrantMessage = Infer<typeof readGrant>;
+
+export const BucketGrants = message(
+  'bucket grants',
+  object({
+    grants: array(object({ path: string(), grant: readGrant }, 'a granted object')),
+    more: boolean(),
+  }),
+);
+export type BucketGrants = Infer<typeof BucketGrants>;
+
+export const BucketDone = message(
+  'done',
+  object({
+    fetched: count(),
+    skipped: count(),
+    bytesFetched: count(),
+    deleted: count(),
+    /** Placed files gone from the bucket that a job changed since: left in place. */
+    kept: array(string()),
+    failed: array(fileFailure),
+    /** Placed files gone from the bucket, left in place because of `deleteMode: 'none'`. */
+    stale: count(),
+  }),
+);
+export type BucketDone = Infer<typeof BucketDone>;

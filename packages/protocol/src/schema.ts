@@ -133,6 +133,19 @@ export function object<S extends Shape>(shape: S, what = 'an object'): Schema<Ob
   };
 }
 
+/** An object used as a map from names to values of one shape (request headers); only its own keys are read. */
+export function record<T>(value: Schema<T>): Schema<Record<string, T>> {
+  return {
+    expected: `an object of ${plural(value.expected)}`,
+    check(v, field) {
+      if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new ShapeError(field, this.expected);
+      const out: Record<string, T> = Object.create(null) as Record<string, T>;
+      for (const key of Object.keys(v)) out[key] = value.check((v as Record<string, unknown>)[key], field ? `${field}.${key}` : key);
+      return out;
+    },
+  };
+}
+
 /** The first alternative that fits. */
 export function either<A, B>(a: Schema<A>, b: Schema<B>): Schema<A | B> {
   return {

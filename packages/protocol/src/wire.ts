@@ -35,6 +35,12 @@ export const enum Frame {
   LaneHello = 15,
   /** Sender, on the main connection: from the next data block on, blocks take turns over these lanes. */
   Lanes = 16,
+  /** Client, bucket fetch: a batch of the bucket's listing for the destination (JSON `bucket objects`). */
+  BucketObjects = 17,
+  /** Agent, bucket fetch: the objects it has to fetch, and the keys it refuses (JSON `bucket want`). */
+  BucketWant = 18,
+  /** Client, bucket fetch: a batch of read grants for the wanted objects (JSON `bucket grants`). */
+  BucketGrants = 19,
 }
 
 const FRAME_NAMES: Record<number, string> = {
@@ -54,6 +60,9 @@ const FRAME_NAMES: Record<number, string> = {
   14: 'relay-want',
   15: 'lane-hello',
   16: 'lanes',
+  17: 'bucket-objects',
+  18: 'bucket-want',
+  19: 'bucket-grants',
 };
 
 export function frameName(t: number): string {

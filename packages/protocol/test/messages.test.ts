@@ -36,7 +36,7 @@ describe('JSON messages', () => {
   it('name the message and the field that does not fit', () => {
     const cases: Array<[() => unknown, string]> = [
       [() => Begin.decode(json({ op: 'push', dest: 5, base: null, chunkParams: params })), 'bad begin message: field `dest` must be a string'],
-      [() => Begin.decode(json({ op: 'rm', dest: '/' })), 'bad begin message: field `op` must be "push" or "pull"'],
+      [() => Begin.decode(json({ op: 'rm', dest: '/' })), 'bad begin message: field `op` must be "push", "pull" or "bucket"'],
       [() => Begin.decode(json({ op: 'pull', path: 'x', chunkParams: { ...params, maxSize: '1' } })), 'bad begin message: field `chunkParams.maxSize` must be a whole number from 0'],
       [() => Begin.decode(json([1])), 'bad begin message: must be an object'],
       [() => Begin.decode(Buffer.from('{"op":')), 'bad begin message: not JSON'],

@@ -10,6 +10,9 @@ export type LocalMount = Extract<FileMount, { kind: 'local' }>;
 
 export type Placement = 'direct' | 'link';
 
+/** What placing a mount needs to know of it (a local mount or a bucket mount). */
+type Placed = Pick<FileMount, 'key' | 'remote'>;
+
 const PROBE_MOUNTS = [
   // For each destination: can this user write it (or create it), or must it be linked into place?
   'for D in "$@"; do',
@@ -19,7 +22,7 @@ const PROBE_MOUNTS = [
 ].join('\n');
 
 /** Where each elsewhere-mount goes on one node: written directly, or under ~/.sky/file_mounts and linked. */
-export async function mountPlacements(target: Target, mounts: LocalMount[]): Promise<Map<string, Placement>> {
+export async function mountPlacements(target: Target, mounts: Placed[]): Promise<Map<string, Placement>> {
   const result = new Map<string, Placement>();
   // Loaded only for tasks: the YAML parser costs every other command startup time.
   const { placement } = await import('@skysync/task');
@@ -47,7 +50,7 @@ const LINK_MOUNT = [
 ].join('\n');
 
 /** Links a mount placed under ~/.sky/file_mounts into its destination; resolves with why it could not, or null. */
-export async function linkMount(target: Target, mount: LocalMount): Promise<string | null> {
+export async function linkMount(target: Target, mount: Placed): Promise<string | null> {
   const r = await capture(target, `sh -c ${shellQuote(LINK_MOUNT)} skysync-link ${shellQuote(mount.remote)}`);
   if (r.code === 0) return null;
   const why = r.err.trim().split('\n').pop() || `exit ${r.code}`;

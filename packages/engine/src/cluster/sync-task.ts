@@ -9,6 +9,7 @@ import { NodeSessions } from '../node-sessions.js';
 import { pushMany } from '../push.js';
 import { pushWithRsync } from '../rsync.js';
 import type { PushEvent, PushStats } from '../stats.js';
+import { type BucketMount, type BucketStats, fetchBucketMount, prepareBucketMount } from '../bucket/mount.js';
 import { linkMount, mountPlacements, placedAt, type LocalMount, type Placement } from './mounts.js';
 
 export type { LocalMount } from './mounts.js';
@@ -17,7 +18,10 @@ export type { LocalMount } from './mounts.js';
  * What a task syncs, in order. A new kind (a bucket) is one more member here, one more case in `TaskSync.sync`,
  * and (for a file mount) one more in `taskSources`.
  */
-export type SyncSource = { kind: 'workdir'; source: string; dest: string } | { kind: 'local mount'; mount: LocalMount };
+export type SyncSource =
+  | { kind: 'workdir'; source: string; dest: string }
+  | { kind: 'local mount'; mount: LocalMount }
+  | { kind: 'bucket mount'; mount: BucketMount };
 
 export interface MountReport {
   key: string;
@@ -25,6 +29,8 @@ export interface MountReport {
   /** Where the bytes went: the destination itself, or ~/.sky/file_mounts/... linked into place. */
   placedAt: string;
   stats: PushStats;
+  /** A bucket mount's own counts (objects listed, fetched, skipped, bytes fetched by the node). */
+  bucket?: BucketStats;
 }
 
 export interface NodeReport {
@@ -67,7 +73,7 @@ class TaskSync {
     this.reports = req.nodes.map((t) => ({ node: t.spec, workdir: null, mounts: [], error: null, viaRsync: null }));
     this.viaAgent = req.transport !== 'rsync';
     this.sessions = new NodeSessions(req.nodes, { onOpenError: (i, e) => this.openFailed(i, e) });
-    const mounts = req.sources.flatMap((s) => (s.kind === 'local mount' ? [s.mount] : []));
+    const mounts = req.sources.flatMap((s) => (s.kind === 'workdir' ? [] : [s.mount]));
     this.placements = req.nodes.map(async (t, i) => ((await this.sessions.settled(i)) && mounts.length ? mountPlacements(t, mounts) : new Map()));
     this.placements.forEach((p) => p.catch(() => {}));
   }
@@ -96,6 +102,8 @@ class TaskSync {
         return this.syncWorkdir(s.source, s.dest);
       case 'local mount':
         return this.syncLocalMount(s.mount);
+      case 'bucket mount':
+        return this.syncBucketMount(s.mount);
     }
   }
 
@@ -138,14 +146,7 @@ class TaskSync {
         reports[i]!.error = `${m.key}: ${(e as Error).message}`;
       }
     }
-    const where = new Map<number, Placement>();
-    for (const i of await this.live()) {
-      try {
-        where.set(i, (await this.placements[i]!).get(m.key) ?? 'direct');
-      } catch (e) {
-        reports[i]!.error = `${m.key}: ${(e as Error).message}`;
-      }
-    }
+    const where = await this.placementsOf(m.key);
     const destFor = (i: number): string => placedAt(m.remote, where.get(i));
     const done = await this.pushGroups(m.source, m.key, destFor, await this.live());
     for (const [i, s] of done) reports[i]!.mounts.push({ key: m.key, remote: m.remote, placedAt: destFor(i), stats: s });
@@ -155,6 +156,49 @@ class TaskSync {
       linked.map(async (i) => {
         const failed = await linkMount(req.nodes[i]!, m);
         if (failed) reports[i]!.error = failed;
+      }),
+    );
+  }
+
+  /** Where mount `key` goes on each live node; a node whose placement could not be asked gets an error. */
+  private async placementsOf(key: string): Promise<Map<number, Placement>> {
+    const where = new Map<number, Placement>();
+    for (const i of await this.live()) {
+      try {
+        where.set(i, (await this.placements[i]!).get(key) ?? 'direct');
+      } catch (e) {
+        this.reports[i]!.error = `${key}: ${(e as Error).message}`;
+      }
+    }
+    return where;
+  }
+
+  /** A bucket mount: listed here once, fetched by every node from the store itself, then linked as a local one. */
+  private async syncBucketMount(m: BucketMount): Promise<void> {
+    const { req, reports } = this;
+    this.sessions.stopOpening();
+    await this.sessions.all();
+    for (const r of reports) if (r.viaRsync && !r.error) r.error = `${m.key}: a bucket mount needs the skysync agent on ${r.node} (${r.viaRsync})`;
+    if (!(await this.live()).length) return;
+    let prepared: Awaited<ReturnType<typeof prepareBucketMount>>;
+    try {
+      prepared = await prepareBucketMount(m);
+    } catch (e) {
+      for (const i of await this.live()) reports[i]!.error = (e as Error).message;
+      return;
+    }
+    const where = await this.placementsOf(m.key);
+    const sessions = await this.sessions.all();
+    await Promise.all(
+      [...where].map(async ([i, placement]) => {
+        const dest = placedAt(m.remote, placement);
+        try {
+          const r = await fetchBucketMount(sessions[i]!, dest, prepared, req.deleteMode, req.dryRun);
+          reports[i]!.mounts.push({ key: m.key, remote: m.remote, placedAt: dest, stats: r.stats, bucket: r.bucket });
+          if (placement === 'link' && !req.dryRun) reports[i]!.error = await linkMount(req.nodes[i]!, m);
+        } catch (e) {
+          reports[i]!.error = `${m.key}: ${(e as Error).message}`;
+        }
       }),
     );
   }
