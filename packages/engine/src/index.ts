@@ -16,3 +16,4 @@ export { syncNodes, type SyncRequest, type SyncSource, type NodeReport, type Mou
 export { taskSources, type TaskSources } from './cluster/sources.js';
 export { runOnNodes, pipeLines, type RunRequest } from './cluster/run-nodes.js';
 export { compressLevel } from '@skysync/transfer';
+export * from './storage/index.js';
