@@ -5,6 +5,7 @@ import { LocalTarget, SshTarget, parseTarget } from '@skysync/transport';
 import { execCommand, nodeSelection, pushCommand, type CommandContext, type SyncFlags } from './commands.js';
 import { EXIT, UsageError } from './exit-codes.js';
 import { summaryLines } from './output.js';
+import { addStorage } from './storage-commands.js';
 
 function native(): NativeAddon {
   const n = loadNative();
@@ -51,6 +52,7 @@ export function buildProgram(): Command {
   addLaunch(program, ctx);
   addDisconnect(program);
   addPull(program);
+  addStorage(program);
   return program;
 }
 

@@ -49,6 +49,7 @@ export interface DirUpload {
 /** Files at least this large are chunked, so that a later change sends only its changed parts. */
 const LARGE_FILE = 16 * 1024 * 1024;
 const MAX_ATTEMPTS = 6;
+const CHUNK_BATCH = 2000;
 
 interface Plan {
   put: string[];
@@ -97,15 +98,31 @@ async function listPlace(upload: DirUpload): Promise<Map<string, ObjectInfo>> {
   return listed;
 }
 
-/** Cuts the recipes of changed large files (with the old recipe as a hint), so their changes can be found now and next time. */
-async function chunkLarge(upload: DirUpload, tree: Tree, changes: Change[]): Promise<void> {
-  const large = changes.filter((c) => c.status !== 'deleted' && c.entry.kind === 'file' && c.entry.size >= LARGE_FILE);
-  if (large.length === 0) return;
-  const outcomes = await upload.native.chunkFiles(upload.source, large.map((c) => c.entry.path), null, large.map((c) => c.prevRecipe?.chunks ?? null));
-  outcomes.forEach((outcome, i) => {
-    const treePath = large[i]!.entry.path;
-    if (!outcome.recipe || !tree.setRecipe(treePath, outcome.recipe.chunks)) tree.forget(treePath);
-  });
+/**
+ * Cuts the recipes of changed files (the old recipe as a hint). The scan reports a file without a recipe as changed,
+ * so every file needs one; a large file's recipe also says, next time, which of its parts changed.
+ */
+async function chunkChanged(upload: DirUpload, tree: Tree, changes: Change[]): Promise<{ unreadable: Set<string>; same: Set<string> }> {
+  const unreadable = new Set<string>();
+  // Reported again only because its stat data cannot vouch for it (written within the scan's clock granularity).
+  const same = new Set<string>();
+  const files = changes.filter((c) => c.status !== 'deleted' && c.entry.kind === 'file');
+  for (let at = 0; at < files.length; at += CHUNK_BATCH) {
+    const batch = files.slice(at, at + CHUNK_BATCH);
+    const hints = batch.map((c) => c.prevRecipe?.chunks ?? null);
+    const outcomes = await upload.native.chunkFiles(upload.source, batch.map((c) => c.entry.path), null, hints.some((h) => h !== null) ? hints : null);
+    outcomes.forEach((outcome, i) => {
+      const treePath = batch[i]!.entry.path;
+      if (!outcome.recipe || !tree.setRecipe(treePath, outcome.recipe.chunks)) {
+        tree.forget(treePath);
+        unreadable.add(treePath);
+        upload.warn(`${displayPath(treePath)}: ${outcome.error ?? 'changed while it was read'}; skipped, the bucket keeps its copy`);
+      } else if (batch[i]!.prevRecipe?.digest.equals(outcome.recipe.digest)) {
+        same.add(treePath);
+      }
+    });
+  }
+  return { unreadable, same };
 }
 
 interface PutContext {
@@ -158,7 +175,17 @@ export async function uploadDir(upload: DirUpload): Promise<void> {
     const key = keyOf(c.entry.path);
     if (key !== null && c.entry.kind === 'file' && c.status !== 'deleted') changed.add(key);
   }
-  await chunkLarge(upload, tree, scanned.changes);
+  // A file that could not be read is left as the bucket has it: neither sent nor deleted.
+  const { unreadable, same } = await chunkChanged(upload, tree, scanned.changes);
+  for (const treePath of same) changed.delete(keyOf(treePath) ?? '');
+  const kept = new Map<string, PutRecord>();
+  for (const treePath of unreadable) {
+    const key = keyOf(treePath) ?? '';
+    files.delete(key);
+    changed.delete(key);
+    const record = state.objects.get(key);
+    if (record) kept.set(key, record);
+  }
 
   // What this client put that still holds the local content.
   const mine = new Map([...state.objects].filter(([key]) => !changed.has(key)));
@@ -188,9 +215,11 @@ export async function uploadDir(upload: DirUpload): Promise<void> {
       mine.set(key, await putFile(ctx, key, files.get(key)!));
       sent.add(key);
     });
+    plan.remove = plan.remove.filter((key) => !kept.has(key));
     if (plan.remove.length > 0) await upload.store.remove(plan.remove.map((key) => upload.prefix + key));
     upload.stats.objectsDeleted += plan.remove.length;
     const manifest: Manifest = { objects: new Map([...files.keys()].flatMap((key) => (mine.has(key) ? [[key, mine.get(key)!] as const] : []))) };
+    for (const [key, record] of kept) manifest.objects.set(key, record);
     try {
       const etag = await writeManifest(upload.store, upload.prefix, manifest, viewEtag);
       await saveUploadState(stateDir, { manifestEtag: etag, objects: manifest.objects, tree });
