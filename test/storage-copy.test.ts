@@ -242,6 +242,37 @@ process.stdout.write(JSON.stringify(result.stats));
     expect(await consistent()).toBe(loser);
   });
 
+  it.each(['s3', 'gs'] as const)('%s: a client whose manifest write loses the race re-lists, re-sends what the other overwrote, and its view wins whole', async (scheme) => {
+    const name = bucketName();
+    const a = path.join(scratch, 'a');
+    const b = path.join(scratch, 'b');
+    write(a, { 'same.txt': 'from a', 'a-only.txt': 'a', 'both/x.txt': 'ax' });
+    write(b, { 'same.txt': 'from b', 'b-only.txt': 'b', 'both/x.txt': 'bx' });
+    // A's manifest write waits until B's upload is done: B writes first, A's conditional write fails.
+    let release: () => void = () => {};
+    const bDone = new Promise<void>((resolve) => (release = resolve));
+    const gated = (uri: string): ObjectStore => {
+      const store = openStore(uri);
+      const put = store.put.bind(store);
+      store.put = async (key, parts, options) => {
+        if (key.startsWith('.skysync/manifests/')) await bDone;
+        return put(key, parts, options);
+      };
+      return store;
+    };
+    const first = uploadStorage(mount(name, [a], scheme), { native, openStore: gated });
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const second = await upload(name, b, scheme);
+    release();
+    const result = await first;
+    expect(second.stats.manifestRetries).toBe(0);
+    expect(result.stats.manifestRetries).toBe(1);
+    const store = openStore(result.uri);
+    expect([...(await objects(store)).keys()].sort()).toEqual(['a-only.txt', 'both/x.txt', 'same.txt']);
+    expect((await content(store, 'same.txt')).toString()).toBe('from a');
+    expect((await content(store, 'both/x.txt')).toString()).toBe('ax');
+  });
+
   it('an endpoint that does not answer: one line naming the mount', async () => {
     const port = await closedPort();
     const source = path.join(scratch, 'src');
