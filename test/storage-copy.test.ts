@@ -110,44 +110,47 @@ function bytesReceived(log: Awaited<ReturnType<S3Server['recording']>>): number 
 }
 
 describe.skipIf(skipReason)('Storage COPY from a local source', () => {
-  it.each(['s3', 'gs'] as const)('%s: creates the bucket, uploads exactly what git keeps, then nothing when nothing changed, and removes what was deleted locally', async (scheme) => {
-    const source = path.join(scratch, 'src');
-    ignoredTree(source);
-    const name = bucketName();
-    const first = await upload(name, source, scheme);
-    expect(first.uri).toBe(`${scheme}://${name}`);
-    expect(first.stats.bucketCreated).toBe(true);
+  it.each(['s3', 'gs'] as const)(
+    '%s: creates the bucket, uploads exactly what git keeps, then nothing when nothing changed, and removes what was deleted locally',
+    async (scheme) => {
+      const source = path.join(scratch, 'src');
+      ignoredTree(source);
+      const name = bucketName();
+      const first = await upload(name, source, scheme);
+      expect(first.uri).toBe(`${scheme}://${name}`);
+      expect(first.stats.bucketCreated).toBe(true);
 
-    const store = openStore(first.uri);
-    const kept = gitKept(source, path.join(scratch, 'git'));
-    expect(new Set((await objects(store)).keys())).toEqual(kept);
-    expect((await content(store, 'src/keep.log')).toString()).toBe('kept by negation');
-    expect((await content(store, 'empty.txt')).length).toBe(0);
-    expect((await objects(store, '.skysync/')).has('.skysync/bucket.json')).toBe(true);
-    expect((await listCreatedBuckets()).map((b) => [b.uri, b.persistent])).toEqual([[first.uri, false]]);
+      const store = openStore(first.uri);
+      const kept = gitKept(source, path.join(scratch, 'git'));
+      expect(new Set((await objects(store)).keys())).toEqual(kept);
+      expect((await content(store, 'src/keep.log')).toString()).toBe('kept by negation');
+      expect((await content(store, 'empty.txt')).length).toBe(0);
+      expect((await objects(store, '.skysync/')).has('.skysync/bucket.json')).toBe(true);
+      expect((await listCreatedBuckets()).map((b) => [b.uri, b.persistent])).toEqual([[first.uri, false]]);
 
-    // Nothing changed: one HEAD of the manifest, no listing, no write.
-    const before = await objects(store);
-    if (scheme === 's3') await s3.startRecording();
-    const second = await upload(name, source, scheme);
-    if (scheme === 's3') {
-      const log = await s3.recording();
-      expect(log.map((r) => r.method)).toEqual(['HEAD']);
-    }
-    expect(second.stats).toMatchObject({ objectsUploaded: 0, objectsListed: 0, objectsDeleted: 0, bytesSent: 0, bucketCreated: false });
-    expect(await objects(store)).toEqual(before);
+      // Nothing changed: one HEAD of the manifest, no listing, no write.
+      const before = await objects(store);
+      if (scheme === 's3') await s3.startRecording();
+      const second = await upload(name, source, scheme);
+      if (scheme === 's3') {
+        const log = await s3.recording();
+        expect(log.map((r) => r.method)).toEqual(['HEAD']);
+      }
+      expect(second.stats).toMatchObject({ objectsUploaded: 0, objectsListed: 0, objectsDeleted: 0, bytesSent: 0, bucketCreated: false });
+      expect(await objects(store)).toEqual(before);
 
-    // Local deletions remove what skysync uploaded; an object someone else put there stays.
-    await store.put('foreign.txt', [{ kind: 'bytes', data: Buffer.from('not ours') }]);
-    fs.rmSync(path.join(source, 'README.md'));
-    fs.rmSync(path.join(source, 'src/deep'), { recursive: true });
-    fs.writeFileSync(path.join(source, 'src/main.py'), 'print(2)');
-    const third = await upload(name, source, scheme);
-    expect(third.stats).toMatchObject({ objectsUploaded: 1, objectsDeleted: 4 });
-    const after = new Set((await objects(store)).keys());
-    expect(after).toEqual(new Set([...gitKept(source, path.join(scratch, 'git')), 'foreign.txt']));
-    expect((await content(store, 'src/main.py')).toString()).toBe('print(2)');
-  });
+      // Local deletions remove what skysync uploaded; an object someone else put there stays.
+      await store.put('foreign.txt', [{ kind: 'bytes', data: Buffer.from('not ours') }]);
+      fs.rmSync(path.join(source, 'README.md'));
+      fs.rmSync(path.join(source, 'src/deep'), { recursive: true });
+      fs.writeFileSync(path.join(source, 'src/main.py'), 'print(2)');
+      const third = await upload(name, source, scheme);
+      expect(third.stats).toMatchObject({ objectsUploaded: 1, objectsDeleted: 4 });
+      const after = new Set((await objects(store)).keys());
+      expect(after).toEqual(new Set([...gitKept(source, path.join(scratch, 'git')), 'foreign.txt']));
+      expect((await content(store, 'src/main.py')).toString()).toBe('print(2)');
+    },
+  );
 
   it('s3: one byte inserted into a 40 MiB file sends at most 16 MiB (moto request log), the rest is copied in the bucket', async () => {
     const source = path.join(scratch, 'src');
@@ -302,10 +305,15 @@ process.stdout.write(JSON.stringify(result.stats));
 
     const refused = cli('storage', 'delete', foreign);
     expect(refused.status).toBe(1);
-    expect(refused.stderr.trim().split('\n')).toEqual([`skysync: ${foreign}: not a bucket skysync created, so skysync does not delete it (\`skysync storage ls\` lists those; use the cloud's own tools for others)`]);
+    expect(refused.stderr.trim().split('\n')).toEqual([
+      `skysync: ${foreign}: not a bucket skysync created, so skysync does not delete it (\`skysync storage ls\` lists those; use the cloud's own tools for others)`,
+    ]);
     await expect(openStore(`s3://${foreign}`).checkBucket()).resolves.toBeUndefined();
 
-    const unreachable = spawnSync(process.execPath, [BIN, 'storage', 'delete', name], { env: { ...env, AWS_ENDPOINT_URL: `http://127.0.0.1:${await closedPort()}` }, encoding: 'utf8' });
+    const unreachable = spawnSync(process.execPath, [BIN, 'storage', 'delete', name], {
+      env: { ...env, AWS_ENDPOINT_URL: `http://127.0.0.1:${await closedPort()}` },
+      encoding: 'utf8',
+    });
     expect(unreachable.status).toBe(1);
     expect(unreachable.stderr.trim().split('\n')).toHaveLength(1);
     expect(unreachable.stderr).toContain('does not answer (ECONNREFUSED)');

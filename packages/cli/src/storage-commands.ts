@@ -13,7 +13,7 @@ export function addStorage(program: Command): void {
   const storage = program.command('storage').description('buckets skysync created for Storage objects (name + local source)');
   storage
     .command('ls')
-    .description('list the buckets skysync created (from this machine\'s record)')
+    .description("list the buckets skysync created (from this machine's record)")
     .option('--json', 'print them as one JSON array (stdout)')
     .action(async (flags: { json?: boolean }) => {
       const buckets = await listCreatedBuckets();

@@ -110,7 +110,12 @@ async function chunkChanged(upload: DirUpload, tree: Tree, changes: Change[]): P
   for (let at = 0; at < files.length; at += CHUNK_BATCH) {
     const batch = files.slice(at, at + CHUNK_BATCH);
     const hints = batch.map((c) => c.prevRecipe?.chunks ?? null);
-    const outcomes = await upload.native.chunkFiles(upload.source, batch.map((c) => c.entry.path), null, hints.some((h) => h !== null) ? hints : null);
+    const outcomes = await upload.native.chunkFiles(
+      upload.source,
+      batch.map((c) => c.entry.path),
+      null,
+      hints.some((h) => h !== null) ? hints : null,
+    );
     outcomes.forEach((outcome, i) => {
       const treePath = batch[i]!.entry.path;
       if (!outcome.recipe || !tree.setRecipe(treePath, outcome.recipe.chunks)) {
