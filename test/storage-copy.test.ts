@@ -4,6 +4,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import crypto, { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
+import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -152,6 +153,22 @@ describe.skipIf(skipReason)('Storage COPY from a local source', () => {
     },
   );
 
+  it('a source list: each directory lands under its basename, each with its own record', async () => {
+    const one = path.join(scratch, 'one');
+    const two = path.join(scratch, 'two');
+    write(one, { 'x.txt': '1x', 'sub/y.txt': '1y' });
+    write(two, { 'x.txt': '2x' });
+    const name = bucketName();
+    const first = await upload(name, [one, two], 's3');
+    const store = openStore(first.uri);
+    expect([...(await objects(store)).keys()].sort()).toEqual(['one/sub/y.txt', 'one/x.txt', 'two/x.txt']);
+    expect((await objects(store, '.skysync/manifests/')).size).toBe(2);
+    fs.rmSync(path.join(two, 'x.txt'));
+    const second = await upload(name, [one, two], 's3');
+    expect(second.stats).toMatchObject({ objectsUploaded: 0, objectsDeleted: 1 });
+    expect([...(await objects(store)).keys()].sort()).toEqual(['one/sub/y.txt', 'one/x.txt']);
+  });
+
   it('s3: one byte inserted into a 40 MiB file sends at most 16 MiB (moto request log), the rest is copied in the bucket', async () => {
     const source = path.join(scratch, 'src');
     const big = crypto.randomBytes(40 * MiB);
@@ -286,6 +303,34 @@ process.stdout.write(JSON.stringify(result.stats));
       const message = ((await attempt.catch((e) => e)) as Error).message;
       expect(message).toMatch(/^file_mounts\.\/data: (s3|gs):\/\/copy-[^ ]+: the endpoint http:\/\/127\.0\.0\.1:\d+ does not answer \(ECONNREFUSED\)/);
       expect(message).not.toContain('\n');
+    }
+  });
+
+  it('a denied bucket (the server answers 403 AccessDenied to everything): one line naming the mount', async () => {
+    const server = http.createServer((request, response) => {
+      request.resume();
+      const s3Style = !request.url?.startsWith('/storage/') && !request.url?.startsWith('/upload/');
+      response.writeHead(403, { 'content-type': s3Style ? 'application/xml' : 'application/json' });
+      response.end(
+        s3Style
+          ? '<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>'
+          : JSON.stringify({ error: { code: 403, message: 'denied', errors: [{ reason: 'forbidden', message: 'denied' }] } }),
+      );
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const endpoint = `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`;
+    const source = path.join(scratch, 'src');
+    write(source, { 'a.txt': 'a' });
+    try {
+      for (const scheme of ['s3', 'gs'] as const) {
+        const name = bucketName();
+        const error = (await uploadStorage(mount(name, [source], scheme), { native, openStore: (uri) => openStore(uri, endpoint) }).catch((e) => e)) as Error;
+        expect(error).toBeInstanceOf(StorageError);
+        expect(error.message).toMatch(new RegExp(`^file_mounts\\./data: ${scheme}://${name}: access denied during bucket check; check the credentials and the bucket's policy`));
+        expect(error.message).not.toContain('\n');
+      }
+    } finally {
+      server.close();
     }
   });
 
