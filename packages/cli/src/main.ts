@@ -6,6 +6,7 @@ import { execCommand, nodeSelection, pushCommand, type CommandContext, type Sync
 import { EXIT, UsageError } from './exit-codes.js';
 import { addJobCommands } from './jobs-commands.js';
 import { summaryLines } from './output.js';
+import { addStorage } from './storage-commands.js';
 
 function native(): NativeAddon {
   const n = loadNative();
@@ -53,6 +54,7 @@ export function buildProgram(): Command {
   addDisconnect(program);
   addPull(program);
   addJobCommands(program, ctx);
+  addStorage(program);
   return program;
 }
 

@@ -17,3 +17,4 @@ export { taskSources, type TaskSources } from './cluster/sources.js';
 export { runOnNodes, pipeLines, nodeEnv, type RunRequest } from './cluster/run-nodes.js';
 export { compressLevel } from '@skysync/transfer';
 export * from './jobs/index.js';
+export * from './storage/index.js';

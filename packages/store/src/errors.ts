@@ -48,7 +48,7 @@ export interface ErrorContext {
 }
 
 // Operations whose 404 can only mean the bucket: they name no existing object (GCS's 404s carry no code to tell).
-const BUCKET_OPERATIONS = new Set(['bucket check', 'list', 'put', 'upload part', 'upload piece', 'bucket create']);
+const BUCKET_OPERATIONS = new Set(['bucket check', 'list', 'put', 'upload part', 'upload piece', 'bucket create', 'bucket delete']);
 
 /** Turns an SDK failure into a one-line StoreError. `operation` says what was being done (`list`, `put`). */
 export function storeError(facts: ErrorFacts, context: ErrorContext, operation: string): StoreError {

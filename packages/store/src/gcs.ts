@@ -386,6 +386,10 @@ export class GcsObjectStore implements ObjectStore {
     });
   }
 
+  async deleteBucket(): Promise<void> {
+    await this.call('bucket delete', undefined, () => this.bucket.delete());
+  }
+
   async checkBucket(): Promise<void> {
     await this.call('bucket check', undefined, () => this.bucket.getMetadata());
   }

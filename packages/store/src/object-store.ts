@@ -80,6 +80,8 @@ export interface ObjectStore {
   checkBucket(): Promise<void>;
   /** Creates the bucket; 'exists' when it was already there and ours to use. */
   createBucket(options?: { region?: string }): Promise<'created' | 'exists'>;
+  /** Deletes the bucket, which must be empty (remove its objects first, the reserved prefix's included). */
+  deleteBucket(): Promise<void>;
   /** A short-lived grant to read `key` without credentials (grant.ts `fetchObject`). */
   readGrant(key: string, options?: GrantOptions): Promise<ReadGrant>;
 }

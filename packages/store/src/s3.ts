@@ -6,6 +6,7 @@ import {
   CompleteMultipartUploadCommand,
   CreateBucketCommand,
   CreateMultipartUploadCommand,
+  DeleteBucketCommand,
   DeleteObjectsCommand,
   GetObjectCommand,
   HeadBucketCommand,
@@ -246,6 +247,10 @@ export class S3ObjectStore implements ObjectStore {
       const failed = response.Errors?.[0];
       if (failed) throw this.fail({ name: failed.Code, $metadata: {} }, 'delete', failed.Key);
     }
+  }
+
+  async deleteBucket(): Promise<void> {
+    await this.call('bucket delete', undefined, () => this.client.send(new DeleteBucketCommand({ Bucket: this.uri.bucket })));
   }
 
   async checkBucket(): Promise<void> {
