@@ -38,6 +38,8 @@ function cliEnv(): NodeJS.ProcessEnv {
     AWS_ENDPOINT_URL: s3.endpoint,
     AWS_REGION: 'us-east-1',
     SKYSYNC_GCS_ENDPOINT: gcs.endpoint,
+    // The project a new GCS bucket is made in, as the SDK reads it.
+    GOOGLE_CLOUD_PROJECT: 'test',
     SKYSYNC_STATE_DIR: path.join(work, 'state'),
     SKYSYNC_CONTROL_PERSIST: '0',
     SSH_AUTH_SOCK: '',
@@ -214,6 +216,49 @@ describe.skipIf(!!skip)('cloud URI file_mounts', () => {
     expect(lines[0]).toContain('~/mnt/nothing');
     expect(lines[0]).toMatch(/does not exist/);
   }, 60_000);
+
+  for (const store of ['s3', 'gcs'] as const) {
+    it(`a COPY Storage object (${store}) with a local source: uploaded with git's ignore rules, then fetched by the node; nothing moves the second time`, async () => {
+      const bucket = `copy-${store}-${randomUUID().slice(0, 8)}`;
+      const src = path.join(work, `copy-src-${store}`);
+      fs.mkdirSync(path.join(src, 'sub/logs'), { recursive: true });
+      fs.writeFileSync(path.join(src, '.gitignore'), '*.tmp\n');
+      fs.writeFileSync(path.join(src, 'sub/.gitignore'), 'logs/\n!keep.tmp\n');
+      fs.writeFileSync(path.join(src, 'a.txt'), 'alpha\n');
+      fs.writeFileSync(path.join(src, 'x.tmp'), 'ignored\n');
+      fs.writeFileSync(path.join(src, 'sub/keep.tmp'), 'kept by a negation\n');
+      fs.writeFileSync(path.join(src, 'sub/logs/l.txt'), 'ignored directory\n');
+      const file = path.join(work, `copy-${store}.yaml`);
+      fs.writeFileSync(file, ['file_mounts:', '  ~/ds:', `    name: ${bucket}`, `    source: ${src}`, `    store: ${store}`, '    mode: COPY', 'run: "true"', ''].join('\n'));
+      const home = path.join(work, `home-copy-${store}`);
+      const first = skysync(['push', `local:${home}`, file, '--json']);
+      expect(first.stderr).toBe('');
+      expect(first.code).toBe(0);
+      const mount = JSON.parse(first.stdout).nodes[0].mounts[0];
+      expect(mount.upload).toMatchObject({ objectsUploaded: 4, bucketCreated: true });
+      expect(mount.bucket).toMatchObject({ fetched: 4 });
+      const listed: string[] = [];
+      for await (const o of storeFor(`${store === 'gcs' ? 'gs' : 's3'}://${bucket}`).list('')) listed.push(o.key);
+      expect(listed.sort()).toEqual(['.gitignore', 'a.txt', 'sub/.gitignore', 'sub/keep.tmp']);
+      expect(fs.readFileSync(path.join(home, 'ds/sub/keep.tmp'), 'utf8')).toBe('kept by a negation\n');
+      expect(fs.existsSync(path.join(home, 'ds/x.tmp'))).toBe(false);
+
+      const again = skysync(['push', `local:${home}`, file, '--json']);
+      expect(again.code).toBe(0);
+      const m2 = JSON.parse(again.stdout).nodes[0].mounts[0];
+      expect(m2.upload).toMatchObject({ objectsUploaded: 0, bytesSent: 0 });
+      expect(m2.bucket).toMatchObject({ fetched: 0, skipped: 4 });
+
+      // A local deletion reaches the bucket and then the node.
+      fs.rmSync(path.join(src, 'a.txt'));
+      const third = skysync(['push', `local:${home}`, file, '--json']);
+      expect(third.code).toBe(0);
+      expect(JSON.parse(third.stdout).nodes[0].mounts[0].upload).toMatchObject({ objectsDeleted: 1 });
+      expect(fs.existsSync(path.join(home, 'ds/a.txt'))).toBe(false);
+      for (const r of [first, again, third]) expect(leaksIn(r.stdout + r.stderr)).toEqual([]);
+      expect(leaks(home)).toEqual([]);
+    }, 120_000);
+  }
 
   describe.skipIf(!!sshSkipReason())('over SSH', () => {
     let cluster: SshCluster;

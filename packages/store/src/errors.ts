@@ -3,7 +3,17 @@
 
 export type StoreErrorKind = 'missing-bucket' | 'denied' | 'unreachable' | 'precondition' | 'missing-object' | 'failed';
 
+/** The CLI loads the SDK side (`@skysync/store/cloud`) from a bundle of its own, which holds its own copy of this
+ * class: `instanceof` goes by this brand, so an error thrown there is still a StoreError here. */
+const STORE_ERROR = Symbol.for('skysync.StoreError');
+
 export class StoreError extends Error {
+  readonly [STORE_ERROR] = true;
+
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    return typeof value === 'object' && value !== null && (value as Record<symbol, unknown>)[STORE_ERROR] === true;
+  }
+
   constructor(
     readonly kind: StoreErrorKind,
     message: string,

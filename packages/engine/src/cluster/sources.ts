@@ -34,9 +34,29 @@ export async function taskSources(t: TaskSources): Promise<SyncSource[]> {
       sources.push({ kind: 'bucket mount', mount: m });
       continue;
     }
-    const what = m.kind === 'uri' ? `a cloud URI (${m.uri})` : 'a Storage object';
-    const but = m.kind === 'uri' ? ' (s3:// and gs:// are)' : '';
+    if (m.kind === 'storage' && m.mode === 'COPY') {
+      sources.push(await storageCopySource(t, m));
+      continue;
+    }
+    const what = m.kind === 'uri' ? `a cloud URI (${m.uri})` : `a Storage object in ${m.mode} mode`;
+    const but = m.kind === 'uri' ? ' (s3:// and gs:// are)' : ' (COPY is)';
     throw new TaskError(`${t.file}: ${m.key}: ${what} is not supported yet by skysync${but}; sync it with SkyPilot, or remove it from the task for now`);
   }
   return sources;
+}
+
+type StorageMount = Extract<FileMount, { kind: 'storage' }>;
+const URI = /^[a-z][a-z0-9+.-]*:\/\//i;
+
+/** A COPY Storage object: a local source is uploaded by the client first, then fetched by every node as a bucket
+ * mount of the whole bucket; a URI source is a bucket mount of that URI (SkyPilot's rules for both). */
+async function storageCopySource(t: TaskSources, m: StorageMount): Promise<SyncSource> {
+  const { TaskError } = await import('@skysync/task');
+  const uris = m.sources.filter((src) => URI.test(src));
+  if (uris.length === 0 && m.sources.length > 0) return { kind: 'storage copy', mount: m };
+  const uri = uris[0] ?? null;
+  if (!uri || m.sources.length !== 1) throw new TaskError(`${t.file}: ${m.key}.source: a COPY Storage object takes one bucket URI or local directories, not both`);
+  const scheme = uri.slice(0, uri.indexOf(':')).toLowerCase();
+  if (!BUCKET_SCHEMES.includes(scheme)) throw new TaskError(`${t.file}: ${m.key}: copying from ${uri} is not supported yet by skysync (s3:// and gs:// are)`);
+  return { kind: 'bucket mount', mount: { kind: 'uri', key: m.key, dest: m.dest, remote: m.remote, uri, scheme } };
 }

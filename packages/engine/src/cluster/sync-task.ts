@@ -10,6 +10,8 @@ import { pushMany } from '../push.js';
 import { pushWithRsync } from '../rsync.js';
 import type { PushEvent, PushStats } from '../stats.js';
 import { type BucketMount, type BucketStats, fetchBucketMount, prepareBucketMount } from '../bucket/mount.js';
+import type { FileMount } from '@skysync/task';
+import type { UploadStats } from '../storage/upload.js';
 import { linkMount, mountPlacements, placedAt, type LocalMount, type Placement } from './mounts.js';
 
 export type { LocalMount } from './mounts.js';
@@ -21,7 +23,11 @@ export type { LocalMount } from './mounts.js';
 export type SyncSource =
   | { kind: 'workdir'; source: string; dest: string }
   | { kind: 'local mount'; mount: LocalMount }
-  | { kind: 'bucket mount'; mount: BucketMount };
+  | { kind: 'bucket mount'; mount: BucketMount }
+  /** A COPY Storage object with local sources: uploaded by the client, then a bucket mount of its bucket. */
+  | { kind: 'storage copy'; mount: StorageCopyMount };
+
+export type StorageCopyMount = Extract<FileMount, { kind: 'storage' }>;
 
 export interface MountReport {
   key: string;
@@ -31,6 +37,8 @@ export interface MountReport {
   stats: PushStats;
   /** A bucket mount's own counts (objects listed, fetched, skipped, bytes fetched by the node). */
   bucket?: BucketStats;
+  /** A COPY Storage object's upload by the client (on the first node's report only: it happened once). */
+  upload?: UploadStats & { bucketCreated: boolean };
 }
 
 export interface NodeReport {
@@ -104,6 +112,8 @@ class TaskSync {
         return this.syncLocalMount(s.mount);
       case 'bucket mount':
         return this.syncBucketMount(s.mount);
+      case 'storage copy':
+        return this.syncStorageCopy(s.mount);
     }
   }
 
@@ -201,6 +211,31 @@ class TaskSync {
         }
       }),
     );
+  }
+
+  /** Uploads the local sources once (what changed since the last upload), then every node fetches the bucket. A
+   * dry run uploads nothing and shows what the nodes would fetch from the bucket as it is. */
+  private async syncStorageCopy(m: StorageCopyMount): Promise<void> {
+    const { req, reports } = this;
+    const { uploadStorage } = await import('../storage/copy.js');
+    const scheme = m.store === 'gcs' ? 'gs' : 's3';
+    let uri = `${scheme}://${m.name ?? ''}`;
+    let upload: MountReport['upload'];
+    if (!req.dryRun) {
+      try {
+        const r = await uploadStorage(m, { native: req.native, warn: req.log });
+        uri = r.uri;
+        upload = r.stats;
+      } catch (e) {
+        for (const r of reports) r.error ??= (e as Error).message;
+        return;
+      }
+    }
+    const first = reports.findIndex((r) => !r.error);
+    const before = first < 0 ? 0 : reports[first]!.mounts.length;
+    await this.syncBucketMount({ kind: 'uri', key: m.key, dest: m.dest, remote: m.remote, uri, scheme });
+    const report = first < 0 ? undefined : reports[first]!.mounts[before];
+    if (report && upload) report.upload = upload;
   }
 
   /** Nodes with an open session and no error so far. */
