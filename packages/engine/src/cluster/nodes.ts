@@ -30,15 +30,19 @@ export async function resolveNodes(spec: string, sel: NodeSelection, topts: Targ
   return [head, ...workers.map((w) => parseTarget(w, { ...topts, configFile }))];
 }
 
-/** The address other nodes reach this one at (SkyPilot's SKYPILOT_NODE_IPS): the node's own first address. */
+/**
+ * The address other nodes reach this one at (SkyPilot's SKYPILOT_NODE_IPS): the node's own first address. A node
+ * that cannot be reached fails here, before a job starts on any node.
+ */
 export async function nodeAddress(target: Target): Promise<string> {
   if (target.kind === 'local') return '127.0.0.1';
+  let printed = '';
   try {
-    const r = await capture(target, 'hostname -I 2>/dev/null || hostname -i 2>/dev/null');
-    const ip = r.out.trim().split(/\s+/)[0];
-    if (ip) return ip;
-  } catch {
-    // Fall back to the address we connect to.
+    printed = (await capture(target, 'hostname -I 2>/dev/null || hostname -i 2>/dev/null')).out;
+  } catch (e) {
+    throw new Error(`${target.spec}: ${(e as Error).message}`);
   }
+  const ip = printed.trim().split(/\s+/)[0];
+  if (ip) return ip;
   return target instanceof SshTarget ? (await target.resolve()).hostname : '127.0.0.1';
 }

@@ -43,7 +43,7 @@ export interface RunRequest {
 /** Runs a script on every node at once; resolves with each node's exit code, in node order. */
 export async function runOnNodes(req: RunRequest, onStart?: (jobs: RemoteJob[]) => void): Promise<number[]> {
   const n = req.nodes.length;
-  const jobs = await Promise.all(
+  const started = await Promise.allSettled(
     req.nodes.map((t, rank) =>
       runJob(t, req.script, {
         ...req.env,
@@ -53,6 +53,14 @@ export async function runOnNodes(req: RunRequest, onStart?: (jobs: RemoteJob[]) 
       }),
     ),
   );
+  const failed = started.findIndex((s) => s.status === 'rejected');
+  if (failed >= 0) {
+    // A job running on some nodes only is no job: stop those, and let their channels close so the connections can end.
+    await Promise.all(started.map((s) => (s.status === 'fulfilled' ? abandon(s.value) : undefined)));
+    const why = (started[failed] as PromiseRejectedResult).reason as Error;
+    throw new Error(`${req.nodes[failed]!.spec}: ${why.message}`);
+  }
+  const jobs = started.map((s) => (s as PromiseFulfilledResult<RemoteJob>).value);
   onStart?.(jobs);
   return Promise.all(
     jobs.map(async (job, rank) => {
@@ -64,4 +72,12 @@ export async function runOnNodes(req: RunRequest, onStart?: (jobs: RemoteJob[]) 
       return code;
     }),
   );
+}
+
+/** Kills a job whose output nobody will read, drains it so its channel can close, and waits (briefly) for its end. */
+async function abandon(job: RemoteJob): Promise<void> {
+  job.signal('KILL');
+  job.stdout.resume();
+  job.stderr.resume();
+  await Promise.race([job.exited, new Promise((r) => setTimeout(r, 5000).unref())]);
 }

@@ -1,0 +1,106 @@
+// A cluster where something went wrong, through real OpenSSH servers: a node that cannot be reached ends every
+// command within the connect timeout (cold and warm connections), and a push that failed part-way converges on
+// the next one.
+
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { sshSkipReason, startNodes, type SshCluster, type SshNode } from './helpers/sshd.js';
+
+const skip = sshSkipReason();
+if (skip) console.log(`SKIP cluster-failures.test.ts: ${skip}`);
+const BIN = path.resolve('packages/cli/dist/bin.js');
+
+let work: string;
+let cluster: SshCluster;
+let cfg: string;
+let deadPort: number;
+
+function skysync(args: string[], opts: { env?: NodeJS.ProcessEnv; timeout?: number } = {}) {
+  const t0 = Date.now();
+  const r = spawnSync(process.execPath, [BIN, '-F', cfg, ...args], {
+    encoding: 'utf8',
+    timeout: opts.timeout ?? 60_000,
+    cwd: work,
+    env: { ...process.env, SKYSYNC_STATE_DIR: path.join(work, 'state'), SSH_AUTH_SOCK: '', SKYSYNC_CONTROL_PERSIST: '0', ...opts.env },
+  });
+  return { code: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr, ms: Date.now() - t0 };
+}
+
+function write(p: string, content: string | Buffer): void {
+  fs.mkdirSync(path.dirname(p), { recursive: true });
+  fs.writeFileSync(p, content);
+}
+
+/** A port nothing listens on: a node whose sshd is stopped. */
+async function closedPort(): Promise<number> {
+  const srv = net.createServer();
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const port = (srv.address() as net.AddressInfo).port;
+  await new Promise((r) => srv.close(r));
+  return port;
+}
+
+function hostBlock(alias: string, n: Pick<SshNode, 'user' | 'port'>, extra: string[] = []): string {
+  return [`Host ${alias}`, '  HostName 127.0.0.1', `  User ${n.user}`, `  Port ${n.port}`, `  IdentityFile ${cluster.clientKey}`,
+    '  IdentitiesOnly yes', '  StrictHostKeyChecking no', '  UserKnownHostsFile=/dev/null', ...extra, ''].join('\n');
+}
+
+describe.skipIf(!!skip)('a cluster after a failure', () => {
+  beforeAll(async () => {
+    work = fs.mkdtempSync(path.join(os.tmpdir(), 'skysync-clfail-'));
+    fs.chmodSync(work, 0o755);
+    cluster = await startNodes(3, { cluster: 'fx', strictHostKeyChecking: 'no' });
+    deadPort = await closedPort();
+    const [h, w1, w2] = cluster.nodes as [SshNode, SshNode, SshNode];
+    // `fx`: three live nodes. `down`: the same head and worker1, worker2's sshd stopped. `badkey`: the head's
+    // host key changed (known_hosts holds another key), workers fine.
+    const known = path.join(work, 'known_hosts');
+    fs.writeFileSync(known, `[127.0.0.1]:${h.port} ${w1.hostKeyPub}\n`);
+    cfg = path.join(work, 'ssh_config');
+    fs.writeFileSync(
+      cfg,
+      [
+        hostBlock('fx', h), hostBlock('fx-worker1', w1), hostBlock('fx-worker2', w2),
+        hostBlock('down', h), hostBlock('down-worker1', w1), hostBlock('down-worker2', { user: w2.user, port: deadPort }),
+        [`Host badkey`, '  HostName 127.0.0.1', `  User ${h.user}`, `  Port ${h.port}`, `  IdentityFile ${cluster.clientKey}`, '  IdentitiesOnly yes',
+          '  StrictHostKeyChecking yes', `  UserKnownHostsFile ${known}`, ''].join('\n'),
+        hostBlock('badkey-worker1', w1),
+        'Host *\n  ConnectTimeout 5\n',
+      ].join('\n'),
+    );
+    const proj = path.join(work, 'proj');
+    write(path.join(proj, 'train.py'), 'print("training")\n');
+    write(path.join(proj, 'data/big.bin'), Buffer.alloc(256 << 10, 7));
+    write(path.join(work, 'task.yaml'), ['workdir: ./proj', 'setup: echo setup', 'run: echo ran-$SKYPILOT_NODE_RANK', ''].join('\n'));
+  }, 180_000);
+
+  afterAll(async () => {
+    await cluster?.stop();
+    if (work) fs.rmSync(work, { recursive: true, force: true });
+  });
+
+  const unreachable: Array<[string, string[]]> = [
+    ['exec without a task', ['exec', 'down', '--', 'echo hi']],
+    ['exec with a task', ['exec', 'down', 'task.yaml']],
+    ['push', ['push', 'down', '-w', 'proj']],
+    ['launch', ['launch', 'down', 'task.yaml']],
+    ['pull', ['pull', 'down-worker2:~/x', 'pulled']],
+    ['exec, the head\'s host key changed', ['exec', 'badkey', '--', 'echo hi']],
+    ['push, the head\'s host key changed', ['push', 'badkey', '-w', 'proj']],
+  ];
+  for (const warm of [false, true]) {
+    it.each(unreachable)(`${warm ? 'warm' : 'cold'}: %s ends with the error and a non-zero exit`, (_what, args) => {
+      const env = { SKYSYNC_CONTROL_PERSIST: warm ? '30' : '0' };
+      if (warm) skysync(['exec', args[1]!.split(':')[0]!.replace(/-worker2$/, ''), '--', 'true'], { env });
+      const r = skysync(args, { env, timeout: 30_000 });
+      expect(r.signal, `timed out: ${r.stderr}`).toBeNull();
+      expect(r.code, r.stderr).not.toBe(0);
+      expect(r.stderr).toMatch(/connection refused|host key|HOST IDENTIFICATION/i);
+      expect(r.ms).toBeLessThan(15_000);
+    });
+  }
+});
