@@ -7,8 +7,10 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sshSkipReason, startNodes, type SshCluster, type SshNode } from './helpers/sshd.js';
+import { diffItems, walk, type Item } from './helpers/tree.js';
 
 const skip = sshSkipReason();
 if (skip) console.log(`SKIP cluster-failures.test.ts: ${skip}`);
@@ -103,4 +105,66 @@ describe.skipIf(!!skip)('a cluster after a failure', () => {
       expect(r.ms).toBeLessThan(15_000);
     });
   }
+
+  describe('convergence after a failed or partial push (head relay on)', () => {
+    let cvCfg: string;
+    const src = (): string => path.join(work, 'cvproj');
+    const setCluster = (workerDown: boolean): void => {
+      const [h, w1, w2] = cluster.nodes as [SshNode, SshNode, SshNode];
+      // Rewritten in place: the same aliases, so the client's state for each node carries over.
+      fs.writeFileSync(cvCfg, [hostBlock('cv', h), hostBlock('cv-worker1', w1), hostBlock('cv-worker2', workerDown ? { user: w2.user, port: deadPort } : w2), 'Host *\n  ConnectTimeout 5\n'].join('\n'));
+    };
+    const push = (...extra: string[]) => {
+      const r = spawnSync(process.execPath, [BIN, '-F', cvCfg, 'push', 'cv', '-w', src(), '--dest', '~/cv', '--json', ...extra], {
+        encoding: 'utf8',
+        timeout: 60_000,
+        cwd: work,
+        env: { ...process.env, SKYSYNC_STATE_DIR: path.join(work, 'state'), SSH_AUTH_SOCK: '', SKYSYNC_CONTROL_PERSIST: '0', SKYSYNC_RELAY: '1' },
+      });
+      const json = JSON.parse(r.stdout.trim().split('\n').pop() || '{}');
+      return { code: r.status, stderr: r.stderr, json, moved: (json.nodes ?? []).map((n: { workdir: { filesChanged: number; bytesLiteral: number } | null }) => (n.workdir ? n.workdir.filesChanged + n.workdir.bytesLiteral : -1)) };
+    };
+    const exact = (): void => {
+      const want = new Map([...walk(src())].filter(([, it]) => it.type !== 'dir')) as Map<string, Item>;
+      for (const n of cluster.nodes) {
+        const got = new Map([...walk(path.join(n.home, 'cv'))].filter(([, it]) => it.type !== 'dir')) as Map<string, Item>;
+        expect(diffItems(want, got, { mtime: true }), n.name).toEqual([]);
+      }
+    };
+
+    beforeAll(() => {
+      cvCfg = path.join(work, 'cv_config');
+      for (let i = 0; i < 40; i++) write(path.join(src(), `src/m${i}.py`), `X = ${i}\n`);
+      // Enough literal bytes for the workers to take theirs from the head.
+      write(path.join(src(), 'weights.bin'), randomBytes(3 << 20));
+    });
+
+    it('a push with one worker down, then: the next leaves every node exact and the one after moves nothing', () => {
+      setCluster(true);
+      const failed = push();
+      expect(failed.code, failed.stderr).not.toBe(0);
+      setCluster(false);
+      const healed = push();
+      expect(healed.code, healed.stderr).toBe(0);
+      exact();
+      for (let round = 0; round < 3; round++) {
+        const again = push();
+        expect(again.code, again.stderr).toBe(0);
+        expect(again.moved, `round ${round}`).toEqual([0, 0, 0]);
+      }
+    });
+
+    it('push --head-only, then the whole cluster: the head is not re-planned, and the next push moves nothing', () => {
+      write(path.join(src(), 'src/m1.py'), 'X = "changed"\n');
+      write(path.join(src(), 'weights.bin'), randomBytes(3 << 20));
+      const head = push('--head-only');
+      expect(head.code, head.stderr).toBe(0);
+      const all = push();
+      expect(all.code, all.stderr).toBe(0);
+      expect(all.json.nodes[0].workdir.filesChanged).toBe(0);
+      expect(all.json.nodes[1].workdir.filesChanged).toBe(2);
+      exact();
+      for (let round = 0; round < 2; round++) expect(push().moved, `round ${round}`).toEqual([0, 0, 0]);
+    });
+  });
 });
