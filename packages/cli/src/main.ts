@@ -2,7 +2,8 @@ import { Command, CommanderError, Option } from 'commander';
 import { loadNative, type NativeAddon } from '@skysync/chunking';
 import { pull, resolveNodes, CLIENT_VERSION, compressLevel } from '@skysync/engine';
 import { LocalTarget, SshTarget, parseTarget } from '@skysync/transport';
-import { execCommand, nodeSelection, pushCommand, type CommandContext, type SyncFlags } from './commands.js';
+import fs from 'node:fs';
+import { commandWithoutDashes, execCommand, nodeSelection, pushCommand, type CommandContext, type SyncFlags } from './commands.js';
 import { EXIT, UsageError } from './exit-codes.js';
 import { summaryLines } from './output.js';
 
@@ -62,6 +63,9 @@ function clusterOptions(c: Command): Command {
     .option('-w, --workdir <dir>', 'directory to sync (default: the task\'s workdir, else the current directory)')
     .option('--dest <path>', 'remote destination of the workdir', '~/sky_workdir')
     .option('--env <K=V>', 'set or override an env of the task (repeatable; K alone takes it from here)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .option('--env-file <file>', 'envs from a dotenv file (NAME=VALUE lines); --env wins')
+    .option('--secret <K=V>', 'set a secret of the task (repeatable; K alone takes it from here); never printed', (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .option('--secret-file <file>', 'secrets from a dotenv file; --secret wins')
     .addOption(new Option('--delete', 'make an exact mirror: also remove remote files that are not in the source (ignored paths excepted)'))
     .addOption(new Option('--no-delete', "never remove anything on the remote (SkyPilot's behaviour)"))
     .option('-n, --dry-run', 'list what would change, change nothing (and run nothing)')
@@ -116,7 +120,7 @@ function addExec(program: Command, ctx: CommandContext): void {
       .description("sync the workdir, then run the task's run (or CMD) in ~/sky_workdir on every node, output streamed live")
       .argument('<target>', 'an SSH alias (with its -workerN hosts), user@host[:port], or local:DIR')
       .argument('[task]', 'a SkyPilot task YAML')
-      .argument('[command...]', 'a command to run instead of the task\'s run (after --)')
+      .argument('[command...]', 'a command to run instead of the task\'s run (after the target, or after the task and --)')
       .option('--file-mounts', "also sync the task's local file_mounts (SkyPilot's exec skips them)"),
   )
     .addHelpText(
@@ -221,6 +225,7 @@ Examples:
 let argvSeen: string[] = [];
 
 export async function run(argv: string[]): Promise<number> {
+  argv = commandWithoutDashes(argv, (p) => fs.statSync(p, { throwIfNoEntry: false })?.isFile() ?? false);
   argvSeen = argv;
   const program = buildProgram();
   try {

@@ -1,6 +1,6 @@
 // A command's nodes: `dev` means the head and every `dev-workerN` the SSH config defines.
 
-import { SshTarget, listWorkers, parseTarget, type Target } from '@skysync/transport';
+import { SshTarget, TargetError, listWorkers, parseTarget, type Target } from '@skysync/transport';
 import { capture } from './capture.js';
 
 export interface TargetOptions {
@@ -45,4 +45,14 @@ export async function nodeAddress(target: Target): Promise<string> {
   const ip = printed.trim().split(/\s+/)[0];
   if (ip) return ip;
   return target instanceof SshTarget ? (await target.resolve()).hostname : '127.0.0.1';
+}
+
+/** The nodes a task with `num_nodes` runs on: the first ones, head first; a task asking for more is refused, as
+ * SkyPilot refuses it. */
+export function taskNodes(nodes: Target[], numNodes: number, what: string): Target[] {
+  if (numNodes > nodes.length) {
+    const have = `${nodes.length} node${nodes.length > 1 ? 's' : ''} (${nodes.map((t) => t.spec).join(', ')})`;
+    throw new TargetError(`${what}: num_nodes is ${numNodes}, but the cluster has ${have}; lower num_nodes, or add -workerN hosts to the SSH config`);
+  }
+  return nodes.slice(0, numNodes);
 }

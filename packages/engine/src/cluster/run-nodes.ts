@@ -1,5 +1,6 @@
 // Running a job on every node of a command at once, each line of its output prefixed with the node.
 
+import type { Readable } from 'node:stream';
 import type { Target } from '@skysync/transport';
 import { runJob, type RemoteJob } from '../run.js';
 
@@ -36,8 +37,49 @@ export interface RunRequest {
   script: string;
   env: Record<string, string>;
   addresses: string[];
+  /** What SkyPilot tells a job about its cluster and itself (`skypilotEnv`), besides the rank variables. */
+  job?: JobIdentity;
+  /** Where the job runs: where its workdir was pushed (default ~/sky_workdir). */
+  cwd?: string;
+  /** Fed to the head's job (rank 0); the others read nothing. */
+  stdin?: NodeJS.ReadableStream;
   stdout: NodeJS.WritableStream;
   stderr: NodeJS.WritableStream;
+}
+
+export interface JobIdentity {
+  cluster: string;
+  taskId: string;
+  gpusPerNode: number;
+}
+
+/** A task id shaped as SkyPilot's: `sky-YYYY-MM-DD-HH-MM-SS-ffffff_<cluster>_<job>`. */
+export function taskId(cluster: string, job = 1, now = new Date()): string {
+  const p = (n: number, w = 2): string => String(n).padStart(w, '0');
+  const stamp = `${now.getFullYear()}-${p(now.getMonth() + 1)}-${p(now.getDate())}-${p(now.getHours())}-${p(now.getMinutes())}-${p(now.getSeconds())}-${p(now.getMilliseconds() * 1000, 6)}`;
+  return `sky-${stamp}_${cluster}_${job}`;
+}
+
+// Python's output reaches the terminal line by line, not when the job exits (SkyPilot sets it too); a task may
+// still say otherwise.
+const UNBUFFERED = { PYTHONUNBUFFERED: '1' };
+
+/** The variables SkyPilot gives every job, with the same shapes. */
+export function skypilotEnv(req: Pick<RunRequest, 'nodes' | 'addresses' | 'job'>, rank: number): Record<string, string> {
+  const job = req.job;
+  return {
+    SKYPILOT_NODE_RANK: String(rank),
+    SKYPILOT_NUM_NODES: String(req.nodes.length),
+    SKYPILOT_NODE_IPS: req.addresses.join('\n'),
+    ...(job
+      ? {
+          SKYPILOT_NUM_GPUS_PER_NODE: String(job.gpusPerNode),
+          SKYPILOT_TASK_ID: job.taskId,
+          // json.dumps's spacing, as a job parsing it by hand would expect.
+          SKYPILOT_CLUSTER_INFO: JSON.stringify({ cluster_name: job.cluster, cloud: null, region: null, zone: null }).replace(/([,:])(?=["n{\[0-9-])/g, '$1 '),
+        }
+      : {}),
+  };
 }
 
 /** Runs a script on every node at once; resolves with each node's exit code, in node order. */
@@ -45,12 +87,7 @@ export async function runOnNodes(req: RunRequest, onStart?: (jobs: RemoteJob[]) 
   const n = req.nodes.length;
   const started = await Promise.allSettled(
     req.nodes.map((t, rank) =>
-      runJob(t, req.script, {
-        ...req.env,
-        SKYPILOT_NODE_RANK: String(rank),
-        SKYPILOT_NUM_NODES: String(n),
-        SKYPILOT_NODE_IPS: req.addresses.join('\n'),
-      }),
+      runJob(t, req.script, { ...UNBUFFERED, ...req.env, ...skypilotEnv(req, rank) }, { cwd: req.cwd, stdin: rank === 0 ? (req.stdin as Readable | undefined) : undefined }),
     ),
   );
   const failed = started.findIndex((s) => s.status === 'rejected');
