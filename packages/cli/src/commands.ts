@@ -1,5 +1,6 @@
 // push, exec and launch: what SkyPilot users type, on one node or a whole cluster.
 
+import fsSync from 'node:fs';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -273,6 +274,16 @@ async function runPhase(ctx: CommandContext, p: Prepared, run: JobRun, what: str
   }
 }
 
+/** Input piped or redirected to us, for the head's job; a terminal's stays here (Ctrl-C is ours), /dev/null is nothing. */
+function pipedStdin(): NodeJS.ReadStream | undefined {
+  try {
+    if (process.stdin.isTTY || fsSync.fstatSync(0).isCharacterDevice()) return undefined;
+  } catch {
+    return undefined;
+  }
+  return process.stdin;
+}
+
 function firstFailure(codes: number[]): number {
   return codes.find((c) => c !== 0) ?? 0;
 }
@@ -317,8 +328,7 @@ export async function execCommand(ctx: CommandContext, targetSpec: string, taskF
       }
       const script = command.length ? command.join(' ') : p.task?.run;
       if (!code && script) {
-        // Piped input reaches the head's job (a terminal's stays here: Ctrl-C is ours).
-        const stdin = process.stdin.isTTY ? undefined : process.stdin;
+        const stdin = pipedStdin();
         const codes = await runPhase(ctx, p, { ...base, script, stdin }, 'the job');
         stdin?.pause();
         result.exitCodes = codes;

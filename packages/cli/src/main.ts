@@ -127,12 +127,15 @@ function addExec(program: Command, ctx: CommandContext): void {
       'after',
       `
 The exit code is the command's (the first non-zero one across nodes). Ctrl-C interrupts the remote command;
-twice kills it. Jobs see SKYPILOT_NODE_RANK, SKYPILOT_NUM_NODES and SKYPILOT_NODE_IPS, plus the task's envs.
+twice kills it. Jobs see SKYPILOT_NODE_RANK, SKYPILOT_NUM_NODES, SKYPILOT_NODE_IPS, SKYPILOT_NUM_GPUS_PER_NODE,
+SKYPILOT_TASK_ID and SKYPILOT_CLUSTER_INFO, plus the task's envs and secrets. Piped input reaches the head's job.
 
 Examples:
   skysync exec dev task.yaml                    sync the workdir, run the task's run on every node
   skysync exec dev task.yaml --env LR=1e-4      override an env
   skysync exec dev -- python train.py --epochs 1
+  skysync exec dev python train.py              the same: a first word that is not a YAML file starts the command
+  skysync exec dev task.yaml --secret HF_TOKEN  a secret from the local environment (never printed)
   skysync exec dev task.yaml --file-mounts      also sync the file_mounts first`,
     )
     .action(async (targetSpec: string, taskFile: string | undefined, command: string[], flags: SyncFlags) => {

@@ -64,6 +64,11 @@ export function taskId(cluster: string, job = 1, now = new Date()): string {
 // still say otherwise.
 const UNBUFFERED = { PYTHONUNBUFFERED: '1' };
 
+/** A flat object as Python's json.dumps writes it (", " and ": "), for jobs that compare it as text. */
+function pythonJson(o: Record<string, string | null>): string {
+  return `{${Object.entries(o).map(([k, v]) => `${JSON.stringify(k)}: ${JSON.stringify(v)}`).join(', ')}}`;
+}
+
 /** The variables SkyPilot gives every job, with the same shapes. */
 export function skypilotEnv(req: Pick<RunRequest, 'nodes' | 'addresses' | 'job'>, rank: number): Record<string, string> {
   const job = req.job;
@@ -75,8 +80,7 @@ export function skypilotEnv(req: Pick<RunRequest, 'nodes' | 'addresses' | 'job'>
       ? {
           SKYPILOT_NUM_GPUS_PER_NODE: String(job.gpusPerNode),
           SKYPILOT_TASK_ID: job.taskId,
-          // json.dumps's spacing, as a job parsing it by hand would expect.
-          SKYPILOT_CLUSTER_INFO: JSON.stringify({ cluster_name: job.cluster, cloud: null, region: null, zone: null }).replace(/([,:])(?=["n{\[0-9-])/g, '$1 '),
+          SKYPILOT_CLUSTER_INFO: pythonJson({ cluster_name: job.cluster, cloud: null, region: null, zone: null }),
         }
       : {}),
   };
