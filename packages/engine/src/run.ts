@@ -35,7 +35,7 @@ const NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 /** The job as the node runs it: envs exported, then the user's script from the working directory. */
 export function jobScript(script: string, env: Record<string, string>, cwd: string): string {
   // The job's stdin is open by now: its FIFO (when there is one) can go with the script.
-  const lines = ['rm -f "$0"; if [ -n "$1" ] && [ "$1" != /dev/null ]; then rm -f "$1"; fi; set --'];
+  const lines = ['rm -f "$0"; case "$1" in "$HOME"/.skysync/run/in.*) rm -f "$1" ;; esac; set --'];
   for (const [k, v] of Object.entries(env)) {
     if (!NAME.test(k)) throw new Error(`${JSON.stringify(k)} is not a valid environment variable name`);
     lines.push(`export ${k}=${shellQuote(v)}`);
