@@ -1,5 +1,7 @@
 // push, exec and launch: what SkyPilot users type, on one node or a whole cluster.
 
+import fsSync from 'node:fs';
+import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { Command } from 'commander';
@@ -15,7 +17,10 @@ import {
   type NodeSelection,
   type PushEvent,
   type PushStats,
+  taskId,
+  taskNodes,
   type RemoteJob,
+  type RunRequest,
   type TargetOptions,
 } from '@skysync/engine';
 import type { DeleteMode } from '@skysync/protocol';
@@ -36,6 +41,10 @@ export interface SyncFlags {
   headOnly?: boolean;
   nodes?: string;
   env?: string[];
+  /** `--secret K[=V]`: values never printed. */
+  secret?: string[];
+  envFile?: string;
+  secretFile?: string;
   fileMounts?: boolean;
   setup?: boolean;
   /** commander's `--no-relay`: false when given. */
@@ -65,10 +74,29 @@ export function deleteMode(flags: SyncFlags): DeleteMode {
   return 'placed';
 }
 
+/** --env-file then --env (which wins), and the same for secrets, as `sky launch` merges them. */
+async function overrides(flags: SyncFlags): Promise<{ env: Record<string, string>; secrets: Record<string, string> }> {
+  const { parseDotenv, parseEnvAssignments, TaskError } = await import('@skysync/task');
+  const fromFile = async (file: string | undefined, flag: '--env-file' | '--secret-file'): Promise<Record<string, string>> => {
+    if (!file) return {};
+    let text: string;
+    try {
+      text = await fs.readFile(file, 'utf8');
+    } catch (e) {
+      throw new TaskError(`${flag} ${file}: cannot read it (${(e as NodeJS.ErrnoException).code ?? 'error'})`);
+    }
+    return parseDotenv(text, file, flag);
+  };
+  return {
+    env: { ...(await fromFile(flags.envFile, '--env-file')), ...parseEnvAssignments(flags.env ?? []) },
+    secrets: { ...(await fromFile(flags.secretFile, '--secret-file')), ...parseEnvAssignments(flags.secret ?? [], '--secret') },
+  };
+}
+
 async function readTask(file: string | undefined, flags: SyncFlags, print: (l: string) => void): Promise<Task | null> {
   if (!file) return null;
-  const { loadTask, parseEnvAssignments } = await import('@skysync/task');
-  const task = await loadTask(path.resolve(file), { env: parseEnvAssignments(flags.env ?? []) });
+  const { loadTask } = await import('@skysync/task');
+  const task = await loadTask(path.resolve(file), await overrides(flags));
   if (task.ignoredKeys.length) {
     print(`note: ${path.basename(task.file)}: ${task.ignoredKeys.join(', ')} ${task.ignoredKeys.length > 1 ? 'are' : 'is'} for SkyPilot's provisioning; skysync ignores ${task.ignoredKeys.length > 1 ? 'them' : 'it'}`);
   }
@@ -177,13 +205,16 @@ async function syncPhase(
   defaultWorkdir: boolean,
   compactSummary: boolean,
   onNodes?: (nodes: Target[]) => void,
+  runsJobs = false,
 ): Promise<Prepared> {
   const t0 = Date.now();
   const task = await readTask(taskFile, flags, ctx.print);
   const workdir = flags.workdir ? path.resolve(flags.workdir) : task ? task.workdir : defaultWorkdir ? path.resolve('.') : null;
   if (workdir) await checkSource(workdir);
   const sources = await taskSources({ workdir, dest: flags.dest, file: task?.file ?? '', fileMounts: task && withMounts ? task.fileMounts : [] });
-  const nodes = await resolveNodes(targetSpec, nodeSelection(flags), ctx.targetOptions());
+  let nodes = await resolveNodes(targetSpec, nodeSelection(flags), ctx.targetOptions());
+  // A task's num_nodes picks the nodes its jobs run on, unless the nodes were named on the command line.
+  if (task && runsJobs && !flags.headOnly && !flags.nodes) nodes = taskNodes(nodes, task.numNodes, path.basename(task.file));
   // One connection per node for the whole command, until closeAll.
   for (const t of nodes) t.retain();
   onNodes?.(nodes);
@@ -226,7 +257,9 @@ export async function pushCommand(ctx: CommandContext, targetSpec: string | unde
 }
 
 /** Runs setup (launch) and run on every node; Ctrl-C is passed on to the jobs, twice kills them. */
-async function runPhase(ctx: CommandContext, p: Prepared, script: string, env: Record<string, string>, addresses: string[], what: string): Promise<number[]> {
+type JobRun = Pick<RunRequest, 'script' | 'env' | 'addresses' | 'job' | 'cwd' | 'stdin'>;
+
+async function runPhase(ctx: CommandContext, p: Prepared, run: JobRun, what: string): Promise<number[]> {
   let jobs: RemoteJob[] = [];
   let interrupts = 0;
   const onSigint = (): void => {
@@ -237,11 +270,21 @@ async function runPhase(ctx: CommandContext, p: Prepared, script: string, env: R
   process.on('SIGINT', onSigint);
   process.on('SIGTERM', onSigint);
   try {
-    return await runOnNodes({ nodes: p.nodes, script, env, addresses, stdout: process.stdout, stderr: process.stderr }, (j) => (jobs = j));
+    return await runOnNodes({ ...run, nodes: p.nodes, stdout: process.stdout, stderr: process.stderr }, (j) => (jobs = j));
   } finally {
     process.off('SIGINT', onSigint);
     process.off('SIGTERM', onSigint);
   }
+}
+
+/** Input piped or redirected to us, for the head's job; a terminal's stays here (Ctrl-C is ours), /dev/null is nothing. */
+function pipedStdin(): NodeJS.ReadStream | undefined {
+  try {
+    if (process.stdin.isTTY || fsSync.fstatSync(0).isCharacterDevice()) return undefined;
+  } catch {
+    return undefined;
+  }
+  return process.stdin;
 }
 
 function firstFailure(codes: number[]): number {
@@ -259,7 +302,7 @@ export async function execCommand(ctx: CommandContext, targetSpec: string, taskF
     if (flags.dryRun) return;
     early = Promise.all(nodes.map(nodeAddress));
     early.catch(() => {});
-  });
+  }, true);
   try {
     if (!launch && !flags.fileMounts && p.task?.fileMounts.length) {
       ctx.print('note: file_mounts are not synced by exec (SkyPilot\'s exec skips them too); add --file-mounts to sync them');
@@ -269,11 +312,17 @@ export async function execCommand(ctx: CommandContext, targetSpec: string, taskF
     let code = syncCode === EXIT.failure ? EXIT.failure : 0;
     if (syncCode !== EXIT.failure && !flags.dryRun) {
       const env = { ...(p.task?.envs ?? {}), ...(p.task?.secrets ?? {}) };
-      if (!p.task) Object.assign(env, (await import('@skysync/task')).parseEnvAssignments(flags.env ?? []));
+      if (!p.task) {
+        const given = await overrides(flags);
+        Object.assign(env, given.env, given.secrets);
+      }
       const addresses = await (early ?? Promise.all(p.nodes.map(nodeAddress)));
-      if (flags.detach) return await startDetachedCommand(ctx, { nodes: p.nodes, setup: launch && flags.setup !== false ? p.task?.setup : undefined, run: command.length ? command.join(' ') : p.task?.run, env, addresses, json: flags.json, targetSpec });
+      const job = { cluster: targetSpec, taskId: taskId(targetSpec), gpusPerNode: p.task?.gpusPerNode ?? 0 };
+      // The job runs where its workdir went.
+      const base = { env, addresses, job, cwd: flags.dest };
+      if (flags.detach) return await startDetachedCommand(ctx, { nodes: p.nodes, setup: launch && flags.setup !== false ? p.task?.setup : undefined, run: command.length ? command.join(' ') : p.task?.run, env, addresses, json: flags.json, targetSpec, job, cwd: flags.dest });
       if (launch && p.task?.setup && flags.setup !== false) {
-        const setupCodes = await runPhase(ctx, p, p.task.setup, env, addresses, 'setup');
+        const setupCodes = await runPhase(ctx, p, { ...base, script: p.task.setup }, 'setup');
         result.setupExitCodes = setupCodes;
         const bad = firstFailure(setupCodes);
         if (bad) {
@@ -283,7 +332,9 @@ export async function execCommand(ctx: CommandContext, targetSpec: string, taskF
       }
       const script = command.length ? command.join(' ') : p.task?.run;
       if (!code && script) {
-        const codes = await runPhase(ctx, p, script, env, addresses, 'the job');
+        const stdin = pipedStdin();
+        const codes = await runPhase(ctx, p, { ...base, script, stdin }, 'the job');
+        stdin?.pause();
         result.exitCodes = codes;
         code = firstFailure(codes);
       } else if (!code && !script && !flags.quiet) {
@@ -295,4 +346,32 @@ export async function execCommand(ctx: CommandContext, targetSpec: string, taskF
   } finally {
     await closeAll(p.nodes);
   }
+}
+
+/** Options that take a value (the next word, unless written `--opt=value`), for finding exec's positionals. */
+const VALUE_OPTIONS = new Set(['-F', '--ssh-config', '--node-url', '--nodes', '-w', '--workdir', '--dest', '--env', '--secret', '--env-file', '--secret-file', '--transport']);
+
+/**
+ * `skysync exec TARGET python3 train.py`, as `sky exec` takes it: when the word after the target is not an
+ * existing YAML file, it and the rest are the command. A `--` is put before it, so its options stay its own.
+ */
+export function commandWithoutDashes(argv: string[], isFile: (p: string) => boolean): string[] {
+  let i = 0;
+  // Global options, then the command's name.
+  while (i < argv.length && argv[i]!.startsWith('-')) i += VALUE_OPTIONS.has(argv[i]!) ? 2 : 1;
+  if (argv[i] !== 'exec') return argv;
+  let positionals = 0;
+  for (let j = i + 1; j < argv.length; j++) {
+    const a = argv[j]!;
+    if (a === '--') return argv;
+    if (a.startsWith('-') && a !== '-') {
+      if (VALUE_OPTIONS.has(a)) j++;
+      continue;
+    }
+    positionals++;
+    if (positionals === 1) continue;
+    if (positionals === 2 && /\.ya?ml$/i.test(a) && isFile(a)) continue;
+    return [...argv.slice(0, j), '--', ...argv.slice(j)];
+  }
+  return argv;
 }

@@ -2,7 +2,7 @@
 // again on every node of the target.
 
 import type { Command } from 'commander';
-import { cancelJob, latestJobId, listJobs, resolveNodes, startDetached, streamLogs, type NodeJob, type NodeListing } from '@skysync/engine';
+import { cancelJob, latestJobId, listJobs, resolveNodes, startDetached, streamLogs, type JobIdentity, type NodeJob, type NodeListing } from '@skysync/engine';
 import type { Target } from '@skysync/transport';
 import { nodeSelection, type CommandContext } from './commands.js';
 import { EXIT, UsageError } from './exit-codes.js';
@@ -23,6 +23,8 @@ export interface DetachInput {
   cwd?: string;
   json?: boolean;
   targetSpec: string;
+  /** SkyPilot's job variables (task id, cluster info, GPUs per node). */
+  job?: JobIdentity;
 }
 
 /** Starts the job detached on every node and says its id; the exit code is 0 once every node has it. */
@@ -32,7 +34,7 @@ export async function startDetachedCommand(ctx: CommandContext, input: DetachInp
     ctx.print('note: the task has no run command; synced only');
     return EXIT.ok;
   }
-  const r = await startDetached({ nodes: input.nodes, script: parts.join('\n'), env: input.env, addresses: input.addresses, cwd: input.cwd });
+  const r = await startDetached({ nodes: input.nodes, script: parts.join('\n'), env: input.env, addresses: input.addresses, cwd: input.cwd, job: input.job });
   const failed = r.errors.map((e, i) => (e ? `${input.nodes[i]!.spec}: ${e}` : null)).filter((e): e is string => !!e);
   for (const f of failed) ctx.print(`error: ${f}`);
   if (input.json) process.stdout.write(JSON.stringify({ jobId: r.id, nodes: input.nodes.map((t, i) => ({ node: t.spec, error: r.errors[i] })) }) + '\n');

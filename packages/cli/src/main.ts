@@ -2,7 +2,8 @@ import { Command, CommanderError, Option } from 'commander';
 import { loadNative, type NativeAddon } from '@skysync/chunking';
 import { pull, resolveNodes, CLIENT_VERSION, compressLevel } from '@skysync/engine';
 import { LocalTarget, SshTarget, parseTarget } from '@skysync/transport';
-import { execCommand, nodeSelection, pushCommand, type CommandContext, type SyncFlags } from './commands.js';
+import fs from 'node:fs';
+import { commandWithoutDashes, execCommand, nodeSelection, pushCommand, type CommandContext, type SyncFlags } from './commands.js';
 import { EXIT, UsageError } from './exit-codes.js';
 import { addJobCommands } from './jobs-commands.js';
 import { summaryLines } from './output.js';
@@ -66,6 +67,9 @@ function clusterOptions(c: Command): Command {
     .option('-w, --workdir <dir>', 'directory to sync (default: the task\'s workdir, else the current directory)')
     .option('--dest <path>', 'remote destination of the workdir', '~/sky_workdir')
     .option('--env <K=V>', 'set or override an env of the task (repeatable; K alone takes it from here)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .option('--env-file <file>', 'envs from a dotenv file (NAME=VALUE lines); --env wins')
+    .option('--secret <K=V>', 'set a secret of the task (repeatable; K alone takes it from here); never printed', (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .option('--secret-file <file>', 'secrets from a dotenv file; --secret wins')
     .addOption(new Option('--delete', 'make an exact mirror: also remove remote files that are not in the source (ignored paths excepted)'))
     .addOption(new Option('--no-delete', "never remove anything on the remote (SkyPilot's behaviour)"))
     .option('-n, --dry-run', 'list what would change, change nothing (and run nothing)')
@@ -120,7 +124,7 @@ function addExec(program: Command, ctx: CommandContext): void {
       .description("sync the workdir, then run the task's run (or CMD) in ~/sky_workdir on every node, output streamed live")
       .argument('<target>', 'an SSH alias (with its -workerN hosts), user@host[:port], or local:DIR')
       .argument('[task]', 'a SkyPilot task YAML')
-      .argument('[command...]', 'a command to run instead of the task\'s run (after --)')
+      .argument('[command...]', 'a command to run instead of the task\'s run (after the target, or after the task and --)')
       .option('--file-mounts', "also sync the task's local file_mounts (SkyPilot's exec skips them)")
       .option('-d, --detach', 'start the job and return: it runs on under a supervisor (skysync logs/jobs/cancel)'),
   )
@@ -128,12 +132,15 @@ function addExec(program: Command, ctx: CommandContext): void {
       'after',
       `
 The exit code is the command's (the first non-zero one across nodes). Ctrl-C interrupts the remote command;
-twice kills it. Jobs see SKYPILOT_NODE_RANK, SKYPILOT_NUM_NODES and SKYPILOT_NODE_IPS, plus the task's envs.
+twice kills it. Jobs see SKYPILOT_NODE_RANK, SKYPILOT_NUM_NODES, SKYPILOT_NODE_IPS, SKYPILOT_NUM_GPUS_PER_NODE,
+SKYPILOT_TASK_ID and SKYPILOT_CLUSTER_INFO, plus the task's envs and secrets. Piped input reaches the head's job.
 
 Examples:
   skysync exec dev task.yaml                    sync the workdir, run the task's run on every node
   skysync exec dev task.yaml --env LR=1e-4      override an env
   skysync exec dev -- python train.py --epochs 1
+  skysync exec dev python train.py              the same: a first word that is not a YAML file starts the command
+  skysync exec dev task.yaml --secret HF_TOKEN  a secret from the local environment (never printed)
   skysync exec dev task.yaml --file-mounts      also sync the file_mounts first`,
     )
     .action(async (targetSpec: string, taskFile: string | undefined, command: string[], flags: SyncFlags) => {
@@ -227,6 +234,7 @@ Examples:
 let argvSeen: string[] = [];
 
 export async function run(argv: string[]): Promise<number> {
+  argv = commandWithoutDashes(argv, (p) => fs.statSync(p, { throwIfNoEntry: false })?.isFile() ?? false);
   argvSeen = argv;
   const program = buildProgram();
   try {

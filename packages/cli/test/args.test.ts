@@ -4,7 +4,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { Command } from 'commander';
 import { buildProgram, run, splitRemote } from '../src/main.js';
-import { deleteMode, nodeSelection, type SyncFlags } from '../src/commands.js';
+import { commandWithoutDashes, deleteMode, nodeSelection, type SyncFlags } from '../src/commands.js';
 import { EXIT, UsageError } from '../src/exit-codes.js';
 
 /** Parses `argv` with the real program, catching what the command's action would have been given. */
@@ -103,5 +103,18 @@ describe('exit codes', () => {
     } finally {
       stdout.mockRestore();
     }
+  });
+});
+
+describe('exec with a command and no --', () => {
+  const files = new Set(['task.yaml']);
+  const rewrite = (argv: string[]) => commandWithoutDashes(argv, (p) => files.has(p));
+  it('a word after the target that is not an existing YAML file starts the command, its options its own', () => {
+    expect(rewrite(['exec', 'c1', 'python3', '-V'])).toEqual(['exec', 'c1', '--', 'python3', '-V']);
+    expect(rewrite(['-F', 'cfg', 'exec', '--nodes', 'a,b', 'c1', 'python3', 'train.py'])).toEqual(['-F', 'cfg', 'exec', '--nodes', 'a,b', 'c1', '--', 'python3', 'train.py']);
+    expect(rewrite(['exec', 'c1', 'task.yaml', '--env', 'A=1'])).toEqual(['exec', 'c1', 'task.yaml', '--env', 'A=1']);
+    expect(rewrite(['exec', 'c1', 'task.yaml', 'echo', 'x'])).toEqual(['exec', 'c1', 'task.yaml', '--', 'echo', 'x']);
+    expect(rewrite(['exec', 'c1', '--', 'ls', '-l'])).toEqual(['exec', 'c1', '--', 'ls', '-l']);
+    expect(rewrite(['push', 'c1', 'x'])).toEqual(['push', 'c1', 'x']);
   });
 });

@@ -69,7 +69,8 @@ export async function pushToNode(o: NodePush): Promise<PushStats> {
     if (sent.done.generation) await save(o, sent.done.generation, sent.done.failed.map((f) => f.path).filter(Boolean));
   } else {
     settleCounts(stats, plan, prepared);
-    await settleUnchanged(o, plan.changes.length > 0, remoteState.generation);
+    // A node off the base that turned out to hold this very tree joins the others under its id.
+    await settleUnchanged(o, plan.changes.length > 0 || !o.inBase, remoteState.generation);
   }
   stats.bytesWire = conn.bytesWritten - wireBefore + laneBytes;
   stats.durationMs = performance.now() - o.t0;

@@ -7,6 +7,8 @@ import type { Recipe } from './recipes.js';
 import type { SyncState } from './state.js';
 import { byPath, comparePaths, travelOrder } from './order.js';
 import type { Change, Tree } from '@skysync/chunking';
+
+type Entry = Change['entry'];
 import type { Prepared } from './prepare.js';
 import type { PushEvent } from './stats.js';
 
@@ -67,11 +69,14 @@ export class NodePlan {
   constructor(private readonly o: NodePlanInput) {
     const { prepared, remoteState, state } = o;
     this.tree = prepared.tree;
-    this.baseValid = o.inBase && state.tree !== null && remoteState.generation !== null && remoteState.generation === state.generation;
+    const stateValid = state.tree !== null && remoteState.generation !== null && remoteState.generation === state.generation;
+    // A node left at a tree of its own (it missed a push, or alone got one): its changes are against that tree.
+    const ownTree = stateValid && !o.inBase && prepared.base !== null;
+    this.baseValid = stateValid && (o.inBase || ownTree);
     // An agent that holds nothing here (a fresh node) has nothing to find by id: send data without asking.
     this.dataMode = this.baseValid || remoteState.held === 0;
-    this.changes = this.baseValid || !prepared.base ? prepared.changes : this.everything();
-    this.base = this.baseValid ? prepared.base : null;
+    this.changes = ownTree ? treeChanges(state.tree!, prepared.tree) : this.baseValid || !prepared.base ? prepared.changes : this.everything();
+    this.base = ownTree ? state.tree : this.baseValid ? prepared.base : null;
     this.drift = new Set(this.baseValid ? remoteState.drift : []);
     this.planner = new Planner(this.base, this.drift);
     this.ordered = travelOrder(this.pending().sort((a, b) => comparePaths(a.path, b.path)));
@@ -182,3 +187,26 @@ export class NodePlan {
     };
   }
 }
+
+function sameEntry(a: Entry, b: Entry): boolean {
+  if (a.kind !== b.kind || a.mode !== b.mode) return false;
+  // A directory's times are left aside, as the scan's own compare does.
+  if (a.kind === 'dir') return true;
+  return a.size === b.size && a.mtimeSec === b.mtimeSec && a.mtimeNsec === b.mtimeNsec && a.target === b.target;
+}
+
+/** What changed from `before` (a node's own last tree) to `now` (the scan), as the scan reports it against its base. */
+export function treeChanges(before: Tree, now: Tree): Change[] {
+  const changes: Change[] = [];
+  for (const entry of now.entries()) {
+    const prev = before.entry(entry.path);
+    const prevRecipe = prev?.kind === 'file' ? before.recipe(entry.path) : null;
+    // A file without a recipe was forgotten (its push failed): it travels again.
+    if (prev && sameEntry(prev, entry) && (prev.kind !== 'file' || prevRecipe)) continue;
+    const status = !prev ? 'added' : prev.kind !== entry.kind ? 'typechanged' : 'modified';
+    changes.push({ status, entry, ...(prev ? { prevKind: prev.kind } : {}), ...(prevRecipe ? { prevRecipe } : {}) });
+  }
+  for (const entry of before.entries()) if (!now.entry(entry.path)) changes.push({ status: 'deleted', entry });
+  return changes.sort(byPath);
+}
+

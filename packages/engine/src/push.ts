@@ -143,8 +143,10 @@ async function pushOver(opts: MultiPushOptions, sessions: NodeSessions): Promise
   if (anyReached) emit({ type: 'scanned', files: prepared.files, changes: prepared.changes.length }, undefined);
   const offer = relayOffer(reached[0], targets[0]!, warnings.warn);
   const roles = relayRoles(targets.length, offer);
-  const runTreeId = randomBytes(8).toString('hex');
   const baseTreeId = baseState?.treeId ?? null;
+  // Nothing changed since the base: a node brought to it now holds the base's tree, and shares its id with the
+  // nodes already there (a fresh id would set them apart, and the next push would re-plan one side in full).
+  const runTreeId = prepared.changes.length === 0 && baseTreeId ? baseTreeId : randomBytes(8).toString('hex');
 
   return Promise.all(
     nodes.map(async (node, i): Promise<PushStats | Error> => {

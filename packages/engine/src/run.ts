@@ -7,20 +7,25 @@
 // end of stdin (the client went away) hangs the group up, as a terminal would.
 
 import type { Readable } from 'node:stream';
-import { shellQuote, type Target } from '@skysync/transport';
+import { randomBytes } from 'node:crypto';
+import { shellQuote, type RemoteProcess, type Target } from '@skysync/transport';
 
 const WRAPPER = [
-  'umask 077',
+  // The job gets the login umask back; only the files written here are private.
+  'u=$(umask); umask 077',
   'd="$HOME/.skysync/run"; mkdir -p "$d" || exit 125',
   'f="$d/job.$$"',
   'head -c "$1" > "$f" || exit 125',
+  // Standard input from the client: a private FIFO the job reads, fed by a second channel (`feedStdin`).
+  'i=/dev/null; if [ -n "$2" ]; then i="$d/in.$2"; rm -f "$i"; mkfifo -m 600 "$i" || exit 125; fi',
   'sh=sh; command -v bash >/dev/null 2>&1 && sh=bash',
   'pg=$(ps -o pgid= -p $$ 2>/dev/null | tr -d " "); [ -n "$pg" ] || pg=$$',
   // Not a group leader (a login shell that forked): become one, so signals reach the job and nothing else.
-  'if [ "$pg" != "$$" ] && command -v setsid >/dev/null 2>&1; then pg=$$; set -- setsid "$sh" "$f"; else set -- "$sh" "$f"; fi',
+  'if [ "$pg" != "$$" ] && command -v setsid >/dev/null 2>&1; then pg=$$; set -- setsid "$sh" "$f" "$i"; else set -- "$sh" "$f" "$i"; fi',
   'exec 3<&0',
-  '( while read -r s; do kill -s "$s" -- "-$pg" 2>/dev/null; done; kill -s HUP -- "-$pg" 2>/dev/null ) <&3 >/dev/null 2>&1 &',
-  'exec "$@" </dev/null 3<&-',
+  '( while read -r s; do kill -s "$s" -- "-$pg" 2>/dev/null; done; kill -s HUP -- "-$pg" 2>/dev/null; [ "$i" = /dev/null ] || rm -f "$i" ) <&3 >/dev/null 2>&1 &',
+  'umask "$u"',
+  'exec "$@" <"$i" 3<&-',
 ].join('\n');
 
 export { shellQuote };
@@ -29,7 +34,8 @@ const NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 /** The job as the node runs it: envs exported, then the user's script from the working directory. */
 export function jobScript(script: string, env: Record<string, string>, cwd: string): string {
-  const lines = ['rm -f "$0"'];
+  // The job's stdin is open by now: its FIFO (when there is one) can go with the script.
+  const lines = ['rm -f "$0"; case "$1" in "$HOME"/.skysync/run/in.*) rm -f "$1" ;; esac; set --'];
   for (const [k, v] of Object.entries(env)) {
     if (!NAME.test(k)) throw new Error(`${JSON.stringify(k)} is not a valid environment variable name`);
     lines.push(`export ${k}=${shellQuote(v)}`);
@@ -50,21 +56,59 @@ export interface RemoteJob {
   signal(name: 'INT' | 'TERM' | 'KILL' | 'HUP'): void;
 }
 
-export async function runJob(target: Target, script: string, env: Record<string, string>, cwd = '~/sky_workdir'): Promise<RemoteJob> {
-  const job = Buffer.from(jobScript(script, env, cwd), 'utf8');
-  const proc = await target.exec(`sh -c ${shellQuote(WRAPPER)} skysync-run ${job.length}`);
+export interface JobOptions {
+  /** Where the job runs (default ~/sky_workdir; the home directory when that does not exist). */
+  cwd?: string;
+  /** Fed to the job's standard input (the head's job only); otherwise the job reads /dev/null. */
+  stdin?: Readable;
+}
+
+export async function runJob(target: Target, script: string, env: Record<string, string>, opts: JobOptions = {}): Promise<RemoteJob> {
+  const job = Buffer.from(jobScript(script, env, opts.cwd ?? '~/sky_workdir'), 'utf8');
+  const token = opts.stdin ? randomBytes(8).toString('hex') : '';
+  const proc = await target.exec(`sh -c ${shellQuote(WRAPPER)} skysync-run ${job.length} ${token}`);
   proc.stdin.write(job);
   let ended = false;
+  const fed = opts.stdin ? feedStdin(target, token, opts.stdin) : null;
   return {
     stdout: proc.stdout,
     stderr: proc.stderr,
-    exited: proc.exited.then((code) => {
+    exited: proc.exited.then(async (code) => {
       ended = true;
       proc.stdin.end();
+      await fed?.stop();
       return code ?? 255;
     }),
     signal: (name) => {
       if (!ended) proc.stdin.write(`${name}\n`);
+    },
+  };
+}
+
+const FEED = 'f="$HOME/.skysync/run/in.$1"; n=0; while [ ! -p "$f" ]; do n=$((n+1)); [ $n -gt 600 ] && exit 1; sleep 0.05; done; exec cat > "$f"';
+
+/** Copies `from` into the job's FIFO over a channel of its own; `stop` ends it once the job is over. */
+function feedStdin(target: Target, token: string, from: Readable): { stop(): Promise<void> } {
+  let proc: RemoteProcess | null = null;
+  const started = target.exec(`sh -c ${shellQuote(FEED)} skysync-stdin ${token}`).then((p) => {
+    proc = p;
+    p.stdout.resume();
+    p.stderr.resume();
+    from.pipe(p.stdin);
+    return p;
+  });
+  started.catch(() => {});
+  return {
+    async stop() {
+      try {
+        await started;
+      } catch {
+        return;
+      }
+      from.unpipe(proc!.stdin);
+      proc!.stdin.end();
+      // A job that never read its input leaves the feeder blocked on the FIFO: it goes with the channel.
+      await Promise.race([proc!.exited, new Promise((r) => setTimeout(r, 2000).unref())]);
     },
   };
 }

@@ -22,9 +22,9 @@ async function prepare(base: Tree | null): Promise<Prepared> {
   return p;
 }
 
-function planOf(o: { generation?: string | null; held?: number; drift?: string[]; inBase?: boolean; deleteMode?: DeleteMode } = {}): NodePlan {
+function planOf(o: { generation?: string | null; held?: number; drift?: string[]; inBase?: boolean; deleteMode?: DeleteMode; tree?: Tree } = {}): NodePlan {
   const remoteState: PushState = { generation: o.generation === undefined ? 'g1' : o.generation, drift: o.drift ?? [], dest: '/x', held: o.held ?? 4 };
-  const state: SyncState = { generation: 'g1', treeId: null, tree: before, watch: null, warning: null };
+  const state: SyncState = { generation: 'g1', treeId: null, tree: o.tree ?? before, watch: null, warning: null };
   return new NodePlan({ prepared, remoteState, state, inBase: o.inBase ?? true, deleteMode: o.deleteMode ?? 'placed', emit: () => {} });
 }
 
@@ -108,5 +108,22 @@ describe('NodePlan', () => {
     const rest: Made[] = [];
     for (let b = await plan.next(true); b.length; b = await plan.next(true)) rest.push(...b);
     expect([...first, ...rest].map((m) => m.entry.path)).toEqual(['a.bin', 'b.txt', 'd.txt']);
+  });
+
+  it('plans a node left at a tree of its own (a failed or partial push) against that tree', async () => {
+    // Left where the scan's base is, but not counted in it: the same changes as the base's nodes.
+    const atBefore = planOf({ inBase: false });
+    expect(atBefore.baseValid).toBe(true);
+    expect([...byPathOf(await atBefore.next(false)).keys()].sort()).toEqual(['a.bin', 'b.txt', 'd.txt']);
+    expect(atBefore.chunksReused).toBeGreaterThan(0);
+    // Already at the scanned tree (pushed alone with --head-only): nothing at all.
+    const atNow = planOf({ inBase: false, tree: prepared.tree });
+    expect(await atNow.next(false)).toEqual([]);
+    expect(atNow.filesChanged).toBe(0);
+    // A file whose push failed there was forgotten: it travels again, and only it.
+    const forgot = await prepare(before);
+    forgot.tree.forget('sub/c.txt');
+    const again = planOf({ inBase: false, tree: forgot.tree });
+    expect([...byPathOf(await again.next(false)).keys()]).toEqual(['sub/c.txt']);
   });
 });

@@ -45,30 +45,59 @@ export function readVarSection(
   return out;
 }
 
-/** "K=V" items from --env (split at the first "="); "K" alone takes process.env.K. Later items win. */
-export function parseEnvAssignments(list: string[]): Record<string, string> {
+/**
+ * "K=V" items from --env or --secret (split at the first "="); "K" alone takes process.env.K. Later items win.
+ * Only names ever go into messages: a value may be a secret.
+ */
+export function parseEnvAssignments(list: string[], flag: '--env' | '--secret' = '--env'): Record<string, string> {
   const out: Record<string, string> = {};
   for (const item of list) {
     const eq = item.indexOf('=');
     const name = eq === -1 ? item : item.slice(0, eq);
-    // Only the name goes into messages: the value may be a secret.
     const shown = JSON.stringify(name);
     if (name === '') {
-      throw new TaskError(`--env: ${JSON.stringify(eq === -1 ? item : '=...')} has no variable name; write --env NAME=VALUE`);
+      throw new TaskError(`${flag}: ${JSON.stringify(eq === -1 ? item : '=...')} has no variable name; write ${flag} NAME=VALUE`);
     }
     if (!ENV_NAME.test(name)) {
-      throw new TaskError(`--env ${shown}: not a valid environment variable name; use letters, digits and "_", not starting with a digit`);
+      throw new TaskError(`${flag} ${shown}: not a valid environment variable name; use letters, digits and "_", not starting with a digit`);
     }
     if (eq === -1) {
       const v = process.env[name];
       if (v === undefined) {
-        throw new TaskError(`--env ${name}: not set in the local environment; export ${name} first or pass --env ${name}=VALUE`);
+        throw new TaskError(`${flag} ${name}: not set in the local environment; export ${name} first or pass ${flag} ${name}=VALUE`);
       }
       out[name] = v;
     } else {
       out[name] = item.slice(eq + 1);
     }
   }
+  return out;
+}
+
+/**
+ * A dotenv file (--env-file, --secret-file): NAME=VALUE lines, `export ` allowed, # comments, values in single
+ * quotes taken as written, in double quotes with \n and \" escapes. Messages name the file and line, never a value.
+ */
+export function parseDotenv(text: string, file: string, flag: '--env-file' | '--secret-file'): Record<string, string> {
+  const out: Record<string, string> = {};
+  const lines = text.split(/\r?\n/);
+  lines.forEach((raw, i) => {
+    const line = raw.trim();
+    if (!line || line.startsWith('#')) return;
+    const m = /^(?:export\s+)?([^=\s]+)\s*=\s*(.*)$/.exec(line);
+    if (!m) throw new TaskError(`${flag} ${file}:${i + 1}: expected NAME=VALUE`);
+    const name = m[1]!;
+    if (!ENV_NAME.test(name)) throw new TaskError(`${flag} ${file}:${i + 1}: ${JSON.stringify(name)} is not a valid environment variable name`);
+    let value = m[2]!;
+    const q = value[0];
+    if ((q === '"' || q === "'") && value.length > 1 && value.lastIndexOf(q) > 0) {
+      value = value.slice(1, value.lastIndexOf(q));
+      if (q === '"') value = value.replace(/\\(["\\n])/g, (_, c: string) => (c === 'n' ? '\n' : c));
+    } else {
+      value = value.replace(/\s+#.*$/, '');
+    }
+    out[name] = value;
+  });
   return out;
 }
 

@@ -30,6 +30,8 @@ export interface Task {
   /** Exported like envs (a secret wins over an env of the same name, as in SkyPilot); never print these values. */
   secrets: Record<string, string>;
   numNodes: number;
+  /** resources.accelerators' count (SKYPILOT_NUM_GPUS_PER_NODE): `A100:8` is 8, `A100` is 1, none is 0. */
+  gpusPerNode: number;
   /** In YAML order. */
   fileMounts: FileMount[];
   /** Keys SkyPilot accepts that skysync does not use: top-level keys, then storage fields as key paths. */
@@ -84,6 +86,20 @@ function readNumNodes(node: YNode | undefined, file: string): number {
   return Number(node.value);
 }
 
+/** The GPU count of resources.accelerators (its first choice when it lists several); SkyPilot rounds a fraction up. */
+function readGpus(resources: YNode | undefined): number {
+  let acc = resources?.kind === 'map' ? resources.entries.get('accelerators') : undefined;
+  if (acc?.kind === 'seq') acc = acc.items[0];
+  if (!acc || isNull(acc)) return 0;
+  if (acc.kind === 'map') {
+    const first = [...acc.entries.values()][0];
+    return first?.kind === 'scalar' && first.value !== null ? Math.ceil(Number(first.text) || 1) : 1;
+  }
+  if (acc.kind !== 'scalar' || typeof acc.value !== 'string') return 0;
+  const count = acc.value.split(':')[1];
+  return count === undefined ? 1 : Math.ceil(Number(count) || 1);
+}
+
 function readWorkdir(node: YNode | undefined, file: string, cwd: string, vars: Record<string, string>): string | null {
   if (isNull(node)) return null;
   if (node.kind === 'map') {
@@ -126,13 +142,14 @@ export function parseTask(text: string, file: string, opts: LoadOptions = {}): T
   const envs = finishVars(readVarSection(get('envs'), 'envs', file), opts.env, 'envs', '--env', file);
   const secrets = finishVars(readVarSection(get('secrets'), 'secrets', file), opts.secrets, 'secrets', '--secret', file);
   const numNodes = readNumNodes(get('num_nodes'), file);
+  const gpusPerNode = readGpus(get('resources'));
   const setup = readCommands(get('setup'), 'setup', file);
   const run = readCommands(get('run'), 'run', file);
   // Only envs fill paths: a secret substituted into a path would end up in logs and messages.
   const workdir = readWorkdir(get('workdir'), file, cwd, envs);
   const fileMounts = readFileMounts(get('file_mounts'), { file, cwd, vars: envs, hasWorkdir: workdir !== null, ignored: ignoredKeys });
 
-  return { file: path.resolve(cwd, expandHome(file)), name, workdir, setup, run, envs, secrets, numNodes, fileMounts, ignoredKeys };
+  return { file: path.resolve(cwd, expandHome(file)), name, workdir, setup, run, envs, secrets, numNodes, gpusPerNode, fileMounts, ignoredKeys };
 }
 
 /** Read and check a task YAML the way SkyPilot reads it. Throws TaskError (one line) on any problem. */

@@ -1,5 +1,5 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { parseEnvAssignments, parseTask, TaskError } from '../src/index.js';
+import { parseDotenv, parseEnvAssignments, parseTask, TaskError } from '../src/index.js';
 import { makeSandbox, type Sandbox } from './helpers.js';
 
 let sb: Sandbox;
@@ -177,5 +177,22 @@ describe('reading YAML like PyYAML', () => {
   it('an unquoted ~ source is the home directory', () => {
     const t = parseTask('file_mounts:\n  /h: ~\n', 't.yaml', { cwd: sb.root });
     expect(t.fileMounts[0]).toMatchObject({ kind: 'local', source: sb.home, sourceType: 'dir' });
+  });
+});
+
+describe('parseDotenv and resources.accelerators', () => {
+  it('reads NAME=VALUE lines: export, comments, quotes; messages name the line, never a value', () => {
+    const text = '# c\nexport A=1\nB = two words # note\nC="q \\"x\\"\\nnext"\nD=\'raw $x\'\n\n';
+    expect(parseDotenv(text, 'f.env', '--env-file')).toEqual({ A: '1', B: 'two words', C: 'q "x"\nnext', D: 'raw $x' });
+    expect(() => parseDotenv('SECRETVALUE\n', 's.env', '--secret-file')).toThrow(/--secret-file s\.env:1: expected NAME=VALUE$/);
+    expect(() => parseDotenv('1A=x\n', 's.env', '--secret-file')).toThrow(TaskError);
+  });
+  it('GPUs per node from resources.accelerators', () => {
+    const gpus = (res: string) => parseTask(`resources:\n${res}\nrun: x\n`, 't.yaml', { cwd: sb.root }).gpusPerNode;
+    expect(gpus('  accelerators: A100:8')).toBe(8);
+    expect(gpus('  accelerators: T4')).toBe(1);
+    expect(gpus('  accelerators: {H100: 4}')).toBe(4);
+    expect(gpus('  accelerators: [L4:2, A10g:1]')).toBe(2);
+    expect(gpus('  cpus: 4')).toBe(0);
   });
 });

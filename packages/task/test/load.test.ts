@@ -27,6 +27,7 @@ describe('valid fixtures', () => {
       envs: {},
       secrets: {},
       numNodes: 1,
+      gpusPerNode: 0,
       fileMounts: [],
       ignoredKeys: [],
     });

@@ -203,7 +203,9 @@ export async function connectHost(host: ResolvedHost, opts: ConnectOptions, dept
     };
     // The early socket may have failed before ssh2 listened to it.
     if (earlyError) return failed(earlyError);
-    client.once('error', failed);
+    // `on`, not `once`: after a timeout ssh2 drops the socket and reports that too, and an 'error' nobody
+    // listens to ends the process with a stack trace instead of the one line (the first error wins anyway).
+    client.on('error', failed);
     client.connect(config);
   });
   // The jump hosts live as long as the connection through them.

@@ -1,6 +1,6 @@
 // A command's nodes: `dev` means the head and every `dev-workerN` the SSH config defines.
 
-import { SshTarget, listWorkers, parseTarget, type Target } from '@skysync/transport';
+import { SshTarget, TargetError, listWorkers, parseTarget, type Target } from '@skysync/transport';
 import { capture } from './capture.js';
 
 export interface TargetOptions {
@@ -30,15 +30,29 @@ export async function resolveNodes(spec: string, sel: NodeSelection, topts: Targ
   return [head, ...workers.map((w) => parseTarget(w, { ...topts, configFile }))];
 }
 
-/** The address other nodes reach this one at (SkyPilot's SKYPILOT_NODE_IPS): the node's own first address. */
+/**
+ * The address other nodes reach this one at (SkyPilot's SKYPILOT_NODE_IPS): the node's own first address. A node
+ * that cannot be reached fails here, before a job starts on any node.
+ */
 export async function nodeAddress(target: Target): Promise<string> {
   if (target.kind === 'local') return '127.0.0.1';
+  let printed = '';
   try {
-    const r = await capture(target, 'hostname -I 2>/dev/null || hostname -i 2>/dev/null');
-    const ip = r.out.trim().split(/\s+/)[0];
-    if (ip) return ip;
-  } catch {
-    // Fall back to the address we connect to.
+    printed = (await capture(target, 'hostname -I 2>/dev/null || hostname -i 2>/dev/null')).out;
+  } catch (e) {
+    throw new Error(`${target.spec}: ${(e as Error).message}`);
   }
+  const ip = printed.trim().split(/\s+/)[0];
+  if (ip) return ip;
   return target instanceof SshTarget ? (await target.resolve()).hostname : '127.0.0.1';
+}
+
+/** The nodes a task with `num_nodes` runs on: the first ones, head first; a task asking for more is refused, as
+ * SkyPilot refuses it. */
+export function taskNodes(nodes: Target[], numNodes: number, what: string): Target[] {
+  if (numNodes > nodes.length) {
+    const have = `${nodes.length} node${nodes.length > 1 ? 's' : ''} (${nodes.map((t) => t.spec).join(', ')})`;
+    throw new TargetError(`${what}: num_nodes is ${numNodes}, but the cluster has ${have}; lower num_nodes, or add -workerN hosts to the SSH config`);
+  }
+  return nodes.slice(0, numNodes);
 }
