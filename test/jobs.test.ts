@@ -192,6 +192,8 @@ describe.skipIf(!!skip)('detached jobs on a cluster', () => {
     fs.writeFileSync(
       path.join(work, 'task.yaml'),
       [
+        // Every node of the cluster (a task's num_nodes defaults to 1, as in SkyPilot).
+        'num_nodes: 3',
         'envs:',
         '  MODEL: tiny',
         'secrets:',
