@@ -9,7 +9,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { Connection, Frame, LaneHello, type LaneOffer, MAGIC } from '@skysync/protocol';
 import type { AgentContext } from './context.js';
-import { readGreeting, tokenDigest } from './relay.js';
+import { readGreeting, tokenDigest } from './relay/wire.js';
 
 /** Unix socket paths are limited to 108 bytes (104 on macOS); past that a lane cannot be offered. */
 export const MAX_SOCKET_PATH = 100;

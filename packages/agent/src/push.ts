@@ -27,7 +27,7 @@ import { askDestWatch } from './dest-watch.js';
 import { openStore, type TreeStore } from './store.js';
 import type { PushedPaths } from './sources.js';
 import { mirrorExtras } from './mirror.js';
-import { PushChunks, RelayServer, fetchFromRelay, relayDisabled } from './relay.js';
+import { PushChunks, RelayServer, fetchFromRelay, relayDisabled } from './relay/index.js';
 import { LaneServer, laneServer } from './lanes.js';
 
 /**

@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createFallbackChunker, createNativeChunker, loadNative, type Chunker } from '@skysync/chunking';
 import type { RelayOffer } from '@skysync/protocol';
-import { RelayServer, fetchFromRelay, headAddresses, orderCandidates, type ChunkLocation, type ChunkSource } from '../src/relay.js';
+import { RelayServer, fetchFromRelay, headAddresses, orderCandidates, type ChunkLocation, type ChunkSource } from '../src/relay/index.js';
 
 const native = loadNative();
 let chunker: Chunker;
