@@ -5,6 +5,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { LaneMerger, Receiver, RootGuard, STREAM_HIGH_WATER, sweepDeadLeftovers } from '@skysync/apply';
 import {
+  type BlockDecoder,
   type Connection,
   type Done,
   Frame,
@@ -57,42 +58,12 @@ export async function servePush(conn: Connection, begin: PushBegin, ctx: AgentCo
     trace('agent: drift checked');
     const untrusted = new Set(drift);
     const state: PushState = { generation: store.generation, drift, dest: root, held: store.size };
-    // The head of a cluster push serves the other nodes' chunks for as long as the client's session stays on this
-    // operation (the main loop closes it when the next frame arrives).
-    let relayed: PushChunks | null = null;
-    if (begin.relay) {
-      if (relayDisabled()) state.relay = { error: 'turned off on that node (SKYSYNC_RELAY)' };
-      else {
-        try {
-          relayed = new PushChunks(store.held(untrusted), store.size === 0);
-          const server = await RelayServer.open({ root, source: relayed, chunker: ctx.chunker, zstd: ctx.native, log: ctx.log });
-          ctx.relay = server;
-          state.relay = server.offer();
-        } catch (e) {
-          relayed = null;
-          state.relay = { error: (e as Error).message };
-        }
-      }
-    }
-    // Lanes admitted before the plan arrives wait here for the merger the plan creates.
-    let lanes: LaneServer | null = null;
-    const early: Array<[number, Connection]> = [];
-    let admitLane = (id: number, c: Connection): void => void early.push([id, c]);
-    if (begin.lanes) {
-      const server = await laneServer(ctx);
-      if (server instanceof LaneServer) {
-        lanes = server;
-        state.lanes = server.expect((id, c) => admitLane(id, c));
-      } else state.lanes = server;
-    }
-    const routeLanes = (attach: (id: number, c: Connection) => void): void => {
-      for (const [id, c] of early.splice(0)) attach(id, c);
-      admitLane = attach;
-    };
+    const relayed = begin.relay ? await openRelay(root, store, untrusted, state, ctx) : null;
+    const lanes = await expectLanes(begin, state, ctx);
     try {
-      return await receivePush(conn, ctx, { dest, root, store, drift, untrusted, relayed, onlyName, state, base: begin.base, lanes: routeLanes });
+      return await receivePush(conn, ctx, { dest, root, store, drift, untrusted, relayed, onlyName, state, base: begin.base, lanes: lanes.route });
     } finally {
-      lanes?.closeExpected();
+      lanes.server?.closeExpected();
     }
   } catch (e) {
     await closeRelay(ctx);
@@ -116,6 +87,53 @@ function sweepLeftovers(root: string, recursive: boolean, ctx: AgentContext): vo
   }
 }
 
+/**
+ * The head of a cluster push serves the other nodes' chunks for as long as the client's session stays on this
+ * operation (the main loop closes it when the next frame arrives). The offer, or why there is none, goes in `state`.
+ */
+async function openRelay(root: string, store: TreeStore, untrusted: Set<string>, state: PushState, ctx: AgentContext): Promise<PushChunks | null> {
+  if (relayDisabled()) {
+    state.relay = { error: 'turned off on that node (SKYSYNC_RELAY)' };
+    return null;
+  }
+  try {
+    const relayed = new PushChunks(store.held(untrusted), store.size === 0);
+    const server = await RelayServer.open({ root, source: relayed, chunker: ctx.chunker, zstd: ctx.native, log: ctx.log });
+    ctx.relay = server;
+    state.relay = server.offer();
+    return relayed;
+  } catch (e) {
+    state.relay = { error: (e as Error).message };
+    return null;
+  }
+}
+
+/**
+ * Offers lanes when the client asked for them (the offer, or why there is none, goes in `state`). Lanes admitted
+ * before the plan arrives wait for the merger the plan creates: `route` hands them, and those admitted later, to it.
+ */
+async function expectLanes(
+  begin: PushBegin,
+  state: PushState,
+  ctx: AgentContext,
+): Promise<{ server: LaneServer | null; route: (attach: (id: number, c: Connection) => void) => void }> {
+  const early: Array<[number, Connection]> = [];
+  let admitLane = (id: number, c: Connection): void => void early.push([id, c]);
+  let lanes: LaneServer | null = null;
+  if (begin.lanes) {
+    const server = await laneServer(ctx);
+    if (server instanceof LaneServer) {
+      lanes = server;
+      state.lanes = server.expect((id, c) => admitLane(id, c));
+    } else state.lanes = server;
+  }
+  const route = (attach: (id: number, c: Connection) => void): void => {
+    for (const [id, c] of early.splice(0)) attach(id, c);
+    admitLane = attach;
+  };
+  return { server: lanes, route };
+}
+
 interface PushContext {
   dest: string;
   root: string;
@@ -131,23 +149,39 @@ interface PushContext {
   lanes: (attach: (id: number, conn: Connection) => void) => void;
 }
 
-async function receivePush(conn: Connection, ctx: AgentContext, p: PushContext): Promise<FrameMessage | null | undefined> {
-  const { dest, root, store, drift, untrusted, relayed, onlyName, state } = p;
-  await conn.sendJson(Frame.State, state);
+/** What receiving one plan's entries and data works with, set up when the plan arrives. */
+interface Intake {
+  plan: Plan;
+  /** What the plan says of its source, for the store's per-source records. */
+  pushed: PushedPaths;
+  decoder: BlockDecoder;
+  /** Written while the files are built; it must land before the first rename. */
+  invalidated: Promise<void>;
+  receiver: Receiver;
+  merger: LaneMerger;
+}
 
+async function receivePush(conn: Connection, ctx: AgentContext, p: PushContext): Promise<FrameMessage | null | undefined> {
+  await conn.sendJson(Frame.State, p.state);
   const first = await conn.next();
   // Nothing changed on the client's side and no drift: the session ends or goes on to the next operation.
   if (!first || first.type === Frame.Begin || first.type === Frame.End) {
     await closeRelay(ctx);
-    await store.unchanged(drift.length > 0);
+    await p.store.unchanged(p.drift.length > 0);
     return first?.type === Frame.End ? undefined : first;
   }
   if (first.type !== Frame.Plan) throw new ProtocolError(`expected plan, got ${frameName(first.type)}`);
-  const plan = Plan.decode(first.payload);
+  const intake = startIntake(Plan.decode(first.payload), ctx, p);
+  const relayReport = await receiveData(conn, ctx, p, intake);
+  await finishPush(conn, ctx, p, intake, relayReport);
+  return undefined;
+}
+
+function startIntake(plan: Plan, ctx: AgentContext, p: PushContext): Intake {
+  const { root, store, untrusted, relayed } = p;
   // What the plan says of its source: all of it, unless the client's base is this destination's generation.
   const pushed: PushedPaths = { whole: p.base === null || p.base !== store.generation, claimed: new Set(), deleted: [] };
-  if (onlyName !== null && plan.deleteMode === 'mirror') throw new ProtocolError('--delete does not apply to a single-file destination');
-  // Written while the files are built; it must land before the first rename.
+  if (p.onlyName !== null && plan.deleteMode === 'mirror') throw new ProtocolError('--delete does not apply to a single-file destination');
   // Before the receiver exists: a plan this agent cannot decode leaves nothing to clean up.
   const decoder = createBlockDecoder(plan.compression, ctx.native);
   const invalidated = store.invalidate();
@@ -164,10 +198,19 @@ async function receivePush(conn: Connection, ctx: AgentContext, p: PushContext):
     ...(relayed ? { onChunk: (k: string) => relayed.onChunk(k) } : {}),
   });
   relayed?.attach(receiver);
-  let relayReport: RelayReport | undefined;
   const merger = new LaneMerger(receiver.stream, () => createBlockDecoder(plan.compression, ctx.native), STREAM_HIGH_WATER);
   p.lanes((id, c) => merger.attach(id, c));
+  return { plan, pushed, decoder, invalidated, receiver, merger };
+}
+
+/**
+ * The rest of the plan's entries, then its data (on this connection and on any lanes) until the data ends. A
+ * failure removes what was staged: nothing was renamed yet, so every destination file stays as it was.
+ */
+async function receiveData(conn: Connection, ctx: AgentContext, p: PushContext, intake: Intake): Promise<RelayReport | undefined> {
+  const { plan, receiver, merger } = intake;
   const dataMode = plan.mode === 'data';
+  let relayReport: RelayReport | undefined;
   let planEnded = false;
   let dataEnded = false;
   try {
@@ -177,32 +220,14 @@ async function receivePush(conn: Connection, ctx: AgentContext, p: PushContext):
       switch (f.type) {
         case Frame.Entries:
           if (planEnded) throw new ProtocolError('entries after the end of the plan');
-          {
-            const entries = decodeEntries(f.payload);
-            if (onlyName !== null && entries.some((e) => e.path !== onlyName)) {
-              throw new ProtocolError(`a push to the file ${dest} may only carry that file`);
-            }
-            receiver.add(entries, dataMode);
-            for (const e of entries) {
-              if (e.kind === 'delete') pushed.deleted.push(e.path);
-              else pushed.claimed.add(e.path);
-            }
-          }
+          addEntries(f.payload, dataMode, p, intake);
           break;
         case Frame.PlanEnd:
           planEnded = true;
-          if (!dataMode) {
-            let need = receiver.resolveNeeds();
-            receiver.buildAll();
-            if (plan.relay) {
-              relayReport = await fetchRelayed(plan, need, receiver, ctx);
-              need = need.slice(relayReport.chunks);
-            }
-            await conn.send(Frame.Need, Buffer.concat(need));
-          }
+          if (!dataMode) relayReport = await sendNeed(conn, ctx, intake);
           break;
         case Frame.Data:
-          await merger.main(decoder.decode(f.payload));
+          await merger.main(intake.decoder.decode(f.payload));
           break;
         case Frame.Lanes:
           merger.switchTo(LanesSwitch.decode(f.payload).lanes);
@@ -211,7 +236,7 @@ async function receivePush(conn: Connection, ctx: AgentContext, p: PushContext):
           if (!planEnded) throw new ProtocolError('data ended before the plan');
           dataEnded = true;
           trace(`agent: data ended (${receiver.stream.size} bytes not yet taken)`);
-          relayed?.renamingSoon();
+          p.relayed?.renamingSoon();
           await merger.end();
           trace(`agent: lanes merged (${receiver.stream.size} bytes not yet taken)`);
           break;
@@ -222,14 +247,44 @@ async function receivePush(conn: Connection, ctx: AgentContext, p: PushContext):
       }
     }
   } catch (e) {
-    // The client went away or sent garbage: nothing was renamed yet, so removing the temp files leaves every
-    // destination file as it was.
     merger.close();
     await receiver.abort(e as Error);
     throw e;
   }
   merger.close();
-  await invalidated;
+  return relayReport;
+}
+
+function addEntries(payload: Buffer, dataMode: boolean, p: PushContext, intake: Intake): void {
+  const entries = decodeEntries(payload);
+  if (p.onlyName !== null && entries.some((e) => e.path !== p.onlyName)) {
+    throw new ProtocolError(`a push to the file ${p.dest} may only carry that file`);
+  }
+  intake.receiver.add(entries, dataMode);
+  for (const e of entries) {
+    if (e.kind === 'delete') intake.pushed.deleted.push(e.path);
+    else intake.pushed.claimed.add(e.path);
+  }
+}
+
+/** The plan is complete: says which chunks the client must send, after taking what it can from the head's relay. */
+async function sendNeed(conn: Connection, ctx: AgentContext, { plan, receiver }: Intake): Promise<RelayReport | undefined> {
+  let relayReport: RelayReport | undefined;
+  let need = receiver.resolveNeeds();
+  receiver.buildAll();
+  if (plan.relay) {
+    relayReport = await fetchRelayed(plan, need, receiver, ctx);
+    need = need.slice(relayReport.chunks);
+  }
+  await conn.send(Frame.Need, Buffer.concat(need));
+  return relayReport;
+}
+
+/** Places what was staged, records it, answers with the new generation and saves the state. */
+async function finishPush(conn: Connection, ctx: AgentContext, p: PushContext, intake: Intake, relayReport: RelayReport | undefined): Promise<void> {
+  const { root, store, untrusted } = p;
+  const { plan, receiver } = intake;
+  await intake.invalidated;
   trace('agent: staged');
   const result = await receiver.transition();
   trace('agent: transition done');
@@ -238,8 +293,8 @@ async function receivePush(conn: Connection, ctx: AgentContext, p: PushContext):
   const gone = [...result.removed, ...result.forgotten, ...result.failed.filter((f) => untrusted.has(f.path)).map((f) => f.path)];
   store.apply(result.placed, gone);
   const forgotten = new Set(gone);
-  store.settleSources(pushed, (path) => result.placed.has(path) && !forgotten.has(path));
-  relayed?.settle(store.held(untrusted), store.size === 0);
+  store.settleSources(intake.pushed, (path) => result.placed.has(path) && !forgotten.has(path));
+  p.relayed?.settle(store.held(untrusted), store.size === 0);
   let mirrored: string[] = [];
   if (plan.deleteMode === 'mirror') {
     if (!ctx.native) {
@@ -267,7 +322,6 @@ async function receivePush(conn: Connection, ctx: AgentContext, p: PushContext):
   } catch (e) {
     ctx.log(`could not record this push (${(e as Error).message}); the next push will compare everything`);
   }
-  return undefined;
 }
 
 /** Ends the chunk server the last operation opened, if any: the client has moved on. */
