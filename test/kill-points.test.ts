@@ -13,7 +13,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { agentPids, BIN, errorLines, kill, type Outcome, runCli, skipTemps, sleep, sshdSessionPids, tempPaths, tornFiles, waitGone } from './helpers/faults.js';
+import { agentPids, BIN, type CliRun, errorLines, kill, type Outcome, runCli, skipTemps, sleep, sshdSessionPids, tempPaths, tornFiles, waitGone } from './helpers/faults.js';
 import { Rng, seedFromEnv } from './helpers/random.js';
 import { scratchDir } from './helpers/scratch.js';
 import { sshSkipReason, startNodes, type SshCluster } from './helpers/sshd.js';
@@ -96,10 +96,15 @@ function pidsOf(victim: Victim, s: Setup, client: number): number[] {
   return victim === 'agent' ? s.agents() : s.connections();
 }
 
-/** Kills `victim` at `delayMs` into the push (or as soon as it exists after that); false if the push ended first. */
-async function killAt(victim: Victim, delayMs: number, s: Setup, client: number, done: Promise<Outcome>): Promise<boolean> {
+/**
+ * Kills `victim` at `delayMs` into the push, or into its sending phase (or as soon as the victim exists after
+ * that); false if the push ended first.
+ */
+async function killAt(victim: Victim, delayMs: number, s: Setup, run: CliRun, fromSending: boolean): Promise<boolean> {
   let ended = false;
+  const { done, pid: client } = run;
   void done.then(() => (ended = true));
+  if (fromSending) await run.sending;
   await Promise.race([done, sleep(delayMs)]);
   while (!ended) {
     if (kill(pidsOf(victim, s, client))) return true;
@@ -134,7 +139,9 @@ async function killRounds(s: Setup, kills: number, tally: Tally): Promise<void> 
     const next = walk(src);
     const victim = rng.pick(s.victims);
     const run = push(rng.chance(0.5));
-    const hit = await killAt(victim, rng.int(span), s, run.pid, run.done);
+    // Half the kills come while data flows (after the scan), where apply has temp files open.
+    const fromSending = rng.chance(0.5);
+    const hit = await killAt(victim, rng.int(fromSending ? span / 2 : span), s, run, fromSending);
     const r = await run.done;
     const what = `attempt ${attempt}: ${victim} killed`;
     expect(r.timedOut, ctx(`${what}: the push hung`, r)).toBe(false);
@@ -151,7 +158,7 @@ async function killRounds(s: Setup, kills: number, tally: Tally): Promise<void> 
     const allowed = (rel: string): Set<string> => new Set([old.get(rel)?.sha, next.get(rel)?.sha].filter((x): x is string => !!x));
     expect(tornFiles(walk(s.dest, { skip: skipTemps }), allowed), ctx(`${what}: torn files`, r)).toEqual([]);
     if (tempPaths(s.dest).length) tally.withTemps++;
-    if (process.env.SKYSYNC_DEBUG_TEST) console.log(`${s.name} ${what} ${hit ? 'hit' : 'missed'} after ${r.ms} ms: exit ${r.code ?? r.signal}`);
+    if (process.env.SKYSYNC_DEBUG_TEST) console.log(`${s.name} ${what} ${hit ? 'hit' : 'missed'}${fromSending ? ' (from sending)' : ''} after ${r.ms} ms: exit ${r.code ?? r.signal}`);
     await converge(`${what}: the next push`, next);
     old = next;
   }

@@ -21,6 +21,8 @@ export interface Outcome {
 export interface CliRun {
   pid: number;
   done: Promise<Outcome>;
+  /** Resolves once the scan is reported (data flows from then on), or when the command ends. */
+  sending: Promise<void>;
 }
 
 /** Runs the CLI as a child; past `deadlineMs` it is killed and reported as timed out. */
@@ -31,6 +33,10 @@ export function runCli(args: string[], env: NodeJS.ProcessEnv, deadlineMs: numbe
   let stderr = '';
   child.stdout.on('data', (d: Buffer) => (stdout += d.toString('utf8')));
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString('utf8')));
+  const sending = new Promise<void>((resolve) => {
+    child.stderr.on('data', () => stderr.includes('changed') && resolve());
+    child.on('close', () => resolve());
+  });
   let timedOut = false;
   const timer = setTimeout(() => {
     timedOut = true;
@@ -42,7 +48,7 @@ export function runCli(args: string[], env: NodeJS.ProcessEnv, deadlineMs: numbe
       resolve({ code, signal, stdout, stderr, timedOut, ms: Date.now() - started });
     }),
   );
-  return { pid: child.pid!, done };
+  return { pid: child.pid!, done, sending };
 }
 
 /** The `error:` lines of a command's stderr. */
