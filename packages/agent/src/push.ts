@@ -30,6 +30,28 @@ import { PushChunks, RelayServer, fetchFromRelay, relayDisabled } from './relay.
 import { LaneServer, laneServer } from './lanes.js';
 
 /**
+ * `mkdir -p` that fails with the real reason: Node's recursive mkdir says ENOENT when a parent is read-only (or
+ * otherwise refuses), which reads as a typo in the destination. Each missing component is then made alone.
+ */
+async function makeDirs(dir: string): Promise<void> {
+  try {
+    await fsp.mkdir(dir, { recursive: true });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    const missing: string[] = [];
+    for (let d = dir; d !== path.dirname(d); d = path.dirname(d)) {
+      if (await fsp.lstat(d).then(() => true, () => false)) break;
+      missing.unshift(d);
+    }
+    for (const d of missing) {
+      await fsp.mkdir(d).catch((m: NodeJS.ErrnoException) => {
+        if (m.code !== 'EEXIST') throw m;
+      });
+    }
+  }
+}
+
+/**
  * Serves one push. Returns the frame that followed when it was not a plan (the client had nothing to send and
  * went on to its next operation), or undefined when the push ran to its end.
  */
@@ -42,7 +64,7 @@ export async function servePush(conn: Connection, begin: PushBegin, ctx: AgentCo
   const onlyName = begin.file ? path.basename(dest) : null;
   try {
     const dir = begin.file ? path.dirname(dest) : dest;
-    await fsp.mkdir(dir, { recursive: true });
+    await makeDirs(dir);
     const root = await fsp.realpath(dir);
     const st = await fsp.stat(root);
     if (!st.isDirectory()) throw new ProtocolError(`${dir} is not a directory on the remote`);
