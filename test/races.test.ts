@@ -99,7 +99,10 @@ function writeTree(src: string, rng: Rng, round: number): void {
 
 /** Names beside the destination in its home, the agent's own state directory excepted. */
 function besideDest(home: string): string[] {
-  return listTree(home).files.concat(listTree(home).dirs).filter((p) => !p.startsWith('sky_workdir') && !p.startsWith('.skysync')).sort();
+  return listTree(home)
+    .files.concat(listTree(home).dirs)
+    .filter((p) => !p.startsWith('sky_workdir') && !p.startsWith('.skysync'))
+    .sort();
 }
 
 describe('a job swapping directories for symlinks, renaming and removing files while pushes apply', () => {
@@ -114,8 +117,7 @@ describe('a job swapping directories for symlinks, renaming and removing files w
     for (let i = 0; i < 5; i++) fs.writeFileSync(path.join(sentinel, `keep${i}`), rng.bytes(100));
     const env = { SKYSYNC_STATE_DIR: path.join(work(), 'state'), SKYSYNC_CONTROL_PERSIST: '0', SKYSYNC_WATCH_PERSIST: '0' };
     const push = (mirror: boolean) => runCli(['push', `local:${home}`, '-w', src, ...(mirror ? ['--delete'] : [])], env, DEADLINE_MS);
-    const ctx = (what: string, r?: Outcome): string =>
-      `seed ${seed} (SKYSYNC_SEED=${seed} replays it): ${what}` + (r ? `: exit ${r.code ?? r.signal}, ${r.stderr.trim()}` : '');
+    const ctx = (what: string, r?: Outcome): string => `seed ${seed} (SKYSYNC_SEED=${seed} replays it): ${what}` + (r ? `: exit ${r.code ?? r.signal}, ${r.stderr.trim()}` : '');
     const versions = new Set<string>();
     const remember = (tree: Map<string, Item>): Map<string, Item> => {
       for (const item of tree.values()) if (item.sha) versions.add(item.sha);
@@ -143,7 +145,10 @@ describe('a job swapping directories for symlinks, renaming and removing files w
         expect(r.timedOut, ctx(`${what}: the push hung`, r)).toBe(false);
         expect(walk(sentinel), ctx(`${what}: the sentinel outside changed`, r)).toEqual(sentinelBefore);
         expect(besideDest(home), ctx(`${what}: new names beside the destination`, r)).toEqual(besideBefore);
-        expect(tornFiles(walk(dest, { skip: skipTemps }), () => versions), ctx(`${what}: torn files`, r)).toEqual([]);
+        expect(
+          tornFiles(walk(dest, { skip: skipTemps }), () => versions),
+          ctx(`${what}: torn files`, r),
+        ).toEqual([]);
 
         const quiet = await push(true).done;
         expect(quiet.timedOut, ctx(`${what}: the quiet push hung`, quiet)).toBe(false);

@@ -73,7 +73,10 @@ export function processes(): ProcInfo[] {
       const stat = fs.readFileSync(`/proc/${p}/stat`, 'utf8');
       const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
       const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      const uidLine = fs.readFileSync(`/proc/${p}/status`, 'utf8').split('\n').find((l) => l.startsWith('Uid:'));
+      const uidLine = fs
+        .readFileSync(`/proc/${p}/status`, 'utf8')
+        .split('\n')
+        .find((l) => l.startsWith('Uid:'));
       const argv = fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0');
       out.push({ pid: Number(p), ppid, uid: Number(uidLine?.split(/\s+/)[1]), comm, argv });
     } catch {

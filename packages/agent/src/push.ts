@@ -40,8 +40,12 @@ async function makeDirs(dir: string): Promise<void> {
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
     const missing: string[] = [];
     for (let d = dir; d !== path.dirname(d); d = path.dirname(d)) {
-      if (await fsp.lstat(d).then(() => true, () => false)) break;
-      missing.unshift(d);
+      try {
+        await fsp.lstat(d);
+        break;
+      } catch {
+        missing.unshift(d);
+      }
     }
     for (const d of missing) {
       await fsp.mkdir(d).catch((m: NodeJS.ErrnoException) => {

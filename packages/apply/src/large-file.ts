@@ -75,9 +75,7 @@ function mismatch(q: Piece): Error {
  */
 async function writeAll(fd: number, buf: Buffer, at: number): Promise<void> {
   for (let done = 0; done < buf.length; ) {
-    const n = await new Promise<number>((resolve, reject) =>
-      fs.write(fd, buf, done, buf.length - done, at + done, (err, written) => (err ? reject(err) : resolve(written))),
-    );
+    const n = await new Promise<number>((resolve, reject) => fs.write(fd, buf, done, buf.length - done, at + done, (err, written) => (err ? reject(err) : resolve(written))));
     if (n === 0) throw new Error('write: no progress');
     done += n;
   }
