@@ -7,7 +7,8 @@
 //
 // Seeded: SKYSYNC_SEED replays a run (the seed is printed on failure). Knobs: SKYSYNC_KILL_POINTS (kills in all,
 // default 30: 40% local, the rest over SSH), SKYSYNC_KILL_FILES (small files, default 2000),
-// SKYSYNC_KILL_BIG_MIB (size of each of the 3 large files, default 4).
+// SKYSYNC_KILL_BIG_MIB (size of each of the 3 large files, default 4), SKYSYNC_KILL_VICTIMS (say, `connection`),
+// SKYSYNC_KILL_DEADLINE_MS (each command's deadline, default 90 s).
 
 import fs from 'node:fs';
 import path from 'node:path';
@@ -22,7 +23,9 @@ import { diffItems, type Item, listTree, walk } from './helpers/tree.js';
 const KILL_POINTS = Number(process.env.SKYSYNC_KILL_POINTS || 30);
 const SMALL_FILES = Number(process.env.SKYSYNC_KILL_FILES || 2000);
 const BIG_BYTES = Number(process.env.SKYSYNC_KILL_BIG_MIB || 4) * (1 << 20);
-const DEADLINE_MS = 90_000;
+const DEADLINE_MS = Number(process.env.SKYSYNC_KILL_DEADLINE_MS || 90_000);
+/** Only these victims (comma-separated: client, agent, connection), to aim a long run at one of them. */
+const VICTIMS = process.env.SKYSYNC_KILL_VICTIMS?.split(',');
 /** How long an agent may outlive its killed client or connection before it counts as leaked. */
 const AGENT_EXIT_MS = 20_000;
 const sshSkip = sshSkipReason();
@@ -122,7 +125,8 @@ async function killRounds(s: Setup, kills: number, tally: Tally): Promise<void> 
   const rng = new Rng(seed ^ s.name.length);
   const src = path.join(work(), `src-${s.name}`);
   const ctx = (what: string, r?: Outcome): string =>
-    `seed ${seed} (SKYSYNC_SEED=${seed} replays it): ${s.name}: ${what}` + (r ? `: exit ${r.code ?? r.signal}, ${r.stderr.trim()}` : '');
+    `seed ${seed} (SKYSYNC_SEED=${seed} replays it): ${s.name}: ${what}` +
+    (r ? `: exit ${r.code ?? r.signal}, ${r.stderr.trim()}${r.hangReport ? `\nprocesses at the deadline:\n${r.hangReport}` : ''}` : '');
   const push = (mirror: boolean) => runCli([...s.push, '-w', src, ...(mirror ? ['--delete'] : [])], s.env, DEADLINE_MS);
   const converge = async (what: string, expected: Map<string, Item>): Promise<Outcome> => {
     const r = await push(rng.chance(0.5)).done;
@@ -141,7 +145,7 @@ async function killRounds(s: Setup, kills: number, tally: Tally): Promise<void> 
   for (let attempt = 0; killed < kills && attempt < kills * 3; attempt++) {
     mutate(src, rng, attempt, old);
     const next = walk(src);
-    const victim = rng.pick(s.victims);
+    const victim = rng.pick(VICTIMS ? s.victims.filter((v) => VICTIMS.includes(v)) : s.victims);
     const run = push(rng.chance(0.5));
     // Half the kills come while data flows (after the scan), where apply has temp files open.
     const fromSending = rng.chance(0.5);

@@ -3,7 +3,7 @@
 
 import fs from 'node:fs';
 import path from 'node:path';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import type { Item } from './tree.js';
 
 export const BIN = path.resolve('packages/cli/dist/bin.js');
@@ -16,6 +16,8 @@ export interface Outcome {
   /** Still running at the deadline (then killed): a hang, which these tests exist to catch. */
   timedOut: boolean;
   ms: number;
+  /** On a hang: the processes of skysync, its agents and sshd as they were at the deadline. */
+  hangReport?: string;
 }
 
 export interface CliRun {
@@ -38,17 +40,28 @@ export function runCli(args: string[], env: NodeJS.ProcessEnv, deadlineMs: numbe
     child.on('close', () => resolve());
   });
   let timedOut = false;
+  let hangReport: string | undefined;
   const timer = setTimeout(() => {
     timedOut = true;
+    hangReport = processReport();
     child.kill('SIGKILL');
   }, deadlineMs);
   const done = new Promise<Outcome>((resolve) =>
     child.on('close', (code, signal) => {
       clearTimeout(timer);
-      resolve({ code, signal, stdout, stderr, timedOut, ms: Date.now() - started });
+      resolve({ code, signal, stdout, stderr, timedOut, ms: Date.now() - started, hangReport });
     }),
   );
   return { pid: child.pid!, done, sending };
+}
+
+/** What runs of skysync, its agents and sshd, with each process's state and where it waits in the kernel. */
+export function processReport(): string {
+  const r = spawnSync('ps', ['-eo', 'pid,ppid,user,stat,etimes,wchan:24,args', '--forest'], { encoding: 'utf8' });
+  return (r.stdout ?? '')
+    .split('\n')
+    .filter((l) => /sshd|skysync|agent|bin\.js|PID/.test(l) && !/ps -eo/.test(l))
+    .join('\n');
 }
 
 /** The `error:` lines of a command's stderr. */
