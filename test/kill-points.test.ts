@@ -53,8 +53,11 @@ interface Tally {
   missed: number;
   /** Kills after which the destination held temp files for the next push to sweep. */
   withTemps: number;
-  /** Temp files of state saves (agent's and client's) still there at the end: reported, not a failure. */
-  stateTemps: number;
+  /**
+   * Temp files of state saves cut short (the agent's and the client's: `*.tmp`, `*.tmp<pid>`, `state.json.<hex>`)
+   * still there at the end: reported, not (yet) a failure.
+   */
+  stateTemps: string[];
 }
 
 function writeInitialTree(src: string, rng: Rng): void {
@@ -171,18 +174,18 @@ async function killRounds(s: Setup, kills: number, tally: Tally): Promise<void> 
     await converge(`${what}: the next push`, next);
     old = next;
   }
-  tally.stateTemps = s.stateDirs.flatMap((d) => listTree(d).files).filter((f) => /\.tmp$|state\.json\.[0-9a-f]{8}$/.test(f)).length;
+  tally.stateTemps = s.stateDirs.flatMap((d) => listTree(d).files.map((f) => path.join(d, f))).filter((f) => /\.tmp\d*$|state\.json\.[0-9a-f]{8}$/.test(f));
   expect(killed, ctx(`only ${killed} of ${kills} kills landed (the pushes ended first)`)).toBe(kills);
 }
 
 function report(name: string, t: Tally): void {
   console.log(
     `kill points ${name}: ${t.kills.client + t.kills.agent + t.kills.connection} kills (client ${t.kills.client}, agent ${t.kills.agent}, connection ${t.kills.connection}), ` +
-      `${t.missed} pushes ended first, ${t.withTemps} kills left temp files for the next push, ${t.stateTemps} state temp files left (seed ${SEED})`,
+      `${t.missed} pushes ended first, ${t.withTemps} kills left temp files for the next push, ${t.stateTemps.length} state temp files left${t.stateTemps.length ? ` (${t.stateTemps.slice(0, 3).join(', ')})` : ''} (seed ${SEED})`,
   );
 }
 
-const newTally = (): Tally => ({ kills: { client: 0, agent: 0, connection: 0 }, missed: 0, withTemps: 0, stateTemps: 0 });
+const newTally = (): Tally => ({ kills: { client: 0, agent: 0, connection: 0 }, missed: 0, withTemps: 0, stateTemps: [] });
 const localKills = Math.ceil(KILL_POINTS * (sshSkip ? 1 : 0.4));
 const env = (): NodeJS.ProcessEnv => ({ SKYSYNC_STATE_DIR: path.join(work(), 'state'), SKYSYNC_CONTROL_PERSIST: '0', SKYSYNC_WATCH_PERSIST: '0', SSH_AUTH_SOCK: '' });
 
