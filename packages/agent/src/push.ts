@@ -1,9 +1,10 @@
 // The agent's side of a push: report the destination's generation and drift, receive the plan and the chunk
 // data, stage and transition, record what was placed, answer with the new generation.
 
+import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { LaneMerger, Receiver, RootGuard, STREAM_HIGH_WATER, sweepDeadLeftovers } from '@skysync/apply';
+import { LaneMerger, Receiver, RootGuard, STREAM_HIGH_WATER, processRunning, sweepDeadLeftovers } from '@skysync/apply';
 import {
   type Connection,
   type Done,
@@ -73,7 +74,10 @@ export async function servePush(conn: Connection, begin: PushBegin, ctx: AgentCo
     const st = await fsp.stat(root);
     if (!st.isDirectory()) throw new ProtocolError(`${dir} is not a directory on the remote`);
     // The last push here died holding the lock (kill -9): its temp files are still around.
-    if (lock.tookOver) sweepLeftovers(root, !begin.file, ctx);
+    if (lock.tookOver) {
+      sweepLeftovers(root, !begin.file, ctx);
+      sweepStateTemps(stateBase);
+    }
     // A file mount's directory may hold anything (a home): only directory destinations are watched.
     const watch = begin.file ? null : (token: string | null) => askDestWatch(ctx.home, root, token);
     const store = await openStore(ctx.native, stateBase, ctx.log, watch);
@@ -131,6 +135,25 @@ export async function servePush(conn: Connection, begin: PushBegin, ctx: AgentCo
  * Removes the temp files and staging directories that dead skysync processes left in the destination (a file
  * mount's directory: only at its top, where its temps go), by their names' owner (`@skysync/apply` temp-names).
  */
+/**
+ * The destination's state files are saved through temp files named by their writer's pid (`<base>.<ext>.<pid>.<hex>.tmp`
+ * here, `<base>.tmp<pid>` by the addon's tree save): a dead holder of the lock may have left one.
+ */
+function sweepStateTemps(stateBase: string): void {
+  const dir = path.dirname(stateBase);
+  const prefix = `${path.basename(stateBase)}.`;
+  let names: string[];
+  try {
+    names = fs.readdirSync(dir);
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    const m = name.startsWith(prefix) ? /^(?:.*\.(\d+)\.[0-9a-f]{8}\.tmp|tmp(\d+))$/.exec(name.slice(prefix.length)) : null;
+    if (m && !processRunning(Number(m[1] ?? m[2]), 0)) fs.rmSync(path.join(dir, name), { force: true });
+  }
+}
+
 function sweepLeftovers(root: string, recursive: boolean, ctx: AgentContext): void {
   const guard = new RootGuard(root);
   try {
