@@ -1,9 +1,10 @@
 // The agent's side of a push: report the destination's generation and drift, receive the plan and the chunk
 // data, stage and transition, record what was placed, answer with the new generation.
 
+import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { LaneMerger, Receiver, RootGuard, STREAM_HIGH_WATER, sweepDeadLeftovers } from '@skysync/apply';
+import { LaneMerger, Receiver, RootGuard, STREAM_HIGH_WATER, processRunning, sweepDeadLeftovers } from '@skysync/apply';
 import {
   type BlockDecoder,
   type Connection,
@@ -32,6 +33,32 @@ import { PushChunks, RelayServer, fetchFromRelay, relayDisabled } from './relay/
 import { LaneServer, laneServer } from './lanes.js';
 
 /**
+ * `mkdir -p` that fails with the real reason: Node's recursive mkdir says ENOENT when a parent is read-only (or
+ * otherwise refuses), which reads as a typo in the destination. Each missing component is then made alone.
+ */
+async function makeDirs(dir: string): Promise<void> {
+  try {
+    await fsp.mkdir(dir, { recursive: true });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    const missing: string[] = [];
+    for (let d = dir; d !== path.dirname(d); d = path.dirname(d)) {
+      try {
+        await fsp.lstat(d);
+        break;
+      } catch {
+        missing.unshift(d);
+      }
+    }
+    for (const d of missing) {
+      await fsp.mkdir(d).catch((m: NodeJS.ErrnoException) => {
+        if (m.code !== 'EEXIST') throw m;
+      });
+    }
+  }
+}
+
+/**
  * Serves one push. Returns the frame that followed when it was not a plan (the client had nothing to send and
  * went on to its next operation), or undefined when the push ran to its end.
  */
@@ -44,12 +71,15 @@ export async function servePush(conn: Connection, begin: PushBegin, ctx: AgentCo
   const onlyName = begin.file ? path.basename(dest) : null;
   try {
     const dir = begin.file ? path.dirname(dest) : dest;
-    await fsp.mkdir(dir, { recursive: true });
+    await makeDirs(dir);
     const root = await fsp.realpath(dir);
     const st = await fsp.stat(root);
     if (!st.isDirectory()) throw new ProtocolError(`${dir} is not a directory on the remote`);
     // The last push here died holding the lock (kill -9): its temp files are still around.
-    if (lock.tookOver) sweepLeftovers(root, !begin.file, ctx);
+    if (lock.tookOver) {
+      sweepLeftovers(root, !begin.file, ctx);
+      sweepStateTemps(stateBase);
+    }
     // A file mount's directory may hold anything (a home): only directory destinations are watched.
     const watch = begin.file ? null : (token: string | null) => askDestWatch(ctx.home, root, token);
     const store = await openStore(ctx.native, stateBase, ctx.log, watch);
@@ -77,6 +107,25 @@ export async function servePush(conn: Connection, begin: PushBegin, ctx: AgentCo
  * Removes the temp files and staging directories that dead skysync processes left in the destination (a file
  * mount's directory: only at its top, where its temps go), by their names' owner (`@skysync/apply` temp-names).
  */
+/**
+ * The destination's state files are saved through temp files named by their writer's pid (`<base>.<ext>.<pid>.<hex>.tmp`
+ * here, `<base>.tmp<pid>` by the addon's tree save): a dead holder of the lock may have left one.
+ */
+function sweepStateTemps(stateBase: string): void {
+  const dir = path.dirname(stateBase);
+  const prefix = `${path.basename(stateBase)}.`;
+  let names: string[];
+  try {
+    names = fs.readdirSync(dir);
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    const m = name.startsWith(prefix) ? /^(?:.*\.(\d+)\.[0-9a-f]{8}\.tmp|tmp(\d+))$/.exec(name.slice(prefix.length)) : null;
+    if (m && !processRunning(Number(m[1] ?? m[2]), 0)) fs.rmSync(path.join(dir, name), { force: true });
+  }
+}
+
 function sweepLeftovers(root: string, recursive: boolean, ctx: AgentContext): void {
   const guard = new RootGuard(root);
   try {

@@ -70,6 +70,18 @@ function mismatch(q: Piece): Error {
   );
 }
 
+/**
+ * Writes all of `buf` at `at`: a write may take only part (a disk filling up takes what fits and fails only the
+ * next write), and a file that silently lacks its tail would be renamed into place torn.
+ */
+async function writeAll(fd: number, buf: Buffer, at: number): Promise<void> {
+  for (let done = 0; done < buf.length; ) {
+    const n = await new Promise<number>((resolve, reject) => fs.write(fd, buf, done, buf.length - done, at + done, (err, written) => (err ? reject(err) : resolve(written))));
+    if (n === 0) throw new Error('write: no progress');
+    done += n;
+  }
+}
+
 /** Builds one file; `run()` never rejects: the file ends with its stat or its error. */
 export class LargeFileBuilder {
   private fd: number | null = null;
@@ -162,13 +174,15 @@ export class LargeFileBuilder {
     this.off += buf.length;
     const fd = this.fd!;
     this.writing = quiet(
-      new Promise<void>((resolve, reject) =>
-        fs.write(fd, buf, 0, buf.length, at, (err) => {
+      writeAll(fd, buf, at).then(
+        () => {
           this.recycle(buf);
-          if (err) return reject(err);
           this.register(run, at);
-          resolve();
-        }),
+        },
+        (err: unknown) => {
+          this.recycle(buf);
+          throw err;
+        },
       ),
     );
   }

@@ -65,7 +65,7 @@ export class RootGuard {
    * umask) when `make` is set; a symlink or anything else that is not a directory on the way is refused.
    */
   dirFd(rel: string, make = false): number {
-    return this.dir(rel, make).fd;
+    return this.named(() => this.dir(rel, make).fd);
   }
 
   private dir(rel: string, make: boolean): Handle {
@@ -130,52 +130,80 @@ export class RootGuard {
 
   /** Makes `rel` and its parents as plain directories (no-op when they are). */
   ensureDir(rel: string): void {
-    this.dir(rel, true);
+    this.named(() => this.dir(rel, true));
   }
 
   /** Checks that `rel`'s parents are plain directories, without making any. */
   checkParents(rel: string): void {
-    this.dir(parentOf(rel), false);
+    this.named(() => this.dir(parentOf(rel), false));
   }
 
   lstat(rel: string): fs.Stats | undefined {
-    return fs.lstatSync(this.at(rel), { throwIfNoEntry: false });
+    return this.named(() => fs.lstatSync(this.at(rel), { throwIfNoEntry: false }));
   }
 
   lstatBig(rel: string): fs.BigIntStats {
-    return fs.lstatSync(this.at(rel), { bigint: true });
+    return this.named(() => fs.lstatSync(this.at(rel), { bigint: true }));
   }
 
   openRead(rel: string): number {
-    return fs.openSync(this.at(rel), O_RDONLY | O_NOFOLLOW);
+    return this.named(() => fs.openSync(this.at(rel), O_RDONLY | O_NOFOLLOW));
   }
 
   /** A new file, never through a symlink nor over anything that exists; mode 0600 until its own is set. */
   createExclusive(rel: string): number {
-    return fs.openSync(this.at(rel), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
+    return this.named(() => fs.openSync(this.at(rel), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600));
   }
 
   rename(from: string, to: string): void {
-    const a = this.at(from);
-    fs.renameSync(a, this.at(to));
+    this.named(() => {
+      const a = this.at(from);
+      fs.renameSync(a, this.at(to));
+    });
   }
 
   unlink(rel: string): void {
-    fs.unlinkSync(this.at(rel));
+    this.named(() => fs.unlinkSync(this.at(rel)));
   }
 
   /** Removes an empty directory, and forgets the handles of it and below. */
   rmdir(rel: string): void {
-    fs.rmdirSync(this.at(rel));
+    this.named(() => fs.rmdirSync(this.at(rel)));
     this.forget(rel);
   }
 
   mkdir(rel: string, mode: number): void {
-    fs.mkdirSync(this.at(rel), { mode });
+    this.named(() => fs.mkdirSync(this.at(rel), { mode }));
   }
 
   symlink(target: Buffer, rel: string): void {
-    fs.symlinkSync(target, this.at(rel));
+    this.named(() => fs.symlinkSync(target, this.at(rel)));
+  }
+
+  /**
+   * Runs `op`, and in its error names paths as the user knows them: Node quotes the path it was given, and a
+   * handle's `/proc/self/fd/<fd>/` means nothing to the user (who would read "read-only file system, open
+   * '/proc/self/fd/18/...'"); the directory's path inside the destination does.
+   */
+  private named<T>(op: () => T): T {
+    try {
+      return op();
+    } catch (e) {
+      if (PROC_FD && e instanceof Error) {
+        e.message = e.message.replace(/\/proc\/self\/fd\/(\d+)\//g, (whole, fd: string) => {
+          const rel = this.relOf(Number(fd));
+          return rel === undefined ? whole : rel === '' ? '' : `${displayPath(rel)}/`;
+        });
+      }
+      throw e;
+    }
+  }
+
+  /** The path (relative to the root) of the directory a handle holds, if it is one of ours. */
+  private relOf(fd: number): string | undefined {
+    if (fd === this.root.fd) return '';
+    for (const [rel, h] of this.dirs) if (h.fd === fd) return rel;
+    return undefined;
   }
 
   /** Sets a directory's mode on its handle: chmod by name would follow a symlink swapped in. */
@@ -185,7 +213,7 @@ export class RootGuard {
 
   /** What a directory holds (names latin1), without following anything. */
   list(rel: string): Array<{ name: string; dir: boolean }> {
-    return fs.readdirSync(this.dir(rel, false).prefix, { withFileTypes: true, encoding: 'buffer' }).map((d) => ({
+    return this.named(() => fs.readdirSync(this.dir(rel, false).prefix, { withFileTypes: true, encoding: 'buffer' })).map((d) => ({
       name: (d.name as Buffer).toString('latin1'),
       dir: d.isDirectory(),
     }));

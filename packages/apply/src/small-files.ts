@@ -190,7 +190,8 @@ export function writeWhole(ctx: StageContext, s: Staged, e: FileEntry, pieces: P
     const temp = ctx.tempFor(e.path);
     fd = ctx.guard.createExclusive(temp);
     s.temp = temp;
-    if (bytes.length) fs.writeSync(fd, bytes, 0, bytes.length, 0);
+    // A write may take only part (a disk filling up): the rest is asked for until it fails.
+    for (let off = 0; off < bytes.length; ) off += fs.writeSync(fd, bytes, off, bytes.length - off, off);
     s.stat = finishTemp(fd, e);
     return temp;
   } catch (err) {

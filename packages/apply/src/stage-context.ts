@@ -27,5 +27,7 @@ export function finishTemp(fd: number, e: FileEntry): StatKey {
   const t = e.mtimeSec + e.mtimeNsec / 1e9;
   fs.futimesSync(fd, t, t);
   const st = fs.fstatSync(fd, { bigint: true });
+  // The last guard before the rename: a file shorter or longer than its entry would land torn.
+  if (st.size !== BigInt(e.size)) throw new Error(`wrote ${st.size} of ${e.size} bytes`);
   return { size: Number(st.size), mtimeNs: st.mtimeNs.toString(), ino: st.ino.toString() };
 }
