@@ -27,7 +27,8 @@ import type { DeleteMode } from '@skysync/protocol';
 import type { Task } from '@skysync/task';
 import type { Target } from '@skysync/transport';
 import { EXIT, UsageError } from './exit-codes.js';
-import { Progress, formatBytes, summaryLines } from './output.js';
+import { formatBytes, plural, summaryLines } from './output.js';
+import { showBoard, stderrBoard } from './progress.js';
 import { startDetachedCommand } from './jobs-commands.js';
 
 export interface SyncFlags {
@@ -103,30 +104,27 @@ async function readTask(file: string | undefined, flags: SyncFlags, print: (l: s
   return task;
 }
 
-/** Progress per node on a terminal; plain lines per phase otherwise. */
+/** Byte progress per node (and per mount) on stderr; the scan's counts as a line of their own. */
 function progressReporter(nodes: Target[], flags: SyncFlags, print: (l: string) => void) {
-  const tty = !!process.stderr.isTTY && !flags.json;
-  const progress = new Progress(tty);
-  const t0 = Date.now();
-  const perNode = new Map<number, { sent: number; total: number; wire: number; what: string }>();
+  const board = stderrBoard(flags.quiet || flags.json);
+  showBoard(board);
+  const labelOf = (node: number, what: string): string => (nodes.length > 1 ? `${nodes[node]!.spec} ${what === 'workdir' ? '' : what}`.trim() : what);
   const onEvent = (e: PushEvent, node: number | undefined, what: string): void => {
     if (e.type === 'warning') {
-      progress.clear();
       print(`warning: ${e.message}`);
-    } else if (e.type === 'scanned' && !flags.json) {
-      const line = `${what}: scanned ${e.files} files; ${e.changes} entries changed`;
-      if (tty) progress.update(line);
-      else if (!flags.quiet) print(line);
+    } else if (e.type === 'scanned' && !flags.json && !flags.quiet) {
+      print(`${what}: scanned ${plural(e.files, 'file')}; ${plural(e.changes, 'entry', 'entries')} changed`);
     } else if (e.type === 'progress' && node !== undefined) {
-      perNode.set(node, { sent: e.filesSent, total: e.filesTotal, wire: e.bytesWire, what });
-      const secs = Math.max(0.001, (Date.now() - t0) / 1000);
-      const parts = [...perNode.entries()]
-        .sort((a, b) => a[0] - b[0])
-        .map(([i, p]) => `${nodes.length > 1 ? `${nodes[i]!.spec} ` : ''}${p.what} ${p.sent}/${p.total} entries, ${formatBytes(p.wire)} (${formatBytes(p.wire / secs)}/s)`);
-      progress.update(parts.join(' | '));
+      board.bytes(`${node} ${what}`, labelOf(node, what), e.bytesLiteral, e.bytesPlanned);
     }
   };
-  return { onEvent, clear: () => progress.clear() };
+  return {
+    onEvent,
+    clear: () => {
+      board.finish();
+      showBoard(null);
+    },
+  };
 }
 
 function nodeSummary(r: NodeReport): PushStats[] {
@@ -230,8 +228,7 @@ async function syncPhase(
     relay: flags.relay === false ? false : undefined,
     onEvent: progress.onEvent,
     log: ctx.print,
-  });
-  progress.clear();
+  }).finally(() => progress.clear());
   reportSync(reports, flags, ctx.print, compactSummary);
   return { task, nodes, reports, t0 };
 }

@@ -7,6 +7,7 @@ import { commandWithoutDashes, execCommand, nodeSelection, pushCommand, type Com
 import { EXIT, UsageError } from './exit-codes.js';
 import { addJobCommands } from './jobs-commands.js';
 import { summaryLines } from './output.js';
+import { printLine, showBoard, stderrBoard } from './progress.js';
 import { addStorage } from './storage-commands.js';
 
 function native(): NativeAddon {
@@ -28,7 +29,7 @@ function targetOptions(program: Command): { configFile?: string; installNode: bo
 }
 
 function print(line: string): void {
-  process.stderr.write(line + '\n');
+  printLine(line);
 }
 
 function exitFor(s: { failed: unknown[] }): number {
@@ -223,7 +224,18 @@ Examples:
     )
     .action(async (remote: string, local: string, flags: { json?: boolean; quiet?: boolean }) => {
       const { target: targetSpec, path: remotePath } = splitRemote(remote);
-      const stats = await pull({ target: parseTarget(targetSpec, targetOptions(program)), remotePath, localPath: local, native: native() });
+      const board = stderrBoard(flags.quiet || flags.json);
+      showBoard(board);
+      const stats = await pull({
+        target: parseTarget(targetSpec, targetOptions(program)),
+        remotePath,
+        localPath: local,
+        native: native(),
+        onProgress: (p) => board.bytes('pull', remotePath, p.bytesDone, p.bytesTotal),
+      }).finally(() => {
+        board.finish();
+        showBoard(null);
+      });
       if (flags.json) process.stdout.write(JSON.stringify(stats) + '\n');
       else if (!flags.quiet) for (const l of summaryLines(stats)) print(l);
       for (const f of stats.failed) print(`failed: ${f.path}: ${f.error}`);

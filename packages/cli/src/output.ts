@@ -14,24 +14,9 @@ export function formatBytes(n: number): string {
   return `${v.toFixed(v < 10 ? 2 : 1)} ${units[i]}`;
 }
 
-export class Progress {
-  private last = 0;
-  private shown = false;
-  constructor(private readonly enabled: boolean) {}
-
-  update(line: string): void {
-    if (!this.enabled) return;
-    const now = Date.now();
-    if (now - this.last < 100) return;
-    this.last = now;
-    process.stderr.write(`\r\x1b[2K${line}`);
-    this.shown = true;
-  }
-
-  clear(): void {
-    if (this.shown) process.stderr.write('\r\x1b[2K');
-    this.shown = false;
-  }
+/** "1 file", "3 files". */
+export function plural(n: number, one: string, many = `${one}s`): string {
+  return `${n} ${n === 1 ? one : many}`;
 }
 
 export function summaryLines(s: SyncSummary & { bytesTotal?: number }): string[] {

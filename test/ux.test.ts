@@ -1,0 +1,83 @@
+// What a person sees: progress on an 80-column terminal, the closing summary, messages, and pull's reports.
+
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { renderScreen } from '../packages/cli/test/screen.js';
+
+const BIN = path.resolve('packages/cli/dist/bin.js');
+let work: string;
+
+function env(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  return { ...process.env, SKYSYNC_STATE_DIR: path.join(work, 'state'), ...extra };
+}
+
+function skysync(args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string } = {}) {
+  const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', cwd: opts.cwd, env: env(opts.env) });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+const quote = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
+
+/** Runs skysync on a pseudo-terminal of 80 columns (util-linux `script`); what the terminal received. */
+function inTerminal(args: string[]): { code: number | null; raw: string } {
+  const cmd = `stty cols 80 rows 24; ${quote(process.execPath)} ${quote(BIN)} ${args.map(quote).join(' ')}`;
+  const r = spawnSync('script', ['-qfec', cmd, '/dev/null'], { encoding: 'utf8', env: env({ TERM: 'xterm' }) });
+  return { code: r.status, raw: r.stdout };
+}
+
+function tree(dir: string, files: Record<string, string | Buffer>): void {
+  for (const [p, c] of Object.entries(files)) {
+    fs.mkdirSync(path.dirname(path.join(dir, p)), { recursive: true });
+    fs.writeFileSync(path.join(dir, p), c);
+  }
+}
+
+/** Progress rows in what a terminal received: "N MiB / M MiB  P%". */
+const PROGRESS_ROW = /\d+(\.\d+)? [KMG]iB \/ \d+(\.\d+)? [KMG]iB +\d+%/;
+
+beforeAll(() => {
+  work = fs.mkdtempSync(path.join(os.tmpdir(), 'skysync-ux-'));
+});
+afterAll(() => fs.rmSync(work, { recursive: true, force: true }));
+
+describe('progress on an 80-column terminal', () => {
+  it('a push of tens of MiB shows byte progress in place, no row wider than the terminal, and none left at the end', () => {
+    const src = path.join(work, 'big');
+    tree(src, { 'model.bin': crypto.randomBytes(48 << 20), 'a.py': 'print(1)\n' });
+    const home = path.join(work, 'h-big');
+    const r = inTerminal(['push', `local:${home}`, '-w', src]);
+    expect(r.code, r.raw).toBe(0);
+    expect(r.raw).toMatch(PROGRESS_ROW);
+    const screen = renderScreen(r.raw, 80);
+    expect(screen.widest, r.raw).toBeLessThanOrEqual(80);
+    expect(screen.lines.filter((l) => PROGRESS_ROW.test(l)), screen.lines.join('\n')).toEqual([]);
+    expect(screen.lines.join('\n')).toMatch(/Number of files: 2/);
+    fs.writeFileSync(path.join(work, 'push-screen.txt'), r.raw);
+
+    // The pull of it back shows its own progress the same way.
+    const back = path.join(work, 'back');
+    const p = inTerminal(['pull', `local:${home}:sky_workdir/model.bin`, back]);
+    expect(p.code, p.raw).toBe(0);
+    expect(p.raw).toMatch(PROGRESS_ROW);
+    const after = renderScreen(p.raw, 80);
+    expect(after.widest).toBeLessThanOrEqual(80);
+    expect(after.lines.filter((l) => PROGRESS_ROW.test(l))).toEqual([]);
+    expect(fs.statSync(back).size).toBe(48 << 20);
+  });
+
+  it('-q shows no progress, and a pipe gets no terminal codes', () => {
+    const src = path.join(work, 'q');
+    tree(src, { 'data.bin': crypto.randomBytes(8 << 20) });
+    const q = inTerminal(['push', `local:${path.join(work, 'h-q')}`, '-w', src, '-q']);
+    expect(q.code).toBe(0);
+    expect(q.raw).not.toMatch(PROGRESS_ROW);
+    expect(q.raw.trim()).toBe('');
+    const piped = skysync(['push', `local:${path.join(work, 'h-pipe')}`, '-w', src]);
+    expect(piped.code).toBe(0);
+    expect(piped.stderr).not.toMatch(/\x1b\[|\r/);
+  });
+});
