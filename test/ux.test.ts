@@ -81,3 +81,19 @@ describe('progress on an 80-column terminal', () => {
     expect(piped.stderr).not.toMatch(/\x1b\[|\r/);
   });
 });
+
+describe('closing summary', () => {
+  it('a dry run says so, a first push has no speedup, and a task note is said once', () => {
+    const src = path.join(work, 'sum');
+    tree(src, { 'a.py': 'print(1)\n', 'task.yaml': 'workdir: .\nresources:\n  accelerators: A100:1\nrun: echo hi\n' });
+    const home = path.join(work, 'h-sum');
+    const dry = skysync(['push', `local:${home}`, path.join(src, 'task.yaml'), '-n'], { cwd: src });
+    expect(dry.code, dry.stderr).toBe(0);
+    expect(dry.stderr).toMatch(/dry run/i);
+    expect(dry.stderr).toMatch(/note: task\.yaml: resources is for SkyPilot's provisioning/);
+    const first = skysync(['push', `local:${home}`, path.join(src, 'task.yaml')], { cwd: src });
+    expect(first.code, first.stderr).toBe(0);
+    expect(first.stderr).not.toMatch(/speedup|note: task\.yaml/i);
+    expect(first.stderr).toMatch(/Number of files transferred: 2/);
+  });
+});

@@ -27,7 +27,8 @@ import type { DeleteMode } from '@skysync/protocol';
 import type { Task } from '@skysync/task';
 import type { Target } from '@skysync/transport';
 import { EXIT, UsageError } from './exit-codes.js';
-import { formatBytes, plural, summaryLines } from './output.js';
+import { compactLine, plural, summaryLines } from './output.js';
+import { sayOnce } from './notes.js';
 import { showBoard, stderrBoard } from './progress.js';
 import { startDetachedCommand } from './jobs-commands.js';
 
@@ -99,7 +100,9 @@ async function readTask(file: string | undefined, flags: SyncFlags, print: (l: s
   const { loadTask } = await import('@skysync/task');
   const task = await loadTask(path.resolve(file), await overrides(flags));
   if (task.ignoredKeys.length) {
-    print(`note: ${path.basename(task.file)}: ${task.ignoredKeys.join(', ')} ${task.ignoredKeys.length > 1 ? 'are' : 'is'} for SkyPilot's provisioning; skysync ignores ${task.ignoredKeys.length > 1 ? 'them' : 'it'}`);
+    const many = task.ignoredKeys.length > 1;
+    const message = `note: ${path.basename(task.file)}: ${task.ignoredKeys.join(', ')} ${many ? 'are' : 'is'} for SkyPilot's provisioning; skysync ignores ${many ? 'them' : 'it'}`;
+    sayOnce(task.file, 'ignored-keys', message, print, flags.quiet);
   }
   return task;
 }
@@ -173,10 +176,7 @@ function reportSync(reports: NodeReport[], flags: SyncFlags, print: (l: string) 
     if (!many && parts.length === 1 && !compact) {
       for (const l of summaryLines(parts[0]!.s)) print(l);
     } else {
-      for (const { label, s } of parts) {
-        const relayed = s.bytesRelay ? `, ${formatBytes(s.bytesRelay)} from the head` : '';
-        print(`${who}${label}: ${s.filesChanged} changed, ${s.filesDeleted} deleted, ${formatBytes(s.bytesLiteral)} literal${relayed}, ${formatBytes(s.bytesWire)} on the wire (${s.transport}, ${(s.durationMs / 1000).toFixed(2)} s)`);
-      }
+      for (const { label, s } of parts) print(`${who}${compactLine(label, s)}`);
     }
   }
 }
@@ -302,7 +302,8 @@ export async function execCommand(ctx: CommandContext, targetSpec: string, taskF
   }, true);
   try {
     if (!launch && !flags.fileMounts && p.task?.fileMounts.length) {
-      ctx.print('note: file_mounts are not synced by exec (SkyPilot\'s exec skips them too); add --file-mounts to sync them');
+      const message = "note: file_mounts are not synced by exec (SkyPilot's exec skips them too); add --file-mounts to sync them";
+      sayOnce(p.task.file, 'exec-skips-mounts', message, ctx.print, flags.quiet);
     }
     const syncCode = syncExit(p.reports);
     const result: Record<string, unknown> = {};

@@ -237,7 +237,8 @@ Examples:
         showBoard(null);
       });
       if (flags.json) process.stdout.write(JSON.stringify(stats) + '\n');
-      else if (!flags.quiet) for (const l of summaryLines(stats)) print(l);
+      // A pull counts only the files it wrote as changed; the summary counts failed ones apart from those.
+      else if (!flags.quiet) for (const l of summaryLines({ ...stats, filesChanged: stats.filesChanged + stats.failed.length })) print(l);
       for (const f of stats.failed) print(`failed: ${f.path}: ${f.error}`);
       process.exitCode = exitFor(stats);
     });
