@@ -97,3 +97,42 @@ describe('closing summary', () => {
     expect(first.stderr).toMatch(/Number of files transferred: 2/);
   });
 });
+
+describe('messages', () => {
+  it('a target that is no Host of the SSH config and no resolvable name: did you mean, exit 2', () => {
+    const cfg = path.join(work, 'ssh_config');
+    fs.writeFileSync(cfg, 'Host c1\n  HostName 127.0.0.1\nHost other\n  HostName 127.0.0.1\n');
+    const src = path.join(work, 'msg');
+    tree(src, { 'a.py': 'x\n' });
+    const r = skysync(['-F', cfg, 'push', 'c11', '-w', src]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain(`no host c11 in ${cfg}`);
+    expect(r.stderr).toContain('did you mean c1?');
+    expect(r.stderr).not.toMatch(/key/i);
+    const p = skysync(['-F', cfg, 'pull', 'c11:x', path.join(work, 'nowhere')]);
+    expect(p.code).toBe(2);
+    expect(p.stderr).toContain('did you mean c1?');
+  });
+
+  it('files the remote changed and the push overwrote are named, the first few then a count', () => {
+    const src = path.join(work, 'drift');
+    const files = Object.fromEntries(['a', 'b', 'c', 'd', 'e'].map((n) => [`${n}.txt`, `${n}\n`]));
+    tree(src, files);
+    const home = path.join(work, 'h-drift');
+    expect(skysync(['push', `local:${home}`, '-w', src]).code).toBe(0);
+    for (const n of Object.keys(files)) fs.writeFileSync(path.join(home, 'sky_workdir', n), 'changed there\n');
+    const r = skysync(['push', `local:${home}`, '-w', src]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/5 files changed on the remote were overwritten with your local version: a\.txt, b\.txt, c\.txt and 2 more/);
+  });
+
+  it('--dest expanded by the local shell to the local home goes to the remote home, with a note', () => {
+    const src = path.join(work, 'dest');
+    tree(src, { 'a.py': 'x\n' });
+    const home = path.join(work, 'h-dest');
+    const r = skysync(['push', `local:${home}`, '-w', src, '--dest', path.join(os.homedir(), 'proj-x')]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toContain('taking it as ~/proj-x on the remote');
+    expect(fs.readFileSync(path.join(home, 'proj-x', 'a.py'), 'utf8')).toBe('x\n');
+  });
+});

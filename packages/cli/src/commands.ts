@@ -169,7 +169,7 @@ function reportSync(reports: NodeReport[], flags: SyncFlags, print: (l: string) 
       }
       for (const f of s.failed) print(`${who}failed: ${f.path}: ${f.error}`);
       for (const k of s.kept) print(`${who}kept: ${k} (changed on the remote or holds files skysync did not place)`);
-      if (s.drift.length) print(`${who}note: ${s.drift.length} file(s) changed on the remote were overwritten with your local version`);
+      if (s.drift.length) print(`${who}note: ${overwrittenNote(s.drift)}`);
     }
     if (r.error) print(`${who}error: ${r.error}`);
     if (flags.json || flags.quiet) continue;
@@ -179,6 +179,25 @@ function reportSync(reports: NodeReport[], flags: SyncFlags, print: (l: string) 
       for (const { label, s } of parts) print(`${who}${compactLine(label, s)}`);
     }
   }
+}
+
+/** The files the remote changed that this push overwrote: the first few by name, then how many more. */
+export function overwrittenNote(paths: string[], shown = 3): string {
+  const named = paths.slice(0, shown).join(', ');
+  const more = paths.length > shown ? ` and ${paths.length - shown} more` : '';
+  const n = paths.length;
+  return `${plural(n, 'file')} changed on the remote ${n === 1 ? 'was' : 'were'} overwritten with your local version: ${named}${more}`;
+}
+
+/**
+ * `--dest ~/x` left unquoted reaches us as the local home's path (the shell expanded it): meant is the remote's
+ * home. Said once, as a note.
+ */
+export function remoteDest(dest: string, print: (l: string) => void, home = os.homedir()): string {
+  if (!home || home === '/' || !(dest === home || dest.startsWith(home + '/'))) return dest;
+  const mapped = dest === home ? '~' : `~/${dest.slice(home.length + 1)}`;
+  print(`note: --dest ${dest} is your local home; taking it as ${mapped} on the remote (quote it, e.g. --dest '~/x', to say so)`);
+  return mapped;
 }
 
 function syncExit(reports: NodeReport[]): number {
@@ -206,6 +225,7 @@ async function syncPhase(
   runsJobs = false,
 ): Promise<Prepared> {
   const t0 = Date.now();
+  flags.dest = remoteDest(flags.dest, ctx.print);
   const task = await readTask(taskFile, flags, ctx.print);
   const workdir = flags.workdir ? path.resolve(flags.workdir) : task ? task.workdir : defaultWorkdir ? path.resolve('.') : null;
   if (workdir) await checkSource(workdir);

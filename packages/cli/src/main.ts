@@ -1,6 +1,6 @@
 import { Command, CommanderError, Option } from 'commander';
 import { loadNative, type NativeAddon } from '@skysync/chunking';
-import { pull, resolveNodes, CLIENT_VERSION, compressLevel } from '@skysync/engine';
+import { checkHostKnown, pull, resolveNodes, CLIENT_VERSION, compressLevel } from '@skysync/engine';
 import { LocalTarget, SshTarget, parseTarget } from '@skysync/transport';
 import fs from 'node:fs';
 import { commandWithoutDashes, execCommand, nodeSelection, pushCommand, type CommandContext, type SyncFlags } from './commands.js';
@@ -60,6 +60,11 @@ export function buildProgram(): Command {
   return program;
 }
 
+/** A repeatable option's values (no default: help would show `(default: [])`). */
+function collect(v: string, acc: string[] | undefined): string[] {
+  return [...(acc ?? []), v];
+}
+
 /** The options of every command that syncs a task to its nodes (push, exec, launch). */
 function clusterOptions(c: Command): Command {
   return c
@@ -67,9 +72,9 @@ function clusterOptions(c: Command): Command {
     .option('--nodes <list>', 'exactly these nodes, comma-separated (the first is rank 0)')
     .option('-w, --workdir <dir>', 'directory to sync (default: the task\'s workdir, else the current directory)')
     .option('--dest <path>', 'remote destination of the workdir', '~/sky_workdir')
-    .option('--env <K=V>', 'set or override an env of the task (repeatable; K alone takes it from here)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .option('--env <K=V>', 'set or override an env of the task (repeatable; K alone takes it from here)', collect)
     .option('--env-file <file>', 'envs from a dotenv file (NAME=VALUE lines); --env wins')
-    .option('--secret <K=V>', 'set a secret of the task (repeatable; K alone takes it from here); never printed', (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .option('--secret <K=V>', 'set a secret of the task (repeatable; K alone takes it from here); never printed', collect)
     .option('--secret-file <file>', 'secrets from a dotenv file; --secret wins')
     .addOption(new Option('--delete', 'make an exact mirror: also remove remote files that are not in the source (ignored paths excepted)'))
     .addOption(new Option('--no-delete', "never remove anything on the remote (SkyPilot's behaviour)"))
@@ -224,6 +229,7 @@ Examples:
     )
     .action(async (remote: string, local: string, flags: { json?: boolean; quiet?: boolean }) => {
       const { target: targetSpec, path: remotePath } = splitRemote(remote);
+      await checkHostKnown(targetSpec, targetOptions(program).configFile);
       const board = stderrBoard(flags.quiet || flags.json);
       showBoard(board);
       const stats = await pull({
