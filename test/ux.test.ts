@@ -7,6 +7,7 @@ import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { renderScreen } from '../packages/cli/test/screen.js';
+import { sshSkipReason, startNodes, type SshCluster } from './helpers/sshd.js';
 
 const BIN = path.resolve('packages/cli/dist/bin.js');
 let work: string;
@@ -134,5 +135,75 @@ describe('messages', () => {
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toContain('taking it as ~/proj-x on the remote');
     expect(fs.readFileSync(path.join(home, 'proj-x', 'a.py'), 'utf8')).toBe('x\n');
+  });
+});
+
+describe('pull', () => {
+  it('lists the files it could not read on the remote and exits 3, bringing the rest', () => {
+    const home = path.join(work, 'h-unread');
+    const out = path.join(home, 'sky_workdir', 'outputs');
+    tree(out, { 'ok.txt': 'ok\n', 'secret.txt': 'no\n' });
+    fs.chmodSync(path.join(out, 'secret.txt'), 0o000);
+    const state = path.join(work, 'state-unread');
+    const local = path.join(work, 'unread-back');
+    fs.mkdirSync(state, { recursive: true });
+    for (const d of [work, home, path.join(home, 'sky_workdir'), out, state]) fs.chmodSync(d, 0o777);
+    const args = [BIN, 'pull', `local:${home}:sky_workdir/outputs`, local];
+    // Root reads any file: the pull runs as nobody then.
+    const r =
+      process.getuid?.() === 0
+        ? spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, ...args], {
+            encoding: 'utf8',
+            env: { ...process.env, SKYSYNC_STATE_DIR: state, HOME: home },
+          })
+        : spawnSync(process.execPath, args, { encoding: 'utf8', env: env() });
+    expect(r.status, r.stderr).toBe(3);
+    expect(r.stderr).toMatch(/failed: secret\.txt: permission denied/);
+    expect(r.stderr).toMatch(/Number of files failed: 1/);
+    expect(r.stderr.match(/secret\.txt/g)).toHaveLength(1);
+    expect(fs.readFileSync(path.join(local, 'ok.txt'), 'utf8')).toBe('ok\n');
+  });
+
+  it('a missing parent of LOCAL_PATH is an error unless --mkdir', () => {
+    const home = path.join(work, 'h-mkdir');
+    tree(path.join(home, 'sky_workdir'), { 'm.json': '{}\n' });
+    const deep = path.join(work, 'no', 'such', 'dir', 'm.json');
+    const r = skysync(['pull', `local:${home}:sky_workdir/m.json`, deep]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain(`the directory ${path.dirname(deep)} does not exist; create it, or add --mkdir`);
+    expect(fs.existsSync(path.join(work, 'no'))).toBe(false);
+    const ok = skysync(['pull', `local:${home}:sky_workdir/m.json`, deep, '--mkdir']);
+    expect(ok.code, ok.stderr).toBe(0);
+    expect(fs.readFileSync(deep, 'utf8')).toBe('{}\n');
+  });
+});
+
+const sshSkip = sshSkipReason();
+describe.skipIf(!!sshSkip)('pull --all-nodes', () => {
+  let cluster: SshCluster;
+  beforeAll(async () => {
+    cluster = await startNodes(3, { cluster: 'sky-ux', strictHostKeyChecking: 'no' });
+  }, 180_000);
+  afterAll(async () => {
+    await cluster?.stop();
+  });
+
+  it('fetches PATH from every node into LOCAL/<node>/', () => {
+    cluster.nodes.forEach((n, i) => {
+      tree(path.join(n.home, 'logs'), { 'rank.txt': `rank ${i}\n`, [`only-${i}.txt`]: 'x\n' });
+      spawnSync('chown', ['-R', `${n.user}:`, path.join(n.home, 'logs')]);
+    });
+    const local = path.join(work, 'all-logs');
+    const r = skysync(['-F', cluster.sshConfig, 'pull', 'sky-ux:~/logs', local, '--all-nodes'], { env: { SSH_AUTH_SOCK: '' } });
+    expect(r.code, r.stderr).toBe(0);
+    for (const [i, n] of cluster.nodes.entries()) {
+      expect(fs.readFileSync(path.join(local, n.name, 'rank.txt'), 'utf8')).toBe(`rank ${i}\n`);
+      expect(fs.existsSync(path.join(local, n.name, `only-${i}.txt`))).toBe(true);
+      expect(r.stderr).toContain(`${n.name}: 2 files changed`);
+    }
+    const one = skysync(['-F', cluster.sshConfig, 'pull', 'sky-ux:~/logs/rank.txt', path.join(work, 'ranks'), '--all-nodes', '--json'], { env: { SSH_AUTH_SOCK: '' } });
+    expect(one.code, one.stderr).toBe(0);
+    expect(JSON.parse(one.stdout).nodes).toHaveLength(3);
+    expect(fs.readFileSync(path.join(work, 'ranks', 'sky-ux-worker2', 'rank.txt'), 'utf8')).toBe('rank 2\n');
   });
 });

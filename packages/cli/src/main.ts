@@ -1,26 +1,21 @@
 import { Command, CommanderError, Option } from 'commander';
 import { loadNative, type NativeAddon } from '@skysync/chunking';
-import { checkHostKnown, pull, resolveNodes, CLIENT_VERSION, compressLevel } from '@skysync/engine';
-import { LocalTarget, SshTarget, parseTarget } from '@skysync/transport';
+import { resolveNodes, CLIENT_VERSION, compressLevel } from '@skysync/engine';
+import { LocalTarget, SshTarget } from '@skysync/transport';
 import fs from 'node:fs';
 import { commandWithoutDashes, execCommand, nodeSelection, pushCommand, type CommandContext, type SyncFlags } from './commands.js';
 import { EXIT, UsageError } from './exit-codes.js';
 import { addJobCommands } from './jobs-commands.js';
-import { summaryLines } from './output.js';
-import { printLine, showBoard, stderrBoard } from './progress.js';
+import { printLine } from './progress.js';
 import { addStorage } from './storage-commands.js';
+import { addPull } from './pull-command.js';
+
+export { splitRemote } from './pull-command.js';
 
 function native(): NativeAddon {
   const n = loadNative();
   if (!n) throw new Error('the native addon is not built for this machine; run `pnpm build` (or `pnpm setup`) first');
   return n;
-}
-
-/** Splits `TARGET:PATH`, keeping `local:DIR:PATH` whole on the left. */
-export function splitRemote(spec: string): { target: string; path: string } {
-  const m = spec.startsWith('local:') ? /^(local:[^:]+):(.+)$/.exec(spec) : /^([^:]+):(.+)$/.exec(spec);
-  if (!m) throw new UsageError(`${JSON.stringify(spec)}: expected TARGET:PATH, e.g. dev:~/sky_workdir/outputs or local:/tmp/node:outputs`);
-  return { target: m[1]!, path: m[2]! };
 }
 
 function targetOptions(program: Command): { configFile?: string; installNode: boolean; nodeUrl?: string; log: (m: string) => void } {
@@ -30,10 +25,6 @@ function targetOptions(program: Command): { configFile?: string; installNode: bo
 
 function print(line: string): void {
   printLine(line);
-}
-
-function exitFor(s: { failed: unknown[] }): number {
-  return s.failed.length ? EXIT.partial : EXIT.ok;
 }
 
 export function buildProgram(): Command {
@@ -54,7 +45,7 @@ export function buildProgram(): Command {
   addExec(program, ctx);
   addLaunch(program, ctx);
   addDisconnect(program);
-  addPull(program);
+  addPull(program, ctx);
   addJobCommands(program, ctx);
   addStorage(program);
   return program;
@@ -208,45 +199,6 @@ Examples:
         const had = t instanceof SshTarget || t instanceof LocalTarget ? await t.disconnect() : false;
         print(had ? `${t.spec}: disconnected` : `${t.spec}: no warm connection`);
       }
-    });
-}
-
-/** `skysync pull`. */
-function addPull(program: Command): void {
-  program
-    .command('pull')
-    .description('bring a remote file or directory back (only missing chunks move)')
-    .argument('<remote>', 'TARGET:PATH, e.g. dev:~/sky_workdir/outputs, dev-worker1:/tmp/x or local:/tmp/node1:sky_workdir/outputs')
-    .argument('<local>', 'local path: a directory receives the contents of a remote directory')
-    .option('--json', 'print one JSON object with the statistics at the end')
-    .option('-q, --quiet', 'no summary')
-    .addHelpText(
-      'after',
-      `
-Examples:
-  skysync pull local:/tmp/node1:sky_workdir/outputs ./outputs
-  skysync pull local:/tmp/node1:checkpoints/last.pt ./last.pt --json`,
-    )
-    .action(async (remote: string, local: string, flags: { json?: boolean; quiet?: boolean }) => {
-      const { target: targetSpec, path: remotePath } = splitRemote(remote);
-      await checkHostKnown(targetSpec, targetOptions(program).configFile);
-      const board = stderrBoard(flags.quiet || flags.json);
-      showBoard(board);
-      const stats = await pull({
-        target: parseTarget(targetSpec, targetOptions(program)),
-        remotePath,
-        localPath: local,
-        native: native(),
-        onProgress: (p) => board.bytes('pull', remotePath, p.bytesDone, p.bytesTotal),
-      }).finally(() => {
-        board.finish();
-        showBoard(null);
-      });
-      if (flags.json) process.stdout.write(JSON.stringify(stats) + '\n');
-      // A pull counts only the files it wrote as changed; the summary counts failed ones apart from those.
-      else if (!flags.quiet) for (const l of summaryLines({ ...stats, filesChanged: stats.filesChanged + stats.failed.length })) print(l);
-      for (const f of stats.failed) print(`failed: ${f.path}: ${f.error}`);
-      process.exitCode = exitFor(stats);
     });
 }
 

@@ -6,11 +6,22 @@ import { renderScreen } from './screen.js';
 
 function fakeClock() {
   let t = 0;
-  return { now: () => t, advance: (ms: number) => void (t += ms) };
+  return {
+    now: () => t,
+    advance: (ms: number): void => {
+      t += ms;
+    },
+  };
 }
 
 function sink(columns?: number) {
-  const out = { text: '', columns, write: (s: string) => void (out.text += s) };
+  const out = {
+    text: '',
+    columns,
+    write: (s: string): void => {
+      out.text += s;
+    },
+  };
   return out;
 }
 
@@ -23,7 +34,7 @@ describe('progress board', () => {
     const nodes = ['a-very-long-cluster-name-head', 'a-very-long-cluster-name-worker1', 'a-very-long-cluster-name-worker2'];
     for (let s = 1; s <= 10; s++) {
       clock.advance(500);
-      nodes.forEach((n, i) => board.bytes(n, `${n} file_mounts /data/some/long/mount/path`, s * (i + 1) * MiB, 40 * MiB));
+      for (const [i, n] of nodes.entries()) board.bytes(n, `${n} file_mounts /data/some/long/mount/path`, s * (i + 1) * MiB, 40 * MiB);
       if (s === 5) board.note('warning: something to say while the board is up');
     }
     const mid = renderScreen(out.text, 80);
