@@ -28,10 +28,12 @@ export function filesWritten(s: Summarized): number {
 }
 
 /**
- * "12.3x less than sending everything", only where it says something: some content was found on the remote
+ * "12.3x" (over sending everything), only where it says something: some content was found on the remote
  * and reused. A first push (nothing reused) or a push that changed nothing has no speedup worth a number.
  */
-export function speedup(s: Summarized): string | null {
+export function speedup(s: Summarized & { bytesRelay?: number }): string | null {
+  // A relayed node's data came from the head: what it saved is said as "from the head".
+  if (s.bytesRelay) return null;
   if (s.dryRun || !s.bytesTotal || !s.bytesWire || s.filesChanged === 0 || s.chunksReused === 0) return null;
   const ratio = s.bytesTotal / s.bytesWire;
   if (ratio < 1.5) return null;
@@ -52,7 +54,7 @@ export function summaryLines(s: Summarized): string[] {
     `Literal data: ${formatBytes(s.bytesLiteral)} (${s.bytesLiteral} bytes)`,
     `Reused chunks: ${s.chunksReused}`,
     `Bytes on the wire: ${formatBytes(s.bytesWire)} (${s.bytesWire} bytes)`,
-    ...(gain ? [`Speedup: ${gain} less than sending everything`] : []),
+    ...(gain ? [`Speedup: ${gain} over sending everything`] : []),
     `Transport: ${s.transport}, ${secs.toFixed(3)} s`,
   ];
 }
@@ -65,7 +67,7 @@ export function compactLine(label: string, s: Summarized & { bytesRelay?: number
   const changed = `${plural(filesWritten(s), 'file')} ${s.dryRun ? 'would change' : 'changed'}`;
   return (
     `${label}: ${s.dryRun ? 'dry run, ' : ''}${changed}${failed ? `, ${failed} failed` : ''}, ${s.filesDeleted} deleted, ` +
-    `${formatBytes(s.bytesLiteral)} literal${relayed}, ${formatBytes(s.bytesWire)} on the wire${gain ? ` (${gain} less)` : ''} ` +
+    `${formatBytes(s.bytesLiteral)} literal${relayed}, ${formatBytes(s.bytesWire)} on the wire${gain ? ` (${gain} speedup)` : ''} ` +
     `(${s.transport}, ${secs(s)} s)`
   );
 }

@@ -104,7 +104,7 @@ export class ProgressBoard {
 
   /** The row's text as drawn (without cutting). */
   describe(r: Row): string {
-    if (r.status || (r.total === 0 && r.done === 0)) return `${r.label}  ${r.status || 'preparing'}`;
+    if (r.status || (r.total === 0 && r.done === 0)) return `${r.label}  ${r.status || 'waiting for data'}`;
     const pct = r.total ? Math.min(100, Math.floor((r.done / r.total) * 100)) : 100;
     const secs = r.start ? (this.now() - r.start.at) / 1000 : 0;
     const rate = secs > 0.2 ? (r.done - r.start!.done) / secs : 0;

@@ -25,7 +25,8 @@ describe('summary', () => {
     expect(summaryLines(base).join('\n')).not.toMatch(/speedup/i);
     const small = { ...base, filesChanged: 1, chunksReused: 400, bytesLiteral: 1 << 20, bytesWire: 1 << 20 };
     expect(speedup(small)).toBe('99.0x');
-    expect(summaryLines(small)).toContain('Speedup: 99.0x less than sending everything');
+    expect(summaryLines(small)).toContain('Speedup: 99.0x over sending everything');
+    expect(speedup({ ...small, bytesRelay: 1 << 20 } as Summarized)).toBeNull();
     // Nothing changed: a tiny wire over a big tree is no speedup.
     expect(speedup({ ...base, filesChanged: 0, chunksReused: 0, bytesLiteral: 0, bytesWire: 700 })).toBeNull();
   });

@@ -72,6 +72,8 @@ export async function sendPlan(o: SendInput, plan: NodePlan, first: Made[], rela
     const bytesPlanned = mode === 'data' ? plan.bytesPlanned : (neededBytes ?? 0);
     o.emit({ type: 'progress', bytesLiteral: pump.bytesLiteral, bytesPlanned, bytesWire: conn.bytesWritten - wireBefore + pump.laneBytesWritten, filesSent, filesTotal: plan.total });
   };
+  // Every node shows up from the start, also one whose data comes from the head's relay.
+  progress(true);
   try {
     let needed: number | undefined;
     if (mode === 'data') {
