@@ -47,6 +47,14 @@ async function recordedRecipe(ctx: AgentContext, abs: string): Promise<Buffer | 
 
 const BATCH = 512;
 
+/** The reason without the path (the client names the file) and without errno's repeated text. */
+function readError(message: string | undefined): string {
+  const m = message ?? 'cannot read it';
+  if (/EACCES|permission denied/i.test(m)) return 'permission denied';
+  if (/ENOENT|no such file/i.test(m)) return 'vanished while reading';
+  return m;
+}
+
 export async function servePull(conn: Connection, begin: PullBegin, client: Hello, ctx: AgentContext): Promise<void> {
   const abs = resolveRemotePath(ctx.home, begin.path);
   const st = await fsp.lstat(abs).catch(() => null);
@@ -97,6 +105,8 @@ async function sendPull(
 
   const files = listing.filter((e) => e.kind === 'file');
   const recipes = new Map<string, { chunks: Buffer; digest: Buffer }>();
+  // Said to the client, which lists them and exits 3; the path as the plan would have named it.
+  const unreadable: Array<{ path: string; error: string }> = [];
   const rootBuf = Buffer.from(root, 'utf8');
   if (ctx.native) {
     // A single large file this agent placed (a checkpoint a job rewrote since): its recorded recipe makes a hint.
@@ -104,7 +114,7 @@ async function sendPull(
     const outcomes = await ctx.native.chunkFiles(root, files.map((f) => f.path), begin.chunkParams, hint ? [hint] : null);
     outcomes.forEach((o, i) => {
       if (o.recipe) recipes.set(files[i]!.path, { chunks: o.recipe.chunks, digest: o.recipe.digest });
-      else ctx.log(`cannot read ${Buffer.from(files[i]!.path, 'latin1').toString()}: ${o.error}`);
+      else unreadable.push({ path: files[i]!.path, error: readError(o.error) });
     });
   } else {
     for (const f of files) {
@@ -112,7 +122,7 @@ async function sendPull(
         const r = await ctx.chunker.chunkFile(Buffer.concat([rootBuf, Buffer.from('/' + f.path, 'latin1')]), begin.chunkParams);
         recipes.set(f.path, { chunks: r.chunks, digest: r.digest });
       } catch (e) {
-        ctx.log(`cannot read ${Buffer.from(f.path, 'latin1').toString()}: ${(e as Error).message}`);
+        unreadable.push({ path: f.path, error: readError((e as Error).message) });
       }
     }
   }
@@ -146,7 +156,7 @@ async function sendPull(
   }
 
   const compression = chooseCompression(client.compression, supportedCompressions(ctx.native));
-  const plan: Plan = { mode: 'need', compression, deleteMode: 'none', dryRun: false, single: kind !== 'dir' };
+  const plan: Plan = { mode: 'need', compression, deleteMode: 'none', dryRun: false, single: kind !== 'dir', ...(unreadable.length ? { unreadable } : {}) };
   await conn.sendJson(Frame.Plan, plan);
   for (let i = 0; i < entries.length; i += BATCH) await conn.send(Frame.Entries, encodeEntries(entries.slice(i, i + BATCH)));
   await conn.send(Frame.PlanEnd, Buffer.alloc(0));

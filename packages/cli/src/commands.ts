@@ -27,7 +27,9 @@ import type { DeleteMode } from '@skysync/protocol';
 import type { Task } from '@skysync/task';
 import type { Target } from '@skysync/transport';
 import { EXIT, UsageError } from './exit-codes.js';
-import { Progress, formatBytes, summaryLines } from './output.js';
+import { compactLine, plural, summaryLines } from './output.js';
+import { sayOnce } from './notes.js';
+import { showBoard, stderrBoard } from './progress.js';
 import { startDetachedCommand } from './jobs-commands.js';
 
 export interface SyncFlags {
@@ -98,35 +100,34 @@ async function readTask(file: string | undefined, flags: SyncFlags, print: (l: s
   const { loadTask } = await import('@skysync/task');
   const task = await loadTask(path.resolve(file), await overrides(flags));
   if (task.ignoredKeys.length) {
-    print(`note: ${path.basename(task.file)}: ${task.ignoredKeys.join(', ')} ${task.ignoredKeys.length > 1 ? 'are' : 'is'} for SkyPilot's provisioning; skysync ignores ${task.ignoredKeys.length > 1 ? 'them' : 'it'}`);
+    const many = task.ignoredKeys.length > 1;
+    const message = `note: ${path.basename(task.file)}: ${task.ignoredKeys.join(', ')} ${many ? 'are' : 'is'} for SkyPilot's provisioning; skysync ignores ${many ? 'them' : 'it'}`;
+    sayOnce(task.file, 'ignored-keys', message, print, flags.quiet);
   }
   return task;
 }
 
-/** Progress per node on a terminal; plain lines per phase otherwise. */
+/** Byte progress per node (and per mount) on stderr; the scan's counts as a line of their own. */
 function progressReporter(nodes: Target[], flags: SyncFlags, print: (l: string) => void) {
-  const tty = !!process.stderr.isTTY && !flags.json;
-  const progress = new Progress(tty);
-  const t0 = Date.now();
-  const perNode = new Map<number, { sent: number; total: number; wire: number; what: string }>();
+  const board = stderrBoard(flags.quiet || flags.json);
+  showBoard(board);
+  const labelOf = (node: number, what: string): string => (nodes.length > 1 ? `${nodes[node]!.spec} ${what === 'workdir' ? '' : what}`.trim() : what);
   const onEvent = (e: PushEvent, node: number | undefined, what: string): void => {
     if (e.type === 'warning') {
-      progress.clear();
       print(`warning: ${e.message}`);
-    } else if (e.type === 'scanned' && !flags.json) {
-      const line = `${what}: scanned ${e.files} files; ${e.changes} entries changed`;
-      if (tty) progress.update(line);
-      else if (!flags.quiet) print(line);
+    } else if (e.type === 'scanned' && !flags.json && !flags.quiet) {
+      print(`${what}: scanned ${plural(e.files, 'file')}; ${plural(e.changes, 'entry', 'entries')} changed`);
     } else if (e.type === 'progress' && node !== undefined) {
-      perNode.set(node, { sent: e.filesSent, total: e.filesTotal, wire: e.bytesWire, what });
-      const secs = Math.max(0.001, (Date.now() - t0) / 1000);
-      const parts = [...perNode.entries()]
-        .sort((a, b) => a[0] - b[0])
-        .map(([i, p]) => `${nodes.length > 1 ? `${nodes[i]!.spec} ` : ''}${p.what} ${p.sent}/${p.total} entries, ${formatBytes(p.wire)} (${formatBytes(p.wire / secs)}/s)`);
-      progress.update(parts.join(' | '));
+      board.bytes(`${node} ${what}`, labelOf(node, what), e.bytesLiteral, e.bytesPlanned);
     }
   };
-  return { onEvent, clear: () => progress.clear() };
+  return {
+    onEvent,
+    clear: () => {
+      board.finish();
+      showBoard(null);
+    },
+  };
 }
 
 function nodeSummary(r: NodeReport): PushStats[] {
@@ -168,19 +169,35 @@ function reportSync(reports: NodeReport[], flags: SyncFlags, print: (l: string) 
       }
       for (const f of s.failed) print(`${who}failed: ${f.path}: ${f.error}`);
       for (const k of s.kept) print(`${who}kept: ${k} (changed on the remote or holds files skysync did not place)`);
-      if (s.drift.length) print(`${who}note: ${s.drift.length} file(s) changed on the remote were overwritten with your local version`);
+      if (s.drift.length) print(`${who}note: ${overwrittenNote(s.drift)}`);
     }
     if (r.error) print(`${who}error: ${r.error}`);
     if (flags.json || flags.quiet) continue;
     if (!many && parts.length === 1 && !compact) {
       for (const l of summaryLines(parts[0]!.s)) print(l);
     } else {
-      for (const { label, s } of parts) {
-        const relayed = s.bytesRelay ? `, ${formatBytes(s.bytesRelay)} from the head` : '';
-        print(`${who}${label}: ${s.filesChanged} changed, ${s.filesDeleted} deleted, ${formatBytes(s.bytesLiteral)} literal${relayed}, ${formatBytes(s.bytesWire)} on the wire (${s.transport}, ${(s.durationMs / 1000).toFixed(2)} s)`);
-      }
+      for (const { label, s } of parts) print(`${who}${compactLine(label, s)}`);
     }
   }
+}
+
+/** The files the remote changed that this push overwrote: the first few by name, then how many more. */
+export function overwrittenNote(paths: string[], shown = 3): string {
+  const named = paths.slice(0, shown).join(', ');
+  const more = paths.length > shown ? ` and ${paths.length - shown} more` : '';
+  const n = paths.length;
+  return `${plural(n, 'file')} changed on the remote ${n === 1 ? 'was' : 'were'} overwritten with your local version: ${named}${more}`;
+}
+
+/**
+ * `--dest ~/x` left unquoted reaches us as the local home's path (the shell expanded it): meant is the remote's
+ * home. Said once, as a note.
+ */
+export function remoteDest(dest: string, print: (l: string) => void, home = os.homedir()): string {
+  if (!home || home === '/' || !(dest === home || dest.startsWith(home + '/'))) return dest;
+  const mapped = dest === home ? '~' : `~/${dest.slice(home.length + 1)}`;
+  print(`note: --dest ${dest} is your local home; taking it as ${mapped} on the remote (quote it, e.g. --dest '~/x', to say so)`);
+  return mapped;
 }
 
 function syncExit(reports: NodeReport[]): number {
@@ -208,6 +225,7 @@ async function syncPhase(
   runsJobs = false,
 ): Promise<Prepared> {
   const t0 = Date.now();
+  flags.dest = remoteDest(flags.dest, ctx.print);
   const task = await readTask(taskFile, flags, ctx.print);
   const workdir = flags.workdir ? path.resolve(flags.workdir) : task ? task.workdir : defaultWorkdir ? path.resolve('.') : null;
   if (workdir) await checkSource(workdir);
@@ -230,8 +248,7 @@ async function syncPhase(
     relay: flags.relay === false ? false : undefined,
     onEvent: progress.onEvent,
     log: ctx.print,
-  });
-  progress.clear();
+  }).finally(() => progress.clear());
   reportSync(reports, flags, ctx.print, compactSummary);
   return { task, nodes, reports, t0 };
 }
@@ -305,7 +322,8 @@ export async function execCommand(ctx: CommandContext, targetSpec: string, taskF
   }, true);
   try {
     if (!launch && !flags.fileMounts && p.task?.fileMounts.length) {
-      ctx.print('note: file_mounts are not synced by exec (SkyPilot\'s exec skips them too); add --file-mounts to sync them');
+      const message = "note: file_mounts are not synced by exec (SkyPilot's exec skips them too); add --file-mounts to sync them";
+      sayOnce(p.task.file, 'exec-skips-mounts', message, ctx.print, flags.quiet);
     }
     const syncCode = syncExit(p.reports);
     const result: Record<string, unknown> = {};

@@ -1,25 +1,21 @@
 import { Command, CommanderError, Option } from 'commander';
 import { loadNative, type NativeAddon } from '@skysync/chunking';
-import { pull, resolveNodes, CLIENT_VERSION, compressLevel } from '@skysync/engine';
-import { LocalTarget, SshTarget, parseTarget } from '@skysync/transport';
+import { resolveNodes, CLIENT_VERSION, compressLevel } from '@skysync/engine';
+import { LocalTarget, SshTarget } from '@skysync/transport';
 import fs from 'node:fs';
 import { commandWithoutDashes, execCommand, nodeSelection, pushCommand, type CommandContext, type SyncFlags } from './commands.js';
 import { EXIT, UsageError } from './exit-codes.js';
 import { addJobCommands } from './jobs-commands.js';
-import { summaryLines } from './output.js';
+import { printLine } from './progress.js';
 import { addStorage } from './storage-commands.js';
+import { addPull } from './pull-command.js';
+
+export { splitRemote } from './pull-command.js';
 
 function native(): NativeAddon {
   const n = loadNative();
   if (!n) throw new Error('the native addon is not built for this machine; run `pnpm build` (or `pnpm setup`) first');
   return n;
-}
-
-/** Splits `TARGET:PATH`, keeping `local:DIR:PATH` whole on the left. */
-export function splitRemote(spec: string): { target: string; path: string } {
-  const m = spec.startsWith('local:') ? /^(local:[^:]+):(.+)$/.exec(spec) : /^([^:]+):(.+)$/.exec(spec);
-  if (!m) throw new UsageError(`${JSON.stringify(spec)}: expected TARGET:PATH, e.g. dev:~/sky_workdir/outputs or local:/tmp/node:outputs`);
-  return { target: m[1]!, path: m[2]! };
 }
 
 function targetOptions(program: Command): { configFile?: string; installNode: boolean; nodeUrl?: string; log: (m: string) => void } {
@@ -28,11 +24,7 @@ function targetOptions(program: Command): { configFile?: string; installNode: bo
 }
 
 function print(line: string): void {
-  process.stderr.write(line + '\n');
-}
-
-function exitFor(s: { failed: unknown[] }): number {
-  return s.failed.length ? EXIT.partial : EXIT.ok;
+  printLine(line);
 }
 
 export function buildProgram(): Command {
@@ -53,10 +45,15 @@ export function buildProgram(): Command {
   addExec(program, ctx);
   addLaunch(program, ctx);
   addDisconnect(program);
-  addPull(program);
+  addPull(program, ctx);
   addJobCommands(program, ctx);
   addStorage(program);
   return program;
+}
+
+/** A repeatable option's values (no default: help would show `(default: [])`). */
+function collect(v: string, acc: string[] | undefined): string[] {
+  return [...(acc ?? []), v];
 }
 
 /** The options of every command that syncs a task to its nodes (push, exec, launch). */
@@ -66,9 +63,9 @@ function clusterOptions(c: Command): Command {
     .option('--nodes <list>', 'exactly these nodes, comma-separated (the first is rank 0)')
     .option('-w, --workdir <dir>', 'directory to sync (default: the task\'s workdir, else the current directory)')
     .option('--dest <path>', 'remote destination of the workdir', '~/sky_workdir')
-    .option('--env <K=V>', 'set or override an env of the task (repeatable; K alone takes it from here)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .option('--env <K=V>', 'set or override an env of the task (repeatable; K alone takes it from here)', collect)
     .option('--env-file <file>', 'envs from a dotenv file (NAME=VALUE lines); --env wins')
-    .option('--secret <K=V>', 'set a secret of the task (repeatable; K alone takes it from here); never printed', (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .option('--secret <K=V>', 'set a secret of the task (repeatable; K alone takes it from here); never printed', collect)
     .option('--secret-file <file>', 'secrets from a dotenv file; --secret wins')
     .addOption(new Option('--delete', 'make an exact mirror: also remove remote files that are not in the source (ignored paths excepted)'))
     .addOption(new Option('--no-delete', "never remove anything on the remote (SkyPilot's behaviour)"))
@@ -202,32 +199,6 @@ Examples:
         const had = t instanceof SshTarget || t instanceof LocalTarget ? await t.disconnect() : false;
         print(had ? `${t.spec}: disconnected` : `${t.spec}: no warm connection`);
       }
-    });
-}
-
-/** `skysync pull`. */
-function addPull(program: Command): void {
-  program
-    .command('pull')
-    .description('bring a remote file or directory back (only missing chunks move)')
-    .argument('<remote>', 'TARGET:PATH, e.g. dev:~/sky_workdir/outputs, dev-worker1:/tmp/x or local:/tmp/node1:sky_workdir/outputs')
-    .argument('<local>', 'local path: a directory receives the contents of a remote directory')
-    .option('--json', 'print one JSON object with the statistics at the end')
-    .option('-q, --quiet', 'no summary')
-    .addHelpText(
-      'after',
-      `
-Examples:
-  skysync pull local:/tmp/node1:sky_workdir/outputs ./outputs
-  skysync pull local:/tmp/node1:checkpoints/last.pt ./last.pt --json`,
-    )
-    .action(async (remote: string, local: string, flags: { json?: boolean; quiet?: boolean }) => {
-      const { target: targetSpec, path: remotePath } = splitRemote(remote);
-      const stats = await pull({ target: parseTarget(targetSpec, targetOptions(program)), remotePath, localPath: local, native: native() });
-      if (flags.json) process.stdout.write(JSON.stringify(stats) + '\n');
-      else if (!flags.quiet) for (const l of summaryLines(stats)) print(l);
-      for (const f of stats.failed) print(`failed: ${f.path}: ${f.error}`);
-      process.exitCode = exitFor(stats);
     });
 }
 

@@ -39,6 +39,8 @@ export interface NodePush {
 
 export async function pushToNode(o: NodePush): Promise<PushStats> {
   const { prepared, remoteState, deleteMode, relay } = o;
+  // The node shows up at once, before its plan is made (a relayed worker waits for the head's first).
+  if (!o.dryRun) o.emit({ type: 'progress', bytesLiteral: 0, bytesPlanned: 0, bytesWire: 0, filesSent: 0, filesTotal: 0 });
   const plan = new NodePlan(o);
   // A worker takes its literal chunks from the head's relay when there are enough of them to matter: deciding
   // that needs the whole plan first. Otherwise data mode streams entries as they are made; need mode and dry runs

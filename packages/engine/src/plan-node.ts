@@ -58,6 +58,8 @@ export class NodePlan {
   chunksLiteral = 0;
   filesChanged = 0;
   filesDeleted = 0;
+  /** Literal bytes this plan sends: exact once every entry is made, before that each unplanned file counts its size. */
+  bytesPlanned = 0;
   /** Every entry made, as a dry run lists it. */
   readonly listed: Array<{ status: string; path: string; kind: string }> = [];
   private readonly tree: Tree;
@@ -80,6 +82,7 @@ export class NodePlan {
     this.drift = new Set(this.baseValid ? remoteState.drift : []);
     this.planner = new Planner(this.base, this.drift);
     this.ordered = travelOrder(this.pending().sort((a, b) => comparePaths(a.path, b.path)));
+    this.bytesPlanned = this.ordered.reduce((a, p) => a + (p.size ?? 0), 0);
   }
 
   /** Entries in all, made or not. */
@@ -168,6 +171,7 @@ export class NodePlan {
   private planned(e: FileMeta, status: string, prevRecipe: Recipe | null, prevKind: string | undefined) {
     return async (): Promise<Made | null> => {
       const r = await this.recipeOf(e.path);
+      this.bytesPlanned -= e.size;
       if (!r) return null;
       const prev = prevRecipe && !this.drift.has(e.path) && this.baseValid ? prevRecipe : null;
       // Same content, same metadata (a racy re-check, or only ctime moved): nothing to send.
@@ -176,6 +180,7 @@ export class NodePlan {
         if (before && before.mode === e.mode && before.mtimeSec === e.mtimeSec && before.mtimeNsec === e.mtimeNsec) return null;
       }
       const fp = this.planner.planFile(e.path, r.chunks, prev?.chunks ?? null);
+      this.bytesPlanned += fp.literals.reduce((a, l) => a + l.len, 0);
       this.chunksReused += fp.reused;
       this.chunksLiteral += fp.literals.length;
       this.filesChanged++;

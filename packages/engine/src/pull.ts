@@ -24,7 +24,7 @@ import type { Target } from '@skysync/transport';
 import { LANE_AFTER_BYTES, type OpenLane } from '@skysync/transfer';
 import { laneCount, openLanes } from './lanes.js';
 import { expectFrame, openSession, type Session } from './session.js';
-import type { SyncSummary } from './stats.js';
+import { PROGRESS_INTERVAL_MS, type PullProgress, type SyncSummary } from './stats.js';
 
 export interface PullOptions {
   target: Target;
@@ -32,6 +32,8 @@ export interface PullOptions {
   localPath: string;
   native: NativeAddon;
   compression?: Compression[];
+  /** Byte progress while data arrives (every {@link PROGRESS_INTERVAL_MS}, and once at the end). */
+  onProgress?: (p: PullProgress) => void;
 }
 
 export interface PullStats extends SyncSummary {
@@ -264,7 +266,17 @@ export async function pull(opts: PullOptions): Promise<PullStats> {
     const need = receiver.resolveNeeds();
     await session.conn.send(Frame.Need, Buffer.concat(need));
     receiver.buildAll();
-    const data = await receiveData(session, opts.target, state, plan, receiver, native);
+    const bytesTotal = receiver.neededLengths.reduce((a, b) => a + b, 0);
+    const report = (): void => opts.onProgress?.({ bytesDone: receiver.bytesFromStream, bytesTotal });
+    report();
+    const ticker = opts.onProgress ? setInterval(report, PROGRESS_INTERVAL_MS) : null;
+    let data: DataReceived;
+    try {
+      data = await receiveData(session, opts.target, state, plan, receiver, native);
+    } finally {
+      if (ticker) clearInterval(ticker);
+    }
+    report();
     if (data.laneError) warnings.push(`${opts.target.spec}: could not open extra channels (${data.laneError}); the data came over one`);
     const result = await receiver.transition();
     await session.conn.sendJson(Frame.Done, { generation: null, written: result.written, deleted: 0, kept: [], failed: [] });
@@ -279,7 +291,7 @@ export async function pull(opts: PullOptions): Promise<PullStats> {
       chunksReused: Math.max(0, chunksIn(todo) - need.length),
       durationMs: performance.now() - t0,
       transport: opts.target.kind,
-      failed: result.failed.map((f) => ({ path: displayPath(f.path), error: f.error })),
+      failed: [...(plan.unreadable ?? []), ...result.failed].map((f) => ({ path: displayPath(f.path), error: f.error })),
       warnings,
     };
   } finally {

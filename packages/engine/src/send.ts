@@ -21,7 +21,7 @@ import { laneCount, openLanes } from './lanes.js';
 import { BATCH_ENTRIES, type Made, type NodePlan } from './plan-node.js';
 import { readSteps } from './read-steps.js';
 import { expectFrame, type Session } from './session.js';
-import type { PushEvent } from './stats.js';
+import { PROGRESS_INTERVAL_MS, type PushEvent } from './stats.js';
 
 export interface SendInput {
   source: string;
@@ -62,8 +62,18 @@ export async function sendPlan(o: SendInput, plan: NodePlan, first: Made[], rela
   const laneOffer = o.remoteState.lanes && 'socket' in o.remoteState.lanes ? o.remoteState.lanes : null;
   if (laneOffer) pump.offerLanes(() => openLanes(o.target, laneOffer, laneCount() - 1));
   let filesSent = 0;
-  const progress = (): void =>
-    o.emit({ type: 'progress', bytesLiteral: pump.bytesLiteral, bytesWire: conn.bytesWritten - wireBefore + pump.laneBytesWritten, filesSent, filesTotal: plan.total });
+  // Need mode: the chunks the agent asked for, once it has.
+  let neededBytes: number | null = null;
+  let lastProgress = 0;
+  const progress = (force = false): void => {
+    const now = performance.now();
+    if (!force && now - lastProgress < PROGRESS_INTERVAL_MS) return;
+    lastProgress = now;
+    const bytesPlanned = mode === 'data' ? plan.bytesPlanned : (neededBytes ?? 0);
+    o.emit({ type: 'progress', bytesLiteral: pump.bytesLiteral, bytesPlanned, bytesWire: conn.bytesWritten - wireBefore + pump.laneBytesWritten, filesSent, filesTotal: plan.total });
+  };
+  // Every node shows up from the start, also one whose data comes from the head's relay.
+  progress(true);
   try {
     let needed: number | undefined;
     if (mode === 'data') {
@@ -71,11 +81,11 @@ export async function sendPlan(o: SendInput, plan: NodePlan, first: Made[], rela
       onPlanSent();
     } else {
       onPlanSent();
-      needed = await sendNeeded(o, pump, plan, first);
+      needed = await sendNeeded(o, pump, plan, first, (bytes) => (neededBytes = bytes), progress);
     }
     await pump.finish();
     trace(`all data handed to ${o.target.spec}'s connection`);
-    progress();
+    progress(true);
     const done = Done.decode((await expectFrame(o.session, Frame.Done, `push to ${o.target.spec}`)).payload);
     trace(`done from ${o.target.spec}`);
     return { done, needed, bytesLiteral: pump.bytesLiteral, lanes: pump.laneCount, laneBytes: pump.laneBytesWritten, laneError: pump.laneError };
@@ -96,7 +106,10 @@ async function sendData(o: SendInput, pump: DataPump, plan: NodePlan, first: Mad
     await conn.send(Frame.Entries, encodeEntries(batch.map((b) => b.entry)));
     for (const step of readSteps(batch, o.fileName === null ? o.native : null, o.source)) {
       if (step.kind === 'file') {
-        for (const l of step.made.literals) await pump.addFromFile(localPath(step.made.entry.path), l.offset, l.len);
+        for (const l of step.made.literals) {
+          await pump.addFromFile(localPath(step.made.entry.path), l.offset, l.len);
+          progress();
+        }
         fileSent();
         continue;
       }
@@ -107,6 +120,7 @@ async function sendData(o: SendInput, pump: DataPump, plan: NodePlan, first: Mad
         for (const l of m.literals) {
           await pump.add(bytes.subarray(at, at + l.len));
           at += l.len;
+          progress();
         }
         fileSent();
       }
@@ -117,7 +131,14 @@ async function sendData(o: SendInput, pump: DataPump, plan: NodePlan, first: Mad
 }
 
 /** Need mode: every entry first, then the chunks the agent says it lacks. Returns how many it asked for. */
-async function sendNeeded(o: SendInput, pump: DataPump, plan: NodePlan, entries: Made[]): Promise<number> {
+async function sendNeeded(
+  o: SendInput,
+  pump: DataPump,
+  plan: NodePlan,
+  entries: Made[],
+  planned: (bytes: number) => void,
+  progress: () => void,
+): Promise<number> {
   const conn = o.session.conn;
   const files = entries.filter((b) => b.entry.kind === 'file').map((b) => b.entry.path);
   for (let i = 0; i < entries.length; i += BATCH_ENTRIES) {
@@ -143,10 +164,12 @@ async function sendNeeded(o: SendInput, pump: DataPump, plan: NodePlan, entries:
     }
   }
   const localPath = localPathOf(o);
+  planned([...where.values()].reduce((a, l) => a + l.len, 0));
   for (const id of need) {
     const loc = where.get(id.toString('latin1'));
     if (!loc) throw new Error('the agent asked for a chunk this push does not have');
     await pump.addFromFile(localPath(loc.path), loc.offset, loc.len);
+    progress();
   }
   return need.length;
 }

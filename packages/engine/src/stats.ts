@@ -4,9 +4,23 @@ import type { RelayReport } from '@skysync/protocol';
 
 export type PushEvent =
   | { type: 'scanned'; files: number; changes: number }
-  | { type: 'progress'; bytesLiteral: number; bytesWire: number; filesSent: number; filesTotal: number }
+  /**
+   * While data moves (at most every {@link PROGRESS_INTERVAL_MS} and once at the end): `bytesLiteral` is what was
+   * handed to the connection, `bytesPlanned` what the plan will send in all (while entries are still being made,
+   * an upper bound: a file counts its size until its chunks are planned).
+   */
+  | { type: 'progress'; bytesLiteral: number; bytesPlanned: number; bytesWire: number; filesSent: number; filesTotal: number }
   | { type: 'warning'; message: string }
   | { type: 'change'; status: string; path: string; kind: string };
+
+/** How often byte progress is reported while data moves. */
+export const PROGRESS_INTERVAL_MS = 100;
+
+/** A pull's byte progress: literal bytes received of those asked for. */
+export interface PullProgress {
+  bytesDone: number;
+  bytesTotal: number;
+}
 
 /** The statistics every sync reports (the `--json` object has at least these). */
 export interface SyncSummary {

@@ -188,6 +188,9 @@ export const PullState = message(
 );
 export type PullState = Infer<typeof PullState>;
 
+const fileFailure = object({ path: string(), error: string() }, 'a failure');
+export type FileFailure = Infer<typeof fileFailure>;
+
 export const Plan = message(
   'plan',
   object({
@@ -198,6 +201,8 @@ export const Plan = message(
     dryRun: boolean(),
     /** Pull only: the remote item is a single file. */
     single: optional(boolean()),
+    /** Pull only: files the agent could not read (left out of the plan). */
+    unreadable: optional(array(fileFailure)),
     /**
      * Push in need mode only: fetch the needed chunks from this chunk server first, in need order, and ask the
      * client (the `need` frame) only for those it did not deliver.
@@ -207,8 +212,6 @@ export const Plan = message(
 );
 export type Plan = Infer<typeof Plan>;
 
-const fileFailure = object({ path: string(), error: string() }, 'a failure');
-export type FileFailure = Infer<typeof fileFailure>;
 
 export const Done = message(
   'done',

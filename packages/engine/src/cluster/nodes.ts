@@ -1,6 +1,8 @@
 // A command's nodes: `dev` means the head and every `dev-workerN` the SSH config defines.
 
-import { SshTarget, TargetError, listWorkers, parseTarget, type Target } from '@skysync/transport';
+import dns from 'node:dns/promises';
+import { closest } from '@skysync/task';
+import { SshTarget, TargetError, configNames, listWorkers, parseTarget, type Target } from '@skysync/transport';
 import { capture } from './capture.js';
 
 export interface TargetOptions {
@@ -21,8 +23,28 @@ function isAlias(spec: string): boolean {
   return !spec.startsWith('local:') && !spec.includes('@') && !spec.includes(':') && !spec.startsWith('ssh://');
 }
 
+/**
+ * An alias that no Host of the SSH config names and that is no resolvable host name either is a typo far more
+ * often than a machine: said as such (with the nearest alias the config has), before any connection is tried.
+ */
+export async function checkHostKnown(spec: string, configFile?: string): Promise<void> {
+  configFile ??= process.env.SKYSYNC_SSH_CONFIG;
+  if (!isAlias(spec)) return;
+  const { named, aliases } = configNames(spec, configFile);
+  if (named) return;
+  const resolves = await dns.lookup(spec).then(
+    () => true,
+    () => false,
+  );
+  if (resolves) return;
+  const near = closest(spec, aliases);
+  const where = configFile ?? '~/.ssh/config';
+  throw new TargetError(`no host ${spec} in ${where}, and no machine of that name resolves${near ? `; did you mean ${near}?` : ''}`);
+}
+
 export async function resolveNodes(spec: string, sel: NodeSelection, topts: TargetOptions): Promise<Target[]> {
   const configFile = topts.configFile ?? process.env.SKYSYNC_SSH_CONFIG;
+  for (const n of sel.nodes?.length ? sel.nodes : [spec]) await checkHostKnown(n, configFile);
   if (sel.nodes?.length) return sel.nodes.map((n) => parseTarget(n, { ...topts, configFile }));
   const head = parseTarget(spec, { ...topts, configFile });
   if (sel.headOnly || !isAlias(spec)) return [head];
