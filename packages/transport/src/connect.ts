@@ -1,4 +1,4 @@
-// Opening an SSH connection the way the user's OpenSSH would: config already resolved (ssh-config.ts), keys and
+// Opening an SSH connection the way the user's OpenSSH would: config already resolved (ssh-config/), keys and
 // ssh-agent, known_hosts (known-hosts.ts), ProxyJump and ProxyCommand, keepalives. Plus the exec helpers that
 // run over it.
 
@@ -9,7 +9,7 @@ import { Duplex, type Readable } from 'node:stream';
 import type { Client, ClientChannel, ConnectConfig } from 'ssh2';
 import { trace } from '@skysync/protocol';
 import { appendKnownHost, checkHostKey, hostKeyPolicy, mismatchMessage, revokedMessage, unknownMessage } from './known-hosts.js';
-import { resolveHost, parseProxyJump, type ResolvedHost } from './ssh-config.js';
+import { resolveHost, parseProxyJump, type ResolvedHost } from './ssh-config/index.js';
 import { ConnectError } from './target.js';
 
 /** ssh2 is loaded on first use: it costs a tenth of a second that local targets and --help never need. */

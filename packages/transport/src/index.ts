@@ -9,6 +9,6 @@ export { DEFAULT_NODE_URL } from './provision-node.js';
 export { shellQuote } from './shell.js';
 export { stateRoot } from './state-root.js';
 export * from './parse.js';
-export { configNames, resolveHost, listWorkers, parseTargetSpec, type ResolvedHost } from './ssh-config.js';
+export { configNames, resolveHost, listWorkers, parseTargetSpec, type ResolvedHost } from './ssh-config/index.js';
 export { listenPrivate, type PrivateListener } from '@skysync/service';
 export { controlShutdown, controlSocketPath, ensureControlDir, persistSeconds } from './control.js';

@@ -13,7 +13,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { createHash, createHmac, randomBytes } from 'node:crypto';
-import { matchPattern, type ResolvedHost, type StrictHostKeyChecking } from './ssh-config.js';
+import { matchPattern, type ResolvedHost, type StrictHostKeyChecking } from './ssh-config/index.js';
 import { shellQuote } from './shell.js';
 
 export type HostKeyStatus = 'match' | 'mismatch' | 'unknown' | 'revoked';

@@ -11,7 +11,7 @@ import { ControlGone, controlAgent, controlExec, controlSocketStream, controlShu
 import { withIdleDeadline } from './idle-deadline.js';
 import { installAgent } from './install.js';
 import { bootstrap, bootstrapCommand } from './probe.js';
-import { resolveHost, type ResolvedHost } from './ssh-config.js';
+import { resolveHost, type ResolvedHost } from './ssh-config/index.js';
 import type { AgentChannel, RemoteProcess, RemoteSocket, Target } from './target.js';
 
 /** Bumped when the background process's socket protocol changes, so old daemons are never asked. */

@@ -18,7 +18,7 @@ import {
   revokedMessage,
   unknownMessage,
 } from '../src/known-hosts.js';
-import type { ResolvedHost } from '../src/ssh-config.js';
+import type { ResolvedHost } from '../src/ssh-config/index.js';
 import { sshSkipReason, startNodes, type SshCluster } from '../../../test/helpers/sshd.js';
 
 interface Key {

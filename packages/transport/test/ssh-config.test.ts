@@ -17,7 +17,7 @@ import {
   SshConfigError,
   type ResolveOptions,
   type ResolvedHost,
-} from '../src/ssh-config.js';
+} from '../src/ssh-config/index.js';
 import { TargetError } from '../src/target.js';
 import { claimUser, type ClaimedUser } from '../../../test/helpers/sshd.js';
 
