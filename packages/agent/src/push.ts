@@ -221,8 +221,15 @@ async function receivePush(conn: Connection, ctx: AgentContext, p: PushContext):
   }
   if (first.type !== Frame.Plan) throw new ProtocolError(`expected plan, got ${frameName(first.type)}`);
   const intake = startIntake(Plan.decode(first.payload), ctx, p);
-  const relayReport = await receiveData(conn, ctx, p, intake);
-  await finishPush(conn, ctx, p, intake, relayReport);
+  try {
+    const relayReport = await receiveData(conn, ctx, p, intake);
+    await finishPush(conn, ctx, p, intake, relayReport);
+  } finally {
+    // A push that failed midway still lets its "generation unknown" write land before the session ends: left
+    // running, it wrote into the state directory after the agent had answered (found by the frame fuzzing, seed
+    // 1384274770, as a state temp file appearing after the session).
+    await intake.invalidated.catch(() => {});
+  }
   return undefined;
 }
 

@@ -31,18 +31,20 @@ let home: string;
 let outside: string;
 let template: string;
 
-/** Everything under `dir`: relative path -> kind and, for files, a hash of the content. */
+/** Everything under `dir`: relative path (latin1, one char per byte: names need not be UTF-8) -> kind and, for
+ * files, a hash of the content. */
 function snapshot(dir: string): Map<string, string> {
   const out = new Map<string, string>();
+  const bytes = (p: string): Buffer => Buffer.from(p, 'latin1');
   const walk = (rel: string): void => {
-    for (const d of fs.readdirSync(path.join(dir, rel), { withFileTypes: true })) {
-      const r = path.join(rel, d.name);
-      const abs = path.join(dir, r);
+    for (const d of fs.readdirSync(bytes(path.join(dir, rel)), { withFileTypes: true, encoding: 'buffer' })) {
+      const r = path.join(rel, d.name.toString('latin1'));
+      const abs = bytes(path.join(dir, r));
       if (d.isDirectory()) {
         out.set(r, 'dir');
         walk(r);
       } else if (d.isFile()) out.set(r, createHash('sha256').update(fs.readFileSync(abs)).digest('hex'));
-      else out.set(r, d.isSymbolicLink() ? `link ${fs.readlinkSync(abs)}` : 'other');
+      else out.set(r, d.isSymbolicLink() ? `link ${fs.readlinkSync(abs, 'latin1')}` : 'other');
     }
   };
   walk('');
