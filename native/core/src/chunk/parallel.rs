@@ -110,7 +110,8 @@ pub fn chunk_segmented<S: ReadAt + ?Sized>(
 }
 
 /// The single pass's chunks from the segments' own, cutting afresh where the true sequence has not yet met a
-/// segment's boundaries.
+/// segment's boundaries. Chunks cut afresh are hashed afterwards, in parallel: where a segment never met the
+/// true sequence (a long run of zeros), this leaves only the cutting sequential.
 fn stitch<S: ReadAt + ?Sized>(
     src: &S,
     params: ChunkParams,
@@ -120,6 +121,8 @@ fn stitch<S: ReadAt + ?Sized>(
     let mut out: Vec<ChunkRef> = Vec::with_capacity(segments.iter().map(|w| w.chunks.len()).sum());
     let mut pos = 0u64;
     let mut walker: Option<Walker<S>> = None;
+    // Chunks cut by the stitcher, not hashed yet: index in `out`, and offset.
+    let mut unhashed: Vec<(usize, u64)> = Vec::new();
     for seg in segments {
         while pos < seg.end {
             if let Ok(i) = seg.starts.binary_search(&pos) {
@@ -127,14 +130,31 @@ fn stitch<S: ReadAt + ?Sized>(
                 pos = seg.end;
                 break;
             }
-            let w = walker.get_or_insert_with(|| Walker::new(src, params, block));
+            let w = walker.get_or_insert_with(|| Walker { hash: false, ..Walker::new(src, params, block) });
             let fresh = w.walk(pos, |p| p >= seg.end || seg.starts.binary_search(&p).is_ok())?;
+            unhashed.extend(fresh.starts.iter().enumerate().map(|(i, &at)| (out.len() + i, at)));
             out.extend_from_slice(&fresh.chunks);
             pos = fresh.end;
             if fresh.eof {
                 break;
             }
         }
+    }
+    let ids = unhashed
+        .par_iter()
+        .map_init(
+            || vec![0u8; params.max_size as usize],
+            |buf, &(i, at)| {
+                let len = out[i].len as usize;
+                match src.read_at(&mut buf[..len], at)? {
+                    n if n == len => Ok(chunk_id(&buf[..len])),
+                    _ => Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shrank while it was chunked")),
+                }
+            },
+        )
+        .collect::<io::Result<Vec<_>>>()?;
+    for (&(i, _), id) in unhashed.iter().zip(ids) {
+        out[i].id = id;
     }
     Ok(out)
 }
@@ -153,11 +173,13 @@ struct Walker<'a, S: ?Sized> {
     src: &'a S,
     params: ChunkParams,
     buf: Vec<u8>,
+    /// Hash each chunk as it is cut; otherwise its id is left zero for the caller to fill in.
+    hash: bool,
 }
 
 impl<'a, S: ReadAt + ?Sized> Walker<'a, S> {
     fn new(src: &'a S, params: ChunkParams, block: usize) -> Self {
-        Walker { src, params, buf: vec![0u8; block.max(1) + params.max_size as usize] }
+        Walker { src, params, buf: vec![0u8; block.max(1) + params.max_size as usize], hash: true }
     }
 
     /// Cuts from `from` (taken as a chunk boundary) until a cut lands where `stop` says, or the data ends.
@@ -194,7 +216,8 @@ impl<'a, S: ReadAt + ?Sized> Walker<'a, S> {
             while at < filled && (walk.eof || filled - at >= max) {
                 let (_, end) = cdc.cut(at, filled - at);
                 walk.starts.push(base + at as u64);
-                walk.chunks.push(ChunkRef { id: chunk_id(&data[at..end]), len: (end - at) as u32 });
+                let id = if self.hash { chunk_id(&data[at..end]) } else { [0u8; 32] };
+                walk.chunks.push(ChunkRef { id, len: (end - at) as u32 });
                 at = end;
                 if stop(base + at as u64) {
                     walk.end = base + at as u64;
