@@ -107,7 +107,7 @@ fn large_files_on_disk_equal_the_single_pass() {
     let dir = tempfile::tempdir().unwrap();
     for (i, len) in [5usize << 20, 40 << 20, (64 << 20) + 3].into_iter().enumerate() {
         let bytes = data(&mut rng, len, DEFAULT_PARAMS.max_size as usize);
-        assert!(segment_starts(len as u64, 2).len() > 1 || len < 16 << 20);
+        assert!(segment_starts(len as u64, 2).len() > 1 || len < 8 << 20);
         let path = dir.path().join(format!("f{i}"));
         fs::write(&path, &bytes).unwrap();
         assert_same(

@@ -28,9 +28,9 @@ use super::{chunk_id, recipe_digest, ChunkParams, ChunkRef, Recipe};
 /// Bytes read at a time by one worker, on top of the `max_size` that a cut may look past.
 pub const BLOCK: usize = 2 * 1024 * 1024;
 
-/// Smallest segment: what a segment spends before it meets the true sequence (a few chunks on real data)
+/// Smallest segment: what a segment spends before it meets the true sequence (one or two chunks on real data)
 /// stays around a percent of its work.
-const MIN_SEGMENT: u64 = 8 * 1024 * 1024;
+const MIN_SEGMENT: u64 = 4 * 1024 * 1024;
 
 /// Segments per worker thread: more than one, so that a thread slowed down by other work on the machine leaves
 /// segments to the others instead of holding up the end.
