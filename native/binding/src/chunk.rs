@@ -87,7 +87,9 @@ impl Task for ChunkTask {
     }
 }
 
-/// Chunks files under `root` in parallel. One outcome per path, in order: a recipe or the read error.
+/// Chunks files under `root` in parallel. One outcome per path, in order: a recipe or the read error. A large
+/// file is read in Rust and cut in segments on all cores (core `chunk::parallel`), with the recipe of a single
+/// pass, so one big file alone uses the whole machine too.
 ///
 /// `hints`, when given, has one entry per path: the packed recipe the caller had for that file before (as in
 /// `Recipe.chunks`), or null. The outcomes are the same as without hints; where a large file still holds the

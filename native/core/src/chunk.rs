@@ -11,6 +11,8 @@ use std::path::Path;
 use fastcdc::v2020::{FastCDC, Normalization};
 use rayon::prelude::*;
 
+pub mod parallel;
+
 pub type ChunkId = [u8; 32];
 
 /// Chunking parameters. They are part of the protocol: both sides must cut at the same places, so they are
@@ -261,7 +263,7 @@ pub(crate) fn chunk_open_file(mut file: File, len: u64, params: ChunkParams) -> 
         file.read_to_end(&mut data)?;
         return Ok(chunk_bytes(&data, params));
     }
-    chunk_reader(file, params)
+    parallel::chunk_file_parallel(&file, len, params)
 }
 
 /// Chunks many files in parallel. Results keep the input order.
