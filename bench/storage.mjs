@@ -251,7 +251,11 @@ const awsFetchDst = fresh('aws-fetch-dst');
 const fetched = { first: null, noop: null, changed: null };
 if (!upload.first && !(flags.only && !flags.only.some((o) => 'fetch'.startsWith(o) || o.startsWith('fetch')))) {
   log(`filling ${awsBucket} (untimed; the upload scenarios did not run)`);
-  await awsUpload(awsBucket);
+  try {
+    await awsUpload(awsBucket);
+  } catch (e) {
+    results.failures.push({ scenario: 'fill the bucket', error: String(e.message ?? e) });
+  }
 }
 
 await scenario('fetch-first', async () => {

@@ -90,6 +90,10 @@ export async function startCountedS3() {
     proxy.child.on('exit', (code) => reject(new Error(`count proxy exited with ${code}: ${proxy.output()}`)));
   });
   const control = `http://127.0.0.1:${ports.control}`;
+  // Neither outlives the bench, even when it dies of an exception.
+  process.on('exit', () => {
+    for (const c of [proxy.child, moto.child]) if (c.exitCode === null && c.signalCode === null) c.kill('SIGTERM');
+  });
   const stopChild = async (child) => {
     if (child.exitCode !== null || child.signalCode !== null) return;
     const exited = new Promise((r) => child.once('exit', r));
