@@ -132,7 +132,11 @@ fn copy_segment(
         buf.resize(len as usize, 0);
         let buf = &mut buf[..len as usize];
         if mode == CopyMode::Kernel && kernel_copy(src, dst, from, to, len)? {
-            // Verify what the kernel put in the temp file, not what the source holds now.
+            // Verify what the kernel put in the temp file, not what the source holds now: hashed where it lies in
+            // the page cache (mapped, not copied out).
+            if let Some(view) = Mapped::new(dst, to, len) {
+                return verify(view.bytes(), chunks);
+            }
             if read_exact_at(dst, buf, to)? < buf.len() {
                 return Err(CopyError::Io(io::Error::other("temp file shorter than what was copied into it")));
             }
@@ -224,6 +228,53 @@ struct libc_file_clone_range {
 
 /// `_IOW(0x94, 13, struct file_clone_range)`.
 const FICLONERANGE: libc::c_ulong = 0x4020_940d;
+
+/// A read-only shared mapping of part of a file, unmapped on drop.
+struct Mapped {
+    base: *mut libc::c_void,
+    map_len: usize,
+    skip: usize,
+    len: usize,
+}
+
+impl Mapped {
+    /// None when the range cannot be mapped (the caller reads it instead).
+    fn new(fd: RawFd, at: u64, len: u64) -> Option<Mapped> {
+        let page = 4096u64;
+        let start = at - at % page;
+        let (skip, len) = ((at - start) as usize, len as usize);
+        if len == 0 {
+            return None;
+        }
+        let map_len = skip + len;
+        // SAFETY: a fresh read-only mapping of a file this process holds open; nothing else aliases it mutably.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                map_len,
+                libc::PROT_READ,
+                libc::MAP_SHARED | libc::MAP_POPULATE,
+                fd,
+                start as libc::off_t,
+            )
+        };
+        (base != libc::MAP_FAILED).then_some(Mapped { base, map_len, skip, len })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: the mapping covers `skip + len` bytes, all inside the file (the kernel just wrote them), and
+        // lives as long as `self`. Only this sync writes the temp file (created O_EXCL, mode 0600), and not this
+        // range while it is hashed.
+        unsafe { std::slice::from_raw_parts((self.base as *const u8).add(self.skip), self.len) }
+    }
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping `new` made.
+        unsafe { libc::munmap(self.base, self.map_len) };
+    }
+}
 
 /// Reads until `buf` is full or the file ends; returns how much was read.
 fn read_exact_at(fd: RawFd, buf: &mut [u8], at: u64) -> io::Result<usize> {
