@@ -842,6 +842,7 @@ module.exports.ZstdEncoder = nativeBinding.ZstdEncoder
 module.exports.blake3 = nativeBinding.blake3
 module.exports.chunkBuffer = nativeBinding.chunkBuffer
 module.exports.chunkFiles = nativeBinding.chunkFiles
+module.exports.copyHeldChunks = nativeBinding.copyHeldChunks
 module.exports.cutPoints = nativeBinding.cutPoints
 module.exports.defaultChunkParams = nativeBinding.defaultChunkParams
 module.exports.readRanges = nativeBinding.readRanges

@@ -123,6 +123,15 @@ export interface ChunkParams {
   maxSize: number
 }
 
+/**
+ * Copies a run of chunks held at `srcOffset` in the file open as `srcFd` to `dstOffset` in the temp file open
+ * (read and write) as `dstFd`, off the JavaScript thread: a reflink or `copy_file_range` where the filesystem
+ * offers one (`viaMemory` forces read + write), then every chunk is checked against its id (packed refs, 36
+ * bytes each) as it lies in the temp file. Resolves with the index of the first bad chunk, or -1; rejects when
+ * the source is shorter than the run or the OS fails. Both descriptors must stay open until it settles.
+ */
+export declare function copyHeldChunks(srcFd: number, dstFd: number, srcOffset: number, dstOffset: number, refs: Buffer, viaMemory?: boolean | undefined | null): Promise<number>
+
 /** Chunk lengths for a buffer, for golden vectors and the fallback's tests. */
 export declare function cutPoints(data: Buffer, params?: ChunkParams | undefined | null): Array<number>
 

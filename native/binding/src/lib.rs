@@ -11,6 +11,7 @@ pub mod layouts;
 pub mod paths;
 pub mod placed;
 pub mod read;
+pub mod rebuild;
 pub mod scan;
 pub mod tree;
 pub mod watch;

@@ -10,6 +10,7 @@ pub mod drift;
 pub mod entry;
 pub mod ignore_rules;
 pub mod read;
+pub mod rebuild;
 pub mod rechunk;
 pub mod replace;
 pub mod scan;

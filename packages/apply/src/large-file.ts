@@ -1,13 +1,17 @@
 // The stager of large files (and of any file that reuses chunks): runs of chunks are read (from the stream, from
 // a file held here, or from a file written earlier in this sync) and written in blocks of up to 8 MiB, each
 // chunk verified against its id. Reading the next block and writing the previous one (both in the thread pool)
-// overlap with verifying the current one. A failure keeps consuming the stream so the receiver stays in step with
-// the sender; only the stream ending early ends the file at once (nothing more will come).
+// overlap with verifying the current one. With the native addon, a whole run of chunks held in one file never
+// crosses into JavaScript: the addon copies it in the kernel (`copyHeldChunks`: a reflink or copy_file_range)
+// and verifies it in the temp file, while the stream's next blocks are taken. A failure keeps consuming the
+// stream so the receiver stays in step with the sender; only the stream ending early ends the file at once
+// (nothing more will come).
 
 import fs from 'node:fs';
 import { CHUNK_REF_SIZE, writeChunkRef } from '@skysync/chunking';
 import { type FileEntry, displayPath } from '@skysync/protocol';
 import { finishTemp, type StageContext } from './stage-context.js';
+import type { NativeAddon } from '@skysync/chunking';
 import type { Piece, Staged } from './types.js';
 
 const BLOCK = 8 * 1024 * 1024;
@@ -34,14 +38,20 @@ interface Run {
   len: number;
 }
 
-/** The longest runs of pieces of the same kind (and, for held files, contiguous in the same file). */
-function runsOf(pieces: Piece[]): Run[] {
+/** Stands for a run the addon copies itself: nothing was read for it. */
+const IN_KERNEL = Buffer.alloc(0);
+
+/**
+ * The longest runs of pieces of the same kind (and, for held files, contiguous in the same file), up to a block;
+ * held runs are not cut when the addon copies them (`heldWhole`).
+ */
+function runsOf(pieces: Piece[], heldWhole: boolean): Run[] {
   const runs: Run[] = [];
   for (let i = 0; i < pieces.length; i++) {
     const p = pieces[i]!;
     let j = i;
     let runLen = p.len;
-    while (j + 1 < pieces.length && runLen < BLOCK) {
+    while (j + 1 < pieces.length && (runLen < BLOCK || (heldWhole && p.from === 'disk'))) {
       const q = pieces[j + 1]!;
       if (q.from !== p.from) break;
       if (p.from === 'disk' && (q.from !== 'disk' || q.path !== p.path || q.offset !== p.offset + runLen)) break;
@@ -93,6 +103,7 @@ export class LargeFileBuilder {
   /** Buffers read from disk go back to the pool once written (or dropped); stream buffers are the stream's. */
   private readonly pooled = new Set<Buffer>();
   private readonly runs: Run[];
+  private readonly native: NativeAddon | null;
 
   constructor(
     private readonly ctx: StageContext,
@@ -100,7 +111,8 @@ export class LargeFileBuilder {
     private readonly e: FileEntry,
     private readonly pieces: Piece[],
   ) {
-    this.runs = runsOf(pieces);
+    this.native = ctx.opts.native ?? null;
+    this.runs = runsOf(pieces, this.native !== null);
   }
 
   async run(): Promise<void> {
@@ -144,6 +156,10 @@ export class LargeFileBuilder {
           this.recycle(buf);
           continue;
         }
+        if (buf === IN_KERNEL) {
+          await this.copyHeld(run);
+          continue;
+        }
         await this.verify(run, buf);
         await this.write(run, buf);
       } catch (err) {
@@ -157,15 +173,58 @@ export class LargeFileBuilder {
     }
   }
 
-  private async verify(run: Run, buf: Buffer): Promise<void> {
+  private refsOf(run: Run): Buffer {
     const refs = Buffer.allocUnsafe((run.j - run.i + 1) * CHUNK_REF_SIZE);
     for (let k = run.i; k <= run.j; k++) writeChunkRef(refs, k - run.i, this.pieces[k]!.id, this.pieces[k]!.len);
+    return refs;
+  }
+
+  private async verify(run: Run, buf: Buffer): Promise<void> {
     // Hashed off this thread (native): frames keep arriving and the previous block keeps being written.
-    const bad = await this.ctx.opts.chunker.verifyChunks(buf, refs);
+    const bad = await this.ctx.opts.chunker.verifyChunks(buf, this.refsOf(run));
     if (bad >= 0) {
       this.recycle(buf);
-      throw mismatch(this.pieces[run.i + bad]!);
+      throw this.badChunk(this.pieces[run.i + bad]!);
     }
+  }
+
+  /**
+   * A held chunk that does not match was changed on this side without its stat showing it: its file is no
+   * longer trusted, so the agent forgets its record and the next push sends those bytes instead of failing again.
+   */
+  private badChunk(q: Piece): Error {
+    if (q.from === 'disk') this.ctx.opts.untrusted.add(q.path);
+    return mismatch(q);
+  }
+
+  /** Chained like a write: a later run may repeat chunks of this one (`session`), read once it has landed. */
+  private async copyHeld(run: Run): Promise<void> {
+    await this.writing;
+    const at = this.off;
+    this.off += run.len;
+    const p = this.pieces[run.i] as Extract<Piece, { from: 'disk' }>;
+    const copied = this.native!.copyHeldChunks(this.sourceFd(p.path), this.fd!, p.offset, at, this.refsOf(run));
+    this.writing = quiet(
+      copied.then(
+        (bad) => {
+          if (bad >= 0) throw this.badChunk(this.pieces[run.i + bad]!);
+          this.ctx.bytes.fromDisk += run.len;
+          this.register(run, at);
+        },
+        (err: Error) => {
+          throw /shorter than recorded/.test(err.message) ? new Error(`source ${displayPath(p.path)} is shorter than recorded`) : err;
+        },
+      ),
+    );
+  }
+
+  private sourceFd(path: string): number {
+    let src = this.sources.get(path);
+    if (src === undefined) {
+      src = this.ctx.guard.openRead(path);
+      this.sources.set(path, src);
+    }
+    return src;
   }
 
   private async write(run: Run, buf: Buffer): Promise<void> {
@@ -206,11 +265,9 @@ export class LargeFileBuilder {
     }
     if (this.failed) return null;
     if (p.from === 'disk') {
-      let src = this.sources.get(p.path);
-      if (src === undefined) {
-        src = this.ctx.guard.openRead(p.path);
-        this.sources.set(p.path, src);
-      }
+      // Opened now, so a missing source fails the run here as it always did.
+      const src = this.sourceFd(p.path);
+      if (this.native) return IN_KERNEL;
       const buf = await this.readAt(src, run.len, p.offset).catch(() => {
         throw new Error(`source ${displayPath(p.path)} is shorter than recorded`);
       });

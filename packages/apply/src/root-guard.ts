@@ -18,7 +18,7 @@
 import fs from 'node:fs';
 import { displayPath, parentOf } from '@skysync/protocol';
 
-const { O_RDONLY, O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW, O_DIRECTORY } = fs.constants;
+const { O_RDONLY, O_RDWR, O_CREAT, O_EXCL, O_NOFOLLOW, O_DIRECTORY } = fs.constants;
 const DIR_FLAGS = O_RDONLY | O_DIRECTORY | O_NOFOLLOW;
 /** Directory handles a sync keeps open at once: far below the usual limit of 1024 descriptors, beside the
  * native writer's own. */
@@ -150,9 +150,12 @@ export class RootGuard {
     return this.named(() => fs.openSync(this.at(rel), O_RDONLY | O_NOFOLLOW));
   }
 
-  /** A new file, never through a symlink nor over anything that exists; mode 0600 until its own is set. */
+  /**
+   * A new file, never through a symlink nor over anything that exists; mode 0600 until its own is set. Open for
+   * reading too: chunks the kernel copied into it are verified where they landed.
+   */
   createExclusive(rel: string): number {
-    return this.named(() => fs.openSync(this.at(rel), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600));
+    return this.named(() => fs.openSync(this.at(rel), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600));
   }
 
   rename(from: string, to: string): void {
