@@ -377,7 +377,7 @@ function parseRsyncStats(out) {
   return { files: num('Number of files'), transferred: num('Number of regular files transferred'), literal: num('Literal data'), matched: num('Matched data'), sent: num('Total bytes sent'), received: num('Total bytes received') };
 }
 
-function skyArgs(t, sub, cfg = CFG1) {
+function skyArgs(_t, sub, cfg = CFG1) {
   return [CLI_BIN, '-F', cfg, ...sub];
 }
 // skysync's state (and its warm-connection socket, which must fit a Unix socket path) per variant; per run.

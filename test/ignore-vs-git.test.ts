@@ -78,7 +78,7 @@ function walk(root: string): { path: string; kind: 'file' | 'dir' | 'symlink' | 
 
 const isGitInternal = (p: string): boolean => p.split('/').includes('.git');
 
-const isRegularFile = (abs: string): boolean => {
+const _isRegularFile = (abs: string): boolean => {
   try {
     return fs.lstatSync(B(abs)).isFile();
   } catch {
@@ -870,22 +870,22 @@ function randomPattern(r: () => number): string {
   const pick = <T>(xs: readonly T[]): T => xs[Math.floor(r() * xs.length)]!;
   const name = (): string => pick(PATTERN_NAMES);
   const dir = (): string => pick(PATTERN_DIRS);
-  const escape = (s: string): string => s.replace(/^([#!])/, '\\$1').replace(/([?*[\]])/g, '\\$1').replace(/ $/, '\\ ');
+  const escapeGlob = (s: string): string => s.replace(/^([#!])/, '\\$1').replace(/([?*[\]])/g, '\\$1').replace(/ $/, '\\ ');
   const templates: (() => string)[] = [
-    () => escape(name()),
-    () => `/${escape(name())}`,
-    () => `${escape(dir())}/`,
-    () => `/${escape(dir())}/`,
-    () => `!${escape(name())}`,
-    () => `!${escape(dir())}/`,
-    () => `!/${escape(name())}`,
-    () => `${escape(dir())}/${escape(name())}`,
-    () => `${escape(dir())}/*`,
-    () => `!${escape(dir())}/*`,
-    () => `${escape(dir())}/**`,
-    () => `**/${escape(name())}`,
-    () => `**/${escape(dir())}/${escape(name())}`,
-    () => `${escape(dir())}/**/${escape(name())}`,
+    () => escapeGlob(name()),
+    () => `/${escapeGlob(name())}`,
+    () => `${escapeGlob(dir())}/`,
+    () => `/${escapeGlob(dir())}/`,
+    () => `!${escapeGlob(name())}`,
+    () => `!${escapeGlob(dir())}/`,
+    () => `!/${escapeGlob(name())}`,
+    () => `${escapeGlob(dir())}/${escapeGlob(name())}`,
+    () => `${escapeGlob(dir())}/*`,
+    () => `!${escapeGlob(dir())}/*`,
+    () => `${escapeGlob(dir())}/**`,
+    () => `**/${escapeGlob(name())}`,
+    () => `**/${escapeGlob(dir())}/${escapeGlob(name())}`,
+    () => `${escapeGlob(dir())}/**/${escapeGlob(name())}`,
     () => `*.${pick(EXTS)}`,
     () => `!*.${pick(EXTS)}`,
     () => '*',
@@ -1113,7 +1113,7 @@ describe('scan reports', () => {
     const first = await native.scan(root);
     const files = first.tree.entries().filter((e) => e.kind === 'file').map((e) => e.path);
     const recipes = await native.chunkFiles(root, files);
-    files.forEach((f, i) => expect(first.tree.setRecipe(f, recipes[i]!.recipe!.chunks)).toBe(true));
+    for (const [i, f] of files.entries()) expect(first.tree.setRecipe(f, recipes[i]!.recipe!.chunks)).toBe(true);
     const snap = path.join(tempDir('perm-state'), 'prev.snap');
     first.tree.save(snap);
     fs.chmodSync(snap, 0o644);

@@ -85,7 +85,11 @@ function edit(rng: Rng, old: Buffer, cuts: number[]): [Buffer, string] {
 
 function cutsOf(recipe: Native.Recipe): number[] {
   const out: number[] = [];
-  for (let i = 0, end = 0; i < recipe.chunks.length; i += 36) out.push((end += recipe.chunks.readUInt32LE(i + 32)));
+  let end = 0;
+  for (let i = 0; i < recipe.chunks.length; i += 36) {
+    end += recipe.chunks.readUInt32LE(i + 32);
+    out.push(end);
+  }
   return out;
 }
 

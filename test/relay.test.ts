@@ -33,9 +33,10 @@ function skysync(args: string[], env: NodeJS.ProcessEnv = {}) {
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
+// biome-ignore lint/suspicious/noExplicitAny: the CLI's --json report, read field by field by the assertions
 function json(out: string): any {
   const j = JSON.parse(out.trim().split('\n').pop()!);
-  if (process.env.RELAY_TEST_DEBUG) console.log(JSON.stringify({ bytesWire: j.bytesWire, bytesRelay: j.bytesRelay, ms: j.durationMs, nodes: j.nodes.map((n: any) => ({ node: n.node, lit: n.workdir.bytesLiteral, wire: n.workdir.bytesWire, relay: n.workdir.relay, ms: n.workdir.durationMs })) }, null, 1));
+  if (process.env.RELAY_TEST_DEBUG) console.log(JSON.stringify({ bytesWire: j.bytesWire, bytesRelay: j.bytesRelay, ms: j.durationMs, nodes: j.nodes.map((n: { node: string; workdir: Record<string, unknown> }) => ({ node: n.node, lit: n.workdir.bytesLiteral, wire: n.workdir.bytesWire, relay: n.workdir.relay, ms: n.workdir.durationMs })) }, null, 1));
   return j;
 }
 
@@ -92,7 +93,8 @@ describe.skipIf(!!skip)('head relay on a SkyPilot-shaped cluster', () => {
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).not.toMatch(/relay/);
     const j = json(r.stdout);
-    const [head, ...workers] = j.nodes.map((n: any) => n.workdir);
+    // biome-ignore lint/suspicious/noExplicitAny: the per-node stats of the --json report
+    const [head, ...workers] = j.nodes.map((n: { workdir: any }) => n.workdir);
     expect(head.relay).toMatchObject({ role: 'head' });
     expect(head.bytesLiteral).toBeGreaterThan(9 * MiB);
     for (const w of workers) {
@@ -200,7 +202,7 @@ describe.skipIf(!!skip)('head relay on a SkyPilot-shaped cluster', () => {
     try {
       await s.agentHello;
       await s.conn.sendJson(Frame.Begin, { op: 'push', dest: '~/sky_workdir', base: null, chunkParams: { minSize: 4096, avgSize: 16384, maxSize: 65536 }, relay: true });
-      const state: any = PushState.decode((await s.conn.expect(Frame.State)).payload);
+      const state = PushState.decode((await s.conn.expect(Frame.State)).payload);
       expect(state.relay.token).toMatch(/^[0-9a-f]{64}$/);
       expect(state.relay.addresses.length).toBeGreaterThan(0);
       const port: number = state.relay.port;
@@ -278,7 +280,10 @@ describe.skipIf(!!skip)('head relay on a SkyPilot-shaped cluster', () => {
       while (!refused && Date.now() < deadline) {
         refused = await new Promise<boolean>((resolve) => {
           const c = net.connect({ host: '127.0.0.1', port });
-          c.on('connect', () => (c.destroy(), resolve(false)));
+          c.on('connect', () => {
+            c.destroy();
+            resolve(false);
+          });
           c.on('error', () => resolve(true));
         });
         if (!refused) await new Promise((r) => setTimeout(r, 100));

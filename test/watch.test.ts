@@ -410,7 +410,9 @@ describe.runIf(linux)('skysync push with the watch service', () => {
       await stopWatch(src);
       const alive = (): boolean => {
         try {
-          return !!last && (process.kill(last.pid, 0), true);
+          if (!last) return false;
+          process.kill(last.pid, 0);
+          return true;
         } catch {
           return false;
         }

@@ -299,7 +299,7 @@ export function ensureData(profile) {
   const counts = generateTree(data.tree, p);
   log(`  tree: ${counts.synced} synced files, ${counts.ignored} ignored, ${counts.dirs} dirs, ${counts.symlinks} symlinks in ${((nowMs() - t) / 1000).toFixed(1)} s`);
   t = nowMs();
-  p.large.forEach((size, i) => writeRandomFile(data.large[i], size, `large-${i}`));
+  for (const [i, size] of p.large.entries()) writeRandomFile(data.large[i], size, `large-${i}`);
   log(`  large files: ${p.large.length} in ${((nowMs() - t) / 1000).toFixed(1)} s`);
   t = nowMs();
   git(data, ['init', '-q']);

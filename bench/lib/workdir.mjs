@@ -197,7 +197,11 @@ function selectTexts(want) {
     // One path can come from two sources in theory; keep the first.
     const uniq = [];
     const paths = new Set();
-    for (const x of c.sort(byRel)) if (!paths.has(x.rel)) (paths.add(x.rel), uniq.push(x));
+    for (const x of c.sort(byRel)) {
+      if (paths.has(x.rel)) continue;
+      paths.add(x.rel);
+      uniq.push(x);
+    }
     return uniq;
   });
   let picked = pickEvenly(tiers[0], Math.min(want, tiers[0].length), seen, taken);
@@ -309,11 +313,11 @@ export function ensureWorkdir(name, spec = SIZES[name]) {
   const dirs = [...new Set(sel.picked.map((p) => path.posix.dirname(p.rel)))].sort();
   const pyDirs = [...new Set(sel.picked.filter((p) => p.rel.endsWith('.py')).map((p) => path.posix.dirname(p.rel)))].sort();
   const pool = pyDirs.length >= spec.pycacheDirs ? pyDirs : dirs;
-  let ignoredFiles = 0;
+  let _ignoredFiles = 0;
   let ignoredBytes = 0;
   const junk = (rel, buf) => {
     writeFile(tree, rel, buf);
-    ignoredFiles++;
+    _ignoredFiles++;
     ignoredBytes += buf.length;
   };
   const rs = new RandomStream('shaped-junk');
@@ -333,7 +337,7 @@ export function ensureWorkdir(name, spec = SIZES[name]) {
     const rel = `data/raw/shard-${i}.bin`;
     fs.mkdirSync(path.join(tree, 'data/raw'), { recursive: true });
     writeRandomFile(path.join(tree, rel), mib * MiB, `shaped-data-${i}`);
-    ignoredFiles++;
+    _ignoredFiles++;
     ignoredBytes += mib * MiB;
   });
   for (let i = 0; i < spec.dataSmall; i++) junk(`data/cache/item-${String(i).padStart(5, '0')}.npy`, rs.next(rand.int(512, 8 * KiB)));

@@ -165,13 +165,17 @@ function rigPids(st) {
     if (uids.has(info.uid)) out.add(pid);
     else if (st.dir && info.uid === 0) {
       const cl = cmdline(pid);
-      if (cl && cl.some((a) => a.includes(path.join(st.dir, 'ssh_config'))) && !cl.some((a) => a.endsWith('rig.mjs'))) out.add(pid);
+      if (cl?.some((a) => a.includes(path.join(st.dir, 'ssh_config'))) && !cl.some((a) => a.endsWith('rig.mjs'))) out.add(pid);
     }
   }
   let grew = true;
   while (grew) {
     grew = false;
-    for (const [pid, info] of all) if (!out.has(pid) && out.has(info.ppid) && pid !== process.pid) (out.add(pid), (grew = true));
+    for (const [pid, info] of all) {
+      if (out.has(pid) || !out.has(info.ppid) || pid === process.pid) continue;
+      out.add(pid);
+      grew = true;
+    }
   }
   return [...out];
 }

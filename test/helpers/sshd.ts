@@ -217,7 +217,11 @@ function nodePids(sshdPid: number | undefined, uid: number): number[] {
   let grew = true;
   while (grew) {
     grew = false;
-    for (const [pid, s] of all) if (!out.has(pid) && out.has(s.ppid)) (out.add(pid), (grew = true));
+    for (const [pid, s] of all) {
+      if (out.has(pid) || !out.has(s.ppid)) continue;
+      out.add(pid);
+      grew = true;
+    }
   }
   for (const [pid, s] of all) if (s.uid === uid && pid !== process.pid) out.add(pid);
   return [...out];

@@ -6,7 +6,6 @@
 // (store.ts), and checks only those directories. It never writes anything: it only reads inotify events.
 
 import { spawn } from 'node:child_process';
-import fs from 'node:fs';
 import path from 'node:path';
 import { askWatchService, watchServiceKey, serveWatch, watchPersistSeconds, type WatchAddon, type WatchAnswer, type WatchServiceArgs } from '@skysync/service';
 import { MAX_SOCKET_PATH, ensureRunDir } from './lanes.js';

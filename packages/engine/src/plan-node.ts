@@ -175,7 +175,7 @@ export class NodePlan {
       if (!r) return null;
       const prev = prevRecipe && !this.drift.has(e.path) && this.baseValid ? prevRecipe : null;
       // Same content, same metadata (a racy re-check, or only ctime moved): nothing to send.
-      if (prev && prev.digest.equals(r.digest) && prevKind === 'file') {
+      if (prev?.digest.equals(r.digest) && prevKind === 'file') {
         const before = this.base?.entry(e.path);
         if (before && before.mode === e.mode && before.mtimeSec === e.mtimeSec && before.mtimeNsec === e.mtimeNsec) return null;
       }

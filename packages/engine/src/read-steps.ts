@@ -41,7 +41,7 @@ export function* readSteps<M extends { entry: PlanEntry; literals: LiteralRef[] 
   const reads = new Map<number, Promise<Buffer>>();
   const start = (i: number): void => {
     const g = planned[i];
-    if (!g || g.kind !== 'group' || reads.has(i)) return;
+    if (g?.kind !== 'group' || reads.has(i)) return;
     const paths: string[] = [];
     const ranges = Buffer.alloc(READ_RANGE.size * g.files.reduce((a, m) => a + m.literals.length, 0));
     let k = 0;

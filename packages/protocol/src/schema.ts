@@ -124,7 +124,7 @@ export function object<S extends Shape>(shape: S, what = 'an object'): Schema<Ob
       const out: Record<string, unknown> = {};
       for (const key of Object.keys(shape)) {
         // Own keys only: a key inherited from Object.prototype ("constructor") is not a field the peer sent.
-        const value = Object.prototype.hasOwnProperty.call(o, key) ? o[key] : undefined;
+        const value = Object.hasOwn(o, key) ? o[key] : undefined;
         const checked = shape[key]!.check(value, field ? `${field}.${key}` : key);
         if (checked !== undefined) out[key] = checked;
       }

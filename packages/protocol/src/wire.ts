@@ -13,7 +13,7 @@ export const MAX_FRAME = 16 * 1024 * 1024;
 /** How much noise before MAGIC is tolerated (a chatty .bashrc), before giving up. */
 export const MAX_PREAMBLE = 1024 * 1024;
 
-export const enum Frame {
+export enum Frame {
   Hello = 1,
   Begin = 2,
   State = 3,

@@ -3,7 +3,7 @@
 // is told to stop.
 
 import fs from 'node:fs';
-import net from 'node:net';
+import type net from 'node:net';
 import type { Readable, Writable } from 'node:stream';
 import { FrameDecoder, MAGIC } from '@skysync/protocol';
 import { CtlFrame, encodeCtl, ensureControlDir, type DaemonArgs } from './control.js';

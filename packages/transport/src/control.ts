@@ -27,7 +27,7 @@ import { FrameDecoder, MAGIC, encodeFrame } from '@skysync/protocol';
 import { stateRoot } from './state-root.js';
 import { ConnectError, NoAgentError, type AgentChannel, type RemoteProcess, type RemoteSocket } from './target.js';
 
-export const enum CtlFrame {
+export enum CtlFrame {
   Open = 1,
   Stdin = 2,
   StdinEnd = 3,

@@ -43,7 +43,10 @@ export function connect(offer: RelayOffer, opts: ConnectOptions): Promise<RelayL
     const maybeFail = (): void => {
       if (settled || live.size) return;
       // Nothing in flight: try the next address now rather than at its turn.
-      if (started < candidates.length) return attempt();
+      if (started < candidates.length) {
+        attempt();
+        return;
+      }
       finish();
       reject(new Error(`could not reach the head's relay (${errors.join('; ') || 'no address'})`));
     };

@@ -36,8 +36,11 @@ function flipBits(frames: FrameMessage[], rng: Rng): string {
 
 /** Every place in a JSON value where a field or an element sits, as a path of keys. */
 function slots(v: unknown, at: Array<string | number> = [], out: Array<Array<string | number>> = []): Array<Array<string | number>> {
-  if (Array.isArray(v)) v.forEach((x, i) => (out.push([...at, i]), slots(x, [...at, i], out)));
-  else if (v && typeof v === 'object') for (const [k, x] of Object.entries(v)) out.push([...at, k]), slots(x, [...at, k], out);
+  const entries: Array<[string | number, unknown]> = Array.isArray(v) ? v.map((x, i) => [i, x]) : v && typeof v === 'object' ? Object.entries(v) : [];
+  for (const [k, x] of entries) {
+    out.push([...at, k]);
+    slots(x, [...at, k], out);
+  }
   return out;
 }
 
