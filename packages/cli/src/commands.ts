@@ -31,6 +31,7 @@ import { compactLine, plural, summaryLines } from './output.js';
 import { sayOnce } from './notes.js';
 import { showBoard, stderrBoard } from './progress.js';
 import { startDetachedCommand } from './jobs-commands.js';
+import { emitJson, StdoutTracker } from './json-output.js';
 
 export interface SyncFlags {
   transport?: 'auto' | 'agent' | 'rsync';
@@ -39,6 +40,8 @@ export interface SyncFlags {
   delete?: boolean;
   dryRun?: boolean;
   json?: boolean;
+  /** --json-file: the --json object goes to this file. */
+  jsonFile?: string;
   quiet?: boolean;
   headOnly?: boolean;
   nodes?: string;
@@ -262,10 +265,10 @@ export async function pushCommand(ctx: CommandContext, targetSpec: string | unde
   const p = await syncPhase(ctx, targetSpec, taskFile, flags, true, true, false);
   try {
     const code = syncExit(p.reports);
-    if (flags.json) {
+    if (flags.json || flags.jsonFile) {
       // One node, no task: the sync's own statistics, as `push` has always printed them.
       const single = p.reports.length === 1 && !taskFile && p.reports[0]!.workdir && !p.reports[0]!.error;
-      process.stdout.write(JSON.stringify(single ? p.reports[0]!.workdir : jsonReport(p.reports, p.t0, { exitCode: code })) + '\n');
+      emitJson(single ? p.reports[0]!.workdir : jsonReport(p.reports, p.t0, { exitCode: code }), flags);
     }
     return code;
   } finally {
@@ -276,7 +279,7 @@ export async function pushCommand(ctx: CommandContext, targetSpec: string | unde
 /** Runs setup (launch) and run on every node; Ctrl-C is passed on to the jobs, twice kills them. */
 type JobRun = Pick<RunRequest, 'script' | 'env' | 'addresses' | 'job' | 'cwd' | 'stdin'>;
 
-async function runPhase(ctx: CommandContext, p: Prepared, run: JobRun, what: string): Promise<number[]> {
+async function runPhase(ctx: CommandContext, p: Prepared, run: JobRun, what: string, stdout: StdoutTracker): Promise<number[]> {
   let jobs: RemoteJob[] = [];
   let interrupts = 0;
   const onSigint = (): void => {
@@ -287,7 +290,7 @@ async function runPhase(ctx: CommandContext, p: Prepared, run: JobRun, what: str
   process.on('SIGINT', onSigint);
   process.on('SIGTERM', onSigint);
   try {
-    return await runOnNodes({ ...run, nodes: p.nodes, stdout: process.stdout, stderr: process.stderr }, (j) => (jobs = j));
+    return await runOnNodes({ ...run, nodes: p.nodes, stdout: stdout.stream, stderr: process.stderr }, (j) => (jobs = j));
   } finally {
     process.off('SIGINT', onSigint);
     process.off('SIGTERM', onSigint);
@@ -327,6 +330,7 @@ export async function execCommand(ctx: CommandContext, targetSpec: string, taskF
     }
     const syncCode = syncExit(p.reports);
     const result: Record<string, unknown> = {};
+    const stdout = new StdoutTracker();
     let code = syncCode === EXIT.failure ? EXIT.failure : 0;
     if (syncCode !== EXIT.failure && !flags.dryRun) {
       const env = { ...(p.task?.envs ?? {}), ...(p.task?.secrets ?? {}) };
@@ -340,7 +344,7 @@ export async function execCommand(ctx: CommandContext, targetSpec: string, taskF
       const base = { env, addresses, job, cwd: flags.dest };
       if (flags.detach) return await startDetachedCommand(ctx, { nodes: p.nodes, setup: launch && flags.setup !== false ? p.task?.setup : undefined, run: command.length ? command.join(' ') : p.task?.run, env, addresses, json: flags.json, targetSpec, job, cwd: flags.dest });
       if (launch && p.task?.setup && flags.setup !== false) {
-        const setupCodes = await runPhase(ctx, p, { ...base, script: p.task.setup }, 'setup');
+        const setupCodes = await runPhase(ctx, p, { ...base, script: p.task.setup }, 'setup', stdout);
         result.setupExitCodes = setupCodes;
         const bad = firstFailure(setupCodes);
         if (bad) {
@@ -351,7 +355,7 @@ export async function execCommand(ctx: CommandContext, targetSpec: string, taskF
       const script = command.length ? command.join(' ') : p.task?.run;
       if (!code && script) {
         const stdin = pipedStdin();
-        const codes = await runPhase(ctx, p, { ...base, script, stdin }, 'the job');
+        const codes = await runPhase(ctx, p, { ...base, script, stdin }, 'the job', stdout);
         stdin?.pause();
         result.exitCodes = codes;
         code = firstFailure(codes);
@@ -359,7 +363,7 @@ export async function execCommand(ctx: CommandContext, targetSpec: string, taskF
         ctx.print('note: the task has no run command; synced only');
       }
     }
-    if (flags.json) process.stdout.write(JSON.stringify(jsonReport(p.reports, p.t0, { ...result, exitCode: code || syncCode })) + '\n');
+    if (flags.json || flags.jsonFile) emitJson(jsonReport(p.reports, p.t0, { ...result, exitCode: code || syncCode }), flags, stdout);
     return code || syncCode;
   } finally {
     await closeAll(p.nodes);
@@ -367,7 +371,7 @@ export async function execCommand(ctx: CommandContext, targetSpec: string, taskF
 }
 
 /** Options that take a value (the next word, unless written `--opt=value`), for finding exec's positionals. */
-const VALUE_OPTIONS = new Set(['-F', '--ssh-config', '--node-url', '--nodes', '-w', '--workdir', '--dest', '--env', '--secret', '--env-file', '--secret-file', '--transport']);
+const VALUE_OPTIONS = new Set(['-F', '--ssh-config', '--node-url', '--nodes', '-w', '--workdir', '--dest', '--env', '--secret', '--env-file', '--secret-file', '--transport', '--json-file']);
 
 /**
  * `skysync exec TARGET python3 train.py`, as `sky exec` takes it: when the word after the target is not an

@@ -70,7 +70,8 @@ function clusterOptions(c: Command): Command {
     .addOption(new Option('--delete', 'make an exact mirror: also remove remote files that are not in the source (ignored paths excepted)'))
     .addOption(new Option('--no-delete', "never remove anything on the remote (SkyPilot's behaviour)"))
     .option('-n, --dry-run', 'list what would change, change nothing (and run nothing)')
-    .option('--json', 'print one JSON object with the statistics at the end (stdout)')
+    .option('--json', "print one JSON object with the statistics at the end: stdout's last line, on a line of its own (after any job output)")
+    .option('--json-file <file>', 'write that JSON object to FILE (stdout then holds only the job\'s output and the summary is kept)')
     .option('-q, --quiet', 'no summary')
     .option('--no-relay', "send every node its data from here; by default the head passes the workers theirs over the cluster network (env SKYSYNC_RELAY=0)")
     .addOption(

@@ -1,0 +1,54 @@
+// What a person (or a script) sees, continued: exec's JSON apart from the job's output, help with the
+// environment and exit codes, a push waiting for another, Ctrl-C, disconnect, remote permission errors.
+
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+const BIN = path.resolve('packages/cli/dist/bin.js');
+let work: string;
+
+function env(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  return { ...process.env, SKYSYNC_STATE_DIR: path.join(work, 'state'), ...extra };
+}
+
+function skysync(args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string } = {}) {
+  const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', cwd: opts.cwd, env: env(opts.env) });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+function tree(dir: string, files: Record<string, string | Buffer>): void {
+  for (const [p, c] of Object.entries(files)) {
+    fs.mkdirSync(path.dirname(path.join(dir, p)), { recursive: true });
+    fs.writeFileSync(path.join(dir, p), c);
+  }
+}
+
+beforeAll(() => {
+  work = fs.mkdtempSync(path.join(os.tmpdir(), 'skysync-uxm-'));
+});
+afterAll(() => fs.rmSync(work, { recursive: true, force: true }));
+
+describe('exec --json', () => {
+  it("prints the JSON as stdout's last line, on its own line, after a job output with no final newline", () => {
+    const src = path.join(work, 'json-src');
+    tree(src, { 'a.py': 'print(1)\n' });
+    const r = skysync(['exec', `local:${path.join(work, 'h-json')}`, '-w', src, '--json', '--', 'printf', 'no-newline']);
+    expect(r.code, r.stderr).toBe(0);
+    const lines = r.stdout.split('\n');
+    expect(lines.at(-1)).toBe('');
+    expect(lines.slice(0, -2).join('\n')).toBe('no-newline');
+    expect(JSON.parse(lines.at(-2)!)).toMatchObject({ exitCodes: [0], exitCode: 0 });
+  });
+
+  it('--json-file leaves stdout to the job', () => {
+    const src = path.join(work, 'json-src');
+    const file = path.join(work, 'exec.json');
+    const r = skysync(['exec', `local:${path.join(work, 'h-json')}`, '-w', src, '--json-file', file, '--', 'echo', 'hello']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toBe('hello\n');
+    expect(JSON.parse(fs.readFileSync(file, 'utf8'))).toMatchObject({ exitCodes: [0], exitCode: 0 });
+  });
+});
