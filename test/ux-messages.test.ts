@@ -4,7 +4,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 const BIN = path.resolve('packages/cli/dist/bin.js');
@@ -50,5 +50,26 @@ describe('exec --json', () => {
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toBe('hello\n');
     expect(JSON.parse(fs.readFileSync(file, 'utf8'))).toMatchObject({ exitCodes: [0], exitCode: 0 });
+  });
+});
+
+describe('a push that waits for another', () => {
+  it('says once that it waits for the push holding the destination, then goes on', () => {
+    const src = path.join(work, 'wait-src');
+    tree(src, { 'a.py': 'print(1)\n' });
+    const home = path.join(work, 'h-wait');
+    expect(skysync(['push', `local:${home}`, '-w', src]).code).toBe(0);
+    const stateDir = path.join(home, '.skysync', 'state');
+    const saved = fs.readdirSync(stateDir).find((f) => f.endsWith('.gen'))!;
+    // Another push's lock: a live process's pid, for some 2.5 s.
+    const holder = spawn('sleep', ['2.5'], { stdio: 'ignore' });
+    fs.writeFileSync(path.join(stateDir, saved.replace(/\.gen$/, '.lock')), String(holder.pid));
+    fs.writeFileSync(path.join(src, 'b.py'), 'print(2)\n');
+    const r = skysync(['push', `local:${home}`, '-w', src]);
+    expect(r.code, r.stderr).toBe(0);
+    const said = r.stderr.split('\n').filter((l) => l.includes('waiting for another push to'));
+    expect(said, r.stderr).toHaveLength(1);
+    expect(said[0]).toContain(`(pid ${holder.pid})`);
+    expect(fs.readFileSync(path.join(home, 'sky_workdir', 'b.py'), 'utf8')).toBe('print(2)\n');
   });
 });

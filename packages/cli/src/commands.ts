@@ -118,6 +118,8 @@ function progressReporter(nodes: Target[], flags: SyncFlags, print: (l: string) 
   const onEvent = (e: PushEvent, node: number | undefined, what: string): void => {
     if (e.type === 'warning') {
       print(`warning: ${e.message}`);
+    } else if (e.type === 'notice' && !flags.quiet) {
+      print(`${nodes.length > 1 && node !== undefined ? `${nodes[node]!.spec}: ` : ''}${e.message}`);
     } else if (e.type === 'scanned' && !flags.json && !flags.quiet) {
       print(`${what}: scanned ${plural(e.files, 'file')}; ${plural(e.changes, 'entry', 'entries')} changed`);
     } else if (e.type === 'progress' && node !== undefined) {
