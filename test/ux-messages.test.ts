@@ -53,23 +53,54 @@ describe('exec --json', () => {
   });
 });
 
+/** Holds the push lock of `home`'s workdir for another push: a live process's pid in the lock file. */
+function holdLock(home: string, seconds: number) {
+  const stateDir = path.join(home, '.skysync', 'state');
+  const saved = fs.readdirSync(stateDir).find((f) => f.endsWith('.gen'))!;
+  const holder = spawn('sleep', [String(seconds)], { stdio: 'ignore' });
+  fs.writeFileSync(path.join(stateDir, saved.replace(/\.gen$/, '.lock')), String(holder.pid));
+  return holder;
+}
+
 describe('a push that waits for another', () => {
   it('says once that it waits for the push holding the destination, then goes on', () => {
     const src = path.join(work, 'wait-src');
     tree(src, { 'a.py': 'print(1)\n' });
     const home = path.join(work, 'h-wait');
     expect(skysync(['push', `local:${home}`, '-w', src]).code).toBe(0);
-    const stateDir = path.join(home, '.skysync', 'state');
-    const saved = fs.readdirSync(stateDir).find((f) => f.endsWith('.gen'))!;
-    // Another push's lock: a live process's pid, for some 2.5 s.
-    const holder = spawn('sleep', ['2.5'], { stdio: 'ignore' });
-    fs.writeFileSync(path.join(stateDir, saved.replace(/\.gen$/, '.lock')), String(holder.pid));
+    const holder = holdLock(home, 2.5);
     fs.writeFileSync(path.join(src, 'b.py'), 'print(2)\n');
     const r = skysync(['push', `local:${home}`, '-w', src]);
     expect(r.code, r.stderr).toBe(0);
     const said = r.stderr.split('\n').filter((l) => l.includes('waiting for another push to'));
     expect(said, r.stderr).toHaveLength(1);
     expect(said[0]).toContain(`(pid ${holder.pid})`);
+    expect(fs.readFileSync(path.join(home, 'sky_workdir', 'b.py'), 'utf8')).toBe('print(2)\n');
+  });
+});
+
+describe('Ctrl-C during a sync', () => {
+  it('says what was interrupted and that the next push converges; exit 130', async () => {
+    const src = path.join(work, 'int-src');
+    tree(src, { 'a.py': 'print(1)\n' });
+    const home = path.join(work, 'h-int');
+    expect(skysync(['push', `local:${home}`, '-w', src]).code).toBe(0);
+    // The push waits for a lock held by another: a sync caught in the middle, every time.
+    const holder = holdLock(home, 30);
+    fs.writeFileSync(path.join(src, 'b.py'), 'print(2)\n');
+    const child = spawn(process.execPath, [BIN, 'push', `local:${home}`, '-w', src], { env: env(), stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += String(d);
+      if (stderr.includes('waiting for another push')) child.kill('SIGINT');
+    });
+    const code = await new Promise<number | null>((resolve) => child.on('close', (c) => resolve(c)));
+    holder.kill();
+    expect(code, stderr).toBe(130);
+    expect(stderr).toMatch(new RegExp(`interrupted the sync of ${src} to local:${home}; .*run the push again: it picks up from there and converges`));
+    // As promised: the next push converges.
+    const again = skysync(['push', `local:${home}`, '-w', src]);
+    expect(again.code, again.stderr).toBe(0);
     expect(fs.readFileSync(path.join(home, 'sky_workdir', 'b.py'), 'utf8')).toBe('print(2)\n');
   });
 });

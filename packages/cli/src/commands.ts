@@ -32,6 +32,7 @@ import { sayOnce } from './notes.js';
 import { showBoard, stderrBoard } from './progress.js';
 import { startDetachedCommand } from './jobs-commands.js';
 import { emitJson, StdoutTracker } from './json-output.js';
+import { exitOnInterrupt, interruptedMessage } from './interrupt.js';
 
 export interface SyncFlags {
   transport?: 'auto' | 'agent' | 'rsync';
@@ -243,6 +244,10 @@ async function syncPhase(
   onNodes?.(nodes);
   if (!sources.length) return { task, nodes, reports: nodes.map((t) => ({ node: t.spec, workdir: null, mounts: [], error: null, viaRsync: null })), t0 };
   const progress = progressReporter(nodes, flags, ctx.print);
+  const onWhat = nodes.length > 1 ? `${nodes.length} nodes (${nodes.map((t) => t.spec).join(', ')})` : nodes[0]!.spec;
+  const synced = sources.length > 1 ? `${sources.length} sources` : (workdir ?? 'the file mount');
+  const again = runsJobs ? 'the same command' : 'the push';
+  const stopWatching = exitOnInterrupt(interruptedMessage(`the sync of ${synced} to ${onWhat}`, again), () => progress.clear(), ctx.print);
   const reports = await syncNodes({
     nodes,
     sources,
@@ -253,7 +258,10 @@ async function syncPhase(
     relay: flags.relay === false ? false : undefined,
     onEvent: progress.onEvent,
     log: ctx.print,
-  }).finally(() => progress.clear());
+  }).finally(() => {
+    stopWatching();
+    progress.clear();
+  });
   reportSync(reports, flags, ctx.print, compactSummary);
   return { task, nodes, reports, t0 };
 }

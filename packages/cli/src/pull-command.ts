@@ -10,6 +10,7 @@ import { EXIT, UsageError } from './exit-codes.js';
 import { compactLine, summaryLines } from './output.js';
 import { showBoard, stderrBoard, type ProgressBoard } from './progress.js';
 import { wrapped } from './help.js';
+import { exitOnInterrupt, interruptedMessage } from './interrupt.js';
 
 interface PullFlags {
   json?: boolean;
@@ -69,6 +70,8 @@ async function pullCommand(ctx: CommandContext, remote: string, local: string, f
   const board = stderrBoard(flags.quiet || flags.json);
   showBoard(board);
   let results: Array<PullStats | Error>;
+  const from = flags.allNodes ? `${nodes.length} nodes` : targetSpec;
+  const stopWatching = exitOnInterrupt(interruptedMessage(`the pull of ${remotePath} from ${from}`, 'the pull'), () => board.finish(), ctx.print);
   try {
     if (flags.allNodes) fs.mkdirSync(local, { recursive: true });
     results = await Promise.all(
@@ -79,6 +82,7 @@ async function pullCommand(ctx: CommandContext, remote: string, local: string, f
       }),
     );
   } finally {
+    stopWatching();
     board.finish();
     showBoard(null);
   }
