@@ -6,6 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { spawn, spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { sshSkipReason, startNodes, type SshCluster } from './helpers/sshd.js';
 
 const BIN = path.resolve('packages/cli/dist/bin.js');
 let work: string;
@@ -103,4 +104,36 @@ describe('Ctrl-C during a sync', () => {
     expect(again.code, again.stderr).toBe(0);
     expect(fs.readFileSync(path.join(home, 'sky_workdir', 'b.py'), 'utf8')).toBe('print(2)\n');
   });
+});
+
+const sshSkip = sshSkipReason();
+describe.skipIf(!!sshSkip)('disconnect over SSH', () => {
+  let cluster: SshCluster;
+  beforeAll(async () => {
+    cluster = await startNodes(1, { cluster: 'sky-uxm', strictHostKeyChecking: 'no' });
+  }, 180_000);
+  afterAll(async () => {
+    await cluster?.stop();
+  });
+
+  it('ends every warm connection to the target, also one made before its SSH config changed', async () => {
+    const state = path.join(work, 'state-dc');
+    const warm = { SKYSYNC_STATE_DIR: state, SKYSYNC_CONTROL_PERSIST: '300', SSH_AUTH_SOCK: '' };
+    const ctl = path.join(state, 'ctl');
+    const sockets = (): string[] => (fs.existsSync(ctl) ? fs.readdirSync(ctl).filter((f) => f.endsWith('.sock')) : []);
+    const src = path.join(work, 'dc-src');
+    tree(src, { 'a.py': 'print(1)\n' });
+    expect(skysync(['-F', cluster.sshConfig, 'push', 'sky-uxm', '-w', src], { env: warm }).code).toBe(0);
+    // The config changes (its stamp is part of the connection's key): the next push leaves a second one.
+    fs.appendFileSync(cluster.sshConfig, '\n# edited\n');
+    fs.utimesSync(cluster.sshConfig, new Date(), new Date(Date.now() + 5000));
+    expect(skysync(['-F', cluster.sshConfig, 'push', 'sky-uxm', '-w', src], { env: warm }).code).toBe(0);
+    for (let i = 0; i < 50 && sockets().length < 2; i++) await new Promise((r) => setTimeout(r, 100));
+    expect(sockets()).toHaveLength(2);
+    const r = skysync(['-F', cluster.sshConfig, 'disconnect', 'sky-uxm'], { env: warm });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toContain('sky-uxm: disconnected');
+    for (let i = 0; i < 50 && sockets().length; i++) await new Promise((r) => setTimeout(r, 100));
+    expect(sockets()).toEqual([]);
+  }, 120_000);
 });

@@ -1,7 +1,7 @@
 import { Command, CommanderError, Option } from 'commander';
 import { loadNative, type NativeAddon } from '@skysync/chunking';
 import { resolveNodes, CLIENT_VERSION, compressLevel } from '@skysync/engine';
-import { LocalTarget, SshTarget } from '@skysync/transport';
+import { LocalTarget, SshTarget, controlShutdownAll } from '@skysync/transport';
 import fs from 'node:fs';
 import { commandWithoutDashes, execCommand, nodeSelection, pushCommand, type CommandContext, type SyncFlags } from './commands.js';
 import { EXIT, UsageError } from './exit-codes.js';
@@ -194,12 +194,21 @@ function addDisconnect(program: Command): void {
       wrapped(`
 After a command, skysync keeps the SSH connection to each node open in a small background process for
 SKYSYNC_CONTROL_PERSIST seconds (default 300; 0 turns this off), so the next push or exec skips connecting.
+disconnect ends every one kept for TARGET, also those made before its SSH config changed.
 
 Examples:
   skysync disconnect dev`),
     )
     .action(async (targetSpec: string, flags: { headOnly?: boolean; nodes?: string }) => {
-      const nodes = await resolveNodes(targetSpec, nodeSelection(flags), targetOptions(program));
+      let nodes: Awaited<ReturnType<typeof resolveNodes>>;
+      try {
+        nodes = await resolveNodes(targetSpec, nodeSelection(flags), targetOptions(program));
+      } catch (e) {
+        // A Host since taken out of the SSH config may still have a warm connection: its socket is found by name.
+        if ((e as Error).name !== 'TargetError' || !(await controlShutdownAll(targetSpec))) throw e;
+        print(`${targetSpec}: disconnected`);
+        return;
+      }
       for (const t of nodes) {
         const had = t instanceof SshTarget || t instanceof LocalTarget ? await t.disconnect() : false;
         print(had ? `${t.spec}: disconnected` : `${t.spec}: no warm connection`);
