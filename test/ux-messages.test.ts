@@ -136,4 +136,37 @@ describe.skipIf(!!sshSkip)('disconnect over SSH', () => {
     for (let i = 0; i < 50 && sockets().length; i++) await new Promise((r) => setTimeout(r, 100));
     expect(sockets()).toEqual([]);
   }, 120_000);
+
+  it('a permission error on the remote names the path and the node once, and says what to do', () => {
+    const env = { SKYSYNC_STATE_DIR: path.join(work, 'state-perm'), SSH_AUTH_SOCK: '' };
+    const src = path.join(work, 'perm-src');
+    tree(src, { 'a.py': 'print(1)\n', 'b.py': 'print(2)\n' });
+    const push = (...more: string[]) => skysync(['-F', cluster.sshConfig, 'push', 'sky-uxm', '-w', src, ...more], { env });
+    // A destination the SSH user may not create.
+    const parent = fs.mkdtempSync(path.join(os.tmpdir(), 'uxm-root-'));
+    fs.chmodSync(parent, 0o755);
+    let r = push('--dest', path.join(parent, 'x'));
+    expect(r.code, r.stderr).toBe(1);
+    expect(r.stderr).toContain(`error: sky-uxm: permission denied on ${path.join(parent, 'x')}; the SSH user may not write there`);
+    expect(r.stderr).not.toContain('EACCES');
+    // One it may not write into: each file listed, the advice once.
+    r = push('--dest', parent);
+    expect(r.code, r.stderr).toBe(3);
+    expect(r.stderr).toMatch(/failed: a\.py: permission denied\n/);
+    expect(r.stderr.match(/could not be written in/g), r.stderr).toHaveLength(1);
+    expect(r.stderr).toContain(`note: sky-uxm: 2 files could not be written in ${parent} (permission denied)`);
+    // Its own ~/.skysync taken away.
+    const home = cluster.nodes[0]!.home;
+    fs.renameSync(path.join(home, '.skysync'), path.join(home, '.skysync-aside'));
+    fs.mkdirSync(path.join(home, '.skysync'), { mode: 0o555 });
+    try {
+      r = push();
+      expect(r.code, r.stderr).toBe(1);
+      expect(r.stderr).toContain(`sky-uxm: permission denied on ${path.join(home, '.skysync')}`);
+      expect(r.stderr).toContain(`skysync keeps its agent and state in ${path.join(home, '.skysync')}`);
+    } finally {
+      fs.rmSync(path.join(home, '.skysync'), { recursive: true });
+      fs.renameSync(path.join(home, '.skysync-aside'), path.join(home, '.skysync'));
+    }
+  }, 120_000);
 });

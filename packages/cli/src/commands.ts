@@ -33,6 +33,7 @@ import { showBoard, stderrBoard } from './progress.js';
 import { startDetachedCommand } from './jobs-commands.js';
 import { emitJson, StdoutTracker } from './json-output.js';
 import { exitOnInterrupt, interruptedMessage } from './interrupt.js';
+import { explainRemoteError, isPermissionFailure, permissionAdvice } from './remote-errors.js';
 
 export interface SyncFlags {
   transport?: 'auto' | 'agent' | 'rsync';
@@ -165,19 +166,19 @@ function reportSync(reports: NodeReport[], flags: SyncFlags, print: (l: string) 
   const many = reports.length > 1;
   for (const r of reports) {
     const who = many ? `${r.node}: ` : '';
-    const parts: Array<{ label: string; s: PushStats }> = [
-      ...(r.workdir ? [{ label: 'workdir', s: r.workdir }] : []),
-      ...r.mounts.map((m) => ({ label: `${m.key} -> ${m.placedAt}`, s: m.stats })),
+    const parts: Array<{ label: string; s: PushStats; at: string }> = [
+      ...(r.workdir ? [{ label: 'workdir', s: r.workdir, at: flags.dest }] : []),
+      ...r.mounts.map((m) => ({ label: `${m.key} -> ${m.placedAt}`, s: m.stats, at: m.placedAt })),
     ];
-    for (const { label, s } of parts) {
+    for (const { label, s, at } of parts) {
       if (s.dryRun && !flags.json) {
         for (const c of s.changes ?? []) process.stdout.write(`${who}${parts.length > 1 ? `${label}: ` : ''}${c.status.padEnd(11)} ${c.kind === 'dir' ? c.path + '/' : c.path}\n`);
       }
-      for (const f of s.failed) print(`${who}failed: ${f.path}: ${f.error}`);
+      reportFailed(r.node, who, s, at, print);
       for (const k of s.kept) print(`${who}kept: ${k} (changed on the remote or holds files skysync did not place)`);
       if (s.drift.length) print(`${who}note: ${overwrittenNote(s.drift)}`);
     }
-    if (r.error) print(`${who}error: ${r.error}`);
+    if (r.error) print(`${who}error: ${explainRemoteError(r.node, r.error)}`);
     if (flags.json || flags.quiet) continue;
     if (!many && parts.length === 1 && !compact) {
       for (const l of summaryLines(parts[0]!.s)) print(l);
@@ -185,6 +186,20 @@ function reportSync(reports: NodeReport[], flags: SyncFlags, print: (l: string) 
       for (const { label, s } of parts) print(`${who}${compactLine(label, s)}`);
     }
   }
+}
+
+/**
+ * Files the remote would not take, each listed; those refused for want of permission share one line saying
+ * what to do, instead of the same errno text on every file.
+ */
+function reportFailed(node: string, who: string, s: PushStats, at: string, print: (l: string) => void): void {
+  let denied = 0;
+  for (const f of s.failed) {
+    const refused = isPermissionFailure(f.error);
+    if (refused) denied++;
+    print(`${who}failed: ${f.path}: ${refused ? 'permission denied' : f.error}`);
+  }
+  if (denied) print(`${who}note: ${node}: ${plural(denied, 'file')} could not be written in ${at} (permission denied); ${permissionAdvice(node, at)}`);
 }
 
 /** The files the remote changed that this push overwrote: the first few by name, then how many more. */
