@@ -54,13 +54,14 @@ const EXIT_OK = '0 success';
 const EXIT_FAILURE = '1 it failed; the message says what';
 const EXIT_USAGE = '2 a bad flag, target or argument';
 const EXIT_PARTIAL = '3 partly: some files could not be read or placed (listed); the rest is synced';
+const EXIT_INTERRUPTED = '130 Ctrl-C during the sync (run it again: it converges)';
 const EXIT_JOB = "N the command's own exit code (the first non-zero across nodes; 130 after Ctrl-C)";
 
 const COMMAND_EXITS: Record<string, string[]> = {
-  push: [EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_PARTIAL],
+  push: [EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_PARTIAL, EXIT_INTERRUPTED],
   exec: [EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_PARTIAL, EXIT_JOB],
   launch: [EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_PARTIAL, EXIT_JOB.replace("the command's", "setup's when it fails, else run's")],
-  pull: [EXIT_OK, EXIT_FAILURE, EXIT_USAGE, '3 partly: some files could not be read on the remote or written here (listed)'],
+  pull: [EXIT_OK, EXIT_FAILURE, EXIT_USAGE, '3 partly: some files could not be read on the remote or written here (listed)', EXIT_INTERRUPTED],
 };
 
 /**
