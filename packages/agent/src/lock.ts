@@ -14,10 +14,19 @@ export interface Lock {
   tookOver: boolean;
 }
 
-export async function acquireLock(file: string, what: string, timeoutMs = 60_000): Promise<Lock> {
+/** How long a live holder keeps the lock before the waiter is told (`onWait`): a short wait goes unsaid. */
+export const WAIT_NOTICE_MS = 1000;
+
+/**
+ * Takes the lock, waiting up to `timeoutMs` for a live holder. `onWait` is called once, with the holder's pid,
+ * when a live holder has kept the waiter for {@link WAIT_NOTICE_MS}.
+ */
+export async function acquireLock(file: string, what: string, timeoutMs = 60_000, onWait?: (ownerPid: number) => void): Promise<Lock> {
   await fsp.mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
-  const deadline = Date.now() + timeoutMs;
+  const started = Date.now();
+  const deadline = started + timeoutMs;
   let tookOver = false;
+  let told = false;
   for (;;) {
     try {
       const fh = await fsp.open(file, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600);
@@ -44,6 +53,10 @@ export async function acquireLock(file: string, what: string, timeoutMs = 60_000
       await fsp.unlink(file).catch(() => {});
       tookOver = true;
       continue;
+    }
+    if (!told && owner && onWait && Date.now() - started >= WAIT_NOTICE_MS) {
+      told = true;
+      onWait(owner);
     }
     if (Date.now() > deadline) throw new Error(`another skysync (pid ${owner}) is syncing ${what}; wait for it or stop it`);
     await new Promise((r) => setTimeout(r, 100));

@@ -13,6 +13,7 @@ import {
   LanesSwitch,
   type FrameMessage,
   Plan,
+  type Notice,
   type PushBegin,
   type PushState,
   type RelayReport,
@@ -65,7 +66,11 @@ async function makeDirs(dir: string): Promise<void> {
 export async function servePush(conn: Connection, begin: PushBegin, ctx: AgentContext): Promise<FrameMessage | null | undefined> {
   const dest = resolveRemotePath(ctx.home, begin.dest);
   const stateBase = manifestPath(ctx.home, dest).replace(/\.manifest$/, '');
-  const lock = await acquireLock(`${stateBase}.lock`, dest);
+  const lock = await acquireLock(`${stateBase}.lock`, dest, undefined, (pid) => {
+    if (!begin.notices) return;
+    const notice: Notice = { kind: 'waiting', message: `waiting for another push to ${dest} (pid ${pid}) to finish` };
+    conn.sendJson(Frame.Notice, notice).catch(() => {});
+  });
   // A single-file destination (a file mount) is a tree of one entry, named as the file, in its parent directory;
   // its record is kept under the file's own path, apart from any other mount in that directory.
   const onlyName = begin.file ? path.basename(dest) : null;

@@ -31,6 +31,9 @@ import { compactLine, plural, summaryLines } from './output.js';
 import { sayOnce } from './notes.js';
 import { showBoard, stderrBoard } from './progress.js';
 import { startDetachedCommand } from './jobs-commands.js';
+import { emitJson, StdoutTracker } from './json-output.js';
+import { exitOnInterrupt, interruptedMessage } from './interrupt.js';
+import { explainRemoteError, isPermissionFailure, permissionAdvice } from './remote-errors.js';
 
 export interface SyncFlags {
   transport?: 'auto' | 'agent' | 'rsync';
@@ -39,6 +42,8 @@ export interface SyncFlags {
   delete?: boolean;
   dryRun?: boolean;
   json?: boolean;
+  /** --json-file: the --json object goes to this file. */
+  jsonFile?: string;
   quiet?: boolean;
   headOnly?: boolean;
   nodes?: string;
@@ -115,6 +120,8 @@ function progressReporter(nodes: Target[], flags: SyncFlags, print: (l: string) 
   const onEvent = (e: PushEvent, node: number | undefined, what: string): void => {
     if (e.type === 'warning') {
       print(`warning: ${e.message}`);
+    } else if (e.type === 'notice' && !flags.quiet) {
+      print(`${nodes.length > 1 && node !== undefined ? `${nodes[node]!.spec}: ` : ''}${e.message}`);
     } else if (e.type === 'scanned' && !flags.json && !flags.quiet) {
       print(`${what}: scanned ${plural(e.files, 'file')}; ${plural(e.changes, 'entry', 'entries')} changed`);
     } else if (e.type === 'progress' && node !== undefined) {
@@ -159,19 +166,19 @@ function reportSync(reports: NodeReport[], flags: SyncFlags, print: (l: string) 
   const many = reports.length > 1;
   for (const r of reports) {
     const who = many ? `${r.node}: ` : '';
-    const parts: Array<{ label: string; s: PushStats }> = [
-      ...(r.workdir ? [{ label: 'workdir', s: r.workdir }] : []),
-      ...r.mounts.map((m) => ({ label: `${m.key} -> ${m.placedAt}`, s: m.stats })),
+    const parts: Array<{ label: string; s: PushStats; at: string }> = [
+      ...(r.workdir ? [{ label: 'workdir', s: r.workdir, at: flags.dest }] : []),
+      ...r.mounts.map((m) => ({ label: `${m.key} -> ${m.placedAt}`, s: m.stats, at: m.placedAt })),
     ];
-    for (const { label, s } of parts) {
+    for (const { label, s, at } of parts) {
       if (s.dryRun && !flags.json) {
         for (const c of s.changes ?? []) process.stdout.write(`${who}${parts.length > 1 ? `${label}: ` : ''}${c.status.padEnd(11)} ${c.kind === 'dir' ? c.path + '/' : c.path}\n`);
       }
-      for (const f of s.failed) print(`${who}failed: ${f.path}: ${f.error}`);
+      reportFailed(r.node, who, s, at, print);
       for (const k of s.kept) print(`${who}kept: ${k} (changed on the remote or holds files skysync did not place)`);
       if (s.drift.length) print(`${who}note: ${overwrittenNote(s.drift)}`);
     }
-    if (r.error) print(`${who}error: ${r.error}`);
+    if (r.error) print(`${who}error: ${explainRemoteError(r.node, r.error)}`);
     if (flags.json || flags.quiet) continue;
     if (!many && parts.length === 1 && !compact) {
       for (const l of summaryLines(parts[0]!.s)) print(l);
@@ -179,6 +186,20 @@ function reportSync(reports: NodeReport[], flags: SyncFlags, print: (l: string) 
       for (const { label, s } of parts) print(`${who}${compactLine(label, s)}`);
     }
   }
+}
+
+/**
+ * Files the remote would not take, each listed; those refused for want of permission share one line saying
+ * what to do, instead of the same errno text on every file.
+ */
+function reportFailed(node: string, who: string, s: PushStats, at: string, print: (l: string) => void): void {
+  let denied = 0;
+  for (const f of s.failed) {
+    const refused = isPermissionFailure(f.error);
+    if (refused) denied++;
+    print(`${who}failed: ${f.path}: ${refused ? 'permission denied' : f.error}`);
+  }
+  if (denied) print(`${who}note: ${node}: ${plural(denied, 'file')} could not be written in ${at} (permission denied); ${permissionAdvice(node, at)}`);
 }
 
 /** The files the remote changed that this push overwrote: the first few by name, then how many more. */
@@ -238,6 +259,10 @@ async function syncPhase(
   onNodes?.(nodes);
   if (!sources.length) return { task, nodes, reports: nodes.map((t) => ({ node: t.spec, workdir: null, mounts: [], error: null, viaRsync: null })), t0 };
   const progress = progressReporter(nodes, flags, ctx.print);
+  const onWhat = nodes.length > 1 ? `${nodes.length} nodes (${nodes.map((t) => t.spec).join(', ')})` : nodes[0]!.spec;
+  const synced = sources.length > 1 ? `${sources.length} sources` : (workdir ?? 'the file mount');
+  const again = runsJobs ? 'the same command' : 'the push';
+  const stopWatching = exitOnInterrupt(interruptedMessage(`the sync of ${synced} to ${onWhat}`, again), () => progress.clear(), ctx.print);
   const reports = await syncNodes({
     nodes,
     sources,
@@ -248,7 +273,10 @@ async function syncPhase(
     relay: flags.relay === false ? false : undefined,
     onEvent: progress.onEvent,
     log: ctx.print,
-  }).finally(() => progress.clear());
+  }).finally(() => {
+    stopWatching();
+    progress.clear();
+  });
   reportSync(reports, flags, ctx.print, compactSummary);
   return { task, nodes, reports, t0 };
 }
@@ -262,10 +290,10 @@ export async function pushCommand(ctx: CommandContext, targetSpec: string | unde
   const p = await syncPhase(ctx, targetSpec, taskFile, flags, true, true, false);
   try {
     const code = syncExit(p.reports);
-    if (flags.json) {
+    if (flags.json || flags.jsonFile) {
       // One node, no task: the sync's own statistics, as `push` has always printed them.
       const single = p.reports.length === 1 && !taskFile && p.reports[0]!.workdir && !p.reports[0]!.error;
-      process.stdout.write(JSON.stringify(single ? p.reports[0]!.workdir : jsonReport(p.reports, p.t0, { exitCode: code })) + '\n');
+      emitJson(single ? p.reports[0]!.workdir : jsonReport(p.reports, p.t0, { exitCode: code }), flags);
     }
     return code;
   } finally {
@@ -276,7 +304,7 @@ export async function pushCommand(ctx: CommandContext, targetSpec: string | unde
 /** Runs setup (launch) and run on every node; Ctrl-C is passed on to the jobs, twice kills them. */
 type JobRun = Pick<RunRequest, 'script' | 'env' | 'addresses' | 'job' | 'cwd' | 'stdin'>;
 
-async function runPhase(ctx: CommandContext, p: Prepared, run: JobRun, what: string): Promise<number[]> {
+async function runPhase(ctx: CommandContext, p: Prepared, run: JobRun, what: string, stdout: StdoutTracker): Promise<number[]> {
   let jobs: RemoteJob[] = [];
   let interrupts = 0;
   const onSigint = (): void => {
@@ -287,7 +315,7 @@ async function runPhase(ctx: CommandContext, p: Prepared, run: JobRun, what: str
   process.on('SIGINT', onSigint);
   process.on('SIGTERM', onSigint);
   try {
-    return await runOnNodes({ ...run, nodes: p.nodes, stdout: process.stdout, stderr: process.stderr }, (j) => (jobs = j));
+    return await runOnNodes({ ...run, nodes: p.nodes, stdout: stdout.stream, stderr: process.stderr }, (j) => (jobs = j));
   } finally {
     process.off('SIGINT', onSigint);
     process.off('SIGTERM', onSigint);
@@ -327,6 +355,7 @@ export async function execCommand(ctx: CommandContext, targetSpec: string, taskF
     }
     const syncCode = syncExit(p.reports);
     const result: Record<string, unknown> = {};
+    const stdout = new StdoutTracker();
     let code = syncCode === EXIT.failure ? EXIT.failure : 0;
     if (syncCode !== EXIT.failure && !flags.dryRun) {
       const env = { ...(p.task?.envs ?? {}), ...(p.task?.secrets ?? {}) };
@@ -340,7 +369,7 @@ export async function execCommand(ctx: CommandContext, targetSpec: string, taskF
       const base = { env, addresses, job, cwd: flags.dest };
       if (flags.detach) return await startDetachedCommand(ctx, { nodes: p.nodes, setup: launch && flags.setup !== false ? p.task?.setup : undefined, run: command.length ? command.join(' ') : p.task?.run, env, addresses, json: flags.json, targetSpec, job, cwd: flags.dest });
       if (launch && p.task?.setup && flags.setup !== false) {
-        const setupCodes = await runPhase(ctx, p, { ...base, script: p.task.setup }, 'setup');
+        const setupCodes = await runPhase(ctx, p, { ...base, script: p.task.setup }, 'setup', stdout);
         result.setupExitCodes = setupCodes;
         const bad = firstFailure(setupCodes);
         if (bad) {
@@ -351,7 +380,7 @@ export async function execCommand(ctx: CommandContext, targetSpec: string, taskF
       const script = command.length ? command.join(' ') : p.task?.run;
       if (!code && script) {
         const stdin = pipedStdin();
-        const codes = await runPhase(ctx, p, { ...base, script, stdin }, 'the job');
+        const codes = await runPhase(ctx, p, { ...base, script, stdin }, 'the job', stdout);
         stdin?.pause();
         result.exitCodes = codes;
         code = firstFailure(codes);
@@ -359,7 +388,7 @@ export async function execCommand(ctx: CommandContext, targetSpec: string, taskF
         ctx.print('note: the task has no run command; synced only');
       }
     }
-    if (flags.json) process.stdout.write(JSON.stringify(jsonReport(p.reports, p.t0, { ...result, exitCode: code || syncCode })) + '\n');
+    if (flags.json || flags.jsonFile) emitJson(jsonReport(p.reports, p.t0, { ...result, exitCode: code || syncCode }), flags, stdout);
     return code || syncCode;
   } finally {
     await closeAll(p.nodes);
@@ -367,7 +396,7 @@ export async function execCommand(ctx: CommandContext, targetSpec: string, taskF
 }
 
 /** Options that take a value (the next word, unless written `--opt=value`), for finding exec's positionals. */
-const VALUE_OPTIONS = new Set(['-F', '--ssh-config', '--node-url', '--nodes', '-w', '--workdir', '--dest', '--env', '--secret', '--env-file', '--secret-file', '--transport']);
+const VALUE_OPTIONS = new Set(['-F', '--ssh-config', '--node-url', '--nodes', '-w', '--workdir', '--dest', '--env', '--secret', '--env-file', '--secret-file', '--transport', '--json-file']);
 
 /**
  * `skysync exec TARGET python3 train.py`, as `sky exec` takes it: when the word after the target is not an

@@ -12,3 +12,6 @@ export const EXIT = {
 export class UsageError extends Error {
   override name = 'UsageError';
 }
+
+/** Ctrl-C (SIGINT) during a sync, as a shell reports a process it interrupted. */
+export const EXIT_INTERRUPTED = 130;

@@ -1,7 +1,7 @@
 import { Command, CommanderError, Option } from 'commander';
 import { loadNative, type NativeAddon } from '@skysync/chunking';
 import { resolveNodes, CLIENT_VERSION, compressLevel } from '@skysync/engine';
-import { LocalTarget, SshTarget } from '@skysync/transport';
+import { LocalTarget, SshTarget, controlShutdownAll } from '@skysync/transport';
 import fs from 'node:fs';
 import { commandWithoutDashes, execCommand, nodeSelection, pushCommand, type CommandContext, type SyncFlags } from './commands.js';
 import { EXIT, UsageError } from './exit-codes.js';
@@ -9,6 +9,7 @@ import { addJobCommands } from './jobs-commands.js';
 import { printLine } from './progress.js';
 import { addStorage } from './storage-commands.js';
 import { addPull } from './pull-command.js';
+import { addHelpFooters, helpWidth, wrapped } from './help.js';
 
 export { splitRemote } from './pull-command.js';
 
@@ -35,6 +36,8 @@ export function buildProgram(): Command {
     .version(CLIENT_VERSION)
     .exitOverride()
     .configureOutput({ writeErr: (s) => process.stderr.write(s) })
+    // Commander keeps a description column narrower than 40 unwrapped; an 80-column terminal leaves ~50 at most.
+    .configureHelp({ helpWidth: helpWidth(), minWidthToWrap: 20 })
     .showHelpAfterError('(run with --help for usage)')
     .option('-F, --ssh-config <file>', 'read this SSH config instead of ~/.ssh/config (like ssh -F; env SKYSYNC_SSH_CONFIG)')
     .option('--no-install-node', 'never provision Node on a remote that lacks it (then rsync is used)')
@@ -48,6 +51,7 @@ export function buildProgram(): Command {
   addPull(program, ctx);
   addJobCommands(program, ctx);
   addStorage(program);
+  addHelpFooters(program);
   return program;
 }
 
@@ -70,7 +74,8 @@ function clusterOptions(c: Command): Command {
     .addOption(new Option('--delete', 'make an exact mirror: also remove remote files that are not in the source (ignored paths excepted)'))
     .addOption(new Option('--no-delete', "never remove anything on the remote (SkyPilot's behaviour)"))
     .option('-n, --dry-run', 'list what would change, change nothing (and run nothing)')
-    .option('--json', 'print one JSON object with the statistics at the end (stdout)')
+    .option('--json', "print one JSON object with the statistics at the end: stdout's last line, on a line of its own (after any job output)")
+    .option('--json-file <file>', 'write that JSON object to FILE (stdout then holds only the job\'s output and the summary is kept)')
     .option('-q, --quiet', 'no summary')
     .option('--no-relay', "send every node its data from here; by default the head passes the workers theirs over the cluster network (env SKYSYNC_RELAY=0)")
     .addOption(
@@ -95,7 +100,7 @@ function addPush(program: Command, ctx: CommandContext): void {
   )
     .addHelpText(
       'after',
-      `
+      wrapped(`
 By default a push removes on the remote what skysync placed there and you have since deleted or started
 ignoring; files that jobs wrote are never removed.
 
@@ -106,7 +111,7 @@ Examples:
   skysync -F ./ssh_config push ubuntu@10.0.0.5:2222 -w ~/proj
   skysync push local:/tmp/node1                 push to a local directory playing the remote's home
   skysync push local:/tmp/node1 -w ~/proj --json
-  skysync push local:/tmp/node1 --dry-run       list what would change`,
+  skysync push local:/tmp/node1 --dry-run       list what would change`),
     )
     .action(async (targetSpec: string | undefined, taskFile: string | undefined, flags: SyncFlags) => {
       setExit(await pushCommand(ctx, targetSpec, taskFile, flags));
@@ -127,7 +132,7 @@ function addExec(program: Command, ctx: CommandContext): void {
   )
     .addHelpText(
       'after',
-      `
+      wrapped(`
 The exit code is the command's (the first non-zero one across nodes). Ctrl-C interrupts the remote command;
 twice kills it. Jobs see SKYPILOT_NODE_RANK, SKYPILOT_NUM_NODES, SKYPILOT_NODE_IPS, SKYPILOT_NUM_GPUS_PER_NODE,
 SKYPILOT_TASK_ID and SKYPILOT_CLUSTER_INFO, plus the task's envs and secrets. Piped input reaches the head's job.
@@ -138,7 +143,7 @@ Examples:
   skysync exec dev -- python train.py --epochs 1
   skysync exec dev python train.py              the same: a first word that is not a YAML file starts the command
   skysync exec dev task.yaml --secret HF_TOKEN  a secret from the local environment (never printed)
-  skysync exec dev task.yaml --file-mounts      also sync the file_mounts first`,
+  skysync exec dev task.yaml --file-mounts      also sync the file_mounts first`),
     )
     .action(async (targetSpec: string, taskFile: string | undefined, command: string[], flags: SyncFlags) => {
       // `skysync exec dev -- CMD`: commander hands the first word of CMD over as the task.
@@ -163,13 +168,13 @@ function addLaunch(program: Command, ctx: CommandContext): void {
   )
     .addHelpText(
       'after',
-      `
+      wrapped(`
 skysync does not provision machines: TARGET must already be reachable (for example a cluster SkyPilot created,
 whose hosts it wrote into ~/.ssh/config). The exit code is setup's when it fails, else run's.
 
 Examples:
   skysync launch dev task.yaml
-  skysync launch dev task.yaml --no-setup --env MODEL=7b`,
+  skysync launch dev task.yaml --no-setup --env MODEL=7b`),
     )
     .action(async (targetSpec: string, taskFile: string, flags: SyncFlags) => {
       setExit(await execCommand(ctx, targetSpec, taskFile, [], flags, true));
@@ -186,15 +191,24 @@ function addDisconnect(program: Command): void {
     .option('--nodes <list>', 'exactly these nodes, comma-separated')
     .addHelpText(
       'after',
-      `
+      wrapped(`
 After a command, skysync keeps the SSH connection to each node open in a small background process for
 SKYSYNC_CONTROL_PERSIST seconds (default 300; 0 turns this off), so the next push or exec skips connecting.
+disconnect ends every one kept for TARGET, also those made before its SSH config changed.
 
 Examples:
-  skysync disconnect dev`,
+  skysync disconnect dev`),
     )
     .action(async (targetSpec: string, flags: { headOnly?: boolean; nodes?: string }) => {
-      const nodes = await resolveNodes(targetSpec, nodeSelection(flags), targetOptions(program));
+      let nodes: Awaited<ReturnType<typeof resolveNodes>>;
+      try {
+        nodes = await resolveNodes(targetSpec, nodeSelection(flags), targetOptions(program));
+      } catch (e) {
+        // A Host since taken out of the SSH config may still have a warm connection: its socket is found by name.
+        if ((e as Error).name !== 'TargetError' || !(await controlShutdownAll(targetSpec))) throw e;
+        print(`${targetSpec}: disconnected`);
+        return;
+      }
       for (const t of nodes) {
         const had = t instanceof SshTarget || t instanceof LocalTarget ? await t.disconnect() : false;
         print(had ? `${t.spec}: disconnected` : `${t.spec}: no warm connection`);

@@ -9,6 +9,8 @@ import type { CommandContext } from './commands.js';
 import { EXIT, UsageError } from './exit-codes.js';
 import { compactLine, summaryLines } from './output.js';
 import { showBoard, stderrBoard, type ProgressBoard } from './progress.js';
+import { wrapped } from './help.js';
+import { exitOnInterrupt, interruptedMessage } from './interrupt.js';
 
 interface PullFlags {
   json?: boolean;
@@ -48,14 +50,11 @@ export function addPull(program: Command, ctx: CommandContext): void {
     .option('-q, --quiet', 'no progress, no summary')
     .addHelpText(
       'after',
-      `
-The exit code is 3 when some files could not be read on the remote or written here (they are listed), 2 for a
-wrong command line or an unknown host, 1 when the pull failed.
-
+      wrapped(`
 Examples:
   skysync pull local:/tmp/node1:sky_workdir/outputs ./outputs
   skysync pull local:/tmp/node1:checkpoints/last.pt ./last.pt --json
-  skysync pull dev:~/sky_workdir/logs ./logs --all-nodes   ./logs/dev, ./logs/dev-worker1, ...`,
+  skysync pull dev:~/sky_workdir/logs ./logs --all-nodes   ./logs/dev, ./logs/dev-worker1, ...`),
     )
     .action(async (remote: string, local: string, flags: PullFlags) => {
       process.exitCode = await pullCommand(ctx, remote, local, flags);
@@ -71,6 +70,8 @@ async function pullCommand(ctx: CommandContext, remote: string, local: string, f
   const board = stderrBoard(flags.quiet || flags.json);
   showBoard(board);
   let results: Array<PullStats | Error>;
+  const from = flags.allNodes ? `${nodes.length} nodes` : targetSpec;
+  const stopWatching = exitOnInterrupt(interruptedMessage(`the pull of ${remotePath} from ${from}`, 'the pull'), () => board.finish(), ctx.print);
   try {
     if (flags.allNodes) fs.mkdirSync(local, { recursive: true });
     results = await Promise.all(
@@ -81,6 +82,7 @@ async function pullCommand(ctx: CommandContext, remote: string, local: string, f
       }),
     );
   } finally {
+    stopWatching();
     board.finish();
     showBoard(null);
   }

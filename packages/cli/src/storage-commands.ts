@@ -4,6 +4,7 @@
 import type { Command } from 'commander';
 import { StorageError, deleteCreatedBucket, listCreatedBuckets } from '@skysync/engine';
 import { EXIT } from './exit-codes.js';
+import { wrapped } from './help.js';
 
 function print(line: string): void {
   process.stderr.write(`${line}\n`);
@@ -32,10 +33,10 @@ export function addStorage(program: Command): void {
     .argument('<name>', 'the bucket: NAME, s3://NAME or gs://NAME')
     .addHelpText(
       'after',
-      `
+      wrapped(`
 Examples:
   skysync storage ls
-  skysync storage delete my-dataset`,
+  skysync storage delete my-dataset`),
     )
     .action(async (name: string) => {
       try {

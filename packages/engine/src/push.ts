@@ -5,7 +5,7 @@ import path from 'node:path';
 import fsp from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import type { NativeAddon } from '@skysync/chunking';
-import { type Compression, type DeleteMode, Frame, type PushBegin, PushState, trace } from '@skysync/protocol';
+import { type Compression, type DeleteMode, Frame, Notice, type PushBegin, PushState, trace } from '@skysync/protocol';
 import type { Target } from '@skysync/transport';
 import { laneCount } from './lanes.js';
 import { NodeSessions } from './node-sessions.js';
@@ -116,7 +116,7 @@ async function pushOver(opts: MultiPushOptions, sessions: NodeSessions): Promise
   const stDirs = targets.map((t) => stateDirFor('push', t.key, dest, source));
   // The generations first: the agents start their drift checks while the saved trees load.
   const metas = await Promise.all(stDirs.map((d) => loadMeta(d)));
-  const begin: PushBegin = { op: 'push', dest, base: null, chunkParams: native.defaultChunkParams(), ...(fileName !== null ? { file: true } : {}) };
+  const begin: PushBegin = { op: 'push', dest, base: null, chunkParams: native.defaultChunkParams(), notices: true, ...(fileName !== null ? { file: true } : {}) };
   const nodes = startNodes(opts, sessions, targets.map((_, i) => ({ ...begin, base: metas[i]?.generation ?? null })));
   // Loading a saved tree blocks this thread for a while: let warm connections send their `begin` first (a cold
   // one takes longer than the load anyway).
@@ -199,7 +199,8 @@ function startNodes(opts: MultiPushOptions, sessions: NodeSessions, begins: Push
       return s;
     });
     const remote = begun.then(async (s) => {
-      const state = PushState.decode((await expectFrame(s, Frame.State, `push to ${target.spec}`)).payload);
+      const onNotice = (payload: Buffer): void => opts.onEvent?.({ type: 'notice', message: Notice.decode(payload).message }, i);
+      const state = PushState.decode((await expectFrame(s, Frame.State, `push to ${target.spec}`, onNotice)).payload);
       trace(`state from ${target.spec}`);
       return state;
     });

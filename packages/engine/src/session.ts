@@ -71,9 +71,9 @@ export async function openSession(target: Target, compression: Compression[], be
 }
 
 /** Waits for the next frame of `type`, turning an early exit of the agent into a readable error. */
-export async function expectFrame(s: Session, type: number, what: string) {
+export async function expectFrame(s: Session, type: number, what: string, onNotice?: (payload: Buffer) => void) {
   try {
-    return await s.conn.expect(type);
+    return await s.conn.expect(type, onNotice);
   } catch (e) {
     const said = s.channel.stderr().trim().split('\n').slice(-3).join(' | ');
     const msg = (e as Error).message;

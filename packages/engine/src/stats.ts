@@ -11,6 +11,8 @@ export type PushEvent =
    */
   | { type: 'progress'; bytesLiteral: number; bytesPlanned: number; bytesWire: number; filesSent: number; filesTotal: number }
   | { type: 'warning'; message: string }
+  /** A node's agent waits (for another push to the same destination): a line for the user, once. */
+  | { type: 'notice'; message: string }
   | { type: 'change'; status: string; path: string; kind: string };
 
 /** How often byte progress is reported while data moves. */

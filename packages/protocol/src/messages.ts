@@ -101,6 +101,8 @@ const pushBegin = object({
   relay: optional(boolean()),
   /** The client may send chunk data over extra channels: offer a lane socket (agents with `lanes` only). */
   lanes: optional(boolean()),
+  /** The client shows `notice` frames (a wait for another push's lock) before the state; older agents ignore it. */
+  notices: optional(boolean()),
 });
 export type PushBegin = Infer<typeof pushBegin>;
 
@@ -226,6 +228,10 @@ export const Done = message(
   }),
 );
 export type Done = Infer<typeof Done>;
+
+/** A line for the user while the agent waits: `waiting`, for another push to the same destination. */
+export const Notice = message('notice', object({ kind: literal('waiting'), message: string() }));
+export type Notice = Infer<typeof Notice>;
 
 export const ErrorMessage = message('error', object({ message: string(), code: string() }));
 export type ErrorMessage = Infer<typeof ErrorMessage>;

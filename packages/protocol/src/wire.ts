@@ -41,6 +41,8 @@ export enum Frame {
   BucketWant = 18,
   /** Client, bucket fetch: a batch of read grants for the wanted objects (JSON `bucket grants`). */
   BucketGrants = 19,
+  /** Agent, only to a client whose begin asked (`notices`): a line for the user while it waits (JSON `notice`). */
+  Notice = 20,
 }
 
 const FRAME_NAMES: Record<number, string> = {
@@ -63,6 +65,7 @@ const FRAME_NAMES: Record<number, string> = {
   17: 'bucket-objects',
   18: 'bucket-want',
   19: 'bucket-grants',
+  20: 'notice',
 };
 
 export function frameName(t: number): string {
@@ -222,9 +225,16 @@ export class Connection {
     return new Promise((resolve, reject) => this.waiters.push({ resolve, reject }));
   }
 
-  /** The next frame, which must be of `type` (an Error frame from the peer becomes an exception). */
-  async expect(type: number): Promise<FrameMessage> {
-    const f = await this.next();
+  /**
+   * The next frame, which must be of `type` (an Error frame from the peer becomes an exception). With
+   * `onNotice`, notice frames before it are handed there (a peer sends them only when asked).
+   */
+  async expect(type: number, onNotice?: (payload: Buffer) => void): Promise<FrameMessage> {
+    let f = await this.next();
+    while (f && onNotice && f.type === Frame.Notice) {
+      onNotice(f.payload);
+      f = await this.next();
+    }
     if (!f) throw new ProtocolError(`connection closed while waiting for ${frameName(type)}`);
     if (f.type === Frame.Error) throw remoteError(f.payload);
     if (f.type !== type) throw new ProtocolError(`expected ${frameName(type)}, got ${frameName(f.type)}`);

@@ -66,7 +66,18 @@ function controlDir(): string {
   return dir;
 }
 
-/** The socket for a target, keyed by everything that changes where or how it connects. */
+/**
+ * The part of a socket's name that is the target's alone (its spec and the user), so every warm connection to
+ * it is found again after its config or skysync changed.
+ */
+function targetTag(spec: string): string {
+  return createHash('sha256').update(JSON.stringify({ spec, uid: process.getuid?.() })).digest('hex').slice(0, 12);
+}
+
+/**
+ * The socket for a target, keyed by everything that changes where or how it connects: `<target>-<key>.sock`,
+ * the target's tag first (see {@link controlSocketsOf}).
+ */
 export function controlSocketPath(spec: string, configFile: string | undefined, version: string): string {
   let configStamp = '';
   try {
@@ -75,7 +86,26 @@ export function controlSocketPath(spec: string, configFile: string | undefined, 
     // A missing config file is the connect's problem, not the key's.
   }
   const key = JSON.stringify({ spec, config: configFile ? path.resolve(configFile) : null, configStamp, version, uid: process.getuid?.() });
-  return path.join(controlDir(), `${createHash('sha256').update(key).digest('hex').slice(0, 24)}.sock`);
+  return path.join(controlDir(), `${targetTag(spec)}-${createHash('sha256').update(key).digest('hex').slice(0, 24)}.sock`);
+}
+
+/** Every warm connection's socket for `spec`, whichever config, config version or skysync made it. */
+export function controlSocketsOf(spec: string): string[] {
+  const dir = controlDir();
+  const prefix = `${targetTag(spec)}-`;
+  let names: string[];
+  try {
+    names = fs.readdirSync(dir);
+  } catch {
+    return [];
+  }
+  return names.filter((n) => n.startsWith(prefix) && n.endsWith('.sock')).map((n) => path.join(dir, n));
+}
+
+/** Ends every warm connection to `spec` (see {@link controlSocketsOf}). True when there was one. */
+export async function controlShutdownAll(spec: string): Promise<boolean> {
+  const ended = await Promise.all(controlSocketsOf(spec).map((s) => controlShutdown(s)));
+  return ended.some(Boolean);
 }
 
 export function ensureControlDir(): string {

@@ -11,4 +11,4 @@ export { stateRoot } from './state-root.js';
 export * from './parse.js';
 export { configNames, resolveHost, listWorkers, parseTargetSpec, type ResolvedHost } from './ssh-config/index.js';
 export { listenPrivate, type PrivateListener } from '@skysync/service';
-export { controlShutdown, controlSocketPath, ensureControlDir, persistSeconds } from './control.js';
+export { controlShutdown, controlShutdownAll, controlSocketPath, controlSocketsOf, ensureControlDir, persistSeconds } from './control.js';

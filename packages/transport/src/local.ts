@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
 import { createRequire } from 'node:module';
-import { ControlGone, controlAgent, controlShutdown, controlSocketPath, ensureControlDir, persistSeconds, spawnControlDaemon } from './control.js';
+import { ControlGone, controlAgent, controlShutdownAll, controlSocketPath, ensureControlDir, persistSeconds, spawnControlDaemon } from './control.js';
 import { withIdleDeadline } from './idle-deadline.js';
 import { TargetError, type AgentChannel, type RemoteProcess, type Target } from './target.js';
 
@@ -155,8 +155,7 @@ export class LocalTarget implements Target {
 
   /** Ends the warm agent of this target, if there is one. */
   async disconnect(): Promise<boolean> {
-    const sock = controlSocketPath(this.key, undefined, `local${LOCAL_CONTROL_VERSION}:${localAgentKey()}`);
-    return controlShutdown(sock);
+    return controlShutdownAll(this.key);
   }
 
   /** For the background process: nothing to connect. */

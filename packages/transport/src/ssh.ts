@@ -7,7 +7,7 @@ import type { ClientChannel } from 'ssh2';
 import { trace } from '@skysync/protocol';
 import { agentBundle } from './agent-bundle.js';
 import { connectHost, exec, failWritesOnClose, type Connected } from './connect.js';
-import { ControlGone, controlAgent, controlExec, controlSocketStream, controlShutdown, controlSocketPath, ensureControlDir, persistSeconds, spawnControlDaemon } from './control.js';
+import { ControlGone, controlAgent, controlExec, controlSocketStream, controlShutdownAll, controlSocketPath, ensureControlDir, persistSeconds, spawnControlDaemon } from './control.js';
 import { withIdleDeadline } from './idle-deadline.js';
 import { installAgent } from './install.js';
 import { bootstrap, bootstrapCommand } from './probe.js';
@@ -77,7 +77,8 @@ export class SshTarget implements Target {
 
   /** Ends the warm connection to this target, if there is one. */
   async disconnect(): Promise<boolean> {
-    return controlShutdown(controlSocketPath(this.spec, this.opts.configFile, `${CONTROL_VERSION}:${agentBundle().hash}`));
+    // Every one: a warm connection made before the config (or skysync) changed has a socket of its own.
+    return controlShutdownAll(this.spec);
   }
 
   /** Opens the connection now (for the background process). */
