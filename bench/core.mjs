@@ -50,7 +50,16 @@ const CHUNK_CHILD = path.join(BENCH_DIR, 'lib', 'chunk-child.mjs');
 
 const TARGETS = { scanVsFind: 1.5, nativeGBsPerCore: 1.5, largeFileGBs: 1.5, fallbackGBs: 0.3, bytesPerEntry: 150 };
 
-const results = { name: `core${smoke ? '-smoke' : ''}${flags.only ? `.only-${flags.only.join('-')}` : ''}`, smoke, machine: machineInfo(), targets: TARGETS, steps: {}, cpuBusyBefore: {}, otherCpuDuring: {}, failures: [] };
+const results = {
+  name: `core${smoke ? '-smoke' : ''}${flags.only ? `.only-${flags.only.join('-')}` : ''}`,
+  smoke,
+  machine: machineInfo(),
+  targets: TARGETS,
+  steps: {},
+  cpuBusyBefore: {},
+  otherCpuDuring: {},
+  failures: [],
+};
 const sections = [];
 
 async function step(name, fn) {
@@ -84,7 +93,9 @@ await step('rescan', async () => {
   rmrf(snap);
   const first = runNodeJson(SCAN_CHILD, ['snapshot', data.tree, snap]);
   const snapBytes = fs.statSync(snap).size;
-  log(`  first scan: ${first.json.stats.entries} entries (${first.json.stats.files} files, ${first.json.stats.dirs} dirs, ${first.json.stats.symlinks} symlinks, ${first.json.stats.ignored} ignored) in ${fmtMs(first.json.scanMs)}; snapshot ${fmtBytes(snapBytes)}`);
+  log(
+    `  first scan: ${first.json.stats.entries} entries (${first.json.stats.files} files, ${first.json.stats.dirs} dirs, ${first.json.stats.symlinks} symlinks, ${first.json.stats.ignored} ignored) in ${fmtMs(first.json.scanMs)}; snapshot ${fmtBytes(snapBytes)}`,
+  );
 
   const m = { scan: [], scanInner: [], addon: [], load: [], find: [], git: [], node: [] };
   const kinds = ['scan', 'find', 'git', 'node'];
@@ -202,7 +213,15 @@ await step('chunk-params', async () => {
   sections.push(
     `### Chunk parameters (min = avg/4, max = avg*4), ${fmtBytes(p.size)} random buffer, 1 thread\n\n` +
       table(
-        ['average', 'chunk + hash GB/s', 'cut only GB/s', 'mean chunk', `chunks / recipe bytes (36 B each) per ${fmtBytes(p.size)}`, '1 byte inserted in the middle: new bytes', `mean over ${p.inserts} inserts spread over the buffer`],
+        [
+          'average',
+          'chunk + hash GB/s',
+          'cut only GB/s',
+          'mean chunk',
+          `chunks / recipe bytes (36 B each) per ${fmtBytes(p.size)}`,
+          '1 byte inserted in the middle: new bytes',
+          `mean over ${p.inserts} inserts spread over the buffer`,
+        ],
         rows,
       ) +
       '\n',
@@ -234,12 +253,32 @@ await step('memory', async () => {
   const scanWith = per(w.afterLoad, w.afterScan, w.entries);
   const scanWithout = per(n0.base, n0.afterScan, n0.entries);
   const rows = [
-    ['no previous tree: RSS before → after `scan()` (result held: tree + JS change objects)', n0.entries, `${fmtBytes(n0.base)} → ${fmtBytes(n0.afterScan)}`, `${scanWithout.toFixed(0)} B`],
-    ['  same, after dropping the JS change objects (tree only)', n0.entries, `${fmtBytes(n0.base)} → ${fmtBytes(n0.afterDropChanges)}`, `${per(n0.base, n0.afterDropChanges, n0.entries).toFixed(0)} B`],
+    [
+      'no previous tree: RSS before → after `scan()` (result held: tree + JS change objects)',
+      n0.entries,
+      `${fmtBytes(n0.base)} → ${fmtBytes(n0.afterScan)}`,
+      `${scanWithout.toFixed(0)} B`,
+    ],
+    [
+      '  same, after dropping the JS change objects (tree only)',
+      n0.entries,
+      `${fmtBytes(n0.base)} → ${fmtBytes(n0.afterDropChanges)}`,
+      `${per(n0.base, n0.afterDropChanges, n0.entries).toFixed(0)} B`,
+    ],
     ['previous snapshot: RSS before → after `Tree.load`', w.entries, `${fmtBytes(w.base)} → ${fmtBytes(w.afterLoad)}`, `${per(w.base, w.afterLoad, w.entries).toFixed(0)} B`],
-    ['previous snapshot loaded: RSS before → after `scan(root, prev)` (the real case)', w.entries, `${fmtBytes(w.afterLoad)} → ${fmtBytes(w.afterScan)}`, `${scanWith.toFixed(0)} B`],
+    [
+      'previous snapshot loaded: RSS before → after `scan(root, prev)` (the real case)',
+      w.entries,
+      `${fmtBytes(w.afterLoad)} → ${fmtBytes(w.afterScan)}`,
+      `${scanWith.toFixed(0)} B`,
+    ],
     ['  total with both trees alive (from before `Tree.load`)', w.entries, `${fmtBytes(w.base)} → ${fmtBytes(w.afterScan)}`, `${per(w.base, w.afterScan, w.entries).toFixed(0)} B`],
-    ['  after dropping the previous tree (new tree only)', w.entries, `${fmtBytes(w.base)} → ${fmtBytes(w.afterDropPrev)}`, `${per(w.base, w.afterDropPrev, w.entries).toFixed(0)} B`],
+    [
+      '  after dropping the previous tree (new tree only)',
+      w.entries,
+      `${fmtBytes(w.base)} → ${fmtBytes(w.afterDropPrev)}`,
+      `${per(w.base, w.afterDropPrev, w.entries).toFixed(0)} B`,
+    ],
   ];
   const worst = Math.max(scanWith, scanWithout);
   sections.push(
@@ -258,14 +297,15 @@ const header =
   `Data: ${data.tree} (${data.counts.synced} synced + ${data.counts.ignored} ignored files, ${data.counts.dirs} dirs), ` +
   `${data.large.length} large random files (${fmtBytes(data.large.reduce((s, f) => s + fs.statSync(f).size, 0))}) in ${path.dirname(data.large[0])}.\n`;
 const pct = (v) => (v === null || v === undefined ? 'n/a' : `${(v * 100).toFixed(0)}%`);
-const busyNote = `\nCPU taken by other processes and kernel threads on this shared machine (share of both cores; above ~10% the numbers are noisy): ${Object.keys(results.otherCpuDuring)
+const busyNote = `\nCPU taken by other processes and kernel threads on this shared machine (share of both cores; above ~10% the numbers are noisy): ${Object.keys(
+  results.otherCpuDuring,
+)
   .map((k) => `${k} ${pct(results.cpuBusyBefore[k])} before / ${pct(results.otherCpuDuring[k])} during`)
   .join(', ')}.\n`;
 results.buildAtEnd = buildInfo();
-const buildNote =
-  !buildChanged(results.buildAtEnd, results.machine.build)
-    ? ''
-    : '\n**Warning:** the build changed during this run (someone rebuilt); the numbers may mix two builds. Re-run.\n';
+const buildNote = !buildChanged(results.buildAtEnd, results.machine.build)
+  ? ''
+  : '\n**Warning:** the build changed during this run (someone rebuilt); the numbers may mix two builds. Re-run.\n';
 process.stdout.write([header, ...sections, busyNote, buildNote].join('\n') + '\n');
 const file = writeResults(results.name, results);
 log(`wrote ${file}`);

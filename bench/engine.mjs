@@ -61,7 +61,17 @@ const CHANGE = smoke ? 64 * KiB : 1 * MiB;
 const NOOP_REPS = smoke ? REPS : Math.max(REPS, 7);
 const TARGETS = { noopSpeedup: 4, insertLiteralBytes: 100_000, insertSpeedup: 5, copyLiteralBytes: 2 * MiB };
 
-const results = { name: `engine${smoke ? '-smoke' : ''}${flags.only ? `.only-${flags.only.join('-')}` : ''}`, smoke, machine: machineInfo(), targets: TARGETS, reps: REPS, scenarios: {}, cpuBusyBefore: {}, otherCpuDuring: {}, failures: [] };
+const results = {
+  name: `engine${smoke ? '-smoke' : ''}${flags.only ? `.only-${flags.only.join('-')}` : ''}`,
+  smoke,
+  machine: machineInfo(),
+  targets: TARGETS,
+  reps: REPS,
+  scenarios: {},
+  cpuBusyBefore: {},
+  otherCpuDuring: {},
+  failures: [],
+};
 const sections = [];
 
 const data = ensureData(profile);
@@ -72,7 +82,10 @@ fs.mkdirSync(work, { recursive: true });
 const baseEnv = childEnv();
 
 function load() {
-  return os.loadavg().map((x) => x.toFixed(2)).join(' ');
+  return os
+    .loadavg()
+    .map((x) => x.toFixed(2))
+    .join(' ');
 }
 
 /** Targets pushed to, for ending their warm agents at the end. */
@@ -174,7 +187,8 @@ await scenario('noop', async () => {
     alternate(rep, [
       () => {
         lastSky = skyPush(d.src, d.home, d.state);
-        if (lastSky.stats.filesChanged !== 0 || lastSky.stats.bytesLiteral !== 0) throw new Error(`no-op push changed ${lastSky.stats.filesChanged} files / ${lastSky.stats.bytesLiteral} literal bytes`);
+        if (lastSky.stats.filesChanged !== 0 || lastSky.stats.bytesLiteral !== 0)
+          throw new Error(`no-op push changed ${lastSky.stats.filesChanged} files / ${lastSky.stats.bytesLiteral} literal bytes`);
         sky.push(lastSky);
       },
       () => {

@@ -115,8 +115,16 @@ try {
   process.exit(2);
 }
 if (flags.help) {
-  const lines = fs.readFileSync(new URL(import.meta.url), 'utf8').split('\n').slice(1);
-  const head = lines.slice(0, lines.findIndex((l) => !l.startsWith('//'))).map((l) => l.slice(3));
+  const lines = fs
+    .readFileSync(new URL(import.meta.url), 'utf8')
+    .split('\n')
+    .slice(1);
+  const head = lines
+    .slice(
+      0,
+      lines.findIndex((l) => !l.startsWith('//')),
+    )
+    .map((l) => l.slice(3));
   process.stdout.write(head.join('\n') + '\n');
   process.exit(0);
 }
@@ -374,7 +382,14 @@ function parseRsyncStats(out) {
     const m = new RegExp(`^${label}: ([\\d,]+)`, 'm').exec(out);
     return m ? Number(m[1].replace(/,/g, '')) : null;
   };
-  return { files: num('Number of files'), transferred: num('Number of regular files transferred'), literal: num('Literal data'), matched: num('Matched data'), sent: num('Total bytes sent'), received: num('Total bytes received') };
+  return {
+    files: num('Number of files'),
+    transferred: num('Number of regular files transferred'),
+    literal: num('Literal data'),
+    matched: num('Matched data'),
+    sent: num('Total bytes sent'),
+    received: num('Total bytes received'),
+  };
 }
 
 function skyArgs(_t, sub, cfg = CFG1) {
@@ -457,11 +472,23 @@ function verifyDir(label, dir, expected) {
   });
   const ignoredPresent = extra.filter(isIgnored);
   const ok = !missing.length && !extra.length && !differ.length;
-  const rec = { label, dir, files: have.length, expected: expected.size, missing: missing.length, extra: extra.length, differ: differ.length, ignoredPresent: ignoredPresent.length, ok };
+  const rec = {
+    label,
+    dir,
+    files: have.length,
+    expected: expected.size,
+    missing: missing.length,
+    extra: extra.length,
+    differ: differ.length,
+    ignoredPresent: ignoredPresent.length,
+    ok,
+  };
   results.verify.push(rec);
   if (!ok) {
     const ex = (xs) => xs.slice(0, 3).join(', ');
-    throw new Error(`verify ${label} (${dir}): ${missing.length} missing [${ex(missing)}], ${extra.length} extra [${ex(extra)}] (${ignoredPresent.length} of them ignored files), ${differ.length} differ [${ex(differ)}]`);
+    throw new Error(
+      `verify ${label} (${dir}): ${missing.length} missing [${ex(missing)}], ${extra.length} extra [${ex(extra)}] (${ignoredPresent.length} of them ignored files), ${differ.length} differ [${ex(differ)}]`,
+    );
   }
   return rec;
 }
@@ -590,7 +617,15 @@ async function scenario(name, title, body) {
     const msg = String(e.message ?? e);
     const lines = msg.split('\n');
     results.failures.push({ scenario: name, error: msg });
-    sc.error = [lines[0], ...lines.slice(1).filter((l) => /fail|error|missing/i.test(l)).slice(0, 2)].join(' | ').slice(0, 600);
+    sc.error = [
+      lines[0],
+      ...lines
+        .slice(1)
+        .filter((l) => /fail|error|missing/i.test(l))
+        .slice(0, 2),
+    ]
+      .join(' | ')
+      .slice(0, 600);
     // The destinations may be anywhere now: sync them again before the next scenario.
     synced.clear();
     if (!fs.existsSync(`/sys/class/net/${rig.iface}`) || !Object.values(rig.state.pids).every((p) => fs.existsSync(`/proc/${p}`))) {
@@ -630,7 +665,9 @@ async function pushScenario(sc, { tools = ALL, modes = MODES, mutate, after, che
         await tick();
         check?.(k, r);
         record(sc, mode, rep, k, r);
-        log(`  rep ${rep + 1} ${mode}: ${TOOLS[k].label}: ${shortRun(r)}${r.stats?.filesChanged !== undefined ? ` (${r.stats.filesChanged} changed, ${fmtBytes(r.stats.bytesLiteral)} literal)` : ''}`);
+        log(
+          `  rep ${rep + 1} ${mode}: ${TOOLS[k].label}: ${shortRun(r)}${r.stats?.filesChanged !== undefined ? ` (${r.stats.filesChanged} changed, ${fmtBytes(r.stats.bytesLiteral)} literal)` : ''}`,
+        );
       }
       if (after) after(round);
       sc.mutation = what;
@@ -665,7 +702,8 @@ await scenario('initial', 'initial push, empty destination (fresh node)', async 
 await scenario('noop', 'no-op re-push', async (sc) => {
   await pushScenario(sc, {
     check: (k, r) => {
-      if (TOOLS[k].kind === 'sky' && (r.stats.filesChanged !== 0 || r.stats.bytesLiteral !== 0)) throw new Error(`${TOOLS[k].label}: no-op push changed ${r.stats.filesChanged} files / ${r.stats.bytesLiteral} literal bytes`);
+      if (TOOLS[k].kind === 'sky' && (r.stats.filesChanged !== 0 || r.stats.bytesLiteral !== 0))
+        throw new Error(`${TOOLS[k].label}: no-op push changed ${r.stats.filesChanged} files / ${r.stats.bytesLiteral} literal bytes`);
     },
   });
 });
@@ -708,7 +746,8 @@ await scenario('touch', `${TOUCH} files touched (mtime only), ${EDIT} of them ed
       return `${picks.length} files touched, ${edited.size} of them edited`;
     },
     check: (k, r) => {
-      if (TOOLS[k].kind === 'sky' && r.stats.bytesLiteral > 64 * KiB * edited.size + 64 * KiB) throw new Error(`${TOOLS[k].label}: ${r.stats.bytesLiteral} literal bytes for ${edited.size} small edits`);
+      if (TOOLS[k].kind === 'sky' && r.stats.bytesLiteral > 64 * KiB * edited.size + 64 * KiB)
+        throw new Error(`${TOOLS[k].label}: ${r.stats.bytesLiteral} literal bytes for ${edited.size} small edits`);
     },
   });
 });
@@ -833,7 +872,10 @@ await scenario('fanout', 'initial push to 4 nodes (head + 3 workers, one shared 
         // Where the workers' data came from: the head's relay (over the rig's namespace, not the shaped link) or the client.
         const ws = (r.stats?.nodes ?? []).slice(1).map((n) => n?.workdir ?? {});
         const relayed = ws.reduce((a, w) => a + (w.bytesRelay ?? 0), 0);
-        if (rep === 0) sc.notes.push(`skysync: the ${ws.length} workers took ${fmtBytes(relayed)} from the head's relay and ${fmtBytes(ws.reduce((a, w) => a + (w.bytesLiteral ?? 0), 0))} of literal data from the client`);
+        if (rep === 0)
+          sc.notes.push(
+            `skysync: the ${ws.length} workers took ${fmtBytes(relayed)} from the head's relay and ${fmtBytes(ws.reduce((a, w) => a + (w.bytesLiteral ?? 0), 0))} of literal data from the client`,
+          );
         const reached = workers.filter((n) => fs.existsSync(destOf('sky', n)) && listFiles(destOf('sky', n)).length === expectedCount);
         r.nodesReached = 1 + reached.length;
         if (reached.length < workers.length) {
@@ -849,7 +891,10 @@ await scenario('fanout', 'initial push to 4 nodes (head + 3 workers, one shared 
           nodes.map(
             (n) =>
               new Promise((resolve) => {
-                const c = spawn('rsync', [...RSYNC_FLAGS, '--stats', '-e', `ssh -F ${CFG4}`, `${SRC}/`, `${n.alias}:~/${TOOLS.rsync.destDir}/`], { env: baseEnv, stdio: ['ignore', 'ignore', 'pipe'] });
+                const c = spawn('rsync', [...RSYNC_FLAGS, '--stats', '-e', `ssh -F ${CFG4}`, `${SRC}/`, `${n.alias}:~/${TOOLS.rsync.destDir}/`], {
+                  env: baseEnv,
+                  stdio: ['ignore', 'ignore', 'pipe'],
+                });
                 let err = '';
                 c.stderr.on('data', (d) => (err += d));
                 c.on('close', (code, sig) => {
@@ -933,7 +978,11 @@ function targetFor(name, mode, sc) {
       const ok1 = timeRatio === null ? null : timeRatio <= t.ratio;
       const ok2 = floorMs === null || !sky ? null : sky.ms <= floorMs * t.floorSlack;
       const ok = ok1 === null ? null : ok2 === null ? ok1 : ok1 && ok2;
-      return { text: `<= ${t.ratio}x rsync's time (${timeRatio === null ? '—' : `${timeRatio.toFixed(2)}x`}), <= floor + 10% (floor ${floorMs === null ? 'n/a' : fmtMs(floorMs)}): ${verdict(ok)}`, met: ok, floorMs };
+      return {
+        text: `<= ${t.ratio}x rsync's time (${timeRatio === null ? '—' : `${timeRatio.toFixed(2)}x`}), <= floor + 10% (floor ${floorMs === null ? 'n/a' : fmtMs(floorMs)}): ${verdict(ok)}`,
+        met: ok,
+        floorMs,
+      };
     }
     case 'fanout': {
       if (sc.pending) return { text: `<= ${TARGETS.fanout}x the 4 parallel rsyncs: pending [cli]`, met: null };
@@ -974,14 +1023,29 @@ for (const [name, sc] of Object.entries(results.scenarios)) {
       `${pendingSky ? '—' : cpu(sky)} / ${cpu(rs)}`,
       tgt.text,
     ]);
-    summaryRows.push({ scenario: name, title: sc.title, mode, sky: pendingSky ? null : sky, skyw, rsync: rs, rnir: rn, ratioCold: pendingSky ? null : ratio(rs?.ms, sky?.ms), ratioWarm: ratio(rs?.ms, skyw?.ms), target: tgt.text, met: tgt.met, floorMs: tgt.floorMs ?? null });
+    summaryRows.push({
+      scenario: name,
+      title: sc.title,
+      mode,
+      sky: pendingSky ? null : sky,
+      skyw,
+      rsync: rs,
+      rnir: rn,
+      ratioCold: pendingSky ? null : ratio(rs?.ms, sky?.ms),
+      ratioWarm: ratio(rs?.ms, skyw?.ms),
+      target: tgt.text,
+      met: tgt.met,
+      floorMs: tgt.floorMs ?? null,
+    });
   }
 }
 results.summary = summaryRows;
 results.buildAtEnd = buildInfo();
 const rebuilt = buildChanged(results.buildAtEnd, results.machine.build);
 
-const linkDesc = flags.loopback ? 'loopback (no shaping, no delay; wire bytes from `lo`, approximate)' : `${flags.rate} each way (tbf), ${flags.rtt} ms RTT (delay proxy), netns + veth`;
+const linkDesc = flags.loopback
+  ? 'loopback (no shaping, no delay; wire bytes from `lo`, approximate)'
+  : `${flags.rate} each way (tbf), ${flags.rtt} ms RTT (delay proxy), netns + veth`;
 const fullTargets = !flags.loopback && parseRate(flags.rate) === 100e6 && flags.rtt === 20;
 const header =
   `## skysync vs rsync on a shaped link${flags.smoke ? ' (smoke)' : ''}: ${linkDesc}\n\n` +
@@ -992,7 +1056,21 @@ const header =
   '(skysync cold CLI / skysync warm / rsync -az). CPU = client (command + descendants) + server (sshd cgroup: sessions, agent, rsync). ' +
   `Targets are judged on the warm skysync against rsync -az in the same run${fullTargets ? '' : ' (they are defined for 100 Mbit/s and 20 ms RTT: this run is not that)'}.\n`;
 
-const mdTable = table(['scenario', 'cache', 'skysync cold CLI', 'skysync warm', 'rsync -az', 'rsync -az --no-inc-rec', 'rsync / skysync (cold / warm)', 'wire (sky cold / warm / rsync)', 'CPU client+server (sky cold / rsync)', 'target'], rows);
+const mdTable = table(
+  [
+    'scenario',
+    'cache',
+    'skysync cold CLI',
+    'skysync warm',
+    'rsync -az',
+    'rsync -az --no-inc-rec',
+    'rsync / skysync (cold / warm)',
+    'wire (sky cold / warm / rsync)',
+    'CPU client+server (sky cold / rsync)',
+    'target',
+  ],
+  rows,
+);
 const notes = [];
 for (const [name, sc] of Object.entries(results.scenarios)) {
   const bits = [...(sc.mutation ? [`change: ${sc.mutation}`] : []), ...sc.notes];
@@ -1000,14 +1078,18 @@ for (const [name, sc] of Object.entries(results.scenarios)) {
 }
 const transports = new Set(Object.values(results.scenarios).flatMap((sc) => sc.runs.map((r) => r.stats?.transport).filter(Boolean)));
 if (transports.size && [...transports].some((t) => t !== 'ssh')) notes.push(`- **skysync transports seen: ${[...transports].join(', ')}** (not only its agent over ssh)`);
-notes.push('- "warm" = skysync in its default environment: it keeps the SSH connection to each node in a background process between commands (its CPU counts as client CPU); "cold CLI" = SKYSYNC_CONTROL_PERSIST=0, a new SSH connection every command.');
+notes.push(
+  '- "warm" = skysync in its default environment: it keeps the SSH connection to each node in a background process between commands (its CPU counts as client CPU); "cold CLI" = SKYSYNC_CONTROL_PERSIST=0, a new SSH connection every command.',
+);
 for (const n of results.notes) notes.push(`- ${n}`);
 const md = [
   header,
   mdTable,
   '',
   ...(notes.length ? ['Notes:', ...notes, ''] : []),
-  results.failures.length ? `**${results.failures.length} step(s) failed:** ${results.failures.map((f) => `${f.scenario}: ${results.scenarios[f.scenario]?.error ?? f.error.split('\n')[0]}`).join('; ')}\n` : '',
+  results.failures.length
+    ? `**${results.failures.length} step(s) failed:** ${results.failures.map((f) => `${f.scenario}: ${results.scenarios[f.scenario]?.error ?? f.error.split('\n')[0]}`).join('; ')}\n`
+    : '',
   rebuilt ? '**Warning:** the build changed during this run; the numbers may mix two builds. Re-run.\n' : '',
   `CPU taken by other processes on this shared machine during each scenario: ${Object.keys(results.otherCpuDuring)
     .map((k) => `${k} ${(results.otherCpuDuring[k] * 100).toFixed(0)}%`)
@@ -1042,7 +1124,9 @@ function svgChart() {
   const out = [];
   out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="11">`);
   out.push(`<rect width="${width}" height="${height}" fill="white"/>`);
-  out.push(`<text x="${left}" y="18" font-size="14" font-weight="bold">${esc(`skysync vs rsync, ${flags.loopback ? 'loopback' : `${flags.rate}, ${flags.rtt} ms RTT`}: median wall time (log scale)${flags.smoke ? ', smoke' : ''}`)}</text>`);
+  out.push(
+    `<text x="${left}" y="18" font-size="14" font-weight="bold">${esc(`skysync vs rsync, ${flags.loopback ? 'loopback' : `${flags.rate}, ${flags.rtt} ms RTT`}: median wall time (log scale)${flags.smoke ? ', smoke' : ''}`)}</text>`,
+  );
   series.forEach(([, label, color], i) => {
     const x = left + i * 190;
     out.push(`<rect x="${x}" y="28" width="10" height="10" fill="${color}"/><text x="${x + 14}" y="37">${esc(label)}</text>`);
@@ -1062,15 +1146,20 @@ function svgChart() {
       const v = g[k]?.ms;
       if (!(v > 0)) return;
       const yy = y(v);
-      out.push(`<rect x="${gx + si * bw}" y="${yy.toFixed(1)}" width="${bw - 2}" height="${(top + ph - yy).toFixed(1)}" fill="${color}"><title>${esc(`${g.scenario} (${g.mode}) ${label}: ${fmtMs(v)}`)}</title></rect>`);
+      out.push(
+        `<rect x="${gx + si * bw}" y="${yy.toFixed(1)}" width="${bw - 2}" height="${(top + ph - yy).toFixed(1)}" fill="${color}"><title>${esc(`${g.scenario} (${g.mode}) ${label}: ${fmtMs(v)}`)}</title></rect>`,
+      );
     });
-    if (g.scenario === 'fanout' && !g.sky) out.push(`<text x="${gx + 2}" y="${top + ph - 4}" font-size="9" fill="#1f77b4" transform="rotate(-90 ${gx + 8} ${top + ph - 4})">pending</text>`);
+    if (g.scenario === 'fanout' && !g.sky)
+      out.push(`<text x="${gx + 2}" y="${top + ph - 4}" font-size="9" fill="#1f77b4" transform="rotate(-90 ${gx + 8} ${top + ph - 4})">pending</text>`);
     const lx = gx + (series.length * bw) / 2;
     const label = `${g.scenario} (${g.mode})${g.ratioWarm ? ` ${fr(g.ratioWarm)}` : ''}`;
     out.push(`<text x="${lx}" y="${top + ph + 12}" text-anchor="end" transform="rotate(-45 ${lx} ${top + ph + 12})">${esc(label)}</text>`);
   });
   out.push(`<line x1="${left}" x2="${width - 10}" y1="${top + ph}" y2="${top + ph}" stroke="#333"/>`);
-  out.push(`<text x="${left}" y="${height - 8}" fill="#666">${esc(`${wd.counts.syncedFiles} files, ${fmtBytes(wd.counts.syncedBytes)}; median of ${REPS}; label ratio = rsync -az / skysync warm; build ${results.commit}`)}</text>`);
+  out.push(
+    `<text x="${left}" y="${height - 8}" fill="#666">${esc(`${wd.counts.syncedFiles} files, ${fmtBytes(wd.counts.syncedBytes)}; median of ${REPS}; label ratio = rsync -az / skysync warm; build ${results.commit}`)}</text>`,
+  );
   out.push('</svg>');
   return out.join('\n') + '\n';
 }
@@ -1086,7 +1175,11 @@ if (flags.keep) {
     runRoot,
     src: SRC,
     // Every head destination: all of them equal the source at the end (nothing changed since each last sync).
-    dests: Object.fromEntries(Object.keys(TOOLS).filter((k) => fs.existsSync(destOf(k))).map((k) => [k, destOf(k)])),
+    dests: Object.fromEntries(
+      Object.keys(TOOLS)
+        .filter((k) => fs.existsSync(destOf(k)))
+        .map((k) => [k, destOf(k)]),
+    ),
     fanout: results.scenarios.fanout ? rig.nodes.map((n) => ({ node: n.alias, rsync: destOf('rsync', n), sky: destOf('sky', n) })) : null,
   };
 }

@@ -143,7 +143,12 @@ async function awsSync(from, to, extra = []) {
   return { ms: r.ms, moved, wire };
 }
 
-const awsUpload = (bucket) => awsSync(src, `s3://${bucket}`, AWS_EXCLUDES.flatMap((p) => ['--exclude', p]));
+const awsUpload = (bucket) =>
+  awsSync(
+    src,
+    `s3://${bucket}`,
+    AWS_EXCLUDES.flatMap((p) => ['--exclude', p]),
+  );
 const awsFetch = (bucket, dst) => awsSync(`s3://${bucket}`, dst);
 
 function copyTask(bucket) {
@@ -220,7 +225,8 @@ await scenario('upload-noop', async () => {
   for (let rep = 0; rep < NOOP_REPS; rep++) {
     await alternate(rep, [async () => sky.push(await skyPush(skyCopyHome, skyCopyTask)), async () => aws.push(await awsUpload(awsBucket))]);
     const s = sky.at(-1);
-    if (s.mount.upload.objectsUploaded !== 0 || s.mount.upload.bytesSent !== 0 || s.mount.bucket.fetched !== 0) throw new Error(`skysync moved data on a no-op: ${JSON.stringify(s.mount)}`);
+    if (s.mount.upload.objectsUploaded !== 0 || s.mount.upload.bytesSent !== 0 || s.mount.bucket.fetched !== 0)
+      throw new Error(`skysync moved data on a no-op: ${JSON.stringify(s.mount)}`);
     if (aws.at(-1).moved !== 0) throw new Error(`aws uploaded ${aws.at(-1).moved} objects on a no-op`);
     log(`  rep ${rep + 1}: skysync upload ${fmtMs(s.uploadMs)} (whole push ${fmtMs(s.ms)}), aws ${fmtMs(aws.at(-1).ms)}`);
   }
@@ -239,7 +245,9 @@ await scenario('upload-insert', async () => {
     same(file, path.join(skyCopyHome, 'ds', BINARIES.insert));
     if (aws.at(-1).moved !== 1) throw new Error(`aws uploaded ${aws.at(-1).moved} objects, expected 1`);
     const s = sky.at(-1);
-    log(`  rep ${rep + 1}: skysync upload ${fmtMs(s.uploadMs)} (whole push ${fmtMs(s.ms)}), ${fmtBytes(s.wire.toServer)} to the server (own count ${fmtBytes(s.mount.upload.bytesSent)} sent, ${fmtBytes(s.mount.upload.bytesCopied)} copied); aws ${fmtMs(aws.at(-1).ms)}, ${fmtBytes(aws.at(-1).wire.toServer)}`);
+    log(
+      `  rep ${rep + 1}: skysync upload ${fmtMs(s.uploadMs)} (whole push ${fmtMs(s.ms)}), ${fmtBytes(s.wire.toServer)} to the server (own count ${fmtBytes(s.mount.upload.bytesSent)} sent, ${fmtBytes(s.mount.upload.bytesCopied)} copied); aws ${fmtMs(aws.at(-1).ms)}, ${fmtBytes(aws.at(-1).wire.toServer)}`,
+    );
   }
   upload.insert = { sky, aws };
   return upload.insert;
@@ -318,35 +326,75 @@ const wireDown = (xs) => fmtBytes(med(xs, (x) => x.wire.fromServer));
 
 if (upload.first) {
   const { sky, aws } = upload.first;
-  rows.push(row(`upload, first (${synced} files)`, sky.uploadMs, aws.ms, TARGETS.firstNoSlower, { skyWire: `${fmtBytes(sky.wire.toServer)} up (whole push ${fmtMs(sky.ms)})`, awsWire: `${fmtBytes(aws.wire.toServer)} up` }));
+  rows.push(
+    row(`upload, first (${synced} files)`, sky.uploadMs, aws.ms, TARGETS.firstNoSlower, {
+      skyWire: `${fmtBytes(sky.wire.toServer)} up (whole push ${fmtMs(sky.ms)})`,
+      awsWire: `${fmtBytes(aws.wire.toServer)} up`,
+    }),
+  );
 }
 if (upload.noop) {
   const { sky, aws } = upload.noop;
-  rows.push(row('upload, nothing changed', med(sky, (s) => s.uploadMs), med(aws, (a) => a.ms), TARGETS.uploadNoopSpeedup, { skyWire: `${wireUp(sky)} up (whole push ${fmtMs(med(sky, (s) => s.ms))})`, awsWire: `${wireUp(aws)} up` }));
+  rows.push(
+    row(
+      'upload, nothing changed',
+      med(sky, (s) => s.uploadMs),
+      med(aws, (a) => a.ms),
+      TARGETS.uploadNoopSpeedup,
+      { skyWire: `${wireUp(sky)} up (whole push ${fmtMs(med(sky, (s) => s.ms))})`, awsWire: `${wireUp(aws)} up` },
+    ),
+  );
 }
 if (upload.insert) {
   const { sky, aws } = upload.insert;
   const toServer = med(sky, (s) => s.wire.toServer);
-  const r = row(`upload, 1 byte inserted in a ${fmtBytes(fs.statSync(path.join(src, BINARIES.insert)).size)} file`, med(sky, (s) => s.uploadMs), med(aws, (a) => a.ms), TARGETS.insertSpeedup, {
-    skyWire: `${fmtBytes(toServer)} up (copied in the bucket: ${fmtBytes(med(sky, (s) => s.mount.upload.bytesCopied))}; whole push ${fmtMs(med(sky, (s) => s.ms))})`,
-    awsWire: `${wireUp(aws)} up`,
-    bytesToServer: toServer,
-    bytesMet: toServer <= TARGETS.insertBytesToServer,
-  });
+  const r = row(
+    `upload, 1 byte inserted in a ${fmtBytes(fs.statSync(path.join(src, BINARIES.insert)).size)} file`,
+    med(sky, (s) => s.uploadMs),
+    med(aws, (a) => a.ms),
+    TARGETS.insertSpeedup,
+    {
+      skyWire: `${fmtBytes(toServer)} up (copied in the bucket: ${fmtBytes(med(sky, (s) => s.mount.upload.bytesCopied))}; whole push ${fmtMs(med(sky, (s) => s.ms))})`,
+      awsWire: `${wireUp(aws)} up`,
+      bytesToServer: toServer,
+      bytesMet: toServer <= TARGETS.insertBytesToServer,
+    },
+  );
   r[6] += `; <= ${fmtBytes(TARGETS.insertBytesToServer)} to the server: ${verdict(toServer <= TARGETS.insertBytesToServer)}`;
   rows.push(r);
 }
 if (fetched.first) {
   const { sky, aws } = fetched.first;
-  rows.push(row(`node fetch, first (${synced} objects)`, sky.ms, aws.ms, TARGETS.firstNoSlower, { skyWire: `${fmtBytes(sky.wire.fromServer)} down`, awsWire: `${fmtBytes(aws.wire.fromServer)} down` }));
+  rows.push(
+    row(`node fetch, first (${synced} objects)`, sky.ms, aws.ms, TARGETS.firstNoSlower, {
+      skyWire: `${fmtBytes(sky.wire.fromServer)} down`,
+      awsWire: `${fmtBytes(aws.wire.fromServer)} down`,
+    }),
+  );
 }
 if (fetched.noop) {
   const { sky, aws } = fetched.noop;
-  rows.push(row('node fetch, nothing changed', med(sky, (s) => s.ms), med(aws, (a) => a.ms), TARGETS.fetchNoopSpeedup, { skyWire: `${wireDown(sky)} down`, awsWire: `${wireDown(aws)} down` }));
+  rows.push(
+    row(
+      'node fetch, nothing changed',
+      med(sky, (s) => s.ms),
+      med(aws, (a) => a.ms),
+      TARGETS.fetchNoopSpeedup,
+      { skyWire: `${wireDown(sky)} down`, awsWire: `${wireDown(aws)} down` },
+    ),
+  );
 }
 if (fetched.changed) {
   const { sky, aws } = fetched.changed;
-  rows.push(row('node fetch, one 200 MiB object changed'.replace('200 MiB', fmtBytes(wd.want.spec.binMiB * MiB)), med(sky, (s) => s.ms), med(aws, (a) => a.ms), TARGETS.fetchChangedSpeedup, { skyWire: `${wireDown(sky)} down`, awsWire: `${wireDown(aws)} down` }));
+  rows.push(
+    row(
+      'node fetch, one 200 MiB object changed'.replace('200 MiB', fmtBytes(wd.want.spec.binMiB * MiB)),
+      med(sky, (s) => s.ms),
+      med(aws, (a) => a.ms),
+      TARGETS.fetchChangedSpeedup,
+      { skyWire: `${wireDown(sky)} down`, awsWire: `${wireDown(aws)} down` },
+    ),
+  );
 }
 
 results.summary = summary;

@@ -6,15 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadNative } from '@skysync/chunking';
-import {
-  Connection,
-  Frame,
-  PROTOCOL_VERSION,
-  encodeEntries,
-  encodeFrame,
-  MAGIC,
-  type PlanEntry,
-} from '@skysync/protocol';
+import { Connection, Frame, PROTOCOL_VERSION, encodeEntries, encodeFrame, MAGIC, type PlanEntry } from '@skysync/protocol';
 import { LocalTarget } from '@skysync/transport';
 
 const native = loadNative()!;
@@ -27,7 +19,16 @@ afterAll(() => fs.rmSync(work, { recursive: true, force: true }));
 function fileEntry(p: string, data: Buffer): { entry: PlanEntry; data: Buffer } {
   const r = native.chunkBuffer(data, null);
   return {
-    entry: { kind: 'file', path: p, mode: 0o644, size: data.length, mtimeSec: 1_700_000_000, mtimeNsec: 0, digest: r.digest, ops: r.chunks.length ? [{ op: 'chunks', chunks: r.chunks }] : [] },
+    entry: {
+      kind: 'file',
+      path: p,
+      mode: 0o644,
+      size: data.length,
+      mtimeSec: 1_700_000_000,
+      mtimeNsec: 0,
+      digest: r.digest,
+      ops: r.chunks.length ? [{ op: 'chunks', chunks: r.chunks }] : [],
+    },
     data,
   };
 }

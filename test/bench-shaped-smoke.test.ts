@@ -75,50 +75,60 @@ describe('bench/shaped.mjs --smoke --loopback', () => {
     if (kept?.runRoot?.includes('skysync-bench')) fs.rmSync(kept.runRoot, { recursive: true, force: true });
   });
 
-  it.skipIf(why !== null)(`runs every scenario for both tools and leaves the destinations equal to the source${why ? ` (skipped: ${why})` : ''}`, (ctx) => {
-    const started = new Date();
-    const r = spawnSync(process.execPath, [BENCH, '--smoke', '--loopback', '--reps', '1', '--keep'], { cwd: REPO, encoding: 'utf8', timeout: 280_000 });
-    if (r.status === 75) ctx.skip(); // another run has the rig (one per machine): leave it alone
-    ran = true;
-    expect(r.status, `stderr:\n${r.stderr.slice(-4000)}`).toBe(0);
-    expect(r.stdout).toMatch(/\| scenario \|/);
-    expect(fs.existsSync(RESULT)).toBe(true);
-    expect(fs.existsSync(RESULT.replace(/\.json$/, '.svg'))).toBe(true);
+  it.skipIf(why !== null)(
+    `runs every scenario for both tools and leaves the destinations equal to the source${why ? ` (skipped: ${why})` : ''}`,
+    (ctx) => {
+      const started = new Date();
+      const r = spawnSync(process.execPath, [BENCH, '--smoke', '--loopback', '--reps', '1', '--keep'], { cwd: REPO, encoding: 'utf8', timeout: 280_000 });
+      if (r.status === 75) ctx.skip(); // another run has the rig (one per machine): leave it alone
+      ran = true;
+      expect(r.status, `stderr:\n${r.stderr.slice(-4000)}`).toBe(0);
+      expect(r.stdout).toMatch(/\| scenario \|/);
+      expect(fs.existsSync(RESULT)).toBe(true);
+      expect(fs.existsSync(RESULT.replace(/\.json$/, '.svg'))).toBe(true);
 
-    const res = JSON.parse(fs.readFileSync(RESULT, 'utf8')) as Result;
-    kept = res.kept;
-    expect(res.smoke).toBe(true);
-    expect(new Date(res.machine.date).getTime(), 'the result file is from this run').toBeGreaterThanOrEqual(started.getTime() - 1000);
-    expect(res.failures).toEqual([]);
+      const res = JSON.parse(fs.readFileSync(RESULT, 'utf8')) as Result;
+      kept = res.kept;
+      expect(res.smoke).toBe(true);
+      expect(new Date(res.machine.date).getTime(), 'the result file is from this run').toBeGreaterThanOrEqual(started.getTime() - 1000);
+      expect(res.failures).toEqual([]);
 
-    // Numbers for both tools in every scenario and page-cache mode.
-    for (const name of SCENARIOS) {
-      const sc = res.scenarios[name];
-      expect(sc, `scenario ${name} missing`).toBeDefined();
-      expect(sc!.error, `scenario ${name} failed`).toBeUndefined();
-      const modes = Object.entries(sc!.summary ?? {});
-      expect(modes.length, `scenario ${name} has no summary`).toBeGreaterThan(0);
-      for (const [mode, s] of modes) {
-        for (const tool of ['sky', 'rsync']) {
-          expect(s[tool]?.ms, `${name} ${mode} ${tool} time`).toBeGreaterThan(0);
-          expect(Number.isFinite(s[tool]?.wire), `${name} ${mode} ${tool} wire bytes`).toBe(true);
+      // Numbers for both tools in every scenario and page-cache mode.
+      for (const name of SCENARIOS) {
+        const sc = res.scenarios[name];
+        expect(sc, `scenario ${name} missing`).toBeDefined();
+        expect(sc!.error, `scenario ${name} failed`).toBeUndefined();
+        const modes = Object.entries(sc!.summary ?? {});
+        expect(modes.length, `scenario ${name} has no summary`).toBeGreaterThan(0);
+        for (const [mode, s] of modes) {
+          for (const tool of ['sky', 'rsync']) {
+            expect(s[tool]?.ms, `${name} ${mode} ${tool} time`).toBeGreaterThan(0);
+            expect(Number.isFinite(s[tool]?.wire), `${name} ${mode} ${tool} wire bytes`).toBe(true);
+          }
         }
       }
-    }
 
-    // Every destination equals the source, ignored files absent.
-    expect(kept).toBeDefined();
-    const src = kept!.src;
-    const all = files(src);
-    const want = all.filter((f) => !ignored(f));
-    expect(all.length - want.length, 'the workdir has ignored files').toBeGreaterThan(0);
-    const hashes = new Map(want.map((f) => [f, sha256(path.join(src, f))]));
-    const dests = [...Object.entries(kept!.dests), ...(kept!.fanout ?? []).flatMap((n) => [[`rsync@${n.node}`, n.rsync] as [string, string], ...(res.scenarios.fanout?.pending ? [] : [[`sky@${n.node}`, n.sky] as [string, string]])])];
-    expect(dests.length).toBeGreaterThanOrEqual(4);
-    for (const [label, dir] of dests) {
-      const got = files(dir);
-      expect(got, `${label}: file list`).toEqual(want);
-      for (const f of got) expect(sha256(path.join(dir, f)), `${label}: ${f}`).toBe(hashes.get(f));
-    }
-  }, 300_000);
+      // Every destination equals the source, ignored files absent.
+      expect(kept).toBeDefined();
+      const src = kept!.src;
+      const all = files(src);
+      const want = all.filter((f) => !ignored(f));
+      expect(all.length - want.length, 'the workdir has ignored files').toBeGreaterThan(0);
+      const hashes = new Map(want.map((f) => [f, sha256(path.join(src, f))]));
+      const dests = [
+        ...Object.entries(kept!.dests),
+        ...(kept!.fanout ?? []).flatMap((n) => [
+          [`rsync@${n.node}`, n.rsync] as [string, string],
+          ...(res.scenarios.fanout?.pending ? [] : [[`sky@${n.node}`, n.sky] as [string, string]]),
+        ]),
+      ];
+      expect(dests.length).toBeGreaterThanOrEqual(4);
+      for (const [label, dir] of dests) {
+        const got = files(dir);
+        expect(got, `${label}: file list`).toEqual(want);
+        for (const f of got) expect(sha256(path.join(dir, f)), `${label}: ${f}`).toBe(hashes.get(f));
+      }
+    },
+    300_000,
+  );
 });

@@ -58,7 +58,9 @@ describe('skysync push', () => {
     const dest = path.join(home, 'sky_workdir');
     const warm = { env: { SKYSYNC_CONTROL_PERSIST: '30' } };
     const agents = (): string[] =>
-      spawnSync('pgrep', ['-f', `agent.cjs serve --home ${home}$`], { encoding: 'utf8' }).stdout.split('\n').filter(Boolean);
+      spawnSync('pgrep', ['-f', `agent.cjs serve --home ${home}$`], { encoding: 'utf8' })
+        .stdout.split('\n')
+        .filter(Boolean);
     expect(skysync(['push', `local:${home}`, '-w', src, '--json'], warm).code).toBe(0);
     // Left behind: one agent for this home, kept by a background process, with a socket only this user can open.
     for (let i = 0; i < 50 && agents().length === 0; i++) await new Promise((r) => setTimeout(r, 100));

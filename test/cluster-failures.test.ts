@@ -48,8 +48,18 @@ async function closedPort(): Promise<number> {
 }
 
 function hostBlock(alias: string, n: Pick<SshNode, 'user' | 'port'>, extra: string[] = []): string {
-  return [`Host ${alias}`, '  HostName 127.0.0.1', `  User ${n.user}`, `  Port ${n.port}`, `  IdentityFile ${cluster.clientKey}`,
-    '  IdentitiesOnly yes', '  StrictHostKeyChecking no', '  UserKnownHostsFile=/dev/null', ...extra, ''].join('\n');
+  return [
+    `Host ${alias}`,
+    '  HostName 127.0.0.1',
+    `  User ${n.user}`,
+    `  Port ${n.port}`,
+    `  IdentityFile ${cluster.clientKey}`,
+    '  IdentitiesOnly yes',
+    '  StrictHostKeyChecking no',
+    '  UserKnownHostsFile=/dev/null',
+    ...extra,
+    '',
+  ].join('\n');
 }
 
 describe.skipIf(!!skip)('a cluster after a failure', () => {
@@ -71,12 +81,26 @@ describe.skipIf(!!skip)('a cluster after a failure', () => {
     fs.writeFileSync(
       cfg,
       [
-        hostBlock('fx', h), hostBlock('fx-worker1', w1), hostBlock('fx-worker2', w2),
-        hostBlock('down', h), hostBlock('down-worker1', w1), hostBlock('down-worker2', { user: w2.user, port: deadPort }),
-        [`Host badkey`, '  HostName 127.0.0.1', `  User ${h.user}`, `  Port ${h.port}`, `  IdentityFile ${cluster.clientKey}`, '  IdentitiesOnly yes',
-          '  StrictHostKeyChecking yes', `  UserKnownHostsFile ${known}`, ''].join('\n'),
+        hostBlock('fx', h),
+        hostBlock('fx-worker1', w1),
+        hostBlock('fx-worker2', w2),
+        hostBlock('down', h),
+        hostBlock('down-worker1', w1),
+        hostBlock('down-worker2', { user: w2.user, port: deadPort }),
+        [
+          `Host badkey`,
+          '  HostName 127.0.0.1',
+          `  User ${h.user}`,
+          `  Port ${h.port}`,
+          `  IdentityFile ${cluster.clientKey}`,
+          '  IdentitiesOnly yes',
+          '  StrictHostKeyChecking yes',
+          `  UserKnownHostsFile ${known}`,
+          '',
+        ].join('\n'),
         hostBlock('badkey-worker1', w1),
-        hostBlock('mute', h), hostBlock('mute-worker1', { user: w1.user, port: silentPort }),
+        hostBlock('mute', h),
+        hostBlock('mute-worker1', { user: w1.user, port: silentPort }),
         'Host *\n  ConnectTimeout 5\n',
       ].join('\n'),
     );
@@ -99,8 +123,8 @@ describe.skipIf(!!skip)('a cluster after a failure', () => {
     ['push', ['push', 'down', '-w', 'proj']],
     ['launch', ['launch', 'down', 'task.yaml']],
     ['pull', ['pull', 'down-worker2:~/x', 'pulled']],
-    ['exec, the head\'s host key changed', ['exec', 'badkey', '--', 'echo hi']],
-    ['push, the head\'s host key changed', ['push', 'badkey', '-w', 'proj']],
+    ["exec, the head's host key changed", ['exec', 'badkey', '--', 'echo hi']],
+    ["push, the head's host key changed", ['push', 'badkey', '-w', 'proj']],
     ['exec, a worker that never answers', ['exec', 'mute', '--', 'echo hi']],
     ['launch, a worker that never answers', ['launch', 'mute', 'two.yaml']],
   ];
@@ -122,7 +146,10 @@ describe.skipIf(!!skip)('a cluster after a failure', () => {
     const setCluster = (workerDown: boolean): void => {
       const [h, w1, w2] = cluster.nodes as [SshNode, SshNode, SshNode];
       // Rewritten in place: the same aliases, so the client's state for each node carries over.
-      fs.writeFileSync(cvCfg, [hostBlock('cv', h), hostBlock('cv-worker1', w1), hostBlock('cv-worker2', workerDown ? { user: w2.user, port: deadPort } : w2), 'Host *\n  ConnectTimeout 5\n'].join('\n'));
+      fs.writeFileSync(
+        cvCfg,
+        [hostBlock('cv', h), hostBlock('cv-worker1', w1), hostBlock('cv-worker2', workerDown ? { user: w2.user, port: deadPort } : w2), 'Host *\n  ConnectTimeout 5\n'].join('\n'),
+      );
     };
     const push = (...extra: string[]) => {
       const r = spawnSync(process.execPath, [BIN, '-F', cvCfg, 'push', 'cv', '-w', src(), '--dest', '~/cv', '--json', ...extra], {
@@ -132,7 +159,14 @@ describe.skipIf(!!skip)('a cluster after a failure', () => {
         env: { ...process.env, SKYSYNC_STATE_DIR: path.join(work, 'state'), SSH_AUTH_SOCK: '', SKYSYNC_CONTROL_PERSIST: '0', SKYSYNC_RELAY: '1' },
       });
       const json = JSON.parse(r.stdout.trim().split('\n').pop() || '{}');
-      return { code: r.status, stderr: r.stderr, json, moved: (json.nodes ?? []).map((n: { workdir: { filesChanged: number; bytesLiteral: number } | null }) => (n.workdir ? n.workdir.filesChanged + n.workdir.bytesLiteral : -1)) };
+      return {
+        code: r.status,
+        stderr: r.stderr,
+        json,
+        moved: (json.nodes ?? []).map((n: { workdir: { filesChanged: number; bytesLiteral: number } | null }) =>
+          n.workdir ? n.workdir.filesChanged + n.workdir.bytesLiteral : -1,
+        ),
+      };
     };
     const exact = (): void => {
       const want = new Map([...walk(src())].filter(([, it]) => it.type !== 'dir')) as Map<string, Item>;

@@ -92,7 +92,11 @@ describe.skipIf(!!skip)('jobs on a SkyPilot-shaped cluster', () => {
   });
 
   it("Python's output arrives while the job runs", async () => {
-    const child = spawn(process.execPath, [BIN, '-F', cfg, 'exec', 'jb', '--head-only', '--', 'python3 -c "import time; print(\'first\'); time.sleep(4); print(\'second\')"'], { cwd: work, env: env(), stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [BIN, '-F', cfg, 'exec', 'jb', '--head-only', '--', "python3 -c \"import time; print('first'); time.sleep(4); print('second')\""], {
+      cwd: work,
+      env: env(),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let out = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
     const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
@@ -121,7 +125,19 @@ describe.skipIf(!!skip)('jobs on a SkyPilot-shaped cluster', () => {
     expect(fromEnv.stdout.match(/secret-ok/g), fromEnv.stderr).toHaveLength(3);
     write(path.join(work, 'sec.env'), '# secrets\nTOK="s3cr3t-value"\n');
     write(path.join(work, 'app.env'), 'export LR=1e-4\nMODEL=7b # size\n');
-    const files = skysync(['exec', 'jb', '--head-only', '--secret-file', 'sec.env', '--env-file', 'app.env', '--env', 'MODEL=13b', '--', 'echo "$LR $MODEL $TOK" | sed s/s3cr3t-value/hidden/']);
+    const files = skysync([
+      'exec',
+      'jb',
+      '--head-only',
+      '--secret-file',
+      'sec.env',
+      '--env-file',
+      'app.env',
+      '--env',
+      'MODEL=13b',
+      '--',
+      'echo "$LR $MODEL $TOK" | sed s/s3cr3t-value/hidden/',
+    ]);
     expect(files.code, files.stderr).toBe(0);
     expect(files.stdout).toBe('1e-4 13b hidden\n');
     for (const x of [r, fromEnv, files]) expect(x.stdout + x.stderr).not.toContain('s3cr3t-value');

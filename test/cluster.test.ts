@@ -47,8 +47,18 @@ describe.skipIf(!!skip)('a SkyPilot-shaped cluster', () => {
     const gen = path.join(work, 'generated');
     fs.mkdirSync(gen);
     const block = (alias: string, n: (typeof cluster.nodes)[0]) =>
-      [`Host ${alias}`, '  HostName 127.0.0.1', `  User ${n.user}`, `  Port ${n.port}`, `  IdentityFile ${cluster.clientKey}`,
-        '  IdentitiesOnly yes', '  StrictHostKeyChecking no', '  UserKnownHostsFile=/dev/null', '  ServerAliveInterval 5', ''].join('\n');
+      [
+        `Host ${alias}`,
+        '  HostName 127.0.0.1',
+        `  User ${n.user}`,
+        `  Port ${n.port}`,
+        `  IdentityFile ${cluster.clientKey}`,
+        '  IdentitiesOnly yes',
+        '  StrictHostKeyChecking no',
+        '  UserKnownHostsFile=/dev/null',
+        '  ServerAliveInterval 5',
+        '',
+      ].join('\n');
     fs.writeFileSync(path.join(gen, 'sky-c'), cluster.nodes.map((n, i) => block(i ? `sky-c-worker${i}` : 'sky-c', n)).join('\n'));
     cfg = path.join(work, 'ssh_config');
     fs.writeFileSync(cfg, `Include ${gen}/*\n\nHost *\n  ConnectTimeout 20\n`);
@@ -239,8 +249,7 @@ describe.skipIf(!!skip)('a SkyPilot-shaped cluster', () => {
     expect(logins(), 'no new logins through warm connections').toEqual(mid);
 
     // Between commands each node keeps one agent, the one the last push handed back: the next push reuses it.
-    const agents = (): string[] =>
-      cluster.nodes.map((n) => spawnSync('pgrep', ['-u', n.user, '-f', 'skysync/agent/.*serve'], { encoding: 'utf8' }).stdout.trim());
+    const agents = (): string[] => cluster.nodes.map((n) => spawnSync('pgrep', ['-u', n.user, '-f', 'skysync/agent/.*serve'], { encoding: 'utf8' }).stdout.trim());
     await waitFor(() => agents().every((p) => /^\d+$/.test(p)), 'one idle agent per node');
     const idleAgents = agents();
     write(path.join(work, 'proj', 'reuse.txt'), 'reused\n');
@@ -289,7 +298,7 @@ describe.skipIf(!!skip)('a SkyPilot-shaped cluster', () => {
     expect(fs.readFileSync(dest, 'utf8')).toBe('out from 2\n');
   });
 
-  it('destinations the user cannot write: linked from ~/.sky/file_mounts, else SkyPilot\'s errors in one line', () => {
+  it("destinations the user cannot write: linked from ~/.sky/file_mounts, else SkyPilot's errors in one line", () => {
     write(path.join(work, 'bad.yaml'), 'file_mounts:\n  /opt/skysync-e2e-denied/x: ./config.json\nrun: echo never\n');
     const r = skysync(['launch', 'sky-c', 'bad.yaml', '--head-only']);
     expect(r.code).toBe(1);
@@ -327,7 +336,11 @@ describe('task YAML errors through the CLI', () => {
   const dir = path.resolve('packages/task/test/fixtures/invalid');
   const cases = fs.readdirSync(dir).filter((f) => f.endsWith('.yaml'));
   it.each(cases)('%s: one line naming the file, exit code 2, nothing contacted', (name) => {
-    const r = spawnSync(process.execPath, [BIN, 'launch', 'nobody@127.0.0.1:1', path.join(dir, name)], { encoding: 'utf8', cwd: dir, env: { ...process.env, SSH_AUTH_SOCK: '', SKYSYNC_CONTROL_PERSIST: '0' } });
+    const r = spawnSync(process.execPath, [BIN, 'launch', 'nobody@127.0.0.1:1', path.join(dir, name)], {
+      encoding: 'utf8',
+      cwd: dir,
+      env: { ...process.env, SSH_AUTH_SOCK: '', SKYSYNC_CONTROL_PERSIST: '0' },
+    });
     expect(r.status, r.stderr).toBe(2);
     const lines = r.stderr.trim().split('\n');
     expect(lines, r.stderr).toHaveLength(1);

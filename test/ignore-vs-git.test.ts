@@ -134,7 +134,11 @@ function newGitDir(exclude: Buffer | null): string {
   return dir;
 }
 
-const splitZ = (out: Buffer): string[] => out.toString('latin1').split('\0').filter((s) => s !== '');
+const splitZ = (out: Buffer): string[] =>
+  out
+    .toString('latin1')
+    .split('\0')
+    .filter((s) => s !== '');
 
 interface GitView {
   /** Files and symlinks git lists, outside any `.git` directory. */
@@ -160,7 +164,12 @@ function gitView(root: string): GitView {
   } else {
     workTree = tempDir('skycopy');
     execFileSync('cp', ['-a', '--', `${root}/.`, workTree]);
-    const dirs = ['', ...walk(workTree).filter((e) => e.kind === 'dir').map((e) => e.path)];
+    const dirs = [
+      '',
+      ...walk(workTree)
+        .filter((e) => e.kind === 'dir')
+        .map((e) => e.path),
+    ];
     for (const d of dirs) {
       const at = (name: string): string => (d ? `${workTree}/${d}/${name}` : `${workTree}/${name}`);
       const rel = d ? `${d}/.gitignore` : '.gitignore';
@@ -196,9 +205,7 @@ function gitView(root: string): GitView {
     .map((e) => e.path);
   const internal = new Set<string>();
   if (inside.length > 0) {
-    const ignored = new Set(
-      splitZ(git(gitDir, workTree, ['check-ignore', '--no-index', '--stdin', '-z'], B(inside.join('\0') + '\0'))),
-    );
+    const ignored = new Set(splitZ(git(gitDir, workTree, ['check-ignore', '--no-index', '--stdin', '-z'], B(inside.join('\0') + '\0'))));
     for (const p of inside) if (!ignored.has(p)) internal.add(p);
   }
   return { listed, internal, mode };
@@ -227,8 +234,7 @@ async function scanView(root: string): Promise<ScanView> {
 // ----------------------------------------------------------------------------------------------------------------
 // comparison
 
-const show = (s: string): string =>
-  JSON.stringify(s).replace(/[\u0080-\u00ff]/g, (c) => `\\x${c.charCodeAt(0).toString(16)}`);
+const show = (s: string): string => JSON.stringify(s).replace(/[\u0080-\u00ff]/g, (c) => `\\x${c.charCodeAt(0).toString(16)}`);
 
 function describeTree(root: string): string {
   const lines: string[] = [];
@@ -274,10 +280,7 @@ async function compare(root: string): Promise<{ problems: string; scan: ScanView
   };
 }
 
-async function expectSameAsGit(
-  spec: Spec,
-  setup?: (root: string) => void,
-): Promise<{ scan: ScanView; git: GitView; root: string }> {
+async function expectSameAsGit(spec: Spec, setup?: (root: string) => void): Promise<{ scan: ScanView; git: GitView; root: string }> {
   const root = tempDir('tree');
   build(root, spec);
   setup?.(root);
@@ -344,7 +347,7 @@ const cases: Record<string, Spec> = {
     'sub/x.tmp': '',
     'sub/y.tmp': '',
     'sub/important': '',
-    'important': '',
+    important: '',
     'sub/deeper/.gitignore': '*\n!*/\n!*.c\n',
     'sub/deeper/a.c': '',
     'sub/deeper/a.h': '',
@@ -369,7 +372,7 @@ const cases: Record<string, Spec> = {
   'an empty root .skyignore still switches the mode': {
     '.skyignore': '',
     '.gitignore': '*\n',
-    'a': '',
+    a: '',
     'sub/.skyignore': 'b\n',
     'sub/b': '',
     'sub/c': '',
@@ -384,7 +387,7 @@ const cases: Record<string, Spec> = {
   },
   'anchored patterns': {
     '.gitignore': '/foo\n/bar/\n/baz/x\n',
-    'foo': '',
+    foo: '',
     'sub/foo': '',
     'bar/a': '',
     'sub/bar/a': '',
@@ -398,7 +401,7 @@ const cases: Record<string, Spec> = {
   },
   'double-star patterns': {
     '.gitignore': '**/x\na/**/b\nlogs/**\n**/d/**/e\nfoo**bar\n',
-    'x': '',
+    x: '',
     'p/x': '',
     'p/q/x/inside': '',
     'a/b': '',
@@ -410,7 +413,7 @@ const cases: Record<string, Spec> = {
     'p/logs/3': '',
     'd/e': '',
     'd/f/g/e': '',
-    'fooXbar': '',
+    fooXbar: '',
     'foo/bar': '',
   },
   'double stars that are not whole components, and lone markers': {
@@ -424,19 +427,19 @@ const cases: Record<string, Spec> = {
     'e/f': '',
     'e/Xf': '',
     'e/X/f': '',
-    'g': '',
+    g: '',
     'p/g': '',
     'h/i': '',
     'h/j/k': '',
     'esc/aped': '',
-    'other': '',
+    other: '',
   },
   'directory-only patterns': {
     '.gitignore': 'build/\ncache/\n',
     'build/out': '',
     'src/build/out': '',
     'file/build': '',
-    'cache': 'a file named like a dir-only pattern',
+    cache: 'a file named like a dir-only pattern',
     'real-build/x': '',
     'link/build': { link: '../real-build' },
   },
@@ -477,7 +480,7 @@ const cases: Record<string, Spec> = {
     'q?': '',
     qq: '',
     '#notacomment-file': '',
-    'plain': '',
+    plain: '',
   },
   'a UTF-8 byte order mark starts the file': {
     '.gitignore': '\xef\xbb\xbfbom\n',
@@ -517,11 +520,11 @@ const cases: Record<string, Spec> = {
     '.gitignore': '*.TXT\nFoo\n[A-C]*\n',
     'a.txt': '',
     'b.TXT': '',
-    'foo': '',
-    'Foo': '',
-    'Apple': '',
-    'apple': '',
-    'Dog': '',
+    foo: '',
+    Foo: '',
+    Apple: '',
+    apple: '',
+    Dog: '',
   },
   'ignore files that are themselves ignored': {
     '.gitignore': '.gitignore\n*.x\n',
@@ -539,7 +542,7 @@ const cases: Record<string, Spec> = {
   'a .skyignore that ignores itself': {
     '.skyignore': '.skyignore\n*.x\n',
     'a.x': '',
-    'b': '',
+    b: '',
     'sub/.skyignore': '*\n!keep\n',
     'sub/keep': '',
     'sub/drop': '',
@@ -559,12 +562,12 @@ const cases: Record<string, Spec> = {
     '.gitignore': 'doc/frotz\nfrotz2\n**/a/b\n*/mid\n',
     'doc/frotz': '',
     'x/doc/frotz': '',
-    'frotz2': '',
+    frotz2: '',
     'x/y/frotz2': '',
     'a/b': '',
     'q/a/b': '',
     'q/mid': '',
-    'mid': '',
+    mid: '',
     'q/r/mid': '',
   },
   'character classes and wildcards': {
@@ -590,15 +593,15 @@ const cases: Record<string, Spec> = {
     'target-dir/a': '',
     'link-to-dir': { link: 'target-dir' },
     'x.lnk': { link: 'nowhere' },
-    'dangling': { link: 'nowhere' },
-    'loop1': { link: 'loop2' },
-    'loop2': { link: 'loop1' },
+    dangling: { link: 'nowhere' },
+    loop1: { link: 'loop2' },
+    loop2: { link: 'loop1' },
     'real/.gitignore': 'hidden\n',
     'real/hidden': '',
     'via-link': { link: 'real' },
   },
   'an ignore file that is a symlink is not read (git does not follow it)': {
-    'rules': 'a\n',
+    rules: 'a\n',
     'sub/.gitignore': { link: '../rules' },
     'sub/a': '',
     'sub/b': '',
@@ -636,7 +639,7 @@ const cases: Record<string, Spec> = {
   },
   'an ignore file that is a directory': {
     '.gitignore/x': '',
-    'a': '',
+    a: '',
   },
   // Git matches bytes: `?` is one byte, so `?.bin` misses `\xc3\xa9.bin` (é in UTF-8, two bytes).
   'names that are not UTF-8, and ? against multi-byte names': {
@@ -658,7 +661,7 @@ const cases: Record<string, Spec> = {
   'whitelisting from the root': {
     '.gitignore': '/*\n!/src/\n!/README.md\n/src/**/*.gen\n',
     'README.md': '',
-    'LICENSE': '',
+    LICENSE: '',
     'src/a.rs': '',
     'src/b.gen': '',
     'src/deep/c.gen': '',
@@ -674,14 +677,15 @@ describe('ignore rules match git', () => {
   }
 
   it('a git repository made by git init (hooks, refs, objects) with rules that reach into .git', async () => {
-    const { scan, git: g, root } = await expectSameAsGit(
-      { '.gitignore': '*.sample\nobjects/\n', 'src/a.c': '', 'src/objects/b': '' },
-      (r) => {
-        execFileSync('git', ['init', '-q', r], { env: gitEnv() });
-        execFileSync('git', ['-C', r, 'add', '.'], { env: gitEnv() });
-        fs.writeFileSync(path.join(r, '.git/info/exclude'), '*.c\n');
-      },
-    );
+    const {
+      scan,
+      git: g,
+      root,
+    } = await expectSameAsGit({ '.gitignore': '*.sample\nobjects/\n', 'src/a.c': '', 'src/objects/b': '' }, (r) => {
+      execFileSync('git', ['init', '-q', r], { env: gitEnv() });
+      execFileSync('git', ['-C', r, 'add', '.'], { env: gitEnv() });
+      fs.writeFileSync(path.join(r, '.git/info/exclude'), '*.c\n');
+    });
     // .git is synced (on purpose: git works on the cluster), minus what the rules exclude.
     expect(scan.internal.has('.git/HEAD')).toBe(true);
     expect(scan.internal.has('.git/index')).toBe(true);
@@ -708,13 +712,8 @@ describe('ignore rules match git', () => {
       '.git/hooks/pre-commit': '',
       'a.log': '',
     });
-    expect([...scan.internal].sort()).toEqual([
-      '.git/HEAD',
-      '.git/config',
-      '.git/hooks/pre-commit',
-      '.git/info/exclude',
-    ]);
-    const excludeAll = await expectSameAsGit({ '.gitignore': '.git\n', '.git/HEAD': '', 'a': '' });
+    expect([...scan.internal].sort()).toEqual(['.git/HEAD', '.git/config', '.git/hooks/pre-commit', '.git/info/exclude']);
+    const excludeAll = await expectSameAsGit({ '.gitignore': '.git\n', '.git/HEAD': '', a: '' });
     expect(excludeAll.scan.internal.size).toBe(0);
     expect(excludeAll.scan.result.tree.entry('.git')).toBeNull();
   });
@@ -757,20 +756,7 @@ describe('global git excludes do not leak in', () => {
     const gitDir = tempDir('gitdir');
     execFileSync('git', ['init', '-q', '--bare', gitDir], { env });
     execFileSync('git', ['--git-dir', gitDir, 'config', 'core.bare', 'false'], { env });
-    const out = execFileSync(
-      'git',
-      [
-        '-c',
-        'safe.directory=*',
-        `--git-dir=${gitDir}`,
-        `--work-tree=${root}`,
-        'ls-files',
-        '-o',
-        '--exclude-standard',
-        '-z',
-      ],
-      { env },
-    );
+    const out = execFileSync('git', ['-c', 'safe.directory=*', `--git-dir=${gitDir}`, `--work-tree=${root}`, 'ls-files', '-o', '--exclude-standard', '-z'], { env });
     return splitZ(out).sort();
   }
 
@@ -854,9 +840,36 @@ function rng(seed: number): () => number {
 }
 
 const NAMES = [
-  'a', 'b', 'c', 'x', 'data', 'build', 'logs', 'src', 'sub', 'deep', 'node_modules', 'Foo', 'foo',
-  'keep.log', 'x.log', 'y.LOG', 'bar.txt', 'z.o', '.hidden', 'sp ace', 'trail ', '#h', '!b', 'caf\xe9', 'q?',
-  'HEAD', 'a.sample', '.gitkeep', '\xc3\xa9', '\xc3\xa9.o',
+  'a',
+  'b',
+  'c',
+  'x',
+  'data',
+  'build',
+  'logs',
+  'src',
+  'sub',
+  'deep',
+  'node_modules',
+  'Foo',
+  'foo',
+  'keep.log',
+  'x.log',
+  'y.LOG',
+  'bar.txt',
+  'z.o',
+  '.hidden',
+  'sp ace',
+  'trail ',
+  '#h',
+  '!b',
+  'caf\xe9',
+  'q?',
+  'HEAD',
+  'a.sample',
+  '.gitkeep',
+  '\xc3\xa9',
+  '\xc3\xa9.o',
 ];
 const DIR_NAMES = ['a', 'b', 'data', 'build', 'logs', 'src', 'sub', 'deep', 'node_modules', 'Foo', 'x', 'd\xe9j'];
 const EXTS = ['log', 'LOG', 'txt', 'o', 'sample'];
@@ -870,7 +883,11 @@ function randomPattern(r: () => number): string {
   const pick = <T>(xs: readonly T[]): T => xs[Math.floor(r() * xs.length)]!;
   const name = (): string => pick(PATTERN_NAMES);
   const dir = (): string => pick(PATTERN_DIRS);
-  const escapeGlob = (s: string): string => s.replace(/^([#!])/, '\\$1').replace(/([?*[\]])/g, '\\$1').replace(/ $/, '\\ ');
+  const escapeGlob = (s: string): string =>
+    s
+      .replace(/^([#!])/, '\\$1')
+      .replace(/([?*[\]])/g, '\\$1')
+      .replace(/ $/, '\\ ');
   const templates: (() => string)[] = [
     () => escapeGlob(name()),
     () => `/${escapeGlob(name())}`,
@@ -947,11 +964,7 @@ function randomTree(r: () => number): RandomTree {
     const d = join(parent, pick(DIR_NAMES));
     if (!dirs.includes(d)) dirs.push(d);
   }
-  const taken = (p: string): boolean =>
-    p in spec ||
-    dirs.includes(p) ||
-    Object.keys(spec).some((k) => k.startsWith(`${p}/`)) ||
-    dirs.some((d) => d.startsWith(`${p}/`));
+  const taken = (p: string): boolean => p in spec || dirs.includes(p) || Object.keys(spec).some((k) => k.startsWith(`${p}/`)) || dirs.some((d) => d.startsWith(`${p}/`));
   const parentIsFile = (p: string): boolean => {
     const parts = p.split('/');
     for (let i = 1; i < parts.length; i++) if (parts.slice(0, i).join('/') in spec) return true;
@@ -1026,10 +1039,7 @@ describe('random trees and rules match git', () => {
       if (scan.result.stats.ignoreMode === 'skyignore') skyMode++;
       fs.rmSync(root, { recursive: true, force: true });
     }
-    console.log(
-      `seed ${seed}: ${rounds} rounds, ${excluding} excluded something, ` +
-        `${withInternal} synced .git content, ${skyMode} in .skyignore mode`,
-    );
+    console.log(`seed ${seed}: ${rounds} rounds, ${excluding} excluded something, ` + `${withInternal} synced .git content, ${skyMode} in .skyignore mode`);
     expect(excluding).toBeGreaterThan(rounds / 2);
     expect(withInternal).toBeGreaterThan(rounds / 10);
     expect(skyMode).toBeGreaterThan(rounds / 10);
@@ -1111,7 +1121,10 @@ describe('scan reports', () => {
     fs.chmodSync(root, 0o755);
     // A completed sync: a scan with every file's recipe recorded.
     const first = await native.scan(root);
-    const files = first.tree.entries().filter((e) => e.kind === 'file').map((e) => e.path);
+    const files = first.tree
+      .entries()
+      .filter((e) => e.kind === 'file')
+      .map((e) => e.path);
     const recipes = await native.chunkFiles(root, files);
     for (const [i, f] of files.entries()) expect(first.tree.setRecipe(f, recipes[i]!.recipe!.chunks)).toBe(true);
     const snap = path.join(tempDir('perm-state'), 'prev.snap');
@@ -1138,9 +1151,7 @@ describe('scan reports', () => {
           chunkErrors: chunked.map((c) => c.error ?? null),
         }));
       })().catch((e) => { console.error(e); process.exit(1); });`;
-    const cmd = asRoot
-      ? [...setpriv, process.execPath, '-e', script]
-      : [process.execPath, '-e', script];
+    const cmd = asRoot ? [...setpriv, process.execPath, '-e', script] : [process.execPath, '-e', script];
     let out: string;
     try {
       out = execFileSync(cmd[0]!, cmd.slice(1), { encoding: 'utf8', env: { PATH: process.env.PATH, HOME: '/tmp' } });

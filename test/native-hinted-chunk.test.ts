@@ -100,7 +100,10 @@ async function recipeOf(rel: string, params: Native.ChunkParams): Promise<Native
 }
 
 describe('chunkFiles with hints', () => {
-  for (const [name, params] of [['small params', SMALL], ['default params', native.defaultChunkParams()]] as const) {
+  for (const [name, params] of [
+    ['small params', SMALL],
+    ['default params', native.defaultChunkParams()],
+  ] as const) {
     it(`equals chunkFiles without hints after random edits (${name})`, async () => {
       const seed = seedFromEnv();
       const rng = new Rng(seed);

@@ -77,7 +77,10 @@ function mutate(rng: Rng, src: string): string {
       case 4: {
         if (!regular.length) return 'noop';
         const from = rng.pick(regular);
-        const to = randomPath(rng, dirs.filter((d) => !d.startsWith(from)));
+        const to = randomPath(
+          rng,
+          dirs.filter((d) => !d.startsWith(from)),
+        );
         if (to === from || to.startsWith(from + '/')) return 'noop';
         clear(to);
         fs.mkdirSync(path.dirname(abs(to)), { recursive: true });
@@ -280,9 +283,7 @@ describe('push property test (local target)', () => {
     it(`stays equal to the source over ${rounds} random rounds (${agent} agent)`, () => pushRounds(agent, seedFromEnv(), rounds), 600_000);
     // Seed 555743719 leaves a job's file blocking a type change (directory `.gitignore` to a file) from round 11
     // on, so the closing no-op push retried the blocked path. Pinned, whatever SKYSYNC_SEED says.
-    it(`still moves nothing on a no-op push once a blocked type change is cleared (${agent} agent, seed 555743719)`, () =>
-      pushRounds(agent, 555743719, 12, `${agent}-blocked`),
-    );
+    it(`still moves nothing on a no-op push once a blocked type change is cleared (${agent} agent, seed 555743719)`, () => pushRounds(agent, 555743719, 12, `${agent}-blocked`));
   }
 
   it('pulls a remote directory back exactly, reusing what is already local', async () => {

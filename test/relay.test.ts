@@ -36,7 +36,25 @@ function skysync(args: string[], env: NodeJS.ProcessEnv = {}) {
 // biome-ignore lint/suspicious/noExplicitAny: the CLI's --json report, read field by field by the assertions
 function json(out: string): any {
   const j = JSON.parse(out.trim().split('\n').pop()!);
-  if (process.env.RELAY_TEST_DEBUG) console.log(JSON.stringify({ bytesWire: j.bytesWire, bytesRelay: j.bytesRelay, ms: j.durationMs, nodes: j.nodes.map((n: { node: string; workdir: Record<string, unknown> }) => ({ node: n.node, lit: n.workdir.bytesLiteral, wire: n.workdir.bytesWire, relay: n.workdir.relay, ms: n.workdir.durationMs })) }, null, 1));
+  if (process.env.RELAY_TEST_DEBUG)
+    console.log(
+      JSON.stringify(
+        {
+          bytesWire: j.bytesWire,
+          bytesRelay: j.bytesRelay,
+          ms: j.durationMs,
+          nodes: j.nodes.map((n: { node: string; workdir: Record<string, unknown> }) => ({
+            node: n.node,
+            lit: n.workdir.bytesLiteral,
+            wire: n.workdir.bytesWire,
+            relay: n.workdir.relay,
+            ms: n.workdir.durationMs,
+          })),
+        },
+        null,
+        1,
+      ),
+    );
   return j;
 }
 
@@ -72,8 +90,17 @@ describe.skipIf(!!skip)('head relay on a SkyPilot-shaped cluster', () => {
     fs.chmodSync(work, 0o755);
     cluster = await startNodes(3, { cluster: 'sky-r', strictHostKeyChecking: 'no' });
     const block = (alias: string, n: (typeof cluster.nodes)[0]) =>
-      [`Host ${alias}`, '  HostName 127.0.0.1', `  User ${n.user}`, `  Port ${n.port}`, `  IdentityFile ${cluster.clientKey}`,
-        '  IdentitiesOnly yes', '  StrictHostKeyChecking no', '  UserKnownHostsFile=/dev/null', ''].join('\n');
+      [
+        `Host ${alias}`,
+        '  HostName 127.0.0.1',
+        `  User ${n.user}`,
+        `  Port ${n.port}`,
+        `  IdentityFile ${cluster.clientKey}`,
+        '  IdentitiesOnly yes',
+        '  StrictHostKeyChecking no',
+        '  UserKnownHostsFile=/dev/null',
+        '',
+      ].join('\n');
     cfg = path.join(work, 'ssh_config');
     fs.writeFileSync(cfg, cluster.nodes.map((n, i) => block(i ? `sky-r-worker${i}` : 'sky-r', n)).join('\n'));
     proj = path.join(work, 'proj');

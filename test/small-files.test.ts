@@ -76,11 +76,15 @@ function makeSource(root: string, rng: Rng, files: number): void {
     fs.mkdirSync(path.join(root, dir), { recursive: true });
     const r = rng.next();
     const data =
-      r < 0.03 ? Buffer.alloc(0)
-      : r < 0.15 ? shared[rng.int(shared.length)]!
-      : r < 0.16 ? rng.bytes(300 * 1024 + rng.int(400 * 1024))
-      : r < 0.5 ? Buffer.from(`line ${i}\n`.repeat(1 + rng.int(2000)))
-      : rng.bytes(1 + rng.int(20 * 1024));
+      r < 0.03
+        ? Buffer.alloc(0)
+        : r < 0.15
+          ? shared[rng.int(shared.length)]!
+          : r < 0.16
+            ? rng.bytes(300 * 1024 + rng.int(400 * 1024))
+            : r < 0.5
+              ? Buffer.from(`line ${i}\n`.repeat(1 + rng.int(2000)))
+              : rng.bytes(1 + rng.int(20 * 1024));
     const file = path.join(root, dir, `file-${i}${i % 5 === 0 ? '.sh' : '.txt'}`);
     fs.writeFileSync(file, data);
     fs.chmodSync(file, i % 5 === 0 ? 0o755 : i % 7 === 0 ? 0o600 : 0o644);

@@ -33,10 +33,7 @@ describe.skipIf(skip !== null)('sshd harness', () => {
 
   beforeAll(async () => {
     // Two clusters at once: they must get different users, ports and host keys.
-    [plain, chatty] = await Promise.all([
-      startNodes(3),
-      startNodes(2, { cluster: 'sky-chatty', loginBanner: "Welcome to 'chatty' node!", noNode: true, noRsync: [1] }),
-    ]);
+    [plain, chatty] = await Promise.all([startNodes(3), startNodes(2, { cluster: 'sky-chatty', loginBanner: "Welcome to 'chatty' node!", noNode: true, noRsync: [1] })]);
   });
   afterAll(async () => {
     await plain?.stop();

@@ -65,10 +65,7 @@ function expectSynced(src: string, dest: string): void {
 describe.skipIf(skip !== null)('push and pull over SSH', () => {
   beforeAll(async () => {
     work = fs.mkdtempSync(path.join(os.tmpdir(), 'skysync-ssh-'));
-    [cluster, chatty] = await Promise.all([
-      startNodes(2),
-      startNodes(1, { cluster: 'sky-chatty', loginBanner: 'Welcome! Last login: yesterday. Have a nice day.' }),
-    ]);
+    [cluster, chatty] = await Promise.all([startNodes(2), startNodes(1, { cluster: 'sky-chatty', loginBanner: 'Welcome! Last login: yesterday. Have a nice day.' })]);
   }, 120_000);
   afterAll(async () => {
     await cluster?.stop();
@@ -286,7 +283,7 @@ describe.skipIf(skip !== null)('push and pull over SSH', () => {
   });
 
   it('reaches hosts through an Included config, ProxyJump and ProxyCommand, as OpenSSH does', () => {
-    const [head, worker] = cluster.nodes as [typeof cluster.nodes[0], typeof cluster.nodes[0]];
+    const [head, worker] = cluster.nodes as [(typeof cluster.nodes)[0], (typeof cluster.nodes)[0]];
     // SkyPilot's shape: the main config includes generated files; host keys are not checked for them.
     const gen = path.join(work, 'generated');
     fs.mkdirSync(gen, { recursive: true });
@@ -305,8 +302,18 @@ describe.skipIf(skip !== null)('push and pull over SSH', () => {
       ].join('\n'),
     );
     const jumpBlock = (name: string, how: string[]) =>
-      [`Host ${name}`, '  HostName 127.0.0.1', `  User ${worker.user}`, `  Port ${worker.port}`, `  IdentityFile ${cluster.clientKey}`,
-        '  IdentitiesOnly yes', '  StrictHostKeyChecking yes', `  UserKnownHostsFile ${cluster.knownHosts}`, ...how, ''].join('\n');
+      [
+        `Host ${name}`,
+        '  HostName 127.0.0.1',
+        `  User ${worker.user}`,
+        `  Port ${worker.port}`,
+        `  IdentityFile ${cluster.clientKey}`,
+        '  IdentitiesOnly yes',
+        '  StrictHostKeyChecking yes',
+        `  UserKnownHostsFile ${cluster.knownHosts}`,
+        ...how,
+        '',
+      ].join('\n');
     const cfg = path.join(work, 'main_config');
     fs.writeFileSync(
       cfg,
@@ -320,7 +327,11 @@ describe.skipIf(skip !== null)('push and pull over SSH', () => {
     const src = path.join(work, 'src4');
     makeSource(src);
     const headLogins = (): number => (cluster.logs()[0]!.match(/Accepted publickey/g) ?? []).length;
-    for (const [alias, dest, throughHead] of [['mycluster', 'inc', false], ['via-jump', 'jump', true], ['via-command', 'cmd', true]] as const) {
+    for (const [alias, dest, throughHead] of [
+      ['mycluster', 'inc', false],
+      ['via-jump', 'jump', true],
+      ['via-command', 'cmd', true],
+    ] as const) {
       const before = headLogins();
       const r = skysync(['-F', cfg, 'push', alias, '-w', src, '--dest', `~/${dest}`]);
       expect(r.code, `${alias}: ${r.stderr}`).toBe(0);

@@ -55,7 +55,10 @@ describe('progress on an 80-column terminal', () => {
     expect(r.raw).toMatch(PROGRESS_ROW);
     const screen = renderScreen(r.raw, 80);
     expect(screen.widest, r.raw).toBeLessThanOrEqual(80);
-    expect(screen.lines.filter((l) => PROGRESS_ROW.test(l)), screen.lines.join('\n')).toEqual([]);
+    expect(
+      screen.lines.filter((l) => PROGRESS_ROW.test(l)),
+      screen.lines.join('\n'),
+    ).toEqual([]);
     expect(screen.lines.join('\n')).toMatch(/Number of files: 2/);
     fs.writeFileSync(path.join(work, 'push-screen.txt'), r.raw);
 

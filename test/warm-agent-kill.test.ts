@@ -129,7 +129,11 @@ async function killRounds(name: string, s: Setup, midway: NodeJS.Signals = 'SIGK
     // A stopped agent holds the destination's lock: it goes, as an operator would make it go.
     if (midway !== 'SIGKILL') killAll(s.agents);
     expect(r.timedOut, context(`round ${round}: push whose agent was killed hung`, r)).toBe(false);
-    if (r.code !== 0) expect(r.stderr.split('\n').filter((l) => l.startsWith('error:')), context(`round ${round}: killed push`, r)).toHaveLength(1);
+    if (r.code !== 0)
+      expect(
+        r.stderr.split('\n').filter((l) => l.startsWith('error:')),
+        context(`round ${round}: killed push`, r),
+      ).toHaveLength(1);
     if (process.env.SKYSYNC_DEBUG_TEST) console.log(`${name} round ${round}: exit ${r.code}: ${r.stderr.trim().split('\n').pop()}`);
     await converges(`round ${round}: push after a killed one`);
   }
@@ -168,7 +172,10 @@ describe('an agent killed with kill -9', () => {
     });
 
     // Workers, not the head: the head's name means the whole cluster.
-    for (const [mode, node, persist] of [['direct', 1, '0'], ['warm', 2, '60']] as const) {
+    for (const [mode, node, persist] of [
+      ['direct', 1, '0'],
+      ['warm', 2, '60'],
+    ] as const) {
       it(`${mode}: never leaves a push waiting, and the next push mirrors exactly`, async () => {
         const n = cluster.nodes[node]!;
         const env = { SKYSYNC_STATE_DIR: state(), SSH_AUTH_SOCK: '', SKYSYNC_CONTROL_PERSIST: persist, SKYSYNC_WATCH_PERSIST: '0' };

@@ -230,7 +230,10 @@ describe.runIf(linux)('watcher-assisted scan', () => {
         let next: ScanResult;
         if (answer.full) next = await native.scan(root, base.tree);
         else {
-          const plan = rescanOf(answer, base.warnings.map((w) => w.path));
+          const plan = rescanOf(
+            answer,
+            base.warnings.map((w) => w.path),
+          );
           next = await native.scanPartial(root, base.tree, plan.dirs, plan.subtrees);
           const whole = await native.scan(root, base.tree);
           const where = (): string =>

@@ -157,7 +157,11 @@ if (!isMainThread) {
     const n = Number(nS);
     const workers = [];
     for (let i = 0; i < n; i++) workers.push(new Worker(new URL(import.meta.url), { workerData: { size, reps, seed: `worker-${i}` } }));
-    const first = (w) => new Promise((res, rej) => { w.once('message', res); w.once('error', rej); });
+    const first = (w) =>
+      new Promise((res, rej) => {
+        w.once('message', res);
+        w.once('error', rej);
+      });
     await Promise.all(workers.map(first));
     const t = nowMs();
     const dones = workers.map(first);

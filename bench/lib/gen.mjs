@@ -120,8 +120,50 @@ function makeCorpus(size, rand) {
   return Buffer.from(parts.join('')).subarray(0, size);
 }
 
-const DIR_WORDS = ['src', 'lib', 'pkg', 'core', 'utils', 'models', 'data', 'tests', 'scripts', 'configs', 'docs', 'ops', 'layers', 'io', 'api', 'tools', 'vendor', 'nn', 'eval', 'train'];
-const STEMS = ['util', 'model', 'config', 'train', 'dataset', 'test', 'main', 'helpers', 'index', 'layer', 'loss', 'optim', 'sampler', 'schema', 'client', 'server', 'cache', 'metrics', 'readme', 'notes'];
+const DIR_WORDS = [
+  'src',
+  'lib',
+  'pkg',
+  'core',
+  'utils',
+  'models',
+  'data',
+  'tests',
+  'scripts',
+  'configs',
+  'docs',
+  'ops',
+  'layers',
+  'io',
+  'api',
+  'tools',
+  'vendor',
+  'nn',
+  'eval',
+  'train',
+];
+const STEMS = [
+  'util',
+  'model',
+  'config',
+  'train',
+  'dataset',
+  'test',
+  'main',
+  'helpers',
+  'index',
+  'layer',
+  'loss',
+  'optim',
+  'sampler',
+  'schema',
+  'client',
+  'server',
+  'cache',
+  'metrics',
+  'readme',
+  'notes',
+];
 const EXTS = ['py', 'py', 'py', 'ts', 'ts', 'js', 'json', 'md', 'txt', 'yaml', 'c', 'h', 'rs', 'sh', 'toml', 'cfg'];
 
 const ROOT_GITIGNORE = `# Python
@@ -287,7 +329,11 @@ export function ensureData(profile) {
   data.large = p.large.map((_, i) => path.join(data.largeDir, `ckpt-${i}.bin`));
   try {
     const have = JSON.parse(fs.readFileSync(marker, 'utf8'));
-    const complete = JSON.stringify(have.want) === JSON.stringify(want) && fs.existsSync(data.tree) && fs.existsSync(data.gitDir) && data.large.every((f, i) => fs.existsSync(f) && fs.statSync(f).size === p.large[i]);
+    const complete =
+      JSON.stringify(have.want) === JSON.stringify(want) &&
+      fs.existsSync(data.tree) &&
+      fs.existsSync(data.gitDir) &&
+      data.large.every((f, i) => fs.existsSync(f) && fs.statSync(f).size === p.large[i]);
     if (complete) return { ...data, counts: have.counts, generated: false };
   } catch {
     // not there or unreadable: regenerate

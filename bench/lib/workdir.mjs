@@ -364,6 +364,8 @@ export function ensureWorkdir(name, spec = SIZES[name]) {
   };
   const info = { want, counts, floor, sources: sel.sources, gitignore: GITIGNORE, createdAt: new Date().toISOString() };
   fs.writeFileSync(marker, JSON.stringify(info, null, 2) + '\n');
-  log(`  workdir ready: ${counts.syncedFiles} synced files (${(syncedBytes / MiB).toFixed(0)} MiB), ${counts.ignoredFiles} ignored (${(ignoredBytes / MiB).toFixed(0)} MiB) in ${((nowMs() - t0) / 1000).toFixed(1)} s`);
+  log(
+    `  workdir ready: ${counts.syncedFiles} synced files (${(syncedBytes / MiB).toFixed(0)} MiB), ${counts.ignoredFiles} ignored (${(ignoredBytes / MiB).toFixed(0)} MiB) in ${((nowMs() - t0) / 1000).toFixed(1)} s`,
+  );
   return { root, tree, name, ...info, binaries: BINARIES, generated: true };
 }

@@ -87,10 +87,13 @@ class DelayedPipe {
     while (this.head < this.queue.length && !this.blocked) {
       const item = this.queue[this.head];
       if (item.due > now) {
-        this.timer = setTimeout(() => {
-          this.timer = null;
-          this.pump();
-        }, Math.max(1, Math.ceil(item.due - now)));
+        this.timer = setTimeout(
+          () => {
+            this.timer = null;
+            this.pump();
+          },
+          Math.max(1, Math.ceil(item.due - now)),
+        );
         break;
       }
       this.queue[this.head++] = undefined;

@@ -133,7 +133,10 @@ function procInfo(pid) {
   try {
     const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
     const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-    const uidLine = fs.readFileSync(`/proc/${pid}/status`, 'utf8').split('\n').find((l) => l.startsWith('Uid:'));
+    const uidLine = fs
+      .readFileSync(`/proc/${pid}/status`, 'utf8')
+      .split('\n')
+      .find((l) => l.startsWith('Uid:'));
     return { ppid, uid: Number(uidLine?.split(/\s+/)[1]) };
   } catch {
     return null;
@@ -261,7 +264,11 @@ function removeCgroup(cg) {
   if (!cg?.dir || !fs.existsSync(cg.dir)) return;
   // Whatever is left in it (should be nothing by now) goes back to the root first.
   try {
-    const procs = fs.readFileSync(path.join(cg.dir, cg.kind === 'v2' ? 'cgroup.procs' : 'tasks'), 'utf8').split('\n').filter(Boolean).map(Number);
+    const procs = fs
+      .readFileSync(path.join(cg.dir, cg.kind === 'v2' ? 'cgroup.procs' : 'tasks'), 'utf8')
+      .split('\n')
+      .filter(Boolean)
+      .map(Number);
     killPidsSync(procs.filter((p) => p !== process.pid));
   } catch {
     /* ignore */
@@ -298,7 +305,10 @@ function ensureUser(user) {
       sleepSync(100 + Math.random() * 200);
     }
   }
-  const shadow = fs.readFileSync('/etc/shadow', 'utf8').split('\n').find((l) => l.startsWith(`${user}:`));
+  const shadow = fs
+    .readFileSync('/etc/shadow', 'utf8')
+    .split('\n')
+    .find((l) => l.startsWith(`${user}:`));
   if (shadow?.split(':')[1]?.startsWith('!')) sh('usermod', ['-p', '*', user]);
   if (pw.shell !== '/bin/bash') sh('usermod', ['-s', '/bin/bash', user]);
   return getpw(user);
@@ -436,8 +446,10 @@ export async function up({ rate = '100mbit', rttMs = 20, loopback = false, nodes
   if (why) throw new Error(`rig: ${why}`);
   const old = readState();
   if (old) {
-    if (old.owner && old.owner !== process.pid && pidAlive(old.owner) && !old.detached) throw new RigBusyError(`rig: another run (pid ${old.owner}) has the rig up; wait for it or run \`node bench/rig/rig.mjs down\``);
-    if (old.detached && old.pids && Object.values(old.pids).some(pidAlive)) throw new RigBusyError('rig: a rig started with `rig.mjs up` is still up; run `node bench/rig/rig.mjs down` first');
+    if (old.owner && old.owner !== process.pid && pidAlive(old.owner) && !old.detached)
+      throw new RigBusyError(`rig: another run (pid ${old.owner}) has the rig up; wait for it or run \`node bench/rig/rig.mjs down\``);
+    if (old.detached && old.pids && Object.values(old.pids).some(pidAlive))
+      throw new RigBusyError('rig: a rig started with `rig.mjs up` is still up; run `node bench/rig/rig.mjs down` first');
     log('rig: removing what an earlier run left behind');
     teardown(old, { log });
   }
@@ -446,7 +458,19 @@ export async function up({ rate = '100mbit', rttMs = 20, loopback = false, nodes
   fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
   fs.chmodSync(dir, 0o755); // sessions of the bench users read authorized_keys from here
   for (const n of fs.readdirSync(dir)) if (n !== 'state.json') fs.rmSync(path.join(dir, n), { recursive: true, force: true });
-  const st = { owner: process.pid, detached: false, dir, loopback, rate: loopback ? null : rate, rateBits: loopback ? null : rateBits, rttMs: loopback ? 0 : rttMs, pids: {}, cgroups: {}, users: [], createdAt: new Date().toISOString() };
+  const st = {
+    owner: process.pid,
+    detached: false,
+    dir,
+    loopback,
+    rate: loopback ? null : rate,
+    rateBits: loopback ? null : rateBits,
+    rttMs: loopback ? 0 : rttMs,
+    pids: {},
+    cgroups: {},
+    users: [],
+    createdAt: new Date().toISOString(),
+  };
   writeState(st);
   const handle = { down: (o) => teardown(readState() ?? st, o) };
   try {
@@ -560,7 +584,11 @@ export async function up({ rate = '100mbit', rttMs = 20, loopback = false, nodes
     if (!loopback) {
       const portFile = path.join(dir, 'proxy.port');
       const proxyLog = path.join(dir, 'proxy.log');
-      const proxy = spawnDetached(process.execPath, [path.join(HERE, 'delay-proxy.mjs'), '--listen', '127.0.0.1:0', '--target', `${sshHost}:${sshPort}`, '--delay-ms', String(rttMs / 2), '--port-file', portFile], proxyLog);
+      const proxy = spawnDetached(
+        process.execPath,
+        [path.join(HERE, 'delay-proxy.mjs'), '--listen', '127.0.0.1:0', '--target', `${sshHost}:${sshPort}`, '--delay-ms', String(rttMs / 2), '--port-file', portFile],
+        proxyLog,
+      );
       st.pids.proxy = proxy.child.pid;
       writeState(st);
       moveToCgroup(cgProxy, proxy.child.pid);
@@ -606,7 +634,10 @@ export async function up({ rate = '100mbit', rttMs = 20, loopback = false, nodes
     // Every node answers, and has node and rsync.
     for (const n of nodeList) {
       const r = sh('ssh', ['-F', sshConfig, n.alias, 'command -v node && node --version && command -v rsync'], { allowFail: true });
-      if (r.status !== 0) throw new Error(`rig: ${n.alias} (${n.user}) lacks node or rsync, or refused the login: ${r.stdout}${r.stderr}\nsshd log: ${fs.readFileSync(sshdLog, 'utf8').slice(-2000)}`);
+      if (r.status !== 0)
+        throw new Error(
+          `rig: ${n.alias} (${n.user}) lacks node or rsync, or refused the login: ${r.stdout}${r.stderr}\nsshd log: ${fs.readFileSync(sshdLog, 'utf8').slice(-2000)}`,
+        );
       const ver = /v(\d+)/.exec(r.stdout);
       if (!ver || Number(ver[1]) < 18) throw new Error(`rig: ${n.alias} has node ${r.stdout.trim()}, need >= 18`);
       st.remoteTools = r.stdout.trim().split('\n');

@@ -168,9 +168,16 @@ async function ensureUser(user: string): Promise<PwEntry> {
     }
     pw = getpw(user);
   }
-  const shadow = fs.readFileSync('/etc/shadow', 'utf8').split('\n').find((l) => l.startsWith(`${user}:`));
+  const shadow = fs
+    .readFileSync('/etc/shadow', 'utf8')
+    .split('\n')
+    .find((l) => l.startsWith(`${user}:`));
   if (shadow?.split(':')[1]?.startsWith('!')) run('usermod', ['-p', '*', user]);
-  const shell = fs.readFileSync('/etc/passwd', 'utf8').split('\n').find((l) => l.startsWith(`${user}:`))?.split(':')[6];
+  const shell = fs
+    .readFileSync('/etc/passwd', 'utf8')
+    .split('\n')
+    .find((l) => l.startsWith(`${user}:`))
+    ?.split(':')[6];
   if (shell !== '/bin/bash') run('usermod', ['-s', '/bin/bash', user]);
   return pw;
 }
@@ -197,7 +204,10 @@ function procStat(pid: number): { ppid: number; uid: number } | null {
   try {
     const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
     const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-    const uidLine = fs.readFileSync(`/proc/${pid}/status`, 'utf8').split('\n').find((l) => l.startsWith('Uid:'));
+    const uidLine = fs
+      .readFileSync(`/proc/${pid}/status`, 'utf8')
+      .split('\n')
+      .find((l) => l.startsWith('Uid:'));
     return { ppid, uid: Number(uidLine?.split(/\s+/)[1]) };
   } catch {
     return null;

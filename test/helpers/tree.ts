@@ -28,7 +28,9 @@ export function walk(root: string, opts: { skip?: (rel: string) => boolean } = {
         out.set(r, { type: 'dir', mode: st.mode & 0o7777, size: 0 });
         visit(r);
       } else if (st.isFile()) {
-        const sha = createHash('sha256').update(fs.readFileSync(path.join(root, r))).digest('hex');
+        const sha = createHash('sha256')
+          .update(fs.readFileSync(path.join(root, r)))
+          .digest('hex');
         out.set(r, { type: 'file', mode: st.mode & 0o7777, size: st.size, sha, mtimeMs: Math.floor(st.mtimeMs) });
       }
     }

@@ -30,7 +30,8 @@ export class LaneServer {
   private expected: Expected | null = null;
   private readonly sockets = new Set<net.Socket>();
 
-  private constructor(readonly server: net.Server,
+  private constructor(
+    readonly server: net.Server,
     readonly socketPath: string,
     private readonly log: (m: string) => void,
   ) {

@@ -26,7 +26,6 @@ import { serveBucket } from './bucket/serve.js';
 
 export const AGENT_VERSION = '0.1.0';
 
-
 /**
  * The addon installed with this agent: `<hash>.node` beside `<hash>.cjs`. Only that one: an addon left by
  * another skysync version may lack functions this agent calls. (Local targets pass SKYSYNC_NATIVE_PATH.)

@@ -24,7 +24,9 @@ export function manifestPath(home: string, dest: string): string {
 
 export function encodeManifest(m: Manifest): Buffer {
   const w = new ByteWriter(64 + m.entries.size * 96);
-  w.bytes(MAGIC).path(m.generation ?? '').varint(m.entries.size);
+  w.bytes(MAGIC)
+    .path(m.generation ?? '')
+    .varint(m.entries.size);
   for (const [p, r] of m.entries) {
     w.path(p).u8(KINDS.indexOf(r.kind)).varint(r.mode).varint(r.size).zigzag(r.mtimeSec).varint(r.mtimeNsec);
     w.varint(r.stat.size).path(r.stat.mtimeNs).path(r.stat.ino);
@@ -38,7 +40,13 @@ export function encodeManifest(m: Manifest): Buffer {
 export function decodeManifest(data: Buffer): Manifest {
   if (data.length < MAGIC.length + 32 || !data.subarray(0, MAGIC.length).equals(MAGIC)) throw new Error('not a manifest');
   const body = data.subarray(0, data.length - 32);
-  if (!createHash('sha256').update(body).digest().equals(data.subarray(data.length - 32))) throw new Error('checksum mismatch');
+  if (
+    !createHash('sha256')
+      .update(body)
+      .digest()
+      .equals(data.subarray(data.length - 32))
+  )
+    throw new Error('checksum mismatch');
   const r = new ByteReader(body);
   r.bytes(MAGIC.length);
   const generation = r.path() || null;

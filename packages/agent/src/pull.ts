@@ -33,7 +33,12 @@ async function recordedRecipe(ctx: AgentContext, abs: string): Promise<Buffer | 
   if (!ctx.native) return null;
   for (let dir = abs; ; dir = path.dirname(dir)) {
     const tree = `${manifestPath(ctx.home, dir).replace(/\.manifest$/, '')}.tree`;
-    if (await fsp.stat(tree).then(() => true, () => false)) {
+    if (
+      await fsp.stat(tree).then(
+        () => true,
+        () => false,
+      )
+    ) {
       try {
         const rel = dir === abs ? path.basename(abs) : path.relative(dir, abs);
         return ctx.native.Tree.load(tree).recipe(Buffer.from(rel, 'utf8').toString('latin1'))?.chunks ?? null;
@@ -98,9 +103,7 @@ async function sendPull(
     const name = Buffer.from(path.basename(abs), 'utf8').toString('latin1');
     const base = statFields(name, await fsp.lstat(abs, { bigint: true }));
     listing =
-      kind === 'symlink'
-        ? [{ ...base, kind: 'symlink', target: ((await fsp.readlink(abs, { encoding: 'buffer' })) as Buffer).toString('latin1') }]
-        : [{ ...base, kind: 'file' }];
+      kind === 'symlink' ? [{ ...base, kind: 'symlink', target: ((await fsp.readlink(abs, { encoding: 'buffer' })) as Buffer).toString('latin1') }] : [{ ...base, kind: 'file' }];
   }
 
   const files = listing.filter((e) => e.kind === 'file');
@@ -111,7 +114,12 @@ async function sendPull(
   if (ctx.native) {
     // A single large file this agent placed (a checkpoint a job rewrote since): its recorded recipe makes a hint.
     const hint = kind === 'file' && files.length === 1 && files[0]!.size >= 1 << 20 ? await recordedRecipe(ctx, abs) : null;
-    const outcomes = await ctx.native.chunkFiles(root, files.map((f) => f.path), begin.chunkParams, hint ? [hint] : null);
+    const outcomes = await ctx.native.chunkFiles(
+      root,
+      files.map((f) => f.path),
+      begin.chunkParams,
+      hint ? [hint] : null,
+    );
     outcomes.forEach((o, i) => {
       if (o.recipe) recipes.set(files[i]!.path, { chunks: o.recipe.chunks, digest: o.recipe.digest });
       else unreadable.push({ path: files[i]!.path, error: readError(o.error) });

@@ -141,8 +141,7 @@ class NativeStore implements TreeStore {
     const empty = this.tree.size === 0;
     return {
       recipeOf: (p) => (untrusted.has(p) ? null : (this.tree.recipe(p)?.chunks ?? null)),
-      locate: (ids) =>
-        this.tree.locateChunks(Buffer.concat(ids)).map((l) => (l && !untrusted.has(l.path) ? { path: l.path, offset: l.offset } : null)),
+      locate: (ids) => this.tree.locateChunks(Buffer.concat(ids)).map((l) => (l && !untrusted.has(l.path) ? { path: l.path, offset: l.offset } : null)),
       current: (p) => {
         if (empty || untrusted.has(p)) return null;
         const e = this.tree.entry(p);

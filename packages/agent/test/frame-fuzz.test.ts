@@ -126,7 +126,10 @@ function expectNoWriteOutside(current: string, frames: FrameMessage[], before: M
   touched.push(...[...before.keys()].filter((rel) => !after.has(rel)));
   for (const rel of touched) {
     const abs = path.join(home, rel);
-    expect(roots.some((r) => within(abs, r)), `${current}: ${rel} written outside ${roots.join(', ')}`).toBe(true);
+    expect(
+      roots.some((r) => within(abs, r)),
+      `${current}: ${rel} written outside ${roots.join(', ')}`,
+    ).toBe(true);
   }
   expect(snapshot(outside), `${current}: the directory beside the destination changed`).toEqual(outsideBefore);
 }
@@ -139,7 +142,7 @@ beforeAll(async () => {
   template = path.join(tmp, 'template');
   fs.mkdirSync(path.join(home, '.skysync'), { recursive: true });
   fs.mkdirSync(outside);
-  fs.writeFileSync(path.join(outside, 'keep.txt'), 'not the agent\'s\n');
+  fs.writeFileSync(path.join(outside, 'keep.txt'), "not the agent's\n");
   fs.mkdirSync(path.join(outside, 'src'));
 });
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -212,7 +215,10 @@ describe('frame fuzzing', () => {
       json(Frame.Hello, makeHello({ role: 'client', software: 'repro', compression: ['none'], native: true })),
       json(Frame.Begin, { op: 'push', dest: '~/dest', base: null, chunkParams: { minSize: 4096, avgSize: 16384, maxSize: 65536 } }),
       json(Frame.Plan, { mode: 'data', compression: 'none', deleteMode: 'placed', dryRun: false }),
-      { type: Frame.Entries, payload: encodeEntries([{ kind: 'file', path: 'f', mode: 0o644, size: 10, mtimeSec: 1, mtimeNsec: 0, digest: recipe.digest, ops: [{ op: 'chunks', chunks }] }]) },
+      {
+        type: Frame.Entries,
+        payload: encodeEntries([{ kind: 'file', path: 'f', mode: 0o644, size: 10, mtimeSec: 1, mtimeNsec: 0, digest: recipe.digest, ops: [{ op: 'chunks', chunks }] }]),
+      },
       { type: Frame.PlanEnd, payload: Buffer.alloc(0) },
       { type: Frame.Data, payload: bytes },
       { type: Frame.DataEnd, payload: Buffer.alloc(0) },

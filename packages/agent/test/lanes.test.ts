@@ -162,7 +162,10 @@ describe('lanes', () => {
       const got = Buffer.concat(pieces);
       expect(got.equals(Buffer.concat(sent)), `replay with SKYSYNC_SEED=${seed}`).toBe(true);
       // Every encoder started at 9; noise sent some to 1, and text after noise brought them back to 9.
-      expect(asked.filter((l) => l !== 1 && l !== 9), `replay with SKYSYNC_SEED=${seed}`).toEqual([]);
+      expect(
+        asked.filter((l) => l !== 1 && l !== 9),
+        `replay with SKYSYNC_SEED=${seed}`,
+      ).toEqual([]);
       expect(asked.filter((l) => l === 1).length, `replay with SKYSYNC_SEED=${seed}`).toBeGreaterThan(0);
       expect(asked.lastIndexOf(9), `replay with SKYSYNC_SEED=${seed}`).toBeGreaterThan(asked.indexOf(1));
       merger.close();

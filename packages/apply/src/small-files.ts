@@ -131,7 +131,14 @@ export class SmallFileBatches {
       return;
     }
     try {
-      const out = await this.writer.writeFiles(this.ctx.opts.root, b.temps.join('\0'), b.layout.subarray(0, n * WRITE_RECORD.size), b.data.subarray(0, b.bytes), Buffer.concat(b.refs), true);
+      const out = await this.writer.writeFiles(
+        this.ctx.opts.root,
+        b.temps.join('\0'),
+        b.layout.subarray(0, n * WRITE_RECORD.size),
+        b.data.subarray(0, b.bytes),
+        Buffer.concat(b.refs),
+        true,
+      );
       const retry = new Set<number>();
       for (const f of out.failures) {
         const s = b.files[f.index]!;

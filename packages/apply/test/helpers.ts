@@ -41,7 +41,7 @@ export function receiverFor(root: string, over: Partial<ReceiverOptions> = {}): 
 export async function sync(root: string, entries: PlanEntry[], opts: { data?: Buffer; over?: Partial<ReceiverOptions> } = {}): Promise<ReceiveResult> {
   const r = receiverFor(root, opts.over);
   r.add(entries, true);
-  const data = opts.data ?? Buffer.concat(entries.map((e) => (e.kind === 'file' ? (e as FileEntry & { bytes?: Buffer }).bytes ?? Buffer.alloc(0) : Buffer.alloc(0))));
+  const data = opts.data ?? Buffer.concat(entries.map((e) => (e.kind === 'file' ? ((e as FileEntry & { bytes?: Buffer }).bytes ?? Buffer.alloc(0)) : Buffer.alloc(0))));
   if (data.length) r.stream.push(data);
   r.stream.end();
   return r.transition();

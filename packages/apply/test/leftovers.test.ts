@@ -18,7 +18,7 @@ describe('leftovers of dead skysync processes', () => {
     expect(processRunning(deadPid(), 0)).toBe(false);
   });
 
-  it("removes exactly the temp files and staging directories of dead owners, and nothing a user or a live sync owns", () => {
+  it('removes exactly the temp files and staging directories of dead owners, and nothing a user or a live sync owns', () => {
     const root = tempDir('sweep');
     const dead = deadPid();
     const live = `${process.ppid}-${processStart(process.ppid)}`;

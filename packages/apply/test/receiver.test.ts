@@ -43,9 +43,16 @@ describe('transition', () => {
     fs.mkdirSync(path.join(root, 'd'));
     fs.writeFileSync(path.join(root, 'd/job-output'), 'x');
     fs.writeFileSync(path.join(root, 'theirs'), 'x');
-    const r = await sync(root, [{ kind: 'delete', path: 'd', forgetOnly: false }, { kind: 'delete', path: 'theirs', forgetOnly: false }], {
-      over: { isPlaced: (p) => p === 'd' },
-    });
+    const r = await sync(
+      root,
+      [
+        { kind: 'delete', path: 'd', forgetOnly: false },
+        { kind: 'delete', path: 'theirs', forgetOnly: false },
+      ],
+      {
+        over: { isPlaced: (p) => p === 'd' },
+      },
+    );
     expect(r.kept).toEqual(['d']);
     expect(r.forgotten).toEqual(['theirs']);
     expect(listAll(root)).toEqual(['d', 'd/job-output', 'theirs']);
@@ -92,7 +99,7 @@ describe('stagers', () => {
     const e = fileEntry('big', Buffer.concat([old, bytes(1000, 6)]));
     const held = fileEntry('big', old);
     const r = receiverFor(root, {
-      held: { recipeOf: (p) => (p === 'big' ? held.ops[0]!.op === 'chunks' ? (held.ops[0] as { chunks: Buffer }).chunks : null : null), locate: (ids) => ids.map(() => null) },
+      held: { recipeOf: (p) => (p === 'big' ? (held.ops[0]!.op === 'chunks' ? (held.ops[0] as { chunks: Buffer }).chunks : null) : null), locate: (ids) => ids.map(() => null) },
     });
     const n = (held.ops[0] as { chunks: Buffer }).chunks.length / 36;
     const tail = (e.ops[0] as { chunks: Buffer }).chunks;
@@ -103,7 +110,10 @@ describe('stagers', () => {
     const rest = tail.subarray(same * 36);
     let restLen = 0;
     for (let o = 32; o < rest.length; o += 36) restLen += rest.readUInt32LE(o);
-    e.ops = [{ op: 'copy', from: null, start: 0, count: same }, { op: 'chunks', chunks: rest }];
+    e.ops = [
+      { op: 'copy', from: null, start: 0, count: same },
+      { op: 'chunks', chunks: rest },
+    ];
     r.add([e], true);
     const all = Buffer.concat([old, bytes(1000, 6)]);
     r.stream.push(all.subarray(all.length - restLen));

@@ -16,7 +16,11 @@ const LO_MASK = 0xffffff;
 
 /** Normalization masks by number of bits (the crate's `MASKS`, same values; 0 through 4 unused). */
 const MASKS: readonly bigint[] = [
-  0n, 0n, 0n, 0n, 0n,
+  0n,
+  0n,
+  0n,
+  0n,
+  0n,
   0x0000000001804110n, // 5 (normalization level 3 only)
   0x0000000001803110n, // 6: 64 B
   0x0000000018035100n, // 7: 128 B

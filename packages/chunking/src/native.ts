@@ -135,8 +135,6 @@ export function createNativeChunker(addon: NativeAddon): Chunker {
     recipeDigest: (chunks) => addon.recipeDigest(chunks),
     // A small buffer is hashed on this thread: the round trip through the thread pool costs more than the hash.
     verifyChunks: (data, refs) =>
-      data.length > SYNC_VERIFY_MAX
-        ? addon.verifyChunks(data, refs)
-        : Promise.resolve(verifyChunksWith((d) => addon.blake3(asBuffer(d)), data, refs)),
+      data.length > SYNC_VERIFY_MAX ? addon.verifyChunks(data, refs) : Promise.resolve(verifyChunksWith((d) => addon.blake3(asBuffer(d)), data, refs)),
   };
 }

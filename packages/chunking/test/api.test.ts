@@ -134,9 +134,7 @@ describe('recipes', () => {
     const r = fb.chunkBuffer(data);
     const chunks = unpackChunks(r.chunks);
     expect(chunks.reduce((s, c) => s + c.len, 0)).toBe(data.length);
-    expect(chunks.slice(0, -1).every((c) => c.len >= DEFAULT_PARAMS.minSize && c.len <= DEFAULT_PARAMS.maxSize)).toBe(
-      true,
-    );
+    expect(chunks.slice(0, -1).every((c) => c.len >= DEFAULT_PARAMS.minSize && c.len <= DEFAULT_PARAMS.maxSize)).toBe(true);
     expect(packChunks(chunks).equals(r.chunks)).toBe(true);
   });
 });

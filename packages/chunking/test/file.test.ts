@@ -118,9 +118,7 @@ describe('chunkFile', () => {
   it('rejects a missing file with ENOENT and bad parameters with a RangeError', async () => {
     for (const [name, c] of await chunkers()) {
       await expect(c.chunkFile(join(dir, 'missing')), name).rejects.toMatchObject({ code: 'ENOENT' });
-      await expect(c.chunkFile(join(dir, 'big.bin'), { minSize: 10, avgSize: 16, maxSize: 32 })).rejects.toThrow(
-        RangeError,
-      );
+      await expect(c.chunkFile(join(dir, 'big.bin'), { minSize: 10, avgSize: 16, maxSize: 32 })).rejects.toThrow(RangeError);
     }
   });
 

@@ -11,10 +11,7 @@ export const NATIVE_DISABLED = process.env.SKYSYNC_NO_NATIVE === '1';
 export function nativeForTests(): NativeAddon | null {
   const addon = loadNative();
   if (!addon && !NATIVE_DISABLED) {
-    throw new Error(
-      `the native addon did not load (build it: cd native && pnpm build; or set SKYSYNC_NO_NATIVE=1 to skip ` +
-        `the comparisons): ${nativeLoadErrors().join('; ')}`,
-    );
+    throw new Error(`the native addon did not load (build it: cd native && pnpm build; or set SKYSYNC_NO_NATIVE=1 to skip ` + `the comparisons): ${nativeLoadErrors().join('; ')}`);
   }
   return addon;
 }

@@ -2,17 +2,7 @@
 // native/binding/src/layouts.rs): a field moved on one side only fails here, not as corrupt data in a sync.
 
 import { describe, expect, it } from 'vitest';
-import {
-  CHUNK_REF,
-  RECORD_LAYOUTS,
-  chunkRefCount,
-  chunkRefId,
-  chunkRefLen,
-  packChunks,
-  readWriteStat,
-  writeChunkRef,
-  writeReadRange,
-} from '../src/index.js';
+import { CHUNK_REF, RECORD_LAYOUTS, chunkRefCount, chunkRefId, chunkRefLen, packChunks, readWriteStat, writeChunkRef, writeReadRange } from '../src/index.js';
 import * as wire from '@skysync/protocol';
 import { nativeForTests } from './helpers.js';
 

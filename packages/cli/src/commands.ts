@@ -70,7 +70,10 @@ export interface CommandContext {
 /** `--head-only` and `--nodes a,b,c` as the engine takes them. */
 export function nodeSelection(flags: { headOnly?: boolean; nodes?: string }): NodeSelection {
   if (!flags.nodes) return { headOnly: flags.headOnly };
-  const names = flags.nodes.split(',').map((s) => s.trim()).filter(Boolean);
+  const names = flags.nodes
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
   if (!names.length) throw new UsageError('--nodes needs a comma-separated list, e.g. --nodes dev,dev-worker1');
   return { headOnly: flags.headOnly, nodes: names };
 }
@@ -337,17 +340,27 @@ function firstFailure(codes: number[]): number {
 }
 
 export async function execCommand(ctx: CommandContext, targetSpec: string, taskFile: string | undefined, command: string[], flags: SyncFlags, launch: boolean): Promise<number> {
-  if (command.length && launch) throw new UsageError('launch runs the task\'s setup and run; pass a command to `skysync exec` instead');
+  if (command.length && launch) throw new UsageError("launch runs the task's setup and run; pass a command to `skysync exec` instead");
   if (!taskFile && !command.length) throw new UsageError(`nothing to run: give a task YAML or a command after --, e.g. skysync exec ${targetSpec} -- python train.py`);
   const withMounts = launch || !!flags.fileMounts;
   // As `sky exec`: without a task, only an explicit --workdir is synced.
   // Each node's address (for SKYPILOT_NODE_IPS) is asked for while the workdir syncs, not after.
   let early: Promise<string[]> | null = null;
-  const p = await syncPhase(ctx, targetSpec, taskFile, flags, withMounts, false, true, (nodes) => {
-    if (flags.dryRun) return;
-    early = Promise.all(nodes.map(nodeAddress));
-    early.catch(() => {});
-  }, true);
+  const p = await syncPhase(
+    ctx,
+    targetSpec,
+    taskFile,
+    flags,
+    withMounts,
+    false,
+    true,
+    (nodes) => {
+      if (flags.dryRun) return;
+      early = Promise.all(nodes.map(nodeAddress));
+      early.catch(() => {});
+    },
+    true,
+  );
   try {
     if (!launch && !flags.fileMounts && p.task?.fileMounts.length) {
       const message = "note: file_mounts are not synced by exec (SkyPilot's exec skips them too); add --file-mounts to sync them";
@@ -367,7 +380,18 @@ export async function execCommand(ctx: CommandContext, targetSpec: string, taskF
       const job = { cluster: targetSpec, taskId: taskId(targetSpec), gpusPerNode: p.task?.gpusPerNode ?? 0 };
       // The job runs where its workdir went.
       const base = { env, addresses, job, cwd: flags.dest };
-      if (flags.detach) return await startDetachedCommand(ctx, { nodes: p.nodes, setup: launch && flags.setup !== false ? p.task?.setup : undefined, run: command.length ? command.join(' ') : p.task?.run, env, addresses, json: flags.json, targetSpec, job, cwd: flags.dest });
+      if (flags.detach)
+        return await startDetachedCommand(ctx, {
+          nodes: p.nodes,
+          setup: launch && flags.setup !== false ? p.task?.setup : undefined,
+          run: command.length ? command.join(' ') : p.task?.run,
+          env,
+          addresses,
+          json: flags.json,
+          targetSpec,
+          job,
+          cwd: flags.dest,
+        });
       if (launch && p.task?.setup && flags.setup !== false) {
         const setupCodes = await runPhase(ctx, p, { ...base, script: p.task.setup }, 'setup', stdout);
         result.setupExitCodes = setupCodes;
@@ -396,7 +420,21 @@ export async function execCommand(ctx: CommandContext, targetSpec: string, taskF
 }
 
 /** Options that take a value (the next word, unless written `--opt=value`), for finding exec's positionals. */
-const VALUE_OPTIONS = new Set(['-F', '--ssh-config', '--node-url', '--nodes', '-w', '--workdir', '--dest', '--env', '--secret', '--env-file', '--secret-file', '--transport', '--json-file']);
+const VALUE_OPTIONS = new Set([
+  '-F',
+  '--ssh-config',
+  '--node-url',
+  '--nodes',
+  '-w',
+  '--workdir',
+  '--dest',
+  '--env',
+  '--secret',
+  '--env-file',
+  '--secret-file',
+  '--transport',
+  '--json-file',
+]);
 
 /**
  * `skysync exec TARGET python3 train.py`, as `sky exec` takes it: when the word after the target is not an

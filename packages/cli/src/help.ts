@@ -20,7 +20,7 @@ const ENV_HELP: Record<string, string> = {
   SKYSYNC_NODE_URL: 'where a remote downloads Node from, as --node-url',
   SKYSYNC_AGENT_IDLE_TIMEOUT: 'seconds an agent may leave our bytes unread before the command gives up (default 600; 0: never)',
   SKYSYNC_STATE_DIR: "skysync's local state (default ~/.cache/skysync)",
-  SKYSYNC_GCS_ENDPOINT: 'a GCS-compatible endpoint instead of Google\'s (AWS_ENDPOINT_URL does it for S3)',
+  SKYSYNC_GCS_ENDPOINT: "a GCS-compatible endpoint instead of Google's (AWS_ENDPOINT_URL does it for S3)",
   SKYSYNC_TRACE: "1: each phase's timings on stderr",
 };
 

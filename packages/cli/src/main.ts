@@ -65,7 +65,7 @@ function clusterOptions(c: Command): Command {
   return c
     .option('--head-only', 'only the head node, not the `TARGET-workerN` hosts of the SSH config')
     .option('--nodes <list>', 'exactly these nodes, comma-separated (the first is rank 0)')
-    .option('-w, --workdir <dir>', 'directory to sync (default: the task\'s workdir, else the current directory)')
+    .option('-w, --workdir <dir>', "directory to sync (default: the task's workdir, else the current directory)")
     .option('--dest <path>', 'remote destination of the workdir', '~/sky_workdir')
     .option('--env <K=V>', 'set or override an env of the task (repeatable; K alone takes it from here)', collect)
     .option('--env-file <file>', 'envs from a dotenv file (NAME=VALUE lines); --env wins')
@@ -75,9 +75,9 @@ function clusterOptions(c: Command): Command {
     .addOption(new Option('--no-delete', "never remove anything on the remote (SkyPilot's behaviour)"))
     .option('-n, --dry-run', 'list what would change, change nothing (and run nothing)')
     .option('--json', "print one JSON object with the statistics at the end: stdout's last line, on a line of its own (after any job output)")
-    .option('--json-file <file>', 'write that JSON object to FILE (stdout then holds only the job\'s output and the summary is kept)')
+    .option('--json-file <file>', "write that JSON object to FILE (stdout then holds only the job's output and the summary is kept)")
     .option('-q, --quiet', 'no summary')
-    .option('--no-relay', "send every node its data from here; by default the head passes the workers theirs over the cluster network (env SKYSYNC_RELAY=0)")
+    .option('--no-relay', 'send every node its data from here; by default the head passes the workers theirs over the cluster network (env SKYSYNC_RELAY=0)')
     .addOption(
       new Option('--transport <how>', "agent: the skysync agent only; rsync: rsync over ssh with SkyPilot's flags; auto: the agent, or rsync where it cannot run")
         .choices(['auto', 'agent', 'rsync'])
@@ -94,8 +94,11 @@ function addPush(program: Command, ctx: CommandContext): void {
   clusterOptions(
     program
       .command('push')
-      .description('sync a working directory (and a task\'s local file_mounts) into ~/sky_workdir on TARGET; only what changed moves')
-      .argument('[target]', 'an SSH alias (with its -workerN hosts: the whole cluster), user@host[:port], ssh://user@host[:port], or local:DIR (DIR plays the remote home); default local:~/.skysync/local')
+      .description("sync a working directory (and a task's local file_mounts) into ~/sky_workdir on TARGET; only what changed moves")
+      .argument(
+        '[target]',
+        'an SSH alias (with its -workerN hosts: the whole cluster), user@host[:port], ssh://user@host[:port], or local:DIR (DIR plays the remote home); default local:~/.skysync/local',
+      )
       .argument('[task]', 'a SkyPilot task YAML: its workdir and local file_mounts are synced'),
   )
     .addHelpText(
@@ -126,7 +129,7 @@ function addExec(program: Command, ctx: CommandContext): void {
       .description("sync the workdir, then run the task's run (or CMD) in ~/sky_workdir on every node, output streamed live")
       .argument('<target>', 'an SSH alias (with its -workerN hosts), user@host[:port], or local:DIR')
       .argument('[task]', 'a SkyPilot task YAML')
-      .argument('[command...]', 'a command to run instead of the task\'s run (after the target, or after the task and --)')
+      .argument('[command...]', "a command to run instead of the task's run (after the target, or after the task and --)")
       .option('--file-mounts', "also sync the task's local file_mounts (SkyPilot's exec skips them)")
       .option('-d, --detach', 'start the job and return: it runs on under a supervisor (skysync logs/jobs/cancel)'),
   )

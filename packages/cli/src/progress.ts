@@ -173,6 +173,11 @@ export function printLine(line: string): void {
 /** A board on stderr, in the mode stderr and the flags ask for. */
 export function stderrBoard(quiet: boolean | undefined): ProgressBoard {
   const err = process.stderr;
-  const out: ProgressOutput = { write: (s) => err.write(s), get columns() { return err.columns; } };
+  const out: ProgressOutput = {
+    write: (s) => err.write(s),
+    get columns() {
+      return err.columns;
+    },
+  };
   return new ProgressBoard(out, progressMode(quiet, err));
 }

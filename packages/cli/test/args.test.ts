@@ -45,7 +45,25 @@ describe('flags', () => {
   it('maps --delete, --no-delete and the rest of the cluster options', async () => {
     expect(deleteMode((await parsed(['push', 'dev', '--delete'])).flags)).toBe('mirror');
     expect(deleteMode((await parsed(['push', 'dev', '--no-delete'])).flags)).toBe('none');
-    const { args, flags } = await parsed(['exec', 'dev', 't.yaml', '-n', '--json', '--no-relay', '--transport', 'rsync', '--env', 'A=1', '--env', 'B', '-w', 'proj', '--dest', '/tmp/x', '--file-mounts']);
+    const { args, flags } = await parsed([
+      'exec',
+      'dev',
+      't.yaml',
+      '-n',
+      '--json',
+      '--no-relay',
+      '--transport',
+      'rsync',
+      '--env',
+      'A=1',
+      '--env',
+      'B',
+      '-w',
+      'proj',
+      '--dest',
+      '/tmp/x',
+      '--file-mounts',
+    ]);
     expect(args).toEqual(['dev', 't.yaml', []]);
     expect(flags).toMatchObject({ dryRun: true, json: true, relay: false, transport: 'rsync', env: ['A=1', 'B'], workdir: 'proj', dest: '/tmp/x', fileMounts: true });
     expect((await parsed(['launch', 'dev', 't.yaml', '--no-setup'])).flags.setup).toBe(false);

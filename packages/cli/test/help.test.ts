@@ -10,7 +10,10 @@ async function help(words: string[], columns?: number): Promise<string> {
   const was = Object.getOwnPropertyDescriptor(process.stdout, 'columns');
   Object.defineProperty(process.stdout, 'columns', { value: columns, configurable: true });
   let text = '';
-  const write = vi.spyOn(process.stdout, 'write').mockImplementation((s: string | Uint8Array) => ((text += String(s)), true));
+  const write = vi.spyOn(process.stdout, 'write').mockImplementation((s: string | Uint8Array) => {
+    text += String(s);
+    return true;
+  });
   try {
     await buildProgram().parseAsync([...words, '--help'], { from: 'user' });
   } catch (e) {
@@ -30,7 +33,15 @@ const longest = (text: string): number => Math.max(...text.split('\n').map((l) =
 describe('help', () => {
   it('lists the environment variables a command honours, and only those', async () => {
     const push = await help(['push']);
-    for (const v of ['SKYSYNC_CONTROL_PERSIST', 'SKYSYNC_WATCH_PERSIST', 'SKYSYNC_LANES', 'SKYSYNC_COMPRESS_LEVEL', 'SKYSYNC_SSH_CONFIG', 'SKYSYNC_RELAY ', 'SKYSYNC_RELAY_ADDRESSES']) {
+    for (const v of [
+      'SKYSYNC_CONTROL_PERSIST',
+      'SKYSYNC_WATCH_PERSIST',
+      'SKYSYNC_LANES',
+      'SKYSYNC_COMPRESS_LEVEL',
+      'SKYSYNC_SSH_CONFIG',
+      'SKYSYNC_RELAY ',
+      'SKYSYNC_RELAY_ADDRESSES',
+    ]) {
       expect(push).toContain(v);
     }
     const disconnect = await help(['disconnect']);

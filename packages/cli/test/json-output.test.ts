@@ -8,7 +8,12 @@ import { emitJson, StdoutTracker } from '../src/json-output.js';
 
 function sink(): { out: NodeJS.WritableStream; text: () => string } {
   let text = '';
-  const out = { write: (d: string | Buffer) => ((text += String(d)), true) } as unknown as NodeJS.WritableStream;
+  const out = {
+    write: (d: string | Buffer) => {
+      text += String(d);
+      return true;
+    },
+  } as unknown as NodeJS.WritableStream;
   return { out, text: () => text };
 }
 

@@ -8,7 +8,9 @@ describe('permission errors on the remote', () => {
     const raw =
       "could not install the skysync agent on dev: the remote shell exited before skysync could start (mkdir: cannot create directory '/home/u/.skysync/agent': Permission denied | skysync: installing the agent failed)";
     const said = explainRemoteError('dev', raw);
-    expect(said).toBe(`dev: permission denied on /home/u/.skysync/agent; skysync keeps its agent and state in /home/u/.skysync: make it the SSH user's, e.g. ssh dev 'sudo chown -R "$(id -un)" /home/u/.skysync'`);
+    expect(said).toBe(
+      `dev: permission denied on /home/u/.skysync/agent; skysync keeps its agent and state in /home/u/.skysync: make it the SSH user's, e.g. ssh dev 'sudo chown -R "$(id -un)" /home/u/.skysync'`,
+    );
   });
 
   it('names a destination once, without the doubled errno text', () => {

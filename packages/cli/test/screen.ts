@@ -49,7 +49,11 @@ export function renderScreen(raw: string, columns: number): Screen {
       widest = Math.max(widest, ++run);
     }
   }
-  const text = lines.map((l) => Array.from(l, (c) => c ?? ' ').join('').trimEnd());
+  const text = lines.map((l) =>
+    Array.from(l, (c) => c ?? ' ')
+      .join('')
+      .trimEnd(),
+  );
   while (text.length && text[text.length - 1] === '') text.pop();
   return { lines: text, widest };
 }

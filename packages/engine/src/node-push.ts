@@ -58,8 +58,7 @@ export async function pushToNode(o: NodePush): Promise<PushStats> {
   let laneBytes = 0;
   // A head with nothing to change still gets a plan (an empty one) when it serves workers: its chunk server waits
   // for the chunks its own push may bring until that push ends.
-  const planNeeded =
-    entries.length > 0 || !plan.baseValid || deleteMode === 'mirror' || (relay.head && relay.offer !== null && !o.dryRun && (await relay.anyUse));
+  const planNeeded = entries.length > 0 || !plan.baseValid || deleteMode === 'mirror' || (relay.head && relay.offer !== null && !o.dryRun && (await relay.anyUse));
   if (o.dryRun) {
     settleCounts(stats, plan, prepared);
     stats.changes = plan.listed.sort((a, b) => comparePaths(a.path, b.path)).map((l) => ({ ...l, path: displayPath(l.path) }));

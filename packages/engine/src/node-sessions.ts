@@ -45,7 +45,11 @@ export class NodeSessions {
   subset(nodes: number[]): NodeSessions {
     const slots = nodes.map((i) => this.slots[i]!);
     const opts: SessionsOptions = { ...this.opts, onOpenError: this.opts.onOpenError && ((k, e) => this.opts.onOpenError!(nodes[k]!, e)) };
-    return new NodeSessions(slots.map((s) => s.target), opts, slots);
+    return new NodeSessions(
+      slots.map((s) => s.target),
+      opts,
+      slots,
+    );
   }
 
   compressionFor(node: number): Compression[] {

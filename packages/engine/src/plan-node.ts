@@ -214,4 +214,3 @@ export function treeChanges(before: Tree, now: Tree): Change[] {
   for (const entry of before.entries()) if (!now.entry(entry.path)) changes.push({ status: 'deleted', entry });
   return changes.sort(byPath);
 }
-

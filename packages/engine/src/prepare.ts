@@ -62,8 +62,7 @@ async function scanSource(source: string, base: Tree | null, native: NativeAddon
   }
   // The service's own reason first when it gave no token (starting, overflowed, unreachable): that one says why
   // the next push will scan in full again.
-  const reason =
-    answer === null ? undefined : !base ? 'no earlier tree' : answer.token === null || saved ? answer.reason : 'no watch token saved with the earlier tree';
+  const reason = answer === null ? undefined : !base ? 'no earlier tree' : answer.token === null || saved ? answer.reason : 'no watch token saved with the earlier tree';
   return { scanned: await native.scan(source, base), watch, reason };
 }
 
@@ -118,7 +117,13 @@ export async function prepareFile(source: string, name: string, base: Tree | nul
   const prev = base?.entry(name) ?? null;
   const prevRecipe = base?.recipe(name) ?? null;
   const same =
-    prev !== null && prevRecipe !== null && prev.kind === 'file' && prev.size === entry.size && prev.mode === entry.mode && prev.mtimeSec === entry.mtimeSec && prev.mtimeNsec === entry.mtimeNsec;
+    prev !== null &&
+    prevRecipe !== null &&
+    prev.kind === 'file' &&
+    prev.size === entry.size &&
+    prev.mode === entry.mode &&
+    prev.mtimeSec === entry.mtimeSec &&
+    prev.mtimeNsec === entry.mtimeNsec;
   const tree = native.Tree.empty(native.defaultChunkParams());
   const results = new Map<string, Recipe | null>();
   let chunks: Buffer | undefined = same ? prevRecipe.chunks : undefined;

@@ -43,7 +43,6 @@ export interface PullStats extends SyncSummary {
   lanes: number;
 }
 
-
 /** What the local destination already holds, found by chunking it (only for the files the plan mentions). */
 async function localHeld(
   root: string,
@@ -90,7 +89,7 @@ async function localHeld(
 /** A local file chunked ahead, while the agent lists and chunks the remote side. */
 interface EarlyChunk {
   file: string;
-  outcome: Promise<Awaited<ReturnType<NativeAddon["chunkFiles"]>>[number] | null>;
+  outcome: Promise<Awaited<ReturnType<NativeAddon['chunkFiles']>>[number] | null>;
 }
 
 /**
@@ -158,12 +157,7 @@ async function landingRoot(localPath: string, single: boolean, entries: PlanEntr
 /**
  * The entries still to receive. Files whose content is already here only get their mode and mtime fixed, now.
  */
-async function settleUnchanged(
-  root: string,
-  entries: PlanEntry[],
-  digests: Map<string, Buffer>,
-  localStats: Map<string, { mode: number; mtimeMs: number }>,
-): Promise<PlanEntry[]> {
+async function settleUnchanged(root: string, entries: PlanEntry[], digests: Map<string, Buffer>, localStats: Map<string, { mode: number; mtimeMs: number }>): Promise<PlanEntry[]> {
   const todo: PlanEntry[] = [];
   for (const e of entries) {
     if (e.kind === 'file' && digests.get(e.path)?.equals(e.digest)) {

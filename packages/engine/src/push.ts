@@ -117,7 +117,11 @@ async function pushOver(opts: MultiPushOptions, sessions: NodeSessions): Promise
   // The generations first: the agents start their drift checks while the saved trees load.
   const metas = await Promise.all(stDirs.map((d) => loadMeta(d)));
   const begin: PushBegin = { op: 'push', dest, base: null, chunkParams: native.defaultChunkParams(), notices: true, ...(fileName !== null ? { file: true } : {}) };
-  const nodes = startNodes(opts, sessions, targets.map((_, i) => ({ ...begin, base: metas[i]?.generation ?? null })));
+  const nodes = startNodes(
+    opts,
+    sessions,
+    targets.map((_, i) => ({ ...begin, base: metas[i]?.generation ?? null })),
+  );
   // Loading a saved tree blocks this thread for a while: let warm connections send their `begin` first (a cold
   // one takes longer than the load anyway).
   await Promise.race([Promise.allSettled(nodes.map((n) => n.begun)), new Promise((r) => setTimeout(r, 15).unref())]);

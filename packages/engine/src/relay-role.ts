@@ -32,6 +32,9 @@ export function relayOffer(state: PromiseSettledResult<PushState> | undefined, h
     warn(`relay: ${head.spec} cannot serve the other nodes (${r.error}); each gets its data from the client`);
     return null;
   }
-  const override = (process.env.SKYSYNC_RELAY_ADDRESSES ?? '').split(',').map((a) => a.trim()).filter(Boolean);
+  const override = (process.env.SKYSYNC_RELAY_ADDRESSES ?? '')
+    .split(',')
+    .map((a) => a.trim())
+    .filter(Boolean);
   return override.length ? { ...r, addresses: override } : r;
 }

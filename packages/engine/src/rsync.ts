@@ -74,9 +74,7 @@ export async function pushWithRsync(opts: RsyncPushOptions): Promise<PushStats> 
   fs.rmSync(dir, { recursive: true, force: true });
   if (code !== 0 && code !== 23 && code !== 24) {
     if (/command not found|rsync: not found|No such file or directory.*rsync|protocol version mismatch/i.test(err) || code === 127 || code === 12) {
-      throw new RsyncMissingError(
-        `${opts.target.spec} has neither node >= 18 (for the skysync agent) nor rsync; install one of them there (e.g. \`sudo apt install rsync\`)`,
-      );
+      throw new RsyncMissingError(`${opts.target.spec} has neither node >= 18 (for the skysync agent) nor rsync; install one of them there (e.g. \`sudo apt install rsync\`)`);
     }
     throw new Error(`rsync to ${opts.target.spec} failed (exit ${code}): ${err.trim().split('\n').slice(-2).join(' | ')}`);
   }

@@ -2,19 +2,7 @@
 // the chunks the agent says it lacks in need mode), and the agent's answer.
 
 import { chunkRefCount, chunkRefId, chunkRefLen, type NativeAddon } from '@skysync/chunking';
-import {
-  type Compression,
-  Done,
-  Frame,
-  type Hello,
-  type Plan,
-  type PushState,
-  type RelayOffer,
-  chooseCompression,
-  decodeIds,
-  encodeEntries,
-  trace,
-} from '@skysync/protocol';
+import { type Compression, Done, Frame, type Hello, type Plan, type PushState, type RelayOffer, chooseCompression, decodeIds, encodeEntries, trace } from '@skysync/protocol';
 import { DataPump } from '@skysync/transfer';
 import type { Target } from '@skysync/transport';
 import { laneCount, openLanes } from './lanes.js';
@@ -70,7 +58,14 @@ export async function sendPlan(o: SendInput, plan: NodePlan, first: Made[], rela
     if (!force && now - lastProgress < PROGRESS_INTERVAL_MS) return;
     lastProgress = now;
     const bytesPlanned = mode === 'data' ? plan.bytesPlanned : (neededBytes ?? 0);
-    o.emit({ type: 'progress', bytesLiteral: pump.bytesLiteral, bytesPlanned, bytesWire: conn.bytesWritten - wireBefore + pump.laneBytesWritten, filesSent, filesTotal: plan.total });
+    o.emit({
+      type: 'progress',
+      bytesLiteral: pump.bytesLiteral,
+      bytesPlanned,
+      bytesWire: conn.bytesWritten - wireBefore + pump.laneBytesWritten,
+      filesSent,
+      filesTotal: plan.total,
+    });
   };
   // Every node shows up from the start, also one whose data comes from the head's relay.
   progress(true);
@@ -131,14 +126,7 @@ async function sendData(o: SendInput, pump: DataPump, plan: NodePlan, first: Mad
 }
 
 /** Need mode: every entry first, then the chunks the agent says it lacks. Returns how many it asked for. */
-async function sendNeeded(
-  o: SendInput,
-  pump: DataPump,
-  plan: NodePlan,
-  entries: Made[],
-  planned: (bytes: number) => void,
-  progress: () => void,
-): Promise<number> {
+async function sendNeeded(o: SendInput, pump: DataPump, plan: NodePlan, entries: Made[], planned: (bytes: number) => void, progress: () => void): Promise<number> {
   const conn = o.session.conn;
   const files = entries.filter((b) => b.entry.kind === 'file').map((b) => b.entry.path);
   for (let i = 0; i < entries.length; i += BATCH_ENTRIES) {

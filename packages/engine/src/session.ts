@@ -1,15 +1,6 @@
 // Opening a protocol session with an agent: magic, hello both ways, version check.
 
-import {
-  Connection,
-  Frame,
-  type Begin,
-  type Compression,
-  type Hello,
-  checkHello,
-  makeHello,
-  ProtocolError,
-} from '@skysync/protocol';
+import { Connection, Frame, type Begin, type Compression, type Hello, checkHello, makeHello, ProtocolError } from '@skysync/protocol';
 import type { AgentChannel, Target } from '@skysync/transport';
 
 export const CLIENT_VERSION = '0.1.0';

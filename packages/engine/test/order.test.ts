@@ -55,8 +55,26 @@ describe('rescanOf', () => {
 describe('chooseBase', () => {
   const tree = {} as never;
   it('takes the tree most nodes share, ties to the first node with a tree', () => {
-    expect(chooseBase([{ tree: null, treeId: null }, { tree, treeId: 'x' }, { tree, treeId: 'y' }, { tree, treeId: 'y' }])).toBe(2);
-    expect(chooseBase([{ tree: null, treeId: null }, { tree, treeId: 'x' }, { tree, treeId: 'y' }])).toBe(1);
-    expect(chooseBase([{ tree: null, treeId: null }, { tree: null, treeId: null }])).toBe(0);
+    expect(
+      chooseBase([
+        { tree: null, treeId: null },
+        { tree, treeId: 'x' },
+        { tree, treeId: 'y' },
+        { tree, treeId: 'y' },
+      ]),
+    ).toBe(2);
+    expect(
+      chooseBase([
+        { tree: null, treeId: null },
+        { tree, treeId: 'x' },
+        { tree, treeId: 'y' },
+      ]),
+    ).toBe(1);
+    expect(
+      chooseBase([
+        { tree: null, treeId: null },
+        { tree: null, treeId: null },
+      ]),
+    ).toBe(0);
   });
 });

@@ -5,7 +5,7 @@ import { taskSources } from '../src/cluster/sources.js';
 const local: FileMount = { kind: 'local', key: 'file_mounts./data', dest: '/data', remote: '/data', source: '/home/me/data', sourceType: 'dir' };
 
 describe('taskSources', () => {
-  it('puts the workdir first, then each local mount in the task\'s order', async () => {
+  it("puts the workdir first, then each local mount in the task's order", async () => {
     const second: FileMount = { ...local, key: 'file_mounts.~/cfg', dest: '~/cfg', remote: '~/cfg', source: '/home/me/cfg', sourceType: 'file' };
     const sources = await taskSources({ workdir: '/home/me/proj', dest: '~/sky_workdir', file: 't.yaml', fileMounts: [local, second] });
     expect(sources).toEqual([

@@ -64,7 +64,10 @@ export function encodeEntry(w: ByteWriter, e: PlanEntry): void {
       w.bytes(e.digest).varint(e.ops.length);
       for (const op of e.ops) {
         if (op.op === 'copy') {
-          w.u8(OP_COPY).path(op.from ?? '').varint(op.start).varint(op.count);
+          w.u8(OP_COPY)
+            .path(op.from ?? '')
+            .varint(op.start)
+            .varint(op.count);
         } else {
           w.u8(OP_CHUNKS).blob(op.chunks);
         }
@@ -77,7 +80,9 @@ export function encodeEntry(w: ByteWriter, e: PlanEntry): void {
       w.u8(KIND_SYMLINK).path(e.path).path(e.target);
       break;
     case 'delete':
-      w.u8(KIND_DELETE).path(e.path).u8(e.forgetOnly ? 1 : 0);
+      w.u8(KIND_DELETE)
+        .path(e.path)
+        .u8(e.forgetOnly ? 1 : 0);
       break;
   }
 }

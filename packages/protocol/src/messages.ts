@@ -2,24 +2,7 @@
 // every decode site checks a peer's message against it. Bulk data (plan entries, chunk ids, chunk bytes) is
 // binary: see entries.ts.
 
-import {
-  array,
-  boolean,
-  count,
-  either,
-  integer,
-  knownNames,
-  literal,
-  message,
-  nullable,
-  number,
-  object,
-  optional,
-  record,
-  string,
-  variants,
-  type Infer,
-} from './schema.js';
+import { array, boolean, count, either, integer, knownNames, literal, message, nullable, number, object, optional, record, string, variants, type Infer } from './schema.js';
 
 const compression = literal('zstd', 'deflate', 'none');
 export type Compression = Infer<typeof compression>;
@@ -213,7 +196,6 @@ export const Plan = message(
   }),
 );
 export type Plan = Infer<typeof Plan>;
-
 
 export const Done = message(
   'done',

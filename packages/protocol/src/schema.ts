@@ -22,9 +22,7 @@ export type Infer<S> = S extends Schema<infer T> ? T : never;
 type Shape = Record<string, Schema<unknown>>;
 type OptionalKeys<S extends Shape> = { [K in keyof S]: S[K] extends OptionalSchema<unknown> ? K : never }[keyof S];
 type Flatten<T> = { [K in keyof T]: T[K] } & {};
-export type ObjectOf<S extends Shape> = Flatten<
-  { [K in Exclude<keyof S, OptionalKeys<S>>]: Infer<S[K]> } & { [K in OptionalKeys<S>]?: Infer<S[K]> }
->;
+export type ObjectOf<S extends Shape> = Flatten<{ [K in Exclude<keyof S, OptionalKeys<S>>]: Infer<S[K]> } & { [K in OptionalKeys<S>]?: Infer<S[K]> }>;
 
 /** A value that does not fit its schema: where (`field`, empty at the root) and what it must be. */
 export class ShapeError extends Error {
@@ -58,7 +56,10 @@ export const count = (): Schema<number> => schema('a whole number from 0', (v) =
 
 /** One of the given strings. */
 export function literal<const L extends string>(...values: L[]): Schema<L> {
-  const expected = values.map((v) => JSON.stringify(v)).join(', ').replace(/, ([^,]*)$/, ' or $1');
+  const expected = values
+    .map((v) => JSON.stringify(v))
+    .join(', ')
+    .replace(/, ([^,]*)$/, ' or $1');
   return schema(expected, (v) => typeof v === 'string' && (values as string[]).includes(v));
 }
 
@@ -167,10 +168,7 @@ export function either<A, B>(a: Schema<A>, b: Schema<B>): Schema<A | B> {
 }
 
 /** Objects told apart by one string field (`op`), each variant with its own shape. */
-export function variants<const K extends string, V extends Record<string, Schema<object>>>(
-  key: K,
-  byValue: V,
-): Schema<{ [T in keyof V]: Infer<V[T]> }[keyof V]> {
+export function variants<const K extends string, V extends Record<string, Schema<object>>>(key: K, byValue: V): Schema<{ [T in keyof V]: Infer<V[T]> }[keyof V]> {
   const tag = literal(...(Object.keys(byValue) as string[]));
   return {
     expected: 'an object',

@@ -37,18 +37,30 @@ describe('JSON messages', () => {
     const cases: Array<[() => unknown, string]> = [
       [() => Begin.decode(json({ op: 'push', dest: 5, base: null, chunkParams: params })), 'bad begin message: field `dest` must be a string'],
       [() => Begin.decode(json({ op: 'rm', dest: '/' })), 'bad begin message: field `op` must be "push", "pull" or "bucket"'],
-      [() => Begin.decode(json({ op: 'pull', path: 'x', chunkParams: { ...params, maxSize: '1' } })), 'bad begin message: field `chunkParams.maxSize` must be a whole number from 0'],
+      [
+        () => Begin.decode(json({ op: 'pull', path: 'x', chunkParams: { ...params, maxSize: '1' } })),
+        'bad begin message: field `chunkParams.maxSize` must be a whole number from 0',
+      ],
       [() => Begin.decode(json([1])), 'bad begin message: must be an object'],
       [() => Begin.decode(Buffer.from('{"op":')), 'bad begin message: not JSON'],
-      [() => Plan.decode(json({ mode: 'data', compression: 'lz5', deleteMode: 'none', dryRun: false })), 'bad plan message: field `compression` must be "zstd", "deflate" or "none"'],
-      [() => Plan.decode(json({ mode: 'need', compression: 'none', deleteMode: 'none', dryRun: false, relay: { addresses: ['a', 7], port: 1, token: 't' } })), 'bad plan message: field `relay.addresses[1]` must be a string'],
+      [
+        () => Plan.decode(json({ mode: 'data', compression: 'lz5', deleteMode: 'none', dryRun: false })),
+        'bad plan message: field `compression` must be "zstd", "deflate" or "none"',
+      ],
+      [
+        () => Plan.decode(json({ mode: 'need', compression: 'none', deleteMode: 'none', dryRun: false, relay: { addresses: ['a', 7], port: 1, token: 't' } })),
+        'bad plan message: field `relay.addresses[1]` must be a string',
+      ],
       [() => Done.decode(json({ generation: null, written: 1, deleted: 0, kept: 'a', failed: [] })), 'bad done message: field `kept` must be a list of strings'],
       [() => Done.decode(json({ generation: null, written: 1, deleted: 0, kept: [], failed: [{ path: 'a' }] })), 'bad done message: field `failed[0].error` must be a string'],
       [() => PushState.decode(json({ generation: null, drift: [], dest: '/d', lanes: { socket: 1 } })), 'bad state message: field `lanes` must be a lane offer or an error'],
       [() => LanesSwitch.decode(json({ lanes: [1, -2] })), 'bad lanes message: field `lanes[1]` must be a whole number from 0'],
       [() => LanesSwitch.decode(json({ lanes: 1 })), 'bad lanes message: field `lanes` must be a list of whole numbers from 0'],
       [() => Begin.decode(json({ op: 'push', dest: '/', base: 7, chunkParams: params })), 'bad begin message: field `base` must be a string or null'],
-      [() => Hello.decode(json({ ...makeHello({ role: 'agent', software: 'x', compression: ['none'], native: false }), compression: 'none' })), 'bad hello message: field `compression` must be a list of strings'],
+      [
+        () => Hello.decode(json({ ...makeHello({ role: 'agent', software: 'x', compression: ['none'], native: false }), compression: 'none' })),
+        'bad hello message: field `compression` must be a list of strings',
+      ],
     ];
     for (const [decode, message] of cases) {
       expect(decode).toThrow(ProtocolError);
@@ -109,10 +121,11 @@ describe('plan entries', () => {
       c.writeUInt32LE(len, 32);
       return c;
     };
-    const fileWith = (ops: (w: ByteWriter) => void) => w((b) => {
-      b.u8(1).path('f').varint(0o644).varint(1).zigzag(0).varint(0).bytes(Buffer.alloc(32));
-      ops(b);
-    });
+    const fileWith = (ops: (w: ByteWriter) => void) =>
+      w((b) => {
+        b.u8(1).path('f').varint(0o644).varint(1).zigzag(0).varint(0).bytes(Buffer.alloc(32));
+        ops(b);
+      });
     expect(() => decodeEntries(w((b) => b.u8(9).path('x')))).toThrow('bad entries message: entry 0 ("x"): unknown entry kind 9');
     expect(() => decodeEntries(w((b) => b.u8(4).path('x').u8(7)))).toThrow('forget-only flag 7 (must be 0 or 1)');
     expect(() => decodeEntries(w((b) => b.u8(2).path('x').varint(0o10000)))).toThrow('mode 10000 is not a permission mode');

@@ -14,16 +14,17 @@ export function substitute(s: string, vars: Readonly<Record<string, string>>): s
  * Read an envs:/secrets: section. Values come back as written (1 -> "1", true -> "true");
  * a null value stays null until overrides are applied.
  */
-export function readVarSection(
-  node: YNode | undefined,
-  section: 'envs' | 'secrets',
-  file: string,
-): Map<string, string | null> {
+export function readVarSection(node: YNode | undefined, section: 'envs' | 'secrets', file: string): Map<string, string | null> {
   const out = new Map<string, string | null>();
   if (node === undefined) return out;
   if (node.kind === 'scalar' && node.value === null) return out;
   if (node.kind === 'seq' && section === 'secrets') {
-    fail(file, section, 'a list of managed secret names is a SkyPilot API-server feature skysync cannot resolve', 'write a mapping NAME: value (or NAME: null and pass --secret NAME=VALUE)');
+    fail(
+      file,
+      section,
+      'a list of managed secret names is a SkyPilot API-server feature skysync cannot resolve',
+      'write a mapping NAME: value (or NAME: null and pass --secret NAME=VALUE)',
+    );
   }
   if (node.kind !== 'map') {
     // A scalar under secrets: may itself be a secret: name its shape only.

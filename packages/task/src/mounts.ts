@@ -84,7 +84,10 @@ function checkStorageFields(ctx: MountContext, key: string, node: StorageNode): 
   const known = [...STORAGE_FIELDS_USED, ...STORAGE_FIELDS_IGNORED];
   for (const field of node.entries.keys()) {
     if (known.includes(field)) continue;
-    const hint = didYouMean(field, known.filter((f) => !f.startsWith('_')));
+    const hint = didYouMean(
+      field,
+      known.filter((f) => !f.startsWith('_')),
+    );
     fail(ctx.file, `${key}.${field}`, 'unknown storage field', hint ?? `storage fields are ${STORAGE_FIELDS_USED.join(', ')}`);
   }
   for (const field of STORAGE_FIELDS_IGNORED) if (node.entries.has(field)) ctx.ignored.push(`${key}.${field}`);
@@ -135,7 +138,12 @@ function storageName(ctx: MountContext, key: string, node: StorageNode): string 
   const name = stringField(ctx, `${key}.name`, nameNode, 'a bucket name');
   if (name === '') return null;
   if (/^[A-Za-z][A-Za-z0-9+.-]*:\/\//.test(name)) {
-    fail(ctx.file, `${key}.name`, `name ${q(name)} is a URI`, 'put an existing bucket URI in source (e.g. source: s3://mybucket) and give new buckets a plain name with store: set');
+    fail(
+      ctx.file,
+      `${key}.name`,
+      `name ${q(name)} is a URI`,
+      'put an existing bucket URI in source (e.g. source: s3://mybucket) and give new buckets a plain name with store: set',
+    );
   }
   return name;
 }
@@ -178,7 +186,12 @@ function storageSources(ctx: MountContext, key: string, dest: string, node: Stor
   if (urlScheme(s) !== '') return { sources: [bucketSource(ctx, key, s, mode)], localSourced: false };
   const local = localSource(ctx, `${key}.source`, s);
   if (local.type === 'file') {
-    fail(ctx.file, `${key}.source`, `${q(s)} is a file, and a storage source must be a directory`, `write source: [${s}] to upload the file into the bucket, or mount it directly as "${dest}: ${s}"`);
+    fail(
+      ctx.file,
+      `${key}.source`,
+      `${q(s)} is a file, and a storage source must be a directory`,
+      `write source: [${s}] to upload the file into the bucket, or mount it directly as "${dest}: ${s}"`,
+    );
   }
   return { sources: [local.abs], localSourced: true };
 }
@@ -220,7 +233,12 @@ export function readFileMounts(node: YNode | undefined, ctx: MountContext): File
     // An unquoted "~" is YAML's null, but as a source it can only mean the home directory.
     const isHome = value.kind === 'scalar' && value.value === null && value.text === '~';
     if (value.kind !== 'scalar' || (typeof value.value !== 'string' && !isHome)) {
-      fail(ctx.file, key, `expected a local path, a bucket URI or a storage mapping, got ${describe(value)}`, `write e.g. "${writtenDest}: ~/local/path" or "${writtenDest}: s3://bucket/key" (quote a path that YAML reads as a number)`);
+      fail(
+        ctx.file,
+        key,
+        `expected a local path, a bucket URI or a storage mapping, got ${describe(value)}`,
+        `write e.g. "${writtenDest}: ~/local/path" or "${writtenDest}: s3://bucket/key" (quote a path that YAML reads as a number)`,
+      );
     }
     const source = substitute(value.text, ctx.vars);
     if (source === '') fail(ctx.file, key, 'empty source', 'write a local path or a bucket URI');

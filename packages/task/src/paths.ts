@@ -8,7 +8,7 @@ export const REMOTE_WORKDIR = '~/sky_workdir';
 /** "~" and "~/x" expand against $HOME, like Python's os.path.expanduser ("~user" is left alone). */
 export function expandHome(p: string): string {
   if (p !== '~' && !p.startsWith('~/')) return p;
-  const home = process.env['HOME'] || homedir();
+  const home = process.env.HOME || homedir();
   return p === '~' ? home : path.join(home, p.slice(2));
 }
 

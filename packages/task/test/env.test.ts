@@ -9,10 +9,10 @@ beforeAll(() => {
 afterAll(() => sb.cleanup());
 
 describe('parseEnvAssignments', () => {
-  const saved = process.env['SKYSYNC_TEST_VAR'];
+  const saved = process.env.SKYSYNC_TEST_VAR;
   afterEach(() => {
-    if (saved === undefined) delete process.env['SKYSYNC_TEST_VAR'];
-    else process.env['SKYSYNC_TEST_VAR'] = saved;
+    if (saved === undefined) delete process.env.SKYSYNC_TEST_VAR;
+    else process.env.SKYSYNC_TEST_VAR = saved;
   });
 
   it('splits K=V at the first "=" and keeps empty values', () => {
@@ -29,12 +29,12 @@ describe('parseEnvAssignments', () => {
   });
 
   it('K alone takes the local environment', () => {
-    process.env['SKYSYNC_TEST_VAR'] = 'from-shell';
+    process.env.SKYSYNC_TEST_VAR = 'from-shell';
     expect(parseEnvAssignments(['SKYSYNC_TEST_VAR'])).toEqual({ SKYSYNC_TEST_VAR: 'from-shell' });
   });
 
   it('K alone and unset is an error saying what to do', () => {
-    delete process.env['SKYSYNC_TEST_VAR'];
+    delete process.env.SKYSYNC_TEST_VAR;
     expect(() => parseEnvAssignments(['SKYSYNC_TEST_VAR'])).toThrow(
       new TaskError('--env SKYSYNC_TEST_VAR: not set in the local environment; export SKYSYNC_TEST_VAR first or pass --env SKYSYNC_TEST_VAR=VALUE'),
     );
@@ -63,8 +63,7 @@ describe('parseEnvAssignments', () => {
 });
 
 describe('envs and secrets', () => {
-  const parse = (yaml: string, opts: { env?: Record<string, string>; secrets?: Record<string, string> } = {}) =>
-    parseTask(yaml, 't.yaml', { cwd: sb.root, ...opts });
+  const parse = (yaml: string, opts: { env?: Record<string, string>; secrets?: Record<string, string> } = {}) => parseTask(yaml, 't.yaml', { cwd: sb.root, ...opts });
 
   it('values are strings as written in the YAML', () => {
     const t = parse(
@@ -113,27 +112,20 @@ describe('envs and secrets', () => {
 });
 
 describe('substitution', () => {
-  const dests = (yaml: string, env: Record<string, string> = {}): string[] =>
-    parseTask(`file_mounts:\n${yaml}`, 't.yaml', { cwd: sb.root, env }).fileMounts.map((m) => m.dest);
+  const dests = (yaml: string, env: Record<string, string> = {}): string[] => parseTask(`file_mounts:\n${yaml}`, 't.yaml', { cwd: sb.root, env }).fileMounts.map((m) => m.dest);
 
   it('$VAR and ${VAR}; unknown names stay as written', () => {
     expect(dests('  /a/$X/${Y}/$NOPE/${NOPE2}: ./data\n', { X: 'x', Y: 'y' })).toEqual(['/a/x/y/$NOPE/${NOPE2}']);
   });
 
-  it('follows SkyPilot\'s pattern: a name runs to the last word character, a stray brace is consumed', () => {
-    expect(dests('  /a/$X_suffix: ./data\n  /b/${X}_suffix: ./data\n  /c/$X}: ./data\n', { X: 'x', X_suffix: 'long' })).toEqual([
-      '/a/long',
-      '/b/x_suffix',
-      '/c/x',
-    ]);
+  it("follows SkyPilot's pattern: a name runs to the last word character, a stray brace is consumed", () => {
+    expect(dests('  /a/$X_suffix: ./data\n  /b/${X}_suffix: ./data\n  /c/$X}: ./data\n', { X: 'x', X_suffix: 'long' })).toEqual(['/a/long', '/b/x_suffix', '/c/x']);
   });
 
   it('applies to storage name and every source, not to setup/run', () => {
-    const t = parseTask(
-      'envs:\n  B: bkt\n  D: data\nfile_mounts:\n  /o:\n    name: $B-out\n    source: [./$D, ./file.txt]\n    mode: copy\nrun: echo $B\n',
-      't.yaml',
-      { cwd: sb.root },
-    );
+    const t = parseTask('envs:\n  B: bkt\n  D: data\nfile_mounts:\n  /o:\n    name: $B-out\n    source: [./$D, ./file.txt]\n    mode: copy\nrun: echo $B\n', 't.yaml', {
+      cwd: sb.root,
+    });
     expect(t.fileMounts[0]).toMatchObject({ name: 'bkt-out', sources: [`${sb.root}/data`, `${sb.root}/file.txt`] });
     expect(t.run).toBe('echo $B');
   });
@@ -151,11 +143,7 @@ describe('reading YAML like PyYAML', () => {
   });
 
   it('merge keys and aliases', () => {
-    const t = parseTask(
-      'envs: &common\n  A: "1"\n  B: "2"\nsecrets:\n  <<: *common\n  B: "3"\n',
-      't.yaml',
-      { cwd: sb.root },
-    );
+    const t = parseTask('envs: &common\n  A: "1"\n  B: "2"\nsecrets:\n  <<: *common\n  B: "3"\n', 't.yaml', { cwd: sb.root });
     expect(t.envs).toEqual({ A: '1', B: '2' });
     expect(t.secrets).toEqual({ A: '1', B: '3' });
   });

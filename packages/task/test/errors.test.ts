@@ -34,7 +34,9 @@ describe('invalid fixture files', () => {
   });
 
   it('~/sky_workdir is reserved when a workdir is set', async () => {
-    expect(await load('reserved-workdir.yaml')).toContain('reserved-workdir.yaml: file_mounts.~/sky_workdir: ~/sky_workdir is where the workdir is synced; mount to a path inside it');
+    expect(await load('reserved-workdir.yaml')).toContain(
+      'reserved-workdir.yaml: file_mounts.~/sky_workdir: ~/sky_workdir is where the workdir is synced; mount to a path inside it',
+    );
   });
 
   it('a local source that does not exist', async () => {
@@ -114,38 +116,123 @@ const cases: Case[] = [
   { rule: 'a home destination with a trailing slash', yaml: 'file_mounts:\n  ~/: ./data\n', key: 'file_mounts.~/', fix: ['remove the trailing slash'] },
   // file_mounts: URI destinations
   ...['s3://b/k', 'gs://b/k', 'r2://b/k', 'cos://us-east/b', 'oci://b/k', 'https://acct.blob.core.windows.net/c'].map(
-    (uri): Case => ({ rule: `a ${uri.split(':')[0]} destination`, yaml: `file_mounts:\n  ${uri}: ./data\n`, key: `file_mounts.${uri}`, fix: ['is a cloud URI', 'put the URI on the right-hand side'] }),
+    (uri): Case => ({
+      rule: `a ${uri.split(':')[0]} destination`,
+      yaml: `file_mounts:\n  ${uri}: ./data\n`,
+      key: `file_mounts.${uri}`,
+      fix: ['is a cloud URI', 'put the URI on the right-hand side'],
+    }),
   ),
   // file_mounts: reserved workdir
   { rule: '~/sky_workdir written as "."', yaml: 'workdir: project\nfile_mounts:\n  .: ./data\n', key: 'file_mounts..', fix: ['~/sky_workdir is where the workdir is synced'] },
-  { rule: 'a storage mount on ~/sky_workdir', yaml: 'workdir: project\nfile_mounts:\n  ~/sky_workdir:\n    name: b\n', key: 'file_mounts.~/sky_workdir', fix: ['where the workdir is synced'] },
+  {
+    rule: 'a storage mount on ~/sky_workdir',
+    yaml: 'workdir: project\nfile_mounts:\n  ~/sky_workdir:\n    name: b\n',
+    key: 'file_mounts.~/sky_workdir',
+    fix: ['where the workdir is synced'],
+  },
   // file_mounts: sources
   { rule: 'a dangling symlink source', yaml: 'file_mounts:\n  /a: dangling\n', key: 'file_mounts./a', fix: ['does not exist'] },
-  { rule: 'an unsupported URI scheme', yaml: 'file_mounts:\n  /a: ftp://host/file\n', key: 'file_mounts./a', fix: ['"ftp://host/file" is not a supported cloud URI', 's3://, gs://'] },
+  {
+    rule: 'an unsupported URI scheme',
+    yaml: 'file_mounts:\n  /a: ftp://host/file\n',
+    key: 'file_mounts./a',
+    fix: ['"ftp://host/file" is not a supported cloud URI', 's3://, gs://'],
+  },
   { rule: 'a plain http URL', yaml: 'file_mounts:\n  /a: http://example.com/x.tar\n', key: 'file_mounts./a', fix: ['not a supported cloud URI'] },
-  { rule: 'an https URL that is not Azure Blob', yaml: 'file_mounts:\n  /a: https://example.com/x.tar\n', key: 'file_mounts./a', fix: ['not an Azure Blob container URL', 'blob.core.windows.net'] },
+  {
+    rule: 'an https URL that is not Azure Blob',
+    yaml: 'file_mounts:\n  /a: https://example.com/x.tar\n',
+    key: 'file_mounts./a',
+    fix: ['not an Azure Blob container URL', 'blob.core.windows.net'],
+  },
   // storage
   { rule: 'storage with neither name nor source', yaml: 'file_mounts:\n  /o:\n    mode: MOUNT\n', key: 'file_mounts./o', fix: ['needs a name or a source', 'add name: <bucket>'] },
-  { rule: 'storage name that is a URI', yaml: 'file_mounts:\n  /o:\n    name: s3://bucket\n', key: 'file_mounts./o.name', fix: ['is a URI', 'put an existing bucket URI in source'] },
+  {
+    rule: 'storage name that is a URI',
+    yaml: 'file_mounts:\n  /o:\n    name: s3://bucket\n',
+    key: 'file_mounts./o.name',
+    fix: ['is a URI', 'put an existing bucket URI in source'],
+  },
   { rule: 'storage name not a string', yaml: 'file_mounts:\n  /o:\n    name: [a]\n', key: 'file_mounts./o.name', fix: ['expected a bucket name, got a list'] },
-  { rule: 'an unknown store', yaml: 'file_mounts:\n  /o:\n    name: b\n    store: gcp\n', key: 'file_mounts./o.store', fix: ['unknown store "gcp"', 'did you mean "gcs"?', 'use one of s3, gcs, azure, r2, ibm, oci'] },
+  {
+    rule: 'an unknown store',
+    yaml: 'file_mounts:\n  /o:\n    name: b\n    store: gcp\n',
+    key: 'file_mounts./o.store',
+    fix: ['unknown store "gcp"', 'did you mean "gcs"?', 'use one of s3, gcs, azure, r2, ibm, oci'],
+  },
   { rule: 'a volume store', yaml: 'file_mounts:\n  /o:\n    name: v\n    store: volume\n', key: 'file_mounts./o.store', fix: ['SkyPilot volume', 'use a bucket store'] },
-  { rule: 'an unknown mode', yaml: 'file_mounts:\n  /o:\n    name: b\n    mode: SYNC\n', key: 'file_mounts./o.mode', fix: ['unknown mode "SYNC"', 'use MOUNT, COPY or MOUNT_CACHED'] },
+  {
+    rule: 'an unknown mode',
+    yaml: 'file_mounts:\n  /o:\n    name: b\n    mode: SYNC\n',
+    key: 'file_mounts./o.mode',
+    fix: ['unknown mode "SYNC"', 'use MOUNT, COPY or MOUNT_CACHED'],
+  },
   { rule: 'persistent not a boolean', yaml: 'file_mounts:\n  /o:\n    name: b\n    persistent: sometimes\n', key: 'file_mounts./o.persistent', fix: ['expected true or false'] },
-  { rule: 'an unknown storage field with no close match', yaml: 'file_mounts:\n  /o:\n    name: b\n    region: us-east-1\n', key: 'file_mounts./o.region', fix: ['unknown storage field', 'storage fields are name, source, store, mode, persistent'] },
-  { rule: 'a local storage source without a name', yaml: 'file_mounts:\n  /o:\n    source: ./data\n', key: 'file_mounts./o.source', fix: ['no bucket name is given', 'add name: <bucket>'] },
-  { rule: 'a bucket URI source with a name', yaml: 'file_mounts:\n  /o:\n    name: b\n    source: s3://other\n', key: 'file_mounts./o.name', fix: ['must not be set when source is a bucket URI', 'remove name'] },
-  { rule: 'a file as a single storage source', yaml: 'file_mounts:\n  /o:\n    name: b\n    source: ./file.txt\n', key: 'file_mounts./o.source', fix: ['is a file', 'write source: [./file.txt]'] },
+  {
+    rule: 'an unknown storage field with no close match',
+    yaml: 'file_mounts:\n  /o:\n    name: b\n    region: us-east-1\n',
+    key: 'file_mounts./o.region',
+    fix: ['unknown storage field', 'storage fields are name, source, store, mode, persistent'],
+  },
+  {
+    rule: 'a local storage source without a name',
+    yaml: 'file_mounts:\n  /o:\n    source: ./data\n',
+    key: 'file_mounts./o.source',
+    fix: ['no bucket name is given', 'add name: <bucket>'],
+  },
+  {
+    rule: 'a bucket URI source with a name',
+    yaml: 'file_mounts:\n  /o:\n    name: b\n    source: s3://other\n',
+    key: 'file_mounts./o.name',
+    fix: ['must not be set when source is a bucket URI', 'remove name'],
+  },
+  {
+    rule: 'a file as a single storage source',
+    yaml: 'file_mounts:\n  /o:\n    name: b\n    source: ./file.txt\n',
+    key: 'file_mounts./o.source',
+    fix: ['is a file', 'write source: [./file.txt]'],
+  },
   { rule: 'a missing storage source', yaml: 'file_mounts:\n  /o:\n    name: b\n    source: ~/nope\n', key: 'file_mounts./o.source', fix: ['does not exist'] },
-  { rule: 'a storage source with a trailing slash', yaml: 'file_mounts:\n  /o:\n    name: b\n    source: ./data/\n', key: 'file_mounts./o.source', fix: ['remove the trailing slash'] },
+  {
+    rule: 'a storage source with a trailing slash',
+    yaml: 'file_mounts:\n  /o:\n    name: b\n    source: ./data/\n',
+    key: 'file_mounts./o.source',
+    fix: ['remove the trailing slash'],
+  },
   { rule: 'an empty source list', yaml: 'file_mounts:\n  /o:\n    name: b\n    source: []\n', key: 'file_mounts./o.source', fix: ['empty list'] },
   { rule: 'a URI inside a source list', yaml: 'file_mounts:\n  /o:\n    name: b\n    source: [./data, s3://x]\n', key: 'file_mounts./o.source[1]', fix: ['local paths only'] },
-  { rule: 'a missing path inside a source list', yaml: 'file_mounts:\n  /o:\n    name: b\n    source: [./data, ./gone]\n', key: 'file_mounts./o.source[1]', fix: ['does not exist'] },
-  { rule: 'two sources with the same base name', yaml: 'file_mounts:\n  /o:\n    name: b\n    source: [./data, ./project/../data]\n', key: 'file_mounts./o.source[1]', fix: ['both land at /o/data', 'rename one'] },
-  { rule: 'MOUNT of a path inside a bucket', yaml: 'file_mounts:\n  /o:\n    source: s3://bucket/sub/dir\n', key: 'file_mounts./o.source', fix: ['MOUNT mode mounts a whole bucket', 'use mode: COPY'] },
-  { rule: 'MOUNT_CACHED of a path inside a bucket', yaml: 'file_mounts:\n  /o:\n    source: gs://bucket/sub\n    mode: mount_cached\n', key: 'file_mounts./o.source', fix: ['MOUNT_CACHED mode mounts a whole bucket'] },
+  {
+    rule: 'a missing path inside a source list',
+    yaml: 'file_mounts:\n  /o:\n    name: b\n    source: [./data, ./gone]\n',
+    key: 'file_mounts./o.source[1]',
+    fix: ['does not exist'],
+  },
+  {
+    rule: 'two sources with the same base name',
+    yaml: 'file_mounts:\n  /o:\n    name: b\n    source: [./data, ./project/../data]\n',
+    key: 'file_mounts./o.source[1]',
+    fix: ['both land at /o/data', 'rename one'],
+  },
+  {
+    rule: 'MOUNT of a path inside a bucket',
+    yaml: 'file_mounts:\n  /o:\n    source: s3://bucket/sub/dir\n',
+    key: 'file_mounts./o.source',
+    fix: ['MOUNT mode mounts a whole bucket', 'use mode: COPY'],
+  },
+  {
+    rule: 'MOUNT_CACHED of a path inside a bucket',
+    yaml: 'file_mounts:\n  /o:\n    source: gs://bucket/sub\n    mode: mount_cached\n',
+    key: 'file_mounts./o.source',
+    fix: ['MOUNT_CACHED mode mounts a whole bucket'],
+  },
   { rule: 'an unsupported storage URI', yaml: 'file_mounts:\n  /o:\n    source: ftp://x/y\n', key: 'file_mounts./o.source', fix: ['not a supported cloud URI', 'hf://'] },
-  { rule: 'a storage source that is a number', yaml: 'file_mounts:\n  /o:\n    name: b\n    source: 5\n', key: 'file_mounts./o.source', fix: ['expected a local directory or a bucket URI, got a number (5)'] },
+  {
+    rule: 'a storage source that is a number',
+    yaml: 'file_mounts:\n  /o:\n    name: b\n    source: 5\n',
+    key: 'file_mounts./o.source',
+    fix: ['expected a local directory or a bucket URI, got a number (5)'],
+  },
 ];
 
 describe('one error per validation rule (inline)', () => {
@@ -156,11 +243,19 @@ describe('one error per validation rule (inline)', () => {
 
 it('an alias bomb is refused instead of expanded', () => {
   const levels = ['a: &a [x, x, x, x, x, x, x, x, x, x]'];
-  for (const [prev, cur] of [['a', 'b'], ['b', 'c'], ['c', 'd'], ['d', 'e'], ['e', 'f']] as const) {
+  for (const [prev, cur] of [
+    ['a', 'b'],
+    ['b', 'c'],
+    ['c', 'd'],
+    ['d', 'e'],
+    ['e', 'f'],
+  ] as const) {
     levels.push(`${cur}: &${cur} [${Array(10).fill(`*${prev}`).join(', ')}]`);
   }
   const yaml = `resources:\n${levels.map((l) => `  ${l}`).join('\n')}\n`;
-  expect(() => parseTask(yaml, 'bad.yaml', { cwd: sb.root })).toThrow(/^bad\.yaml: resources\.[a-f]\[.*: the YAML nests or repeats too much \(an alias bomb\?\); simplify the anchors and aliases$/);
+  expect(() => parseTask(yaml, 'bad.yaml', { cwd: sb.root })).toThrow(
+    /^bad\.yaml: resources\.[a-f]\[.*: the YAML nests or repeats too much \(an alias bomb\?\); simplify the anchors and aliases$/,
+  );
 });
 
 describe('accepted edge cases SkyPilot also accepts', () => {
@@ -188,11 +283,7 @@ describe('accepted edge cases SkyPilot also accepts', () => {
   });
 
   it('an Azure Blob https:// source and a cos:// bucket mount', () => {
-    const t = parseTask(
-      'file_mounts:\n  /az: https://myacct.blob.core.windows.net/container/path\n  /cos:\n    source: cos://us-east/my-bucket\n',
-      't.yaml',
-      { cwd: sb.root },
-    );
+    const t = parseTask('file_mounts:\n  /az: https://myacct.blob.core.windows.net/container/path\n  /cos:\n    source: cos://us-east/my-bucket\n', 't.yaml', { cwd: sb.root });
     expect(t.fileMounts[0]).toMatchObject({ kind: 'uri', scheme: 'https' });
     expect(t.fileMounts[1]).toMatchObject({ kind: 'storage', sources: ['cos://us-east/my-bucket'], name: null });
   });

@@ -40,14 +40,14 @@ export function makeSandbox(): Sandbox {
   symlinkSync(path.join(root, 'data'), path.join(root, 'data-link'));
   symlinkSync(path.join(root, 'project'), path.join(root, 'project-link'));
   symlinkSync(path.join(root, 'nowhere'), path.join(root, 'dangling'));
-  const savedHome = process.env['HOME'];
-  process.env['HOME'] = home;
+  const savedHome = process.env.HOME;
+  process.env.HOME = home;
   return {
     root,
     home,
     cleanup() {
-      if (savedHome === undefined) delete process.env['HOME'];
-      else process.env['HOME'] = savedHome;
+      if (savedHome === undefined) delete process.env.HOME;
+      else process.env.HOME = savedHome;
       rmSync(root, { recursive: true, force: true });
     },
   };

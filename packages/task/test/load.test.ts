@@ -54,13 +54,7 @@ describe('valid fixtures', () => {
   it('env substitution in workdir, file_mounts keys and values, storage name and source', async () => {
     const t = await loadTask(fixture('env-substitution.yaml'), { cwd: sb.root });
     expect(t.workdir).toBe(path.join(sb.root, 'project'));
-    expect(t.fileMounts.map((m) => m.dest)).toEqual([
-      '/mydir',
-      '/another-dir2',
-      '/checkpoint/13b',
-      '/model_path/llama-13b',
-      '/unknown/$NOT_DEFINED',
-    ]);
+    expect(t.fileMounts.map((m) => m.dest)).toEqual(['/mydir', '/another-dir2', '/checkpoint/13b', '/model_path/llama-13b', '/unknown/$NOT_DEFINED']);
     expect(mount(t, '/mydir')).toEqual({
       kind: 'storage',
       key: 'file_mounts./mydir',

@@ -8,15 +8,7 @@
 // order (docs/PROTOCOL.md, "Lanes").
 
 import fs from 'node:fs';
-import {
-  type BlockEncoder,
-  type Connection,
-  DATA_BLOCK,
-  Frame,
-  createBlockEncoder,
-  type Compression,
-  type ZstdBinding,
-} from '@skysync/protocol';
+import { type BlockEncoder, type Connection, DATA_BLOCK, Frame, createBlockEncoder, type Compression, type ZstdBinding } from '@skysync/protocol';
 import { compressLevel, levelFor } from './level.js';
 
 export { compressLevel } from './level.js';

@@ -15,7 +15,7 @@ import { ConnectError } from './target.js';
 /** ssh2 is loaded on first use: it costs a tenth of a second that local targets and --help never need. */
 let ssh2Module: Promise<typeof import('ssh2')> | null = null;
 async function loadSsh2(): Promise<typeof import('ssh2')> {
-  ssh2Module ??= import('ssh2').then((m) => ((m as unknown as { default?: typeof import('ssh2') }).default ?? m));
+  ssh2Module ??= import('ssh2').then((m) => (m as unknown as { default?: typeof import('ssh2') }).default ?? m);
   return ssh2Module;
 }
 
@@ -84,7 +84,7 @@ async function jumpSocket(host: ResolvedHost, opts: ConnectOptions, depth: numbe
 }
 
 /** The keys to offer, in OpenSSH's order (the ssh-agent first); a missing or locked key is said in one line. */
-function authMethods(host: ResolvedHost, utils: (typeof import('ssh2'))['utils']): { methods: NonNullable<ConnectConfig['authHandler']>; tried: string } {
+function authMethods(host: ResolvedHost, utils: typeof import('ssh2')['utils']): { methods: NonNullable<ConnectConfig['authHandler']>; tried: string } {
   const identities: string[] = [];
   const encrypted: string[] = [];
   const keys: Buffer[] = [];
@@ -106,9 +106,7 @@ function authMethods(host: ResolvedHost, utils: (typeof import('ssh2'))['utils']
   const agentSock = process.env.SSH_AUTH_SOCK && fs.existsSync(process.env.SSH_AUTH_SOCK) ? process.env.SSH_AUTH_SOCK : undefined;
   if (!keys.length && !agentSock) {
     if (encrypted.length) {
-      throw new ConnectError(
-        `${encrypted[0]} is passphrase-protected and no ssh-agent is running; start one and \`ssh-add ${encrypted[0]}\`, then retry`,
-      );
+      throw new ConnectError(`${encrypted[0]} is passphrase-protected and no ssh-agent is running; start one and \`ssh-add ${encrypted[0]}\`, then retry`);
     }
     throw new ConnectError(`no SSH key for ${host.alias}: none of ${host.identityFiles.join(', ') || '~/.ssh/id_*'} exists and no ssh-agent is running`);
   }
@@ -140,9 +138,7 @@ function hostVerifier(host: ResolvedHost, opts: ConnectOptions, refused: (why: s
       opts.log?.(`warning: ${mismatchMessage(args)} (continuing: StrictHostKeyChecking is ${host.strictHostKeyChecking})`);
       return verify(true);
     }
-    refused(
-      check.status === 'mismatch' ? mismatchMessage(args) : check.status === 'revoked' ? revokedMessage(args) : unknownMessage({ ...args, files: policy.files }),
-    );
+    refused(check.status === 'mismatch' ? mismatchMessage(args) : check.status === 'revoked' ? revokedMessage(args) : unknownMessage({ ...args, files: policy.files }));
     verify(false);
   };
 }

@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import type net from 'node:net';
 import type { Readable, Writable } from 'node:stream';
-import { FrameDecoder, MAGIC } from '@skysync/protocol';
+import { FrameDecoder, type FrameMessage, MAGIC } from '@skysync/protocol';
 import { CtlFrame, encodeCtl, ensureControlDir, type DaemonArgs } from './control.js';
 import { listenPrivate } from '@skysync/service';
 import { LocalTarget } from './local.js';
@@ -187,7 +187,7 @@ class ChannelServer {
   }
 
   private onData(chunk: Buffer): void {
-    let frames;
+    let frames: FrameMessage[];
     try {
       frames = this.decoder.push(chunk);
     } catch {

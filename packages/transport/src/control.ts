@@ -23,7 +23,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { PassThrough, Writable } from 'node:stream';
 import { createRequire } from 'node:module';
-import { FrameDecoder, MAGIC, encodeFrame } from '@skysync/protocol';
+import { FrameDecoder, type FrameMessage, MAGIC, encodeFrame } from '@skysync/protocol';
 import { stateRoot } from './state-root.js';
 import { ConnectError, NoAgentError, type AgentChannel, type RemoteProcess, type RemoteSocket } from './target.js';
 
@@ -71,7 +71,10 @@ function controlDir(): string {
  * it is found again after its config or skysync changed.
  */
 function targetTag(spec: string): string {
-  return createHash('sha256').update(JSON.stringify({ spec, uid: process.getuid?.() })).digest('hex').slice(0, 12);
+  return createHash('sha256')
+    .update(JSON.stringify({ spec, uid: process.getuid?.() }))
+    .digest('hex')
+    .slice(0, 12);
 }
 
 /**
@@ -170,10 +173,7 @@ function channelInput(sock: net.Socket, waiting: Set<(e?: Error) => void>, close
 const OPEN_DEADLINE_MS = 30_000;
 
 /** Opens one channel through the background process. */
-async function openChannel(
-  socketPath: string,
-  request: { kind: 'agent' | 'exec' | 'shutdown' | 'socket'; command?: string; path?: string },
-): Promise<OpenedChannel> {
+async function openChannel(socketPath: string, request: { kind: 'agent' | 'exec' | 'shutdown' | 'socket'; command?: string; path?: string }): Promise<OpenedChannel> {
   if (!fs.existsSync(socketPath)) throw new ControlGone('no warm connection');
   const sock = net.createConnection(socketPath);
   await new Promise<void>((resolve, reject) => {
@@ -216,7 +216,7 @@ async function openChannel(
   // The daemon's end is the channel's end: it reads nothing after EXIT, so unsent input is dropped, not waited on.
   sock.on('end', () => sock.destroy());
   sock.on('data', (chunk: Buffer) => {
-    let frames;
+    let frames: FrameMessage[];
     try {
       frames = decoder.push(chunk);
     } catch {

@@ -57,9 +57,7 @@ export async function installAgent(probe: Extract<Probe, { kind: 'probe' }>, c: 
   }
   if (major < MIN_NODE_MAJOR) {
     await c.giveUp();
-    throw new NoAgentError(
-      `${c.alias} has ${probe.node ? `node ${probe.node}, older than ${MIN_NODE_MAJOR}` : 'no node'}; the skysync agent needs node >= ${MIN_NODE_MAJOR}`,
-    );
+    throw new NoAgentError(`${c.alias} has ${probe.node ? `node ${probe.node}, older than ${MIN_NODE_MAJOR}` : 'no node'}; the skysync agent needs node >= ${MIN_NODE_MAJOR}`);
   }
   // Upload the agent (and the addon when the remote platform matches one built here), then start it, in one exec.
   const { file, hash } = agentBundle();

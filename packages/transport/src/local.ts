@@ -116,8 +116,7 @@ export class LocalTarget implements Target {
 
   private controlSocket(): string | null {
     if (this.warmSocket === undefined) {
-      this.warmSocket =
-        this.opts.control === false || persistSeconds() === 0 ? null : controlSocketPath(this.key, undefined, `local${LOCAL_CONTROL_VERSION}:${localAgentKey()}`);
+      this.warmSocket = this.opts.control === false || persistSeconds() === 0 ? null : controlSocketPath(this.key, undefined, `local${LOCAL_CONTROL_VERSION}:${localAgentKey()}`);
     }
     return this.warmSocket;
   }
@@ -189,4 +188,3 @@ export class LocalTarget implements Target {
     }
   }
 }
-

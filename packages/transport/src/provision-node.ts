@@ -47,7 +47,8 @@ export async function provisionNode(client: Client, probe: { os: string; arch: s
       'rm -rf "$d"; mv "$t" "$d"',
     ].join('; ');
     const u = await run(client, `sh -c ${shellQuote(upload)} skysync-node ${binary.length}`, [binary]);
-    if (u.code === 0) return `uploaded this machine's Node ${process.version} (download from ${url} failed: ${(r.stderr.trim().split('\n').pop() ?? '').slice(0, 120) || `exit ${r.code}`})`;
+    if (u.code === 0)
+      return `uploaded this machine's Node ${process.version} (download from ${url} failed: ${(r.stderr.trim().split('\n').pop() ?? '').slice(0, 120) || `exit ${r.code}`})`;
   }
   return null;
 }

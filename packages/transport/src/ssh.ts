@@ -7,7 +7,17 @@ import type { ClientChannel } from 'ssh2';
 import { trace } from '@skysync/protocol';
 import { agentBundle } from './agent-bundle.js';
 import { connectHost, exec, failWritesOnClose, type Connected } from './connect.js';
-import { ControlGone, controlAgent, controlExec, controlSocketStream, controlShutdownAll, controlSocketPath, ensureControlDir, persistSeconds, spawnControlDaemon } from './control.js';
+import {
+  ControlGone,
+  controlAgent,
+  controlExec,
+  controlSocketStream,
+  controlShutdownAll,
+  controlSocketPath,
+  ensureControlDir,
+  persistSeconds,
+  spawnControlDaemon,
+} from './control.js';
 import { withIdleDeadline } from './idle-deadline.js';
 import { installAgent } from './install.js';
 import { bootstrap, bootstrapCommand } from './probe.js';
@@ -96,9 +106,11 @@ export class SshTarget implements Target {
       const c = (async () => connectHost(await this.resolve(), this.opts))();
       this.connected = c;
       c.then(
-        ({ client }) => (this.connectedDirectly = true) && client.once('close', () => {
-          if (this.connected === c) this.connected = null;
-        }),
+        ({ client }) =>
+          (this.connectedDirectly = true) &&
+          client.once('close', () => {
+            if (this.connected === c) this.connected = null;
+          }),
         () => {
           if (this.connected === c) this.connected = null;
         },
@@ -189,9 +201,7 @@ export class SshTarget implements Target {
     // An agent reached through the warm connection is on that connection's host: no second handshake for this.
     if (sock && !this.connected) return controlSocketStream(sock, socketPath);
     const { client } = await this.connection();
-    const ch = await new Promise<ClientChannel>((resolve, reject) =>
-      client.openssh_forwardOutStreamLocal(socketPath, (err, channel) => (err ? reject(err) : resolve(channel))),
-    );
+    const ch = await new Promise<ClientChannel>((resolve, reject) => client.openssh_forwardOutStreamLocal(socketPath, (err, channel) => (err ? reject(err) : resolve(channel))));
     this.track(ch);
     failWritesOnClose(ch, `the channel to ${socketPath}`);
     return {
@@ -278,4 +288,3 @@ export class SshTarget implements Target {
     };
   }
 }
-

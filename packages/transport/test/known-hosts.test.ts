@@ -139,7 +139,12 @@ describe('checkHostKey', () => {
     execFileSync('ssh-keygen', ['-q', '-H', '-f', h], { stdio: ['ignore', 'pipe', 'pipe'] });
     const text = fs.readFileSync(h, 'utf8');
     expect(text).not.toContain('example.com');
-    expect(text.split('\n').filter(Boolean).every((l) => l.startsWith('|1|'))).toBe(true);
+    expect(
+      text
+        .split('\n')
+        .filter(Boolean)
+        .every((l) => l.startsWith('|1|')),
+    ).toBe(true);
     expect(check('example.com', 22, keys.ed, [h])).toMatchObject({ status: 'match', line: 1 });
     expect(check('Example.COM', 22, keys.ed, [h])).toMatchObject({ status: 'match', line: 1 });
     expect(check('127.0.0.1', 2222, keys.rsa, [h])).toMatchObject({ status: 'match', line: 2 });
@@ -310,8 +315,14 @@ describe.skipIf(skip !== null)('against a real sshd and the real ssh client', ()
   it('matches what ssh-keyscan reports, plain and hashed', () => {
     const plain = spawnSync('ssh-keyscan', ['-p', String(port), '-t', 'ed25519', '127.0.0.1'], { encoding: 'utf8', timeout: 20_000 }).stdout;
     const hashed = spawnSync('ssh-keyscan', ['-H', '-p', String(port), '-t', 'ed25519', '127.0.0.1'], { encoding: 'utf8', timeout: 20_000 }).stdout;
-    const fp = file('scan_plain', plain.split('\n').filter((l) => l && !l.startsWith('#')));
-    const fh = file('scan_hashed', hashed.split('\n').filter((l) => l && !l.startsWith('#')));
+    const fp = file(
+      'scan_plain',
+      plain.split('\n').filter((l) => l && !l.startsWith('#')),
+    );
+    const fh = file(
+      'scan_hashed',
+      hashed.split('\n').filter((l) => l && !l.startsWith('#')),
+    );
     expect(fs.readFileSync(fh, 'utf8')).toMatch(/^\|1\|/);
     expect(check('127.0.0.1', port, nodeKey, [fp])).toEqual({ status: 'match', file: fp, line: 1 });
     expect(check('127.0.0.1', port, nodeKey, [fh])).toEqual({ status: 'match', file: fh, line: 1 });
@@ -337,24 +348,27 @@ describe.skipIf(skip !== null)('against a real sshd and the real ssh client', ()
   });
 
   it('reports the same offending line as ssh for a changed key; ssh proceeds only under `no`', () => {
-    const f = file('changed', [
-      '# old entries',
-      `[127.0.0.1]:${port} ${keys.ed2.text}`,
-      `[127.0.0.1]:${port} ${keys.rsa.text}`,
-      `[127.0.0.1]:${port} ${keys.ecdsa.text}`,
-    ]);
+    const f = file('changed', ['# old entries', `[127.0.0.1]:${port} ${keys.ed2.text}`, `[127.0.0.1]:${port} ${keys.rsa.text}`, `[127.0.0.1]:${port} ${keys.ecdsa.text}`]);
     const ours = check('127.0.0.1', port, nodeKey, [f]);
     // ssh names the last contradicting entry, not the first nor the one of the same key type.
     expect(ours).toEqual({ status: 'mismatch', file: f, line: 4, knownKeyType: 'ecdsa-sha2-nistp256' });
     for (const strict of ['yes', 'accept-new', 'ask']) {
       const r = ssh(f, strict);
       expect(r.code, strict).toBe(255);
-      expect(hostKeyPolicy({ hostname: '127.0.0.1', port, strictHostKeyChecking: strict as 'yes', userKnownHostsFiles: [f], globalKnownHostsFiles: [] }).decide(ours.status)).toBe('refuse');
+      expect(hostKeyPolicy({ hostname: '127.0.0.1', port, strictHostKeyChecking: strict as 'yes', userKnownHostsFiles: [f], globalKnownHostsFiles: [] }).decide(ours.status)).toBe(
+        'refuse',
+      );
     }
-    const loud = spawnSync('ssh', ['-F', c.sshConfig, '-o', `UserKnownHostsFile=${f}`, '-o', 'StrictHostKeyChecking=yes', 'kh-test', 'true'], { encoding: 'utf8', timeout: 30_000 });
+    const loud = spawnSync('ssh', ['-F', c.sshConfig, '-o', `UserKnownHostsFile=${f}`, '-o', 'StrictHostKeyChecking=yes', 'kh-test', 'true'], {
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
     expect(loud.stderr).toContain(`Offending ECDSA key in ${f}:4`);
     // StrictHostKeyChecking=no: connects anyway, with password/keyboard-interactive auth turned off.
-    const no = spawnSync('ssh', ['-F', c.sshConfig, '-o', `UserKnownHostsFile=${f}`, '-o', 'StrictHostKeyChecking=no', 'kh-test', 'echo CONNECTED'], { encoding: 'utf8', timeout: 30_000 });
+    const no = spawnSync('ssh', ['-F', c.sshConfig, '-o', `UserKnownHostsFile=${f}`, '-o', 'StrictHostKeyChecking=no', 'kh-test', 'echo CONNECTED'], {
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
     expect(no.status).toBe(0);
     expect(no.stdout).toBe('CONNECTED\n');
     expect(no.stderr).toMatch(/Password authentication is disabled to avoid man-in-the-middle attacks/);
@@ -367,7 +381,10 @@ describe.skipIf(skip !== null)('against a real sshd and the real ssh client', ()
     expect(check('127.0.0.1', port, nodeKey, [f])).toEqual({ status: 'revoked', file: f, line: 1 });
     const r = ssh(f, 'yes');
     expect(r.code).toBe(255);
-    const loud = spawnSync('ssh', ['-F', c.sshConfig, '-o', `UserKnownHostsFile=${f}`, '-o', 'StrictHostKeyChecking=yes', 'kh-test', 'true'], { encoding: 'utf8', timeout: 30_000 });
+    const loud = spawnSync('ssh', ['-F', c.sshConfig, '-o', `UserKnownHostsFile=${f}`, '-o', 'StrictHostKeyChecking=yes', 'kh-test', 'true'], {
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
     expect(loud.stderr).toMatch(/marked as revoked/);
   });
 });

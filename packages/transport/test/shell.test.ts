@@ -42,7 +42,7 @@ describe('shellQuote', () => {
     for (let i = 0; i < words.length; i++) {
       expect(got[i], `seed ${seed} (SKYSYNC_SEED=${seed} replays it), word ${JSON.stringify(words[i]!.toString('latin1'))}`).toBe(words[i]!.toString('latin1'));
     }
-    expect(echoBytes(shellQuote('\xff\n\'x'))).toEqual(Buffer.from('\xff\n\'x', 'latin1'));
+    expect(echoBytes(shellQuote("\xff\n'x"))).toEqual(Buffer.from("\xff\n'x", 'latin1'));
   });
 
   it('round-trips text through sh -c as UTF-8', () => {

@@ -9,15 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  listWorkers,
-  parseProxyJump,
-  parseTargetSpec,
-  resolveHost,
-  SshConfigError,
-  type ResolveOptions,
-  type ResolvedHost,
-} from '../src/ssh-config/index.js';
+import { listWorkers, parseProxyJump, parseTargetSpec, resolveHost, SshConfigError, type ResolveOptions, type ResolvedHost } from '../src/ssh-config/index.js';
 import { TargetError } from '../src/target.js';
 import { claimUser, type ClaimedUser } from '../../../test/helpers/sshd.js';
 

@@ -67,7 +67,7 @@ export function orderCandidates(addresses: string[], ifaces: NodeJS.Dict<os.Netw
   const rank = (a: string): number => {
     if (own.has(a) || a.startsWith('127.') || a === '::1') return 2;
     const n = ipv4Number(a);
-    if (n !== null && nets.some((x) => ((n ^ x.base) >>> (32 - x.bits)) === 0)) return 0;
+    if (n !== null && nets.some((x) => (n ^ x.base) >>> (32 - x.bits) === 0)) return 0;
     return 1;
   };
   return addresses

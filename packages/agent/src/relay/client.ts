@@ -19,13 +19,7 @@ export interface FetchOptions extends ConnectOptions {
  * `deliver`, whole chunks only and each checked against its id. Never throws: the report says how many chunks
  * arrived, in order, and why it stopped short if it did; the caller takes the rest from the client.
  */
-export async function fetchFromRelay(
-  offer: RelayOffer,
-  ids: Buffer[],
-  lens: number[],
-  deliver: (bytes: Buffer) => Promise<void>,
-  opts: FetchOptions,
-): Promise<RelayReport> {
+export async function fetchFromRelay(offer: RelayOffer, ids: Buffer[], lens: number[], deliver: (bytes: Buffer) => Promise<void>, opts: FetchOptions): Promise<RelayReport> {
   const t0 = performance.now();
   const report: RelayReport = { chunks: 0, bytes: 0, address: null, error: null, ms: 0 };
   let link: RelayLink;

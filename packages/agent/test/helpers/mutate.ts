@@ -108,7 +108,10 @@ function entryField(frames: FrameMessage[], rng: Rng): string {
 /** An entries frame of the first entry kind, a path and then random bytes: the tail is any field's value. */
 function entryNoise(frames: FrameMessage[], rng: Rng): string {
   const w = new ByteWriter();
-  w.varint(1).u8(1 + rng.int(4)).path('src/x').bytes(rng.bytes(rng.int(80)));
+  w.varint(1)
+    .u8(1 + rng.int(4))
+    .path('src/x')
+    .bytes(rng.bytes(rng.int(80)));
   frames.splice(rng.int(frames.length + 1), 0, { type: Frame.Entries, payload: w.finish() });
   return 'entry noise';
 }

@@ -66,7 +66,9 @@ const UNBUFFERED = { PYTHONUNBUFFERED: '1' };
 
 /** A flat object as Python's json.dumps writes it (", " and ": "), for jobs that compare it as text. */
 function pythonJson(o: Record<string, string | null>): string {
-  return `{${Object.entries(o).map(([k, v]) => `${JSON.stringify(k)}: ${JSON.stringify(v)}`).join(', ')}}`;
+  return `{${Object.entries(o)
+    .map(([k, v]) => `${JSON.stringify(k)}: ${JSON.stringify(v)}`)
+    .join(', ')}}`;
 }
 
 /** Everything a node's job sees: the task's envs and SkyPilot's per-node variables (attached and detached jobs). */
@@ -95,9 +97,7 @@ export function skypilotEnv(req: Pick<RunRequest, 'nodes' | 'addresses' | 'job'>
 export async function runOnNodes(req: RunRequest, onStart?: (jobs: RemoteJob[]) => void): Promise<number[]> {
   const n = req.nodes.length;
   const started = await Promise.allSettled(
-    req.nodes.map((t, rank) =>
-      runJob(t, req.script, nodeEnv(req, rank), { cwd: req.cwd, stdin: rank === 0 ? (req.stdin as Readable | undefined) : undefined }),
-    ),
+    req.nodes.map((t, rank) => runJob(t, req.script, nodeEnv(req, rank), { cwd: req.cwd, stdin: rank === 0 ? (req.stdin as Readable | undefined) : undefined })),
   );
   const failed = started.findIndex((s) => s.status === 'rejected');
   if (failed >= 0) {

@@ -5,15 +5,7 @@ import { tildeExpand } from './local-user.js';
 import { expandTokens, FILE_TOKENS, type TokenContext } from './tokens.js';
 import { SshConfigError, type ResolvedHost, type StrictHostKeyChecking } from './types.js';
 
-const DEFAULT_IDENTITY_FILES = [
-  '~/.ssh/id_rsa',
-  '~/.ssh/id_ecdsa',
-  '~/.ssh/id_ecdsa_sk',
-  '~/.ssh/id_ed25519',
-  '~/.ssh/id_ed25519_sk',
-  '~/.ssh/id_xmss',
-  '~/.ssh/id_dsa',
-];
+const DEFAULT_IDENTITY_FILES = ['~/.ssh/id_rsa', '~/.ssh/id_ecdsa', '~/.ssh/id_ecdsa_sk', '~/.ssh/id_ed25519', '~/.ssh/id_ed25519_sk', '~/.ssh/id_xmss', '~/.ssh/id_dsa'];
 const DEFAULT_USER_KNOWN_HOSTS = ['~/.ssh/known_hosts', '~/.ssh/known_hosts2'];
 const DEFAULT_GLOBAL_KNOWN_HOSTS = ['/etc/ssh/ssh_known_hosts', '/etc/ssh/ssh_known_hosts2'];
 

@@ -44,7 +44,11 @@ export async function viaSshG(spec: TargetSpec, opts: ResolveOptions, env: NodeJ
   args.push('--', spec.alias);
   const r = await runSshG(bin, args, env, opts.timeoutMs ?? 10_000);
   if (r.code !== 0) {
-    const msg = r.stderr.trim().split('\n').filter((l) => !/^Pseudo-terminal will not be allocated/.test(l)).join('; ');
+    const msg = r.stderr
+      .trim()
+      .split('\n')
+      .filter((l) => !/^Pseudo-terminal will not be allocated/.test(l))
+      .join('; ');
     throw new SshConfigError(`ssh -G ${spec.alias} failed (exit ${r.code ?? 'killed'}): ${msg || 'no output'}`);
   }
   const g = parseSshGOutput(r.stdout);
