@@ -84,33 +84,46 @@ export async function servePull(conn: Connection, begin: PullBegin, client: Hell
   }
 }
 
-async function sendPull(
-  conn: Connection,
-  begin: PullBegin,
-  client: Hello,
-  ctx: AgentContext,
-  abs: string,
-  kind: Exclude<PullState['kind'], 'missing'>,
-  admitted: Map<number, Connection>,
-): Promise<void> {
-  let root: string;
-  let listing: WalkEntry[];
-  if (kind === 'dir') {
-    root = abs;
-    listing = await walkTree(abs, ctx.log);
-  } else {
-    root = path.dirname(abs);
-    const name = Buffer.from(path.basename(abs), 'utf8').toString('latin1');
-    const base = statFields(name, await fsp.lstat(abs, { bigint: true }));
-    listing =
-      kind === 'symlink' ? [{ ...base, kind: 'symlink', target: ((await fsp.readlink(abs, { encoding: 'buffer' })) as Buffer).toString('latin1') }] : [{ ...base, kind: 'file' }];
-  }
+type PulledKind = Exclude<PullState['kind'], 'missing'>;
+type Recipes = Map<string, { chunks: Buffer; digest: Buffer }>;
+/** Where each chunk of the pull can be read: the first file and offset that holds it. */
+type ChunkPlaces = Map<string, { path: string; offset: number; len: number }>;
 
+/** Lists, chunks and plans what was asked, then sends the chunks the client says it lacks. */
+async function sendPull(conn: Connection, begin: PullBegin, client: Hello, ctx: AgentContext, abs: string, kind: PulledKind, admitted: Map<number, Connection>): Promise<void> {
+  const { root, listing } = await listPulled(abs, kind, ctx);
   const files = listing.filter((e) => e.kind === 'file');
-  const recipes = new Map<string, { chunks: Buffer; digest: Buffer }>();
-  // Said to the client, which lists them and exits 3; the path as the plan would have named it.
+  const { recipes, unreadable } = await chunkPulled(ctx, begin, root, abs, kind, files);
+  const { entries, where } = planPulled(listing, recipes);
+
+  const compression = chooseCompression(client.compression, supportedCompressions(ctx.native));
+  const plan: Plan = { mode: 'need', compression, deleteMode: 'none', dryRun: false, single: kind !== 'dir', ...(unreadable.length ? { unreadable } : {}) };
+  await conn.sendJson(Frame.Plan, plan);
+  for (let i = 0; i < entries.length; i += BATCH) await conn.send(Frame.Entries, encodeEntries(entries.slice(i, i + BATCH)));
+  await conn.send(Frame.PlanEnd, Buffer.alloc(0));
+  await sendNeeded(conn, ctx, root, compression, where, admitted);
+}
+
+/** What the pull covers: a directory's walk, or the one file or symlink, with the directory it lies in. */
+async function listPulled(abs: string, kind: PulledKind, ctx: AgentContext): Promise<{ root: string; listing: WalkEntry[] }> {
+  if (kind === 'dir') return { root: abs, listing: await walkTree(abs, ctx.log) };
+  const name = Buffer.from(path.basename(abs), 'utf8').toString('latin1');
+  const base = statFields(name, await fsp.lstat(abs, { bigint: true }));
+  const target = kind === 'symlink' ? ((await fsp.readlink(abs, { encoding: 'buffer' })) as Buffer).toString('latin1') : null;
+  return { root: path.dirname(abs), listing: [target !== null ? { ...base, kind: 'symlink', target } : { ...base, kind: 'file' }] };
+}
+
+/** Every file's recipe; a file that cannot be read is said to the client (which lists it and exits 3). */
+async function chunkPulled(
+  ctx: AgentContext,
+  begin: PullBegin,
+  root: string,
+  abs: string,
+  kind: PulledKind,
+  files: WalkEntry[],
+): Promise<{ recipes: Recipes; unreadable: Array<{ path: string; error: string }> }> {
+  const recipes: Recipes = new Map();
   const unreadable: Array<{ path: string; error: string }> = [];
-  const rootBuf = Buffer.from(root, 'utf8');
   if (ctx.native) {
     // A single large file this agent placed (a checkpoint a job rewrote since): its recorded recipe makes a hint.
     const hint = kind === 'file' && files.length === 1 && files[0]!.size >= 1 << 20 ? await recordedRecipe(ctx, abs) : null;
@@ -124,18 +137,23 @@ async function sendPull(
       if (o.recipe) recipes.set(files[i]!.path, { chunks: o.recipe.chunks, digest: o.recipe.digest });
       else unreadable.push({ path: files[i]!.path, error: readError(o.error) });
     });
-  } else {
-    for (const f of files) {
-      try {
-        const r = await ctx.chunker.chunkFile(Buffer.concat([rootBuf, Buffer.from('/' + f.path, 'latin1')]), begin.chunkParams);
-        recipes.set(f.path, { chunks: r.chunks, digest: r.digest });
-      } catch (e) {
-        unreadable.push({ path: f.path, error: readError((e as Error).message) });
-      }
+    return { recipes, unreadable };
+  }
+  const rootBuf = Buffer.from(root, 'utf8');
+  for (const f of files) {
+    try {
+      const r = await ctx.chunker.chunkFile(Buffer.concat([rootBuf, Buffer.from('/' + f.path, 'latin1')]), begin.chunkParams);
+      recipes.set(f.path, { chunks: r.chunks, digest: r.digest });
+    } catch (e) {
+      unreadable.push({ path: f.path, error: readError((e as Error).message) });
     }
   }
+  return { recipes, unreadable };
+}
 
-  const where = new Map<string, { path: string; offset: number; len: number }>();
+/** The plan's entries, and where each chunk can be read from. */
+function planPulled(listing: WalkEntry[], recipes: Recipes): { entries: PlanEntry[]; where: ChunkPlaces } {
+  const where: ChunkPlaces = new Map();
   const entries: PlanEntry[] = [];
   for (const e of listing) {
     if (e.kind === 'dir') entries.push({ kind: 'dir', path: e.path, mode: e.mode });
@@ -162,13 +180,18 @@ async function sendPull(
       });
     }
   }
+  return { entries, where };
+}
 
-  const compression = chooseCompression(client.compression, supportedCompressions(ctx.native));
-  const plan: Plan = { mode: 'need', compression, deleteMode: 'none', dryRun: false, single: kind !== 'dir', ...(unreadable.length ? { unreadable } : {}) };
-  await conn.sendJson(Frame.Plan, plan);
-  for (let i = 0; i < entries.length; i += BATCH) await conn.send(Frame.Entries, encodeEntries(entries.slice(i, i + BATCH)));
-  await conn.send(Frame.PlanEnd, Buffer.alloc(0));
-
+/** The chunks the client needs, in its order, over the lanes it may open meanwhile. */
+async function sendNeeded(
+  conn: Connection,
+  ctx: AgentContext,
+  root: string,
+  compression: Plan['compression'],
+  where: ChunkPlaces,
+  admitted: Map<number, Connection>,
+): Promise<void> {
   const need = decodeIds((await conn.expect(Frame.Need)).payload);
   const pump = new DataPump(conn, compression, ctx.native, root);
   // While the data flows, the client may say which lanes it opened (a `lanes` frame); the frame after that, or
