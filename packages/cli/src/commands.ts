@@ -33,7 +33,7 @@ import { showBoard, stderrBoard } from './progress.js';
 import { startDetachedCommand } from './jobs-commands.js';
 import { emitJson, StdoutTracker } from './json-output.js';
 import { exitOnInterrupt, interruptedMessage } from './interrupt.js';
-import { explainRemoteError, isPermissionFailure, permissionAdvice } from './remote-errors.js';
+import { explainRemoteError, refusalAdvice, refusalReason } from './remote-errors.js';
 
 export interface SyncFlags {
   transport?: 'auto' | 'agent' | 'rsync';
@@ -196,13 +196,13 @@ function reportSync(reports: NodeReport[], flags: SyncFlags, print: (l: string) 
  * what to do, instead of the same errno text on every file.
  */
 function reportFailed(node: string, who: string, s: PushStats, at: string, print: (l: string) => void): void {
-  let denied = 0;
+  const refusals = new Map<NonNullable<ReturnType<typeof refusalReason>>, number>();
   for (const f of s.failed) {
-    const refused = isPermissionFailure(f.error);
-    if (refused) denied++;
-    print(`${who}failed: ${f.path}: ${refused ? 'permission denied' : f.error}`);
+    const reason = refusalReason(f.error);
+    if (reason) refusals.set(reason, (refusals.get(reason) ?? 0) + 1);
+    print(`${who}failed: ${f.path}: ${reason ?? f.error}`);
   }
-  if (denied) print(`${who}note: ${node}: ${plural(denied, 'file')} could not be written in ${at} (permission denied); ${permissionAdvice(node, at)}`);
+  for (const [reason, n] of refusals) print(`${who}note: ${node}: ${plural(n, 'file')} could not be written in ${at} (${reason}); ${refusalAdvice(node, at, reason)}`);
 }
 
 /** The files the remote changed that this push overwrote: the first few by name, then how many more. */

@@ -28,14 +28,30 @@ export function permissionAdvice(node: string, denied: string): string {
   return `the SSH user may not write there: push under its home instead (e.g. --dest '~/x'), or ${fix}`;
 }
 
-/** A node's error, rewritten when it is a permission error on the remote; as it was otherwise. */
-export function explainRemoteError(node: string, message: string): string {
-  const denied = deniedPath(message);
-  if (!denied) return message;
-  return `${node}: permission denied on ${denied}; ${permissionAdvice(node, denied)}`;
+/** Why the remote refused, in the kernel's own words: a read-only filesystem is not a matter of permissions, and
+ * its fix is another. Null when the error is no refusal. */
+export function refusalReason(error: string): 'permission denied' | 'operation not permitted' | 'read-only file system' | null {
+  if (/read-only file system|EROFS|os error 30/i.test(error)) return 'read-only file system';
+  if (/operation not permitted|EPERM|os error 1\b/i.test(error)) return 'operation not permitted';
+  if (/permission denied|EACCES|os error 13/i.test(error)) return 'permission denied';
+  return null;
 }
 
-/** Whether a file that failed to be placed failed for want of permission (the agent's per-file error). */
+/** What to do about a refusal of `reason` at `denied` on `node`. */
+export function refusalAdvice(node: string, denied: string, reason: NonNullable<ReturnType<typeof refusalReason>>): string {
+  if (reason === 'read-only file system') return `the filesystem there is mounted read-only: push elsewhere (--dest '~/x') or remount it writable on ${node}`;
+  return permissionAdvice(node, denied);
+}
+
+/** A node's error, rewritten when it is a refusal on the remote; as it was otherwise. */
+export function explainRemoteError(node: string, message: string): string {
+  const denied = deniedPath(message);
+  const reason = refusalReason(message);
+  if (!denied || !reason) return message;
+  return `${node}: ${reason} on ${denied}; ${refusalAdvice(node, denied, reason)}`;
+}
+
+/** Whether a file that failed to be placed was refused by the remote (the agent's per-file error). */
 export function isPermissionFailure(error: string): boolean {
-  return /permission denied|os error 13|EACCES|operation not permitted|EPERM|read-only file system|EROFS/i.test(error);
+  return refusalReason(error) !== null;
 }

@@ -1,7 +1,7 @@
 // A remote's permission errors said once: the path, the node, what to do.
 
 import { describe, expect, it } from 'vitest';
-import { deniedPath, explainRemoteError, isPermissionFailure } from '../src/remote-errors.js';
+import { deniedPath, explainRemoteError, isPermissionFailure, refusalReason } from '../src/remote-errors.js';
 
 describe('permission errors on the remote', () => {
   it("names the agent's state directory and says how to give it back", () => {
@@ -26,5 +26,12 @@ describe('permission errors on the remote', () => {
     expect(deniedPath("EROFS: read-only file system, open '/mnt/a'")).toBe('/mnt/a');
     expect(isPermissionFailure('cannot create temp file: Permission denied (os error 13)')).toBe(true);
     expect(isPermissionFailure('No space left on device (os error 28)')).toBe(false);
+  });
+
+  it('says a read-only filesystem as what it is, with its own fix (it was reported as permission denied)', () => {
+    const said = explainRemoteError('dev', "workdir: push to dev: EROFS: read-only file system, open '/mnt/ro/a'");
+    expect(said).toMatch(/^dev: read-only file system on \/mnt\/ro\/a; the filesystem there is mounted read-only/);
+    expect(refusalReason('open: Read-only file system (os error 30)')).toBe('read-only file system');
+    expect(refusalReason('cannot create temp file: Permission denied (os error 13)')).toBe('permission denied');
   });
 });
