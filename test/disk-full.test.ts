@@ -124,7 +124,8 @@ describe.skipIf(rootSkip !== null)('a destination that is full or read-only', ()
     const r = await expectRefused(c, old, walk(c.src), /read-only file system/i, c.dest);
     // Every failure names what it is about: the files not placed, under their paths; the one note names the
     // destination and what to do.
-    for (const line of r.stderr.split('\n').filter((l) => /read-only/i.test(l))) expect(line, ctx(SEED, 'names the path', r)).toMatch(/^(failed: \S+|(error|note): .*\/disk\/dest)/);
+    for (const line of r.stderr.split('\n').filter((l) => /read-only/i.test(l)))
+      expect(line, ctx(SEED, 'names the path', r)).toMatch(/^(failed: \S+|(error|note): .*\/disk\/dest)/);
     expect(r.stderr.split('\n').filter((l) => /^note: .*read-only/.test(l)).length, ctx(SEED, 'one note', r)).toBe(1);
     expect(walk(c.dest), ctx(SEED, 'old files intact', r)).toEqual(old);
     unmount(c.dest);
