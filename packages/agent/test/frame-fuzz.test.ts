@@ -108,7 +108,8 @@ function namedRoots(frames: FrameMessage[]): string[] {
       // Not JSON: the agent refuses it before writing.
     }
   }
-  return roots;
+  // As the snapshot spells paths: the bytes on disk (the agent writes a name as UTF-8), one latin1 char each.
+  return roots.map((r) => Buffer.from(r, 'utf8').toString('latin1'));
 }
 
 const within = (p: string, root: string): boolean => p === root || p.startsWith(root + path.sep) || root.startsWith(p + path.sep);
@@ -124,8 +125,9 @@ function expectNoWriteOutside(current: string, frames: FrameMessage[], before: M
   const after = snapshot(home);
   const touched = [...after].filter(([rel, v]) => before.get(rel) !== v).map(([rel]) => rel);
   touched.push(...[...before.keys()].filter((rel) => !after.has(rel)));
+  const homeBytes = Buffer.from(home, 'utf8').toString('latin1');
   for (const rel of touched) {
-    const abs = path.join(home, rel);
+    const abs = path.join(homeBytes, rel);
     expect(
       roots.some((r) => within(abs, r)),
       `${current}: ${rel} written outside ${roots.join(', ')}`,
