@@ -6,13 +6,21 @@ import fs from 'node:fs';
 import { type FuseEvent, type FuseMountSpec, FuseRequest } from '@skysync/protocol';
 import { resolveRemotePath } from '../context.js';
 import { acquireLock } from '../lock.js';
+import { repairCacheMetadata } from './cache-repair.js';
 import { type FlushOutcome, waitForUploads } from './flush.js';
 import { mountAt } from './mountinfo.js';
 import { type FuseRecord, cacheDir, controlPassword, listRecords, mountDir, processStartOf, readRecord, recordAlive, removeRecord, writeRecord } from './records.js';
 import { findRclone, fuseProblem, startRclone, unmountPath } from './rclone.js';
 
-/** Credentials renewed this long before they expire (a remount, after a flush). */
+/** Credentials are renewed (a remount, after a flush) when less than this is left of them, and less than a third of
+ * the time they were given for: an STS session of 12 h is renewed in its last hour, a GCS token of 1 h after 40 min. */
 const RENEW_BEFORE_MS = 60 * 60 * 1000;
+
+function renewDue(r: FuseRecord): boolean {
+  if (r.expiresAtMs === null) return false;
+  const left = r.expiresAtMs - Date.now();
+  return left < Math.min(RENEW_BEFORE_MS, (r.expiresAtMs - r.startedAtMs) / 3);
+}
 
 export async function runFuse(verb: string, home: string, input: string): Promise<number> {
   const request = FuseRequest.decode(Buffer.from(input || '{"mounts":[],"only":[]}'));
@@ -77,7 +85,7 @@ class FuseCommands {
       const ours = record && current.fsType.startsWith('fuse.rclone');
       if (!ours) return fail(`${mountPath} is already a mount point (${current.fsType} ${current.source}) that skysync did not make; unmount it or choose another path`);
       if (recordAlive(record)) {
-        const right = record.source === spec.source && record.mode === spec.mode && (record.expiresAtMs === null || record.expiresAtMs - Date.now() > RENEW_BEFORE_MS);
+        const right = record.source === spec.source && record.mode === spec.mode && !renewDue(record);
         if (right) {
           this.emit({ event: 'mounted', key: spec.key, path: mountPath, how: 'kept' });
           return true;
@@ -115,6 +123,8 @@ class FuseCommands {
         fs.mkdirSync(mountPath, { recursive: true });
         created = true;
       }
+      // Writes a dead rclone had taken but not yet recorded as pending: recorded now, so they go up.
+      if (how === 'resumed') repairCacheMetadata(cacheDir(this.home, mountPath));
       const rcPass = controlPassword(this.home, mountPath);
       const started = await startRclone(rclone, spec, mountPath, this.home, rcPass);
       const pid = started.child.pid ?? 0;

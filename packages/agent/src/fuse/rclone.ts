@@ -178,7 +178,6 @@ export async function startRclone(rclone: string, spec: FuseMountSpec, mountPath
     let again = false;
     while (exited === undefined && Date.now() < deadline) {
       if (mountAt(mountPath)?.fsType.startsWith('fuse.rclone')) {
-        child.unref();
         const fsName = await rc<{ fs?: string }>(rcPort, rcPass, 'vfs/stats')
           .then((r) => r.fs ?? '')
           .catch(() => '');
@@ -186,10 +185,14 @@ export async function startRclone(rclone: string, spec: FuseMountSpec, mountPath
           // Moved under this run's name: a new start finds them queued.
           unmountPath(mountPath, false);
           child.kill('SIGTERM');
+          const deadline = setTimeout(() => child.kill('SIGKILL'), 10_000);
           if (exited === undefined) await new Promise((r) => child.once('exit', r));
+          clearTimeout(deadline);
           again = true;
           break;
         }
+        // It outlives this process from here on.
+        child.unref();
         return { child, rcPort };
       }
       await new Promise((r) => setTimeout(r, 50));

@@ -30,6 +30,8 @@ export async function fuseSpec(t: FuseTarget): Promise<FuseMountSpec> {
       type: 's3',
       provider: endpoint ? 'Other' : 'AWS',
       env_auth: 'true',
+      // A bucket deleted under a mount is reported, never silently made again by an upload.
+      no_check_bucket: 'true',
       region: process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION ?? 'us-east-1',
       ...(endpoint ? { endpoint, force_path_style: 'true' } : {}),
     };
