@@ -384,8 +384,11 @@ export async function execCommand(ctx: CommandContext, targetSpec: string, taskF
       const job = { cluster: targetSpec, taskId: taskId(targetSpec), gpusPerNode: p.task?.gpusPerNode ?? 0 };
       // The job runs where its workdir went.
       const base = { env, addresses, job, cwd: flags.dest };
+      // The task's FUSE mounts: what setup and run wrote there is in the bucket before the command (or job) ends.
+      const fusePaths = (p.task?.fileMounts ?? []).flatMap((m) => (m.kind === 'storage' && m.mode !== 'COPY' ? [m.remote] : []));
       if (flags.detach)
         return await startDetachedCommand(ctx, {
+          fusePaths,
           nodes: p.nodes,
           setup: launch && flags.setup !== false ? p.task?.setup : undefined,
           run: command.length ? command.join(' ') : p.task?.run,
@@ -396,8 +399,6 @@ export async function execCommand(ctx: CommandContext, targetSpec: string, taskF
           job,
           cwd: flags.dest,
         });
-      // The task's FUSE mounts: what setup and run wrote there is in the bucket before the command ends.
-      const fusePaths = (p.task?.fileMounts ?? []).flatMap((m) => (m.kind === 'storage' && m.mode !== 'COPY' ? [m.remote] : []));
       if (launch && p.task?.setup && flags.setup !== false) {
         const setupCodes = await runPhase(ctx, p, { ...base, script: p.task.setup }, 'setup', stdout);
         result.setupExitCodes = setupCodes;
