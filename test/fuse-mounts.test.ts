@@ -335,6 +335,30 @@ describe.skipIf(!!skip)('Storage MOUNT and MOUNT_CACHED', () => {
     expect(skysync(['unmount', `local:${home}`]).code).toBe(0);
   }, 300_000);
 
+  it('a full cache disk: the job's write fails (not a silent loss), what fit goes up, and the barrier says so', async () => {
+    const store = await freshBucket('s3');
+    const home = newHome('home-full');
+    // The node's home (the mount's cache is under it) on a disk of 24 MiB.
+    fs.mkdirSync(home);
+    expect(spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=24m', 'tmpfs', home]).status).toBe(0);
+    try {
+      const mnt = path.join(work, 'mnt-full');
+      const run = `head -c 4096 /dev/urandom > ${mnt}/small.bin\nhead -c 41943040 /dev/zero > ${mnt}/too-big.bin`;
+      const file = task('full', { [mnt]: { source: `s3://${store.uri.bucket}`, mode: 'MOUNT_CACHED' } }, run);
+      const r = skysync(['launch', `local:${home}`, file]);
+      // The job saw its write fail; its exit code is the command's.
+      expect(r.code).not.toBe(0);
+      expect(r.stderr + r.stdout).toMatch(/No space left on device|Input\/output error/);
+      expect((await objectBytes(store, 'small.bin'))?.length).toBe(4096);
+      // Nothing half-written reached the bucket under the name of the file that did not fit.
+      const big = await store.head('too-big.bin');
+      expect(big === null || big.size === 41943040).toBe(true);
+      skysync(['unmount', `local:${home}`]);
+    } finally {
+      spawnSync('umount', ['-l', home]);
+    }
+  }, 180_000);
+
   describe.skipIf(!!sshSkipReason())('over SSH, as a user who may not use FUSE', () => {
     let cluster: SshCluster;
     beforeAll(async () => {

@@ -33,7 +33,10 @@ export async function fuseSpec(t: FuseTarget): Promise<FuseMountSpec> {
       // A bucket deleted under a mount is reported, never silently made again by an upload.
       no_check_bucket: 'true',
       region: process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION ?? 'us-east-1',
-      ...(endpoint ? { endpoint, force_path_style: 'true' } : {}),
+      // S3-compatible servers: rclone's check of a finished multipart upload asks for the version id the server
+      // answered, and some (moto among them) answer "null" for an unversioned bucket and then refuse that id, so
+      // every large upload would be retried for ever. The upload's own checksums still hold.
+      ...(endpoint ? { endpoint, force_path_style: 'true', no_head: 'true' } : {}),
     };
     if (nodeIdentity) return { ...base, backend, secrets: {}, expiresAtMs: null };
     const c = await cloud.s3TemporaryCredentials();
