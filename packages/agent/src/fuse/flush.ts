@@ -4,9 +4,10 @@
 // node (nothing is dropped) for the next flush.
 
 import fs from 'node:fs';
+import path from 'node:path';
 import type { FuseEvent } from '@skysync/protocol';
 import { rc } from './rclone.js';
-import { type FuseRecord, logFile, recordAlive } from './records.js';
+import { type FuseRecord, logFile, mountDir, recordAlive } from './records.js';
 
 export type FlushOutcome = { ok: true; dead?: undefined } | { ok: false; error: string; dead?: boolean };
 
@@ -54,6 +55,50 @@ function failingUploads(file: string, from: number): Map<string, string> {
   return failing;
 }
 
+/**
+ * Files a job's write failed on since the last flush (rclone logs "IO error: write <cache file>: <why>", then uploads
+ * what it holds, which is less than the job wrote): by their path in the mount, with the reason.
+ */
+function failedWrites(file: string, from: number): Map<string, string> {
+  const failed = new Map<string, string>();
+  let text = '';
+  try {
+    const fd = fs.openSync(file, 'r');
+    const size = fs.fstatSync(fd).size;
+    const start = Math.max(from, size - 4 * 1024 * 1024);
+    const buf = Buffer.alloc(Math.max(0, size - start));
+    fs.readSync(fd, buf, 0, buf.length, start);
+    fs.closeSync(fd);
+    text = buf.toString('utf8');
+  } catch {
+    return failed;
+  }
+  for (const line of text.split('\n')) {
+    const m = /ERROR : IO error: write (.+?\/cache\/vfs\/[^/]+\/.+?): (.*)$/.exec(line);
+    if (!m) continue;
+    // The cache path is <cache>/vfs/<remote name>/<bucket[/prefix]>/<file>; the bucket part is the mount's root.
+    const inCache = m[1]!
+      .slice(m[1]!.indexOf('/cache/vfs/') + '/cache/vfs/'.length)
+      .split('/')
+      .slice(2)
+      .join('/');
+    failed.set(inCache, m[2]!);
+  }
+  return failed;
+}
+
+/** Where the last flush stopped reading rclone's log for write errors (they are said once). */
+function reportedUpTo(home: string, record: FuseRecord): { from: number; save: (to: number) => void } {
+  const file = path.join(mountDir(home, record.path), 'reported-log-offset');
+  let from = 0;
+  try {
+    from = Number(fs.readFileSync(file, 'utf8')) || 0;
+  } catch {
+    // Never flushed: from the start.
+  }
+  return { from, save: (to) => fs.writeFileSync(file, String(to), { mode: 0o600 }) };
+}
+
 export async function waitForUploads(record: FuseRecord, home: string, emit: (e: FuseEvent) => void): Promise<FlushOutcome> {
   const t0 = Date.now();
   const log = logFile(home, record.path);
@@ -78,6 +123,17 @@ export async function waitForUploads(record: FuseRecord, home: string, emit: (e:
     if (pending === 0) {
       const errored = cache.erroredFiles ?? 0;
       if (errored > 0) return { ok: false, error: `${errored} file(s) could not be uploaded${describe(failingUploads(log, from))}` };
+      const reported = reportedUpTo(home, record);
+      const end = logSize(log);
+      const torn = failedWrites(log, reported.from);
+      reported.save(end);
+      if (torn.size) {
+        const [name, why] = [...torn][0]!;
+        return {
+          ok: false,
+          error: `a job's write to ${torn.size === 1 ? name : `${torn.size} files (${name}, ...)`} failed on the node (${why}); the bucket holds only what was written before it`,
+        };
+      }
       emit({ event: 'flushed', path: record.path, waitedMs: Date.now() - t0, uploads: most });
       return { ok: true };
     }
