@@ -226,6 +226,20 @@ describe.skipIf(!!skip)('Storage MOUNT and MOUNT_CACHED', () => {
     expect(environ).toContain('AWS_SESSION_TOKEN=');
   }, 300_000);
 
+  it('a detached job runs the barrier itself: its writes are in the bucket when it ends, and its exit code is kept', async () => {
+    const store = await freshBucket('s3');
+    const home = newHome('home-detached');
+    const mnt = path.join(work, 'mnt-detached');
+    const file = task('detached', { [mnt]: { source: `s3://${store.uri.bucket}`, mode: 'MOUNT_CACHED' } }, `head -c 3000000 /dev/urandom > ${mnt}/d.bin\nexit 4`);
+    const r = skysync(['launch', '-d', `local:${home}`, file]);
+    expect(r.code, r.stderr).toBe(0);
+    const logs = skysync(['logs', `local:${home}`, '-f']);
+    expect(logs.code).toBe(4);
+    // The job ended after its barrier: the object is there the moment it is over.
+    expect((await objectBytes(store, 'd.bin'))?.length).toBe(3000000);
+    expect(skysync(['unmount', `local:${home}`]).code).toBe(0);
+  }, 180_000);
+
   it('rclone killed with writes queued, at random moments: the next command uploads every closed file', async () => {
     const seed = Number(process.env.SKYSYNC_SEED ?? Date.now() % 2 ** 31);
     const rounds = Number(process.env.SKYSYNC_FUSE_KILLS ?? 4);
