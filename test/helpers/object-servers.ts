@@ -97,14 +97,21 @@ async function waitForHttp(url: string, child: ChildProcess, log: () => string, 
 }
 
 function startProcess(binary: string, args: string[], env: NodeJS.ProcessEnv): { child: ChildProcess; log: () => string } {
-  const child = spawn(binary, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  let output = '';
-  const keep = (chunk: Buffer): void => {
-    output = (output + chunk.toString('utf8')).slice(-4000);
+  // A file, not a pipe: tests block their event loop in spawnSync while the CLI talks to the server, and a server
+  // whose request log fills an undrained pipe stops answering mid-test.
+  const logFile = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'skysync-server-log-')), 'log');
+  const fd = fs.openSync(logFile, 'a');
+  const child = spawn(binary, args, { env, stdio: ['ignore', fd, fd] });
+  fs.closeSync(fd);
+  child.once('exit', () => setTimeout(() => fs.rmSync(path.dirname(logFile), { recursive: true, force: true }), 1000).unref());
+  const log = (): string => {
+    try {
+      return fs.readFileSync(logFile, 'utf8').slice(-4000);
+    } catch {
+      return '';
+    }
   };
-  child.stdout?.on('data', keep);
-  child.stderr?.on('data', keep);
-  return { child, log: () => output };
+  return { child, log };
 }
 
 async function stopProcess(child: ChildProcess): Promise<void> {

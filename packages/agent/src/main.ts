@@ -107,11 +107,22 @@ export async function main(argv: string[]): Promise<void> {
   if (i >= 0 && rest[i + 1]) home = path.resolve(rest[i + 1]!);
   if (cmd === 'serve') return serve(home);
   if (cmd === 'watch' && rest[0]) return runDestWatch(rest[0], loadNative(nativeCandidates()) as WatchAddon | null);
+  if (cmd === 'fuse' && rest[0]) {
+    const { runFuse } = await import('./fuse/commands.js');
+    const input = await new Promise<string>((resolve) => {
+      let text = '';
+      process.stdin.setEncoding('utf8');
+      process.stdin.on('data', (d: string) => (text += d));
+      process.stdin.on('end', () => resolve(text));
+    });
+    process.exitCode = await runFuse(rest[0], home, input);
+    return;
+  }
   if (cmd === 'version') {
     const native = loadNative(nativeCandidates());
     process.stdout.write(JSON.stringify({ version: AGENT_VERSION, protocol: PROTOCOL_VERSION, native: native !== null }) + '\n');
     return;
   }
-  process.stderr.write('usage: agent serve [--home DIR] | agent version\n');
+  process.stderr.write('usage: agent serve [--home DIR] | agent fuse mount|flush|unmount|status [--home DIR] | agent version\n');
   process.exitCode = 2;
 }

@@ -26,6 +26,7 @@ import {
 import type { DeleteMode } from '@skysync/protocol';
 import type { Task } from '@skysync/task';
 import type { Target } from '@skysync/transport';
+import { barrier } from './fuse-commands.js';
 import { EXIT, UsageError } from './exit-codes.js';
 import { compactLine, plural, summaryLines } from './output.js';
 import { sayOnce } from './notes.js';
@@ -171,8 +172,11 @@ function reportSync(reports: NodeReport[], flags: SyncFlags, print: (l: string) 
     const who = many ? `${r.node}: ` : '';
     const parts: Array<{ label: string; s: PushStats; at: string }> = [
       ...(r.workdir ? [{ label: 'workdir', s: r.workdir, at: flags.dest }] : []),
-      ...r.mounts.map((m) => ({ label: `${m.key} -> ${m.placedAt}`, s: m.stats, at: m.placedAt })),
+      ...r.mounts.filter((m) => !m.fuse).map((m) => ({ label: `${m.key} -> ${m.placedAt}`, s: m.stats, at: m.placedAt })),
     ];
+    if (!flags.json && !flags.quiet) {
+      for (const m of r.mounts) if (m.fuse) print(`${who}${m.key}: ${m.fuse.source} ${m.fuse.how === 'kept' ? 'still mounted' : m.fuse.how} at ${m.placedAt} (${m.fuse.mode})`);
+    }
     for (const { label, s, at } of parts) {
       if (s.dryRun && !flags.json) {
         for (const c of s.changes ?? []) process.stdout.write(`${who}${parts.length > 1 ? `${label}: ` : ''}${c.status.padEnd(11)} ${c.kind === 'dir' ? c.path + '/' : c.path}\n`);
@@ -380,8 +384,11 @@ export async function execCommand(ctx: CommandContext, targetSpec: string, taskF
       const job = { cluster: targetSpec, taskId: taskId(targetSpec), gpusPerNode: p.task?.gpusPerNode ?? 0 };
       // The job runs where its workdir went.
       const base = { env, addresses, job, cwd: flags.dest };
+      // The task's FUSE mounts: what setup and run wrote there is in the bucket before the command (or job) ends.
+      const fusePaths = (p.task?.fileMounts ?? []).flatMap((m) => (m.kind === 'storage' && m.mode !== 'COPY' ? [m.remote] : []));
       if (flags.detach)
         return await startDetachedCommand(ctx, {
+          fusePaths,
           nodes: p.nodes,
           setup: launch && flags.setup !== false ? p.task?.setup : undefined,
           run: command.length ? command.join(' ') : p.task?.run,
@@ -395,9 +402,14 @@ export async function execCommand(ctx: CommandContext, targetSpec: string, taskF
       if (launch && p.task?.setup && flags.setup !== false) {
         const setupCodes = await runPhase(ctx, p, { ...base, script: p.task.setup }, 'setup', stdout);
         result.setupExitCodes = setupCodes;
-        const bad = firstFailure(setupCodes);
+        const failedWith = firstFailure(setupCodes);
+        const bad = await barrier(ctx, p.nodes, fusePaths, failedWith, flags.quiet);
         if (bad) {
-          ctx.print(`skysync: setup failed with exit code ${bad}${p.nodes.length > 1 ? ` on ${p.nodes[setupCodes.indexOf(bad)]!.spec}` : ''}; run was not started`);
+          ctx.print(
+            failedWith
+              ? `skysync: setup failed with exit code ${bad}${p.nodes.length > 1 ? ` on ${p.nodes[setupCodes.indexOf(bad)]!.spec}` : ''}; run was not started`
+              : "skysync: setup's writes under the task's mounts did not all reach the bucket (above); run was not started",
+          );
           code = bad;
         }
       }
@@ -407,7 +419,7 @@ export async function execCommand(ctx: CommandContext, targetSpec: string, taskF
         const codes = await runPhase(ctx, p, { ...base, script, stdin }, 'the job', stdout);
         stdin?.pause();
         result.exitCodes = codes;
-        code = firstFailure(codes);
+        code = await barrier(ctx, p.nodes, fusePaths, firstFailure(codes), flags.quiet);
       } else if (!code && !script && !flags.quiet) {
         ctx.print('note: the task has no run command; synced only');
       }

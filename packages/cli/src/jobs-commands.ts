@@ -25,16 +25,32 @@ export interface DetachInput {
   targetSpec: string;
   /** SkyPilot's job variables (task id, cluster info, GPUs per node). */
   job?: JobIdentity;
+  /** The task's FUSE mount paths: the barrier runs after setup and after run, inside the job. */
+  fusePaths?: string[];
 }
 
 /** Starts the job detached on every node and says its id; the exit code is 0 once every node has it. */
 export async function startDetachedCommand(ctx: CommandContext, input: DetachInput): Promise<number> {
-  const parts = [...(input.setup ? [`(\n${input.setup}\n) || exit $?`] : []), ...(input.run ? [input.run] : [])];
+  // Each phase in a subshell, then the barrier for the task's mounts; the phase's exit code is the job's, and a
+  // failed barrier after a phase that succeeded fails the job.
+  const phase = (script: string): string => `(\n${script}\n)\nc=$?; skysync_flush || { [ $c -eq 0 ] && c=1; }; [ $c -eq 0 ] || exit $c`;
+  const parts = input.fusePaths?.length
+    ? [...(input.setup ? [phase(input.setup)] : []), ...(input.run ? [phase(input.run)] : [])]
+    : [...(input.setup ? [`(\n${input.setup}\n) || exit $?`] : []), ...(input.run ? [input.run] : [])];
   if (!input.run) {
     ctx.print('note: the task has no run command; synced only');
     return EXIT.ok;
   }
-  const r = await startDetached({ nodes: input.nodes, script: parts.join('\n'), env: input.env, addresses: input.addresses, cwd: input.cwd, job: input.job });
+  const r = await startDetached({
+    nodes: input.nodes,
+    script: parts.join('\n'),
+    name: input.run,
+    env: input.env,
+    addresses: input.addresses,
+    cwd: input.cwd,
+    job: input.job,
+    barrierPaths: input.fusePaths,
+  });
   const failed = r.errors.map((e, i) => (e ? `${input.nodes[i]!.spec}: ${e}` : null)).filter((e): e is string => !!e);
   for (const f of failed) ctx.print(`error: ${f}`);
   if (input.json) process.stdout.write(JSON.stringify({ jobId: r.id, nodes: input.nodes.map((t, i) => ({ node: t.spec, error: r.errors[i] })) }) + '\n');

@@ -8,6 +8,7 @@ import { EXIT, UsageError } from './exit-codes.js';
 import { addJobCommands } from './jobs-commands.js';
 import { printLine } from './progress.js';
 import { addStorage } from './storage-commands.js';
+import { addFuseCommands } from './fuse-commands.js';
 import { addPull } from './pull-command.js';
 import { addHelpFooters, helpWidth, wrapped } from './help.js';
 
@@ -51,6 +52,7 @@ export function buildProgram(): Command {
   addPull(program, ctx);
   addJobCommands(program, ctx);
   addStorage(program);
+  addFuseCommands(program, ctx);
   addHelpFooters(program);
   return program;
 }

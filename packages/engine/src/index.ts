@@ -18,3 +18,4 @@ export { runOnNodes, pipeLines, nodeEnv, skypilotEnv, taskId, type RunRequest, t
 export { compressLevel } from '@skysync/transfer';
 export * from './jobs/index.js';
 export * from './storage/index.js';
+export { fuseStatus, mountOnNodes, settleOnNodes, type FuseEvent, type FuseNodeResult } from './fuse/nodes.js';

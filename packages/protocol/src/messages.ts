@@ -288,3 +288,59 @@ export const BucketDone = message(
   }),
 );
 export type BucketDone = Infer<typeof BucketDone>;
+
+// FUSE mounts (Storage MOUNT and MOUNT_CACHED): the client's request to the agent's `fuse` subcommand, one JSON
+// document on its stdin (docs/PROTOCOL.md, "FUSE mounts"). Credentials travel only here and stay in the memory
+// of the rclone process the agent starts.
+
+const fuseMode = literal('MOUNT', 'MOUNT_CACHED');
+
+export const FuseMountSpec = object(
+  {
+    /** The task's key, for messages. */
+    key: string(),
+    /** Where the bucket appears on the node, as the task wrote it (`~/` allowed). */
+    path: string(),
+    /** The bucket URI, for messages and to tell a mount that is already right. */
+    source: string(),
+    mode: fuseMode,
+    /** rclone's remote settings (type, endpoint, region...): nothing secret. */
+    backend: record(string()),
+    /** `bucket[/prefix]` on that remote. */
+    remotePath: string(),
+    /** Environment for rclone that carries the credentials (short-lived), kept in its memory only. */
+    secrets: record(string()),
+    expiresAtMs: nullable(number()),
+  },
+  'a FUSE mount',
+);
+export type FuseMountSpec = Infer<typeof FuseMountSpec>;
+
+export const FuseRequest = message(
+  'fuse request',
+  object({
+    /** Mount (or keep, or restart) these; for `flush` and `unmount`, the restart of a dead mount needs them too. */
+    mounts: array(FuseMountSpec),
+    /** Only these paths (as the task wrote them); empty: every mount of this node. */
+    only: array(string()),
+    /** A path of `only` that is not a mount of this node is passed over, not refused (the barrier of a task). */
+    skipUnknown: optional(boolean()),
+  }),
+);
+export type FuseRequest = Infer<typeof FuseRequest>;
+
+/** What the agent's `fuse` subcommand reports, one JSON line each on its stdout. */
+export const FuseEvent = message(
+  'fuse event',
+  variants('event', {
+    mounted: object({ event: literal('mounted'), key: string(), path: string(), how: literal('mounted', 'kept', 'remounted', 'resumed') }),
+    flushing: object({ event: literal('flushing'), path: string(), files: count(), bytesInFlight: count(), bytesPerSecond: count() }),
+    flushed: object({ event: literal('flushed'), path: string(), waitedMs: count(), uploads: count() }),
+    unmounted: object({ event: literal('unmounted'), path: string() }),
+    status: object({ event: literal('status'), path: string(), written: string(), key: string(), source: string(), mode: fuseMode, alive: boolean(), mounted: boolean() }),
+    failed: object({ event: literal('failed'), key: string(), path: string(), error: string() }),
+    /** A mount whose rclone is gone, with writes perhaps queued: the client sends credentials to restart it. */
+    dead: object({ event: literal('dead'), path: string(), written: string(), key: string(), source: string(), mode: fuseMode }),
+  }),
+);
+export type FuseEvent = Infer<typeof FuseEvent>;

@@ -17,3 +17,4 @@ export interface CloudOptions {
 export function openObjectStore(uri: StoreUri, options: CloudOptions = {}): ObjectStore {
   return uri.scheme === 's3' ? new S3ObjectStore(uri, options.s3) : new GcsObjectStore(uri, options.gcs);
 }
+export { gcsAccessToken, s3TemporaryCredentials, type S3TemporaryCredentials, type TemporaryCredentialOptions } from './temporary-credentials.js';

@@ -423,6 +423,11 @@ export class GcsObjectStore implements ObjectStore {
     return { ...base, url, headers: { authorization: `Bearer ${token}` }, expiresAtMs: Math.min(expiresAtMs, Date.now() + expiresIn * 1000) };
   }
 
+  /** A short-lived OAuth access token from the client's credentials (what grants and mounts carry). */
+  accessToken(): Promise<{ token: string; expiresAtMs: number }> {
+    return this.call('token', undefined, () => (this.options.accessToken ?? (() => this.sdkAccessToken()))());
+  }
+
   private async sdkAccessToken(): Promise<{ token: string; expiresAtMs: number }> {
     const client = await this.storage.authClient.getClient();
     const { token } = await client.getAccessToken();

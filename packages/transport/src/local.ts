@@ -11,6 +11,7 @@ import { createHash } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { ControlGone, controlAgent, controlShutdownAll, controlSocketPath, ensureControlDir, persistSeconds, spawnControlDaemon } from './control.js';
 import { withIdleDeadline } from './idle-deadline.js';
+import { shellQuote } from './shell.js';
 import { TargetError, type AgentChannel, type RemoteProcess, type Target } from './target.js';
 
 const require = createRequire(import.meta.url);
@@ -162,6 +163,10 @@ export class LocalTarget implements Target {
 
   /** A local target never disconnects by itself. */
   onDisconnect(_cb: () => void): void {}
+
+  agentCommand(args: string[]): string {
+    return `exec ${[process.execPath, agentBundlePath(), ...args, '--home', this.home].map(shellQuote).join(' ')}`;
+  }
 
   async exec(command: string): Promise<RemoteProcess> {
     fs.mkdirSync(this.home, { recursive: true });

@@ -32,6 +32,18 @@ export function startScript(hash: string): string {
   ].join('; ');
 }
 
+/** One shell line that runs the installed agent's subcommand `args` (quoted words), or says it is not installed. */
+export function agentSubcommand(hash: string, args: string[]): string {
+  const script = [
+    `A="$HOME/.skysync/agent/${hash}.cjs"`,
+    'N=""',
+    'for c in "$HOME/.skysync/node/bin/node" node nodejs; do if command -v "$c" >/dev/null 2>&1; then N="$c"; break; fi; done',
+    `if [ -n "$N" ] && [ -f "$A" ]; then exec "$N" "$A" ${args.map(shellQuote).join(' ')}; fi`,
+    'echo "the skysync agent of this version is not installed on this node" >&2; exit 127',
+  ].join('; ');
+  return `sh -c ${shellQuote(script)}`;
+}
+
 /** One shell line, run by the remote login shell: start the agent if it is installed, else say what is there. */
 export function bootstrapCommand(hash: string): string {
   return `sh -c ${shellQuote(startScript(hash))}`;

@@ -20,7 +20,7 @@ import {
 } from './control.js';
 import { withIdleDeadline } from './idle-deadline.js';
 import { installAgent } from './install.js';
-import { bootstrap, bootstrapCommand } from './probe.js';
+import { agentSubcommand, bootstrap, bootstrapCommand } from './probe.js';
 import { resolveHost, type ResolvedHost } from './ssh-config/index.js';
 import type { AgentChannel, RemoteProcess, RemoteSocket, Target } from './target.js';
 
@@ -173,6 +173,10 @@ export class SshTarget implements Target {
     };
     ch.once('close', untrack);
     return untrack;
+  }
+
+  agentCommand(args: string[]): string {
+    return agentSubcommand(agentBundle().hash, args);
   }
 
   async exec(command: string): Promise<RemoteProcess> {

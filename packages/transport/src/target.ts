@@ -54,6 +54,11 @@ export interface Target {
   /** Runs a shell command line on the target (as `ssh host CMD` does: the remote login shell parses it). */
   exec(command: string): Promise<RemoteProcess>;
   /**
+   * The command line (for `exec`) that runs the installed agent with `args` (a subcommand such as `fuse flush`),
+   * exiting 127 with one line on stderr when no agent is installed there.
+   */
+  agentCommand(args: string[]): string;
+  /**
    * Connects to a Unix socket on the target through the connection (OpenSSH's direct-streamlocal): how the
    * client opens extra channels for bulk data. SSH targets only: a local pipe has no window to spread over.
    */

@@ -38,9 +38,13 @@ export async function taskSources(t: TaskSources): Promise<SyncSource[]> {
       sources.push(await storageCopySource(t, m));
       continue;
     }
-    const what = m.kind === 'uri' ? `a cloud URI (${m.uri})` : `a Storage object in ${m.mode} mode`;
-    const but = m.kind === 'uri' ? ' (s3:// and gs:// are)' : ' (COPY is)';
-    throw new TaskError(`${t.file}: ${m.key}: ${what} is not supported yet by skysync${but}; sync it with SkyPilot, or remove it from the task for now`);
+    if (m.kind === 'storage') {
+      sources.push(await fuseMountSource(t, m));
+      continue;
+    }
+    throw new TaskError(
+      `${t.file}: ${m.key}: a cloud URI (${m.uri}) is not supported yet by skysync (s3:// and gs:// are); sync it with SkyPilot, or remove it from the task for now`,
+    );
   }
   return sources;
 }
@@ -59,4 +63,28 @@ async function storageCopySource(t: TaskSources, m: StorageMount): Promise<SyncS
   const scheme = uri.slice(0, uri.indexOf(':')).toLowerCase();
   if (!BUCKET_SCHEMES.includes(scheme)) throw new TaskError(`${t.file}: ${m.key}: copying from ${uri} is not supported yet by skysync (s3:// and gs:// are)`);
   return { kind: 'bucket mount', mount: { kind: 'uri', key: m.key, dest: m.dest, remote: m.remote, uri, scheme } };
+}
+
+/** A MOUNT or MOUNT_CACHED Storage object: a bucket URI source is mounted as it is (a prefix too); local sources
+ * are uploaded to the named bucket first, as for COPY; a name alone is that bucket, created when missing. */
+async function fuseMountSource(t: TaskSources, m: StorageMount): Promise<SyncSource> {
+  const { TaskError } = await import('@skysync/task');
+  const uris = m.sources.filter((src) => URI.test(src));
+  if (uris.length && m.sources.length !== 1) throw new TaskError(`${t.file}: ${m.key}.source: a ${m.mode} Storage object takes one bucket URI or local directories, not both`);
+  const uri = uris[0];
+  if (uri) {
+    const scheme = uri.slice(0, uri.indexOf(':')).toLowerCase();
+    if (!BUCKET_SCHEMES.includes(scheme)) throw new TaskError(`${t.file}: ${m.key}: mounting ${uri} is not supported yet by skysync (s3:// and gs:// are)`);
+    const { parseStoreUri } = await import('@skysync/store');
+    try {
+      parseStoreUri(uri);
+    } catch (e) {
+      throw new TaskError(`${t.file}: ${m.key}.source: ${(e as Error).message}`);
+    }
+  } else if (!m.name) {
+    throw new TaskError(`${t.file}: ${m.key}: a ${m.mode} Storage object needs a bucket: give name, or a source that is an s3:// or gs:// URI`);
+  } else if (m.store && m.store !== 's3' && m.store !== 'gcs') {
+    throw new TaskError(`${t.file}: ${m.key}.store: mounting store "${m.store}" is not supported yet by skysync (s3 and gcs are)`);
+  }
+  return { kind: 'fuse mount', mount: m };
 }

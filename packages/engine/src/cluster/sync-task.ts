@@ -25,7 +25,9 @@ export type SyncSource =
   | { kind: 'local mount'; mount: LocalMount }
   | { kind: 'bucket mount'; mount: BucketMount }
   /** A COPY Storage object with local sources: uploaded by the client, then a bucket mount of its bucket. */
-  | { kind: 'storage copy'; mount: StorageCopyMount };
+  | { kind: 'storage copy'; mount: StorageCopyMount }
+  /** A MOUNT or MOUNT_CACHED Storage object: a FUSE mount of its bucket on every node (../fuse/). */
+  | { kind: 'fuse mount'; mount: StorageCopyMount };
 
 export type StorageCopyMount = Extract<FileMount, { kind: 'storage' }>;
 
@@ -39,6 +41,8 @@ export interface MountReport {
   bucket?: BucketStats;
   /** A COPY Storage object's upload by the client (on the first node's report only: it happened once). */
   upload?: UploadStats & { bucketCreated: boolean };
+  /** A FUSE mount: its mode, its bucket, and whether it was made now or kept from an earlier command. */
+  fuse?: { mode: string; source: string; how: string };
 }
 
 export interface NodeReport {
@@ -114,6 +118,8 @@ class TaskSync {
         return this.syncBucketMount(s.mount);
       case 'storage copy':
         return this.syncStorageCopy(s.mount);
+      case 'fuse mount':
+        return this.syncFuseMount(s.mount);
     }
   }
 
@@ -240,6 +246,56 @@ class TaskSync {
     if (report && upload) report.upload = upload;
   }
 
+  /** Mounts the bucket on every node with rclone (local sources uploaded first, as for COPY). */
+  private async syncFuseMount(m: StorageCopyMount): Promise<void> {
+    const { req, reports } = this;
+    this.sessions.stopOpening();
+    await this.sessions.all();
+    for (const r of reports) if (r.viaRsync && !r.error) r.error = `${m.key}: a ${m.mode} mount needs the skysync agent on ${r.node} (${r.viaRsync})`;
+    const live = await this.live();
+    if (!live.length || req.dryRun) return;
+    const { parseStoreUri } = await import('@skysync/store');
+    const { fuseSpec, mountOnNodes } = await import('../fuse/nodes.js');
+    const { bucketForMount } = await import('../storage/copy.js');
+    let spec: Awaited<ReturnType<typeof fuseSpec>>;
+    let upload: MountReport['upload'];
+    try {
+      const local = m.sources.filter((src) => !/^[a-z][a-z0-9+.-]*:\/\//i.test(src));
+      let uri = m.sources.length && !local.length ? m.sources[0]! : '';
+      if (local.length) {
+        const { uploadStorage } = await import('../storage/copy.js');
+        const r = await uploadStorage(m, { native: req.native, warn: req.log });
+        uri = r.uri;
+        upload = r.stats;
+      } else if (!uri) {
+        uri = await bucketForMount(m);
+      }
+      spec = await fuseSpec({ key: m.key, path: m.remote, uri: parseStoreUri(uri), mode: m.mode as 'MOUNT' | 'MOUNT_CACHED' });
+    } catch (e) {
+      const message = (e as Error).message;
+      for (const i of live) reports[i]!.error ??= message.startsWith(m.key) ? message : `${m.key}: ${message}`;
+      return;
+    }
+    const nodes = live.map((i) => req.nodes[i]!);
+    const results = await mountOnNodes(nodes, [spec]);
+    results.forEach((r, k) => {
+      const i = live[k]!;
+      if (r.errors.length) {
+        reports[i]!.error = r.errors.join('; ');
+        return;
+      }
+      const how = r.events.find((e) => e.event === 'mounted');
+      reports[i]!.mounts.push({
+        key: m.key,
+        remote: m.remote,
+        placedAt: m.remote,
+        stats: fuseStats(),
+        fuse: { mode: m.mode, source: spec.source, how: how?.event === 'mounted' ? how.how : 'mounted' },
+        ...(k === 0 && upload ? { upload } : {}),
+      });
+    });
+  }
+
   /** Nodes with an open session and no error so far. */
   private async live(): Promise<number[]> {
     const sessions = await this.sessions.all();
@@ -279,4 +335,30 @@ class TaskSync {
     }
     return out;
   }
+}
+
+/** A FUSE mount moves no file itself: its report's push-shaped part is empty. */
+function fuseStats(): PushStats {
+  return {
+    filesScanned: 0,
+    filesChanged: 0,
+    filesDeleted: 0,
+    bytesLiteral: 0,
+    bytesWire: 0,
+    chunksReused: 0,
+    durationMs: 0,
+    transport: 'fuse',
+    bytesTotal: 0,
+    chunksLiteral: 0,
+    scanMs: 0,
+    generation: null,
+    drift: [],
+    kept: [],
+    failed: [],
+    warnings: [],
+    dryRun: false,
+    scan: 'full',
+    scanDirs: 0,
+    bytesRelay: 0,
+  };
 }

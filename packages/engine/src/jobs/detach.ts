@@ -40,6 +40,20 @@ const START = [
 export interface DetachRequest extends Omit<RunRequest, 'stdout' | 'stderr'> {
   /** Where the job runs (default ~/sky_workdir, or home when it does not exist). */
   cwd?: string;
+  /**
+   * The task's FUSE mount paths: the script may call `skysync_flush`, the barrier on this node (fails when not every
+   * write under them reached the bucket). Without paths it is a no-op.
+   */
+  barrierPaths?: string[];
+  /** What `skysync jobs` shows (default the script's first line). */
+  name?: string;
+}
+
+/** The shell function `skysync_flush` for one node: the agent's flush barrier over the task's mount paths. */
+function barrierFunction(target: Target, paths: string[] | undefined): string {
+  if (!paths?.length) return 'skysync_flush() { :; }';
+  const request = JSON.stringify({ mounts: [], only: paths, skipUnknown: true });
+  return `skysync_flush() { printf '%s' ${shellQuote(request)} | ( ${target.agentCommand(['fuse', 'flush'])} ) > /dev/null || { echo "skysync: not every write under the task's mounts reached the bucket; skysync flush names the files" >&2; return 1; }; }`;
 }
 
 export interface DetachResult {
@@ -68,9 +82,11 @@ export async function startDetached(req: DetachRequest): Promise<DetachResult> {
   const unreachable = listings.find((l) => l.error);
   if (unreachable) throw new Error(`${unreachable.node}: ${unreachable.error}`);
   const id = nextJobId(listings);
-  const name = Buffer.from(req.script.trim().split('\n')[0]!.slice(0, 200), 'utf8');
+  const name = Buffer.from((req.name ?? req.script).trim().split('\n')[0]!.slice(0, 200), 'utf8');
   const errors = await Promise.all(
-    req.nodes.map((t, rank) => startOnNode(t, id, rank, Buffer.from(jobScript(req.script, nodeEnv(req, rank), req.cwd ?? '~/sky_workdir'), 'utf8'), name)),
+    req.nodes.map((t, rank) =>
+      startOnNode(t, id, rank, Buffer.from(jobScript(`${barrierFunction(t, req.barrierPaths)}\n${req.script}`, nodeEnv(req, rank), req.cwd ?? '~/sky_workdir'), 'utf8'), name),
+    ),
   );
   return { id, errors };
 }

@@ -117,3 +117,24 @@ async function ensure(store: ObjectStore, mount: StorageMountSpec, options: Uplo
   await markCreated(store);
   await recordCreatedBucket({ uri, createdAt: new Date().toISOString(), persistent: mount.persistent ?? options.persistent ?? true, sources: mount.sources });
 }
+
+/** The bucket a Storage object names (`name` in its `store`), created (and recorded as skysync's) when missing. */
+export async function bucketForMount(mount: StorageMountSpec, options: Omit<UploadStorageOptions, 'native'> = {}): Promise<string> {
+  if (!mount.name) throw new StorageError(`${mount.key}.name: no bucket name is given`);
+  const scheme = schemeOf(mount, options as UploadStorageOptions);
+  let uriText: string;
+  try {
+    uriText = formatStoreUri(parseStoreUri(`${scheme}://${mount.name}`));
+  } catch (error) {
+    if (error instanceof StoreUriError) throw new StorageError(`${mount.key}.name: ${error.message}`);
+    throw error;
+  }
+  const store = options.openStore ? options.openStore(uriText) : (await import('@skysync/store/cloud')).openObjectStore(parseStoreUri(uriText), options.cloud);
+  try {
+    await ensure(store, mount, options as UploadStorageOptions, { bucketCreated: false }, uriText);
+  } catch (error) {
+    if (error instanceof StoreError) throw new StorageError(`${mount.key}: ${error.message}`);
+    throw error;
+  }
+  return uriText;
+}
