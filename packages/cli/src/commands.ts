@@ -202,6 +202,11 @@ function reportFailed(node: string, who: string, s: PushStats, at: string, verbo
   const refusals = new Map<NonNullable<ReturnType<typeof refusalReason>>, number>();
   const full = new Map<NonNullable<ReturnType<typeof roomReason>>, number>();
   for (const f of s.failed) {
+    // Not the node's refusal: the source could not be read here, whatever the errno says.
+    if (f.inSource) {
+      print(`${who}failed: ${f.path}: ${f.error}; the remote keeps what it has there`);
+      continue;
+    }
     const room = roomReason(f.error);
     if (room) full.set(room, (full.get(room) ?? 0) + 1);
     const reason = refusalReason(f.error);

@@ -37,6 +37,7 @@ const entries: PlanEntry[] = [
   { kind: 'dir', path: 'src', mode: 0o755 },
   { kind: 'symlink', path: 'link', target: '../elsewhere' },
   { kind: 'delete', path: 'gone\u00ff\u0080', forgetOnly: true },
+  { kind: 'keep', path: 'locked/secret.txt' },
 ];
 
 describe('frames', () => {
