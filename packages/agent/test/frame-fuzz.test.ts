@@ -86,11 +86,15 @@ async function replay(ctx: AgentContext, bytes: Buffer): Promise<Outcome> {
   const deadline = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new Error(`the session did not end within ${DEADLINE_MS} ms`)), DEADLINE_MS);
   });
+  // Sessions share one lane server, as the sessions of one agent process do (one per session left a server and a
+  // process 'exit' listener behind each time).
+  const session: AgentContext = { ...ctx, log: (m) => void logs.push(m) };
   try {
-    const served = await Promise.race([serveConnection(conn, { ...ctx, log: (m) => void logs.push(m) }), deadline]);
+    const served = await Promise.race([serveConnection(conn, session), deadline]);
     return { served, error, logs };
   } finally {
     clearTimeout(timer);
+    ctx.lanes ??= session.lanes;
   }
 }
 
