@@ -9,7 +9,7 @@ import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { sshSkipReason, startNodes, type SshCluster, type SshNode } from './helpers/sshd.js';
+import { hostBlock as sshHostBlock, type HostBlockOptions, sshSkipReason, startNodes, type SshCluster, type SshNode } from './helpers/sshd.js';
 import { diffItems, walk, type Item } from './helpers/tree.js';
 
 const skip = sshSkipReason();
@@ -47,19 +47,9 @@ async function closedPort(): Promise<number> {
   return port;
 }
 
-function hostBlock(alias: string, n: Pick<SshNode, 'user' | 'port'>, extra: string[] = []): string {
-  return [
-    `Host ${alias}`,
-    '  HostName 127.0.0.1',
-    `  User ${n.user}`,
-    `  Port ${n.port}`,
-    `  IdentityFile ${cluster.clientKey}`,
-    '  IdentitiesOnly yes',
-    '  StrictHostKeyChecking no',
-    '  UserKnownHostsFile=/dev/null',
-    ...extra,
-    '',
-  ].join('\n');
+/** A node's Host block with this cluster's client key. */
+function hostBlock(alias: string, n: Pick<SshNode, 'user' | 'port'>, opts: HostBlockOptions = {}): string {
+  return sshHostBlock(alias, n, cluster.clientKey, opts);
 }
 
 describe.skipIf(!!skip)('a cluster after a failure', () => {
@@ -87,17 +77,7 @@ describe.skipIf(!!skip)('a cluster after a failure', () => {
         hostBlock('down', h),
         hostBlock('down-worker1', w1),
         hostBlock('down-worker2', { user: w2.user, port: deadPort }),
-        [
-          `Host badkey`,
-          '  HostName 127.0.0.1',
-          `  User ${h.user}`,
-          `  Port ${h.port}`,
-          `  IdentityFile ${cluster.clientKey}`,
-          '  IdentitiesOnly yes',
-          '  StrictHostKeyChecking yes',
-          `  UserKnownHostsFile ${known}`,
-          '',
-        ].join('\n'),
+        hostBlock('badkey', h, { strict: 'yes', knownHosts: known }),
         hostBlock('badkey-worker1', w1),
         hostBlock('mute', h),
         hostBlock('mute-worker1', { user: w1.user, port: silentPort }),

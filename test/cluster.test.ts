@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { spawn, spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { sshSkipReason, startNodes, type SshCluster } from './helpers/sshd.js';
+import { sshSkipReason, startNodes, type SshCluster, writeSkyPilotConfig } from './helpers/sshd.js';
 import { diffItems, walk, type Item } from './helpers/tree.js';
 
 const skip = sshSkipReason();
@@ -44,24 +44,7 @@ describe.skipIf(!!skip)('a SkyPilot-shaped cluster', () => {
     fs.chmodSync(work, 0o755);
     cluster = await startNodes(3, { cluster: 'sky-c', strictHostKeyChecking: 'no' });
     // SkyPilot writes one generated file per cluster and includes it from ~/.ssh/config.
-    const gen = path.join(work, 'generated');
-    fs.mkdirSync(gen);
-    const block = (alias: string, n: (typeof cluster.nodes)[0]) =>
-      [
-        `Host ${alias}`,
-        '  HostName 127.0.0.1',
-        `  User ${n.user}`,
-        `  Port ${n.port}`,
-        `  IdentityFile ${cluster.clientKey}`,
-        '  IdentitiesOnly yes',
-        '  StrictHostKeyChecking no',
-        '  UserKnownHostsFile=/dev/null',
-        '  ServerAliveInterval 5',
-        '',
-      ].join('\n');
-    fs.writeFileSync(path.join(gen, 'sky-c'), cluster.nodes.map((n, i) => block(i ? `sky-c-worker${i}` : 'sky-c', n)).join('\n'));
-    cfg = path.join(work, 'ssh_config');
-    fs.writeFileSync(cfg, `Include ${gen}/*\n\nHost *\n  ConnectTimeout 20\n`);
+    cfg = writeSkyPilotConfig(work, 'sky-c', cluster, { extra: ['ServerAliveInterval 5'], common: ['ConnectTimeout 20'] });
     // An absolute destination outside ~/ and /tmp/ that the nodes' users may write.
     outside = fs.mkdtempSync('/srv-skysync-e2e-');
     fs.chmodSync(outside, 0o1777);

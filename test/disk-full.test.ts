@@ -1,6 +1,7 @@
 // ISSUE22 suite, disk full and read-only: a destination on a small tmpfs that a push does not fit, and a
 // destination (and a parent of a new one) mounted read-only. The push fails (exit 3: some files not placed, or 1)
-// in one line per failure, no stack trace; every file at a final path keeps its old content or has its new one
+// without a stack trace: a full disk in one line for the push (the files only with --json or --verbose), a
+// read-only one in a line per file and one note; every file at a final path keeps its old content or has its new one
 // whole; no temp file stays; once space is freed (or the mount is writable again) the next push converges.
 //
 // Needs root (mount). Without it the tests skip with a message, except under CI=true, where they fail.
@@ -52,6 +53,8 @@ interface Check {
   /** Where the CLI puts the files: `local:HOME --dest DEST`. */
   args: string[];
 }
+
+const escapeRe = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
 const ctx = (seed: number, what: string, r?: Outcome): string =>
   `seed ${seed} (SKYSYNC_SEED=${seed} replays it): ${what}` + (r ? `: exit ${r.code ?? r.signal}, ${r.stderr.trim()}` : '');
@@ -105,7 +108,30 @@ describe.skipIf(rootSkip !== null)('a destination that is full or read-only', ()
     for (let k = 0; k < 2; k++) fs.writeFileSync(path.join(c.src, `d${k}`, `big${k}.bin`), rng.bytes((2 << 20) + rng.int(1 << 20)));
     writeSmall(c.src, rng, 300, 0.3);
     const next = walk(c.src);
-    await expectRefused(c, old, next, /No space left on device|ENOSPC/, disk);
+    const r = await expectRefused(c, old, next, /no space left on device/i, disk);
+    expect(r.code, ctx(c.seed, 'exit code of a partial push', r)).toBe(3);
+    // One line for the push, not one per file: what happened, on which node and where, and what to do.
+    const lines = r.stderr.trim().split('\n');
+    expect(lines, ctx(c.seed, 'one line for a full disk', r)).toHaveLength(1);
+    expect(lines[0], ctx(c.seed, 'what, where, what to do', r)).toMatch(
+      new RegExp(`^error: local:${escapeRe(c.home)}: no space left on device in ${escapeRe(c.dest)}: \\d+ files? not placed .*free space`),
+    );
+    // The per-file detail is there for whoever asks: --json lists every file, --verbose prints them.
+    const json = await runCli([...c.args, '-w', c.src, '--json'], c.env, DEADLINE_MS).done;
+    expect(json.code, ctx(c.seed, '--json: exit code', json)).toBe(3);
+    const failed = (JSON.parse(json.stdout.trim().split('\n').pop()!) as { failed: Array<{ path: string; error: string }> }).failed;
+    expect(failed.length, ctx(c.seed, '--json lists the files', json)).toBeGreaterThan(0);
+    const now = walk(c.dest);
+    for (const f of failed) {
+      expect(f.error, ctx(c.seed, `--json: why ${f.path}`, json)).toMatch(/no space left on device/i);
+      // A file not placed keeps its old version (or is still absent when it is new).
+      const was = old.get(f.path);
+      if (was) expect(now.get(f.path)?.sha, ctx(c.seed, `old version of ${f.path} kept`, json)).toBe(was.sha);
+      else expect(fs.existsSync(path.join(c.dest, f.path)), ctx(c.seed, `${f.path} not half-written`, json)).toBe(false);
+    }
+    const verbose = await runCli([...c.args, '-w', c.src, '-q', '--verbose'], c.env, DEADLINE_MS).done;
+    expect(verbose.code, ctx(c.seed, '--verbose: exit code', verbose)).toBe(3);
+    expect(verbose.stderr.split('\n').filter((l) => l.startsWith('failed: ')).length, ctx(c.seed, '--verbose lists the files', verbose)).toBeGreaterThan(0);
     fs.rmSync(path.join(disk, 'filler'));
     await expectMirror(c, 'push once space is freed');
     unmount(disk);

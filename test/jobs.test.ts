@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { spawn, spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { sshSkipReason, startNodes, type SshCluster } from './helpers/sshd.js';
+import { sshSkipReason, startNodes, type SshCluster, writeSkyPilotConfig } from './helpers/sshd.js';
 
 const skip = sshSkipReason();
 if (skip) console.log(`SKIP jobs.test.ts: ${skip}`);
@@ -68,24 +68,7 @@ describe.skipIf(!!skip)('detached jobs on a cluster', () => {
     work = fs.mkdtempSync(path.join(os.tmpdir(), 'skysync-jobs-'));
     fs.chmodSync(work, 0o755);
     cluster = await startNodes(3, { cluster: 'sky-j', strictHostKeyChecking: 'no' });
-    const block = (alias: string, n: (typeof cluster.nodes)[0]) =>
-      [
-        `Host ${alias}`,
-        '  HostName 127.0.0.1',
-        `  User ${n.user}`,
-        `  Port ${n.port}`,
-        `  IdentityFile ${cluster.clientKey}`,
-        '  IdentitiesOnly yes',
-        '  StrictHostKeyChecking no',
-        '  UserKnownHostsFile=/dev/null',
-        '  ServerAliveInterval 5',
-        '',
-      ].join('\n');
-    const gen = path.join(work, 'generated');
-    fs.mkdirSync(gen);
-    fs.writeFileSync(path.join(gen, 'sky-j'), cluster.nodes.map((n, i) => block(i ? `sky-j-worker${i}` : 'sky-j', n)).join('\n'));
-    cfg = path.join(work, 'ssh_config');
-    fs.writeFileSync(cfg, `Include ${gen}/*\n\nHost *\n  ConnectTimeout 20\n`);
+    cfg = writeSkyPilotConfig(work, 'sky-j', cluster, { extra: ['ServerAliveInterval 5'], common: ['ConnectTimeout 20'] });
   }, 180_000);
 
   afterAll(async () => {

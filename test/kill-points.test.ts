@@ -192,9 +192,11 @@ function report(name: string, t: Tally): void {
 
 const newTally = (): Tally => ({ kills: { client: 0, agent: 0, connection: 0 }, missed: 0, withTemps: 0, stateTemps: [] });
 const localKills = Math.ceil(KILL_POINTS * (sshSkip ? 1 : 0.4));
+/** Each test's time: grows with a long run's kills (each costs two pushes), never below the CI run's 15 minutes. */
+const RUN_MS = Math.max(900_000, Math.max(localKills, KILL_POINTS - localKills) * 20_000);
 const env = (): NodeJS.ProcessEnv => ({ SKYSYNC_STATE_DIR: path.join(work(), 'state'), SKYSYNC_CONTROL_PERSIST: '0', SKYSYNC_WATCH_PERSIST: '0', SSH_AUTH_SOCK: '' });
 
-describe('kill -9 of the client, the agent or the connection at random moments of a push', () => {
+describe('kill -9 of the client, the agent or the connection at random moments of a push', { timeout: RUN_MS }, () => {
   it(`local: ${localKills} kills, no torn file, no hang, the next push mirrors exactly (seeded)`, async () => {
     const home = path.join(work(), 'home');
     const tally = newTally();
@@ -217,7 +219,7 @@ describe('kill -9 of the client, the agent or the connection at random moments o
     } finally {
       report('local', tally);
     }
-  }, 600_000);
+  });
 
   describe.skipIf(sshSkip !== null)('over SSH', () => {
     let cluster: SshCluster;
@@ -253,7 +255,7 @@ describe('kill -9 of the client, the agent or the connection at random moments o
         report('ssh', tally);
         spawnSync(process.execPath, [BIN, '-F', cluster.sshConfig, 'disconnect', n.name], { env: { ...process.env, ...env() }, timeout: 20_000 });
       }
-    }, 900_000);
+    });
   });
   if (sshSkip) console.log(`kill points over SSH skipped: ${sshSkip}`);
 });

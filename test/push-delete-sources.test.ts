@@ -92,3 +92,79 @@ describe('without --delete', () => {
     for (const p of ['b.txt', 'lib/b.py', 'only-b/deep/x', 'job.txt', 'a.txt']) expect(after[p], p).toBeDefined();
   });
 });
+
+// rsync skips deletions after an I/O error on the sending side; `--delete` here keeps whatever the source has but
+// could not read (a file it cannot open, a directory it cannot list). Root reads any file, so as root the pushes
+// run as nobody (setpriv); the read then fails at open, as it does for a user's unreadable file.
+describe('--delete with parts of the source that cannot be read', () => {
+  const NOBODY = 65534;
+  const asRoot = process.getuid?.() === 0;
+
+  function pushAs(home: string, src: string, state: string, ...flags: string[]): { status: number | null; stderr: string } {
+    const args = [BIN, 'push', `local:${home}`, '-w', src, ...flags];
+    const env = { ...process.env, SKYSYNC_STATE_DIR: state, SKYSYNC_CONTROL_PERSIST: '0', SKYSYNC_WATCH_PERSIST: '0', HOME: home };
+    const r = asRoot
+      ? spawnSync('setpriv', [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', process.execPath, ...args], { encoding: 'utf8', env })
+      : spawnSync(process.execPath, args, { encoding: 'utf8', env });
+    return { status: r.status, stderr: r.stderr };
+  }
+
+  /** Sources A and B and a home, all the pushing user's. */
+  function unreadableSetup(name: string) {
+    const s = sources(name);
+    tree(s.a, { 'secret.txt': 'kept\n', 'locked/inner.txt': 'inner\n' });
+    const base = path.dirname(s.a);
+    fs.mkdirSync(s.home, { recursive: true });
+    fs.chmodSync(work, 0o755);
+    if (asRoot) spawnSync('chown', ['-R', `${NOBODY}:${NOBODY}`, base]);
+    return { ...s, state: (n: string) => path.join(base, `state-${n}`) };
+  }
+
+  function lock(a: string): void {
+    fs.chmodSync(path.join(a, 'secret.txt'), 0o000);
+    fs.chmodSync(path.join(a, 'locked'), 0o000);
+  }
+
+  afterAll(() => {
+    // So that the scratch directory can be removed by whoever runs the tests.
+    for (const d of fs.readdirSync(work, { recursive: true }) as string[]) {
+      if (/(^|\/)(secret\.txt|locked)$/.test(d)) fs.chmodSync(path.join(work, d), 0o755);
+    }
+  });
+
+  it('after another source pushed: the remote copies stay, each read error is listed, exit 3; the rest is mirrored', () => {
+    const { home, dest, a, b, state } = unreadableSetup('unreadable-after-b');
+    expect(pushAs(home, a, state('1')).status).toBe(0);
+    expect(pushAs(home, b, state('1')).status).toBe(0);
+    lock(a);
+    const r = pushAs(home, a, state('1'), '--delete');
+    expect(r.status, r.stderr).toBe(3);
+    expect(fs.readFileSync(path.join(dest, 'secret.txt'), 'utf8')).toBe('kept\n');
+    expect(fs.readFileSync(path.join(dest, 'locked/inner.txt'), 'utf8')).toBe('inner\n');
+    expect(r.stderr).toMatch(/^failed: secret\.txt: .*permission denied/im);
+    expect(r.stderr).toMatch(/^failed: locked: .*permission denied/im);
+    // What B placed is gone all the same.
+    for (const p of ['b.txt', 'lib/b.py', 'only-b']) expect(fs.existsSync(path.join(dest, p)), p).toBe(false);
+  });
+
+  it('with the client state lost, and again on the next push', () => {
+    const { home, dest, a, state } = unreadableSetup('unreadable-fresh');
+    expect(pushAs(home, a, state('1')).status).toBe(0);
+    lock(a);
+    for (const n of ['2', '2']) {
+      const r = pushAs(home, a, state(n), '--delete');
+      expect(r.status, r.stderr).toBe(3);
+      expect(fs.readFileSync(path.join(dest, 'secret.txt'), 'utf8')).toBe('kept\n');
+      expect(fs.readFileSync(path.join(dest, 'locked/inner.txt'), 'utf8')).toBe('inner\n');
+      expect(r.stderr).toMatch(/^failed: secret\.txt: .*permission denied/im);
+      // The remote's copy of the directory keeps its mode: given none, it could not be looked into.
+      expect(r.stderr).not.toMatch(/overwritten/);
+      expect(fs.statSync(path.join(dest, 'locked')).mode & 0o777).toBe(0o755);
+    }
+    fs.chmodSync(path.join(a, 'secret.txt'), 0o644);
+    fs.chmodSync(path.join(a, 'locked'), 0o755);
+    const r = pushAs(home, a, state('2'), '--delete');
+    expect(r.status, r.stderr).toBe(0);
+    expect(listing(dest)).toEqual(listing(a));
+  });
+});

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { sshSkipReason, startNodes, type SshCluster } from './helpers/sshd.js';
+import { clusterHostBlocks, sshSkipReason, startNodes, type SshCluster } from './helpers/sshd.js';
 import { diffItems, walk, type Item } from './helpers/tree.js';
 
 const skip = sshSkipReason();
@@ -89,20 +89,8 @@ describe.skipIf(!!skip)('head relay on a SkyPilot-shaped cluster', () => {
     work = fs.mkdtempSync(path.join(os.tmpdir(), 'skysync-relay-'));
     fs.chmodSync(work, 0o755);
     cluster = await startNodes(3, { cluster: 'sky-r', strictHostKeyChecking: 'no' });
-    const block = (alias: string, n: (typeof cluster.nodes)[0]) =>
-      [
-        `Host ${alias}`,
-        '  HostName 127.0.0.1',
-        `  User ${n.user}`,
-        `  Port ${n.port}`,
-        `  IdentityFile ${cluster.clientKey}`,
-        '  IdentitiesOnly yes',
-        '  StrictHostKeyChecking no',
-        '  UserKnownHostsFile=/dev/null',
-        '',
-      ].join('\n');
     cfg = path.join(work, 'ssh_config');
-    fs.writeFileSync(cfg, cluster.nodes.map((n, i) => block(i ? `sky-r-worker${i}` : 'sky-r', n)).join('\n'));
+    fs.writeFileSync(cfg, clusterHostBlocks('sky-r', cluster.nodes, cluster.clientKey));
     proj = path.join(work, 'proj');
     for (let i = 0; i < 300; i++) write(path.join(proj, `src/m${i % 7}/f${i}.py`), `# module ${i}\n${'x = 1\n'.repeat(i % 50)}`);
     // Random bytes: what the client sends is about what it reads, so wire bytes count copies of the data.

@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { spawn, spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { sshSkipReason, startNodes, type SshCluster } from './helpers/sshd.js';
+import { hostBlock, sshSkipReason, startNodes, type SshCluster } from './helpers/sshd.js';
 import { diffItems, walk, type Item } from './helpers/tree.js';
 
 const skip = sshSkipReason();
@@ -287,40 +287,15 @@ describe.skipIf(skip !== null)('push and pull over SSH', () => {
     // SkyPilot's shape: the main config includes generated files; host keys are not checked for them.
     const gen = path.join(work, 'generated');
     fs.mkdirSync(gen, { recursive: true });
-    fs.writeFileSync(
-      path.join(gen, 'mycluster'),
-      [
-        'Host mycluster',
-        '  HostName 127.0.0.1',
-        `  User ${worker.user}`,
-        `  Port ${worker.port}`,
-        `  IdentityFile ${cluster.clientKey}`,
-        '  IdentitiesOnly yes',
-        '  StrictHostKeyChecking no',
-        '  UserKnownHostsFile=/dev/null',
-        '',
-      ].join('\n'),
-    );
-    const jumpBlock = (name: string, how: string[]) =>
-      [
-        `Host ${name}`,
-        '  HostName 127.0.0.1',
-        `  User ${worker.user}`,
-        `  Port ${worker.port}`,
-        `  IdentityFile ${cluster.clientKey}`,
-        '  IdentitiesOnly yes',
-        '  StrictHostKeyChecking yes',
-        `  UserKnownHostsFile ${cluster.knownHosts}`,
-        ...how,
-        '',
-      ].join('\n');
+    fs.writeFileSync(path.join(gen, 'mycluster'), hostBlock('mycluster', worker, cluster.clientKey));
+    const jumpBlock = (name: string, how: string[]) => hostBlock(name, worker, cluster.clientKey, { strict: 'yes', knownHosts: cluster.knownHosts, extra: how });
     const cfg = path.join(work, 'main_config');
     fs.writeFileSync(
       cfg,
       [
         `Include ${gen}/*`,
-        jumpBlock('via-jump', ['  ProxyJump sky-test']),
-        jumpBlock('via-command', [`  ProxyCommand ssh -F ${cfg} -W %h:%p sky-test`]),
+        jumpBlock('via-jump', ['ProxyJump sky-test']),
+        jumpBlock('via-command', [`ProxyCommand ssh -F ${cfg} -W %h:%p sky-test`]),
         fs.readFileSync(cluster.sshConfig, 'utf8'),
       ].join('\n'),
     );

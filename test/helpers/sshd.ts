@@ -62,6 +62,56 @@ export interface StartNodesOptions {
   sshdConfig?: string[];
 }
 
+/** How one Host block reaches a node. */
+export interface HostBlockOptions {
+  /** StrictHostKeyChecking: `no` (default) with no known_hosts file, as SkyPilot's generated config has it. */
+  strict?: 'yes' | 'no' | 'accept-new';
+  /** The known_hosts file (needed unless `strict` is `no`; without it, none: `/dev/null`). */
+  knownHosts?: string;
+  /** More options for the block, one per line (`ServerAliveInterval 5`, `ProxyJump head`). */
+  extra?: string[];
+}
+
+/**
+ * One Host block of an ssh_config, in the shape SkyPilot generates for a cluster's node: `alias` reaches the
+ * node's sshd on 127.0.0.1 as its user with the harness's client key, and only that key.
+ */
+export function hostBlock(alias: string, node: Pick<SshNode, 'user' | 'port'>, clientKey: string, opts: HostBlockOptions = {}): string {
+  const strict = opts.strict ?? 'no';
+  if (strict !== 'no' && !opts.knownHosts) throw new Error(`hostBlock ${alias}: StrictHostKeyChecking ${strict} needs a known_hosts file`);
+  return [
+    `Host ${alias}`,
+    '  HostName 127.0.0.1',
+    `  User ${node.user}`,
+    `  Port ${node.port}`,
+    `  IdentityFile ${clientKey}`,
+    '  IdentitiesOnly yes',
+    `  StrictHostKeyChecking ${strict}`,
+    opts.knownHosts ? `  UserKnownHostsFile ${opts.knownHosts}` : '  UserKnownHostsFile=/dev/null',
+    ...(opts.extra ?? []).map((l) => `  ${l}`),
+    '',
+  ].join('\n');
+}
+
+/** The blocks SkyPilot would generate for a cluster: `name` for the first node (the head), `name-workerN` for the rest. */
+export function clusterHostBlocks(name: string, nodes: Array<Pick<SshNode, 'user' | 'port'>>, clientKey: string, opts: HostBlockOptions = {}): string {
+  return nodes.map((n, i) => hostBlock(i ? `${name}-worker${i}` : name, n, clientKey, opts)).join('\n');
+}
+
+/**
+ * SkyPilot's layout: the cluster's blocks in a generated file of their own (`DIR/generated/NAME`), included from
+ * the main config (`DIR/ssh_config`, returned), which ends with a `Host *` block of `common` options.
+ */
+export function writeSkyPilotConfig(dir: string, name: string, cluster: Pick<SshCluster, 'nodes' | 'clientKey'>, opts: HostBlockOptions & { common?: string[] } = {}): string {
+  const gen = path.join(dir, 'generated');
+  fs.mkdirSync(gen, { recursive: true });
+  fs.writeFileSync(path.join(gen, name), clusterHostBlocks(name, cluster.nodes, cluster.clientKey, opts));
+  const cfg = path.join(dir, 'ssh_config');
+  const common = (opts.common ?? []).map((l) => `  ${l}\n`).join('');
+  fs.writeFileSync(cfg, `Include ${gen}/*\n` + (common ? `\nHost *\n${common}` : ''));
+  return cfg;
+}
+
 const SSHD = '/usr/sbin/sshd';
 const LOCK_DIR = path.join(os.tmpdir(), 'skysync-sshd-harness-locks');
 const USER_PREFIX = 'skysync-n';
@@ -560,23 +610,14 @@ export async function startNodes(n: number, opts: StartNodesOptions = {}): Promi
     fs.writeFileSync(
       sshConfig,
       nodes
-        .map((nd) =>
-          [
-            `# Added by the skysync test harness for ${cluster}`,
-            `Host ${nd.name}`,
-            '  HostName 127.0.0.1',
-            `  User ${nd.user}`,
-            `  Port ${nd.port}`,
-            `  IdentityFile ${clientKey}`,
-            '  IdentitiesOnly yes',
-            `  StrictHostKeyChecking ${strict}`,
-            `  UserKnownHostsFile ${knownHosts}`,
-            '  GlobalKnownHostsFile /dev/null',
-            '  UpdateHostKeys no',
-            '  BatchMode yes',
-            '  LogLevel ERROR',
-            '',
-          ].join('\n'),
+        .map(
+          (nd) =>
+            `# Added by the skysync test harness for ${cluster}\n` +
+            hostBlock(nd.name, nd, clientKey, {
+              strict,
+              knownHosts,
+              extra: ['GlobalKnownHostsFile /dev/null', 'UpdateHostKeys no', 'BatchMode yes', 'LogLevel ERROR'],
+            }),
         )
         .join('\n'),
       { mode: 0o644 },

@@ -61,7 +61,7 @@ export async function serveConnection(conn: Connection, ctx: AgentContext): Prom
     software: AGENT_VERSION,
     compression: supportedCompressions(ctx.native),
     native: ctx.native !== null,
-    capabilities: ['relay', 'lanes'],
+    capabilities: ['relay', 'lanes', 'keep'],
   });
   trace('agent: started');
   try {

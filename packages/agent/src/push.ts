@@ -208,6 +208,8 @@ interface Intake {
   plan: Plan;
   /** What the plan says of its source, for the store's per-source records. */
   pushed: PushedPaths;
+  /** Paths the source has but could not read (keep entries): `--delete` leaves them and all below them. */
+  unreadable: string[];
   decoder: BlockDecoder;
   /** Written while the files are built; it must land before the first rename. */
   invalidated: Promise<void>;
@@ -261,7 +263,7 @@ function startIntake(plan: Plan, ctx: AgentContext, p: PushContext): Intake {
   relayed?.attach(receiver);
   const merger = new LaneMerger(receiver.stream, () => createBlockDecoder(plan.compression, ctx.native), STREAM_HIGH_WATER);
   p.lanes((id, c) => merger.attach(id, c));
-  return { plan, pushed, decoder, invalidated, receiver, merger };
+  return { plan, pushed, unreadable: [], decoder, invalidated, receiver, merger };
 }
 
 /**
@@ -325,6 +327,7 @@ function addEntries(payload: Buffer, dataMode: boolean, p: PushContext, intake: 
   for (const e of entries) {
     if (e.kind === 'delete') intake.pushed.deleted.push(e.path);
     else intake.pushed.claimed.add(e.path);
+    if (e.kind === 'keep') intake.unreadable.push(e.path);
   }
 }
 
@@ -361,7 +364,7 @@ async function finishPush(conn: Connection, ctx: AgentContext, p: PushContext, i
     if (!ctx.native) {
       result.failed.push({ path: '', error: '--delete needs the native addon on the remote to apply ignore rules; nothing extra was removed' });
     } else {
-      mirrored = await mirrorExtras(root, store, ctx.native, result.failed);
+      mirrored = await mirrorExtras(root, store, ctx.native, result.failed, intake.unreadable);
       // The store may still have held what another source placed; what is gone is no longer placed.
       store.apply(new Map(), mirrored);
     }

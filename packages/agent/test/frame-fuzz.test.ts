@@ -21,6 +21,8 @@ import { type RecordedSession, recordSessions, wireBytes } from './helpers/sessi
 
 const SESSIONS = Number(process.env.SKYSYNC_FUZZ_SESSIONS || 2000);
 const DEADLINE_MS = 20_000;
+/** The long test's time: grows with a long run's sessions (about 10 ms each here), never below the CI run's. */
+const RUN_MS = Math.max(900_000, SESSIONS * 30);
 /** Heap the run may grow by: a session holds at most a few frames of 16 MiB. */
 const HEAP_GROWTH = 512 * 1024 * 1024;
 
@@ -86,11 +88,15 @@ async function replay(ctx: AgentContext, bytes: Buffer): Promise<Outcome> {
   const deadline = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new Error(`the session did not end within ${DEADLINE_MS} ms`)), DEADLINE_MS);
   });
+  // Sessions share one lane server, as the sessions of one agent process do (one per session left a server and a
+  // process 'exit' listener behind each time).
+  const session: AgentContext = { ...ctx, log: (m) => void logs.push(m) };
   try {
-    const served = await Promise.race([serveConnection(conn, { ...ctx, log: (m) => void logs.push(m) }), deadline]);
+    const served = await Promise.race([serveConnection(conn, session), deadline]);
     return { served, error, logs };
   } finally {
     clearTimeout(timer);
+    ctx.lanes ??= session.lanes;
   }
 }
 
@@ -149,7 +155,7 @@ beforeAll(async () => {
 });
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
-describe('frame fuzzing', () => {
+describe('frame fuzzing', { timeout: RUN_MS }, () => {
   it(`mutated sessions neither crash, hang, grow memory nor write outside the destination (${SESSIONS} sessions, seeded)`, async () => {
     const seed = seedFromEnv();
     const rng = new Rng(seed);
@@ -202,7 +208,7 @@ describe('frame fuzzing', () => {
       process.off('uncaughtException', onEscape);
       await (await ctx.lanes)?.closeExpected();
     }
-  }, 900_000);
+  });
 
   // Issue 22, defect 2: the smallest session the fuzzing found for it. A file entry whose one chunk says 20 bytes
   // while 10 arrive, then the end of the data: the agent must answer with an error frame, and the receiver's take of

@@ -82,6 +82,8 @@ export class Receiver implements StageContext {
   add(entries: PlanEntry[], buildNow: boolean): void {
     const build: Staged[] = [];
     for (const e of entries) {
+      // Nothing to make true here: the source could not read the path (the agent's --delete reads these).
+      if (e.kind === 'keep') continue;
       // A file that is already here exactly as described (a push that lost its state describes everything):
       // keep it instead of rebuilding it.
       if (e.kind === 'file' && !this.opts.untrusted.has(e.path)) {

@@ -34,7 +34,7 @@ import { showBoard, stderrBoard } from './progress.js';
 import { startDetachedCommand } from './jobs-commands.js';
 import { emitJson, StdoutTracker } from './json-output.js';
 import { exitOnInterrupt, interruptedMessage } from './interrupt.js';
-import { explainRemoteError, refusalAdvice, refusalReason } from './remote-errors.js';
+import { explainRemoteError, refusalAdvice, refusalReason, roomAdvice, roomReason } from './remote-errors.js';
 
 export interface SyncFlags {
   transport?: 'auto' | 'agent' | 'rsync';
@@ -46,6 +46,8 @@ export interface SyncFlags {
   /** --json-file: the --json object goes to this file. */
   jsonFile?: string;
   quiet?: boolean;
+  /** --verbose: every file not placed on a line of its own, also when one line says why for all of them. */
+  verbose?: boolean;
   headOnly?: boolean;
   nodes?: string;
   env?: string[];
@@ -181,7 +183,7 @@ function reportSync(reports: NodeReport[], flags: SyncFlags, print: (l: string) 
       if (s.dryRun && !flags.json) {
         for (const c of s.changes ?? []) process.stdout.write(`${who}${parts.length > 1 ? `${label}: ` : ''}${c.status.padEnd(11)} ${c.kind === 'dir' ? c.path + '/' : c.path}\n`);
       }
-      reportFailed(r.node, who, s, at, print);
+      reportFailed(r.node, who, s, at, !!flags.verbose, print);
       for (const k of s.kept) print(`${who}kept: ${k} (changed on the remote or holds files skysync did not place)`);
       if (s.drift.length) print(`${who}note: ${overwrittenNote(s.drift)}`);
     }
@@ -197,16 +199,26 @@ function reportSync(reports: NodeReport[], flags: SyncFlags, print: (l: string) 
 
 /**
  * Files the remote would not take, each listed; those refused for want of permission share one line saying
- * what to do, instead of the same errno text on every file.
+ * what to do, instead of the same errno text on every file. A full disk (or quota) is one error for the push:
+ * every file after the first fails alike, so the files are listed only with --verbose (--json has them all).
  */
-function reportFailed(node: string, who: string, s: PushStats, at: string, print: (l: string) => void): void {
+function reportFailed(node: string, who: string, s: PushStats, at: string, verbose: boolean, print: (l: string) => void): void {
   const refusals = new Map<NonNullable<ReturnType<typeof refusalReason>>, number>();
+  const full = new Map<NonNullable<ReturnType<typeof roomReason>>, number>();
   for (const f of s.failed) {
+    // Not the node's refusal: the source could not be read here, whatever the errno says.
+    if (f.inSource) {
+      print(`${who}failed: ${f.path}: ${f.error}; the remote keeps what it has there`);
+      continue;
+    }
+    const room = roomReason(f.error);
+    if (room) full.set(room, (full.get(room) ?? 0) + 1);
     const reason = refusalReason(f.error);
     if (reason) refusals.set(reason, (refusals.get(reason) ?? 0) + 1);
-    print(`${who}failed: ${f.path}: ${reason ?? f.error}`);
+    if (!room || verbose) print(`${who}failed: ${f.path}: ${room ?? reason ?? f.error}`);
   }
   for (const [reason, n] of refusals) print(`${who}note: ${node}: ${plural(n, 'file')} could not be written in ${at} (${reason}); ${refusalAdvice(node, at, reason)}`);
+  for (const [reason, n] of full) print(`error: ${node}: ${reason} in ${at}: ${plural(n, 'file')} not placed (old versions kept); ${roomAdvice(node, at, reason)}`);
 }
 
 /** The files the remote changed that this push overwrote: the first few by name, then how many more. */

@@ -79,6 +79,7 @@ function clusterOptions(c: Command): Command {
     .option('--json', "print one JSON object with the statistics at the end: stdout's last line, on a line of its own (after any job output)")
     .option('--json-file <file>', "write that JSON object to FILE (stdout then holds only the job's output and the summary is kept)")
     .option('-q, --quiet', 'no summary')
+    .option('-v, --verbose', 'list every file that could not be placed, also when one line says why for all (a full disk)')
     .option('--no-relay', 'send every node its data from here; by default the head passes the workers theirs over the cluster network (env SKYSYNC_RELAY=0)')
     .addOption(
       new Option('--transport <how>', "agent: the skysync agent only; rsync: rsync over ssh with SkyPilot's flags; auto: the agent, or rsync where it cannot run")

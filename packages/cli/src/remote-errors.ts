@@ -37,6 +37,23 @@ export function refusalReason(error: string): 'permission denied' | 'operation n
   return null;
 }
 
+/**
+ * Why a file did not fit on the remote: the filesystem is full, or the user's quota is. Every file of a push fails
+ * the same way then, so this is said once for the push, not per file. Null when the error is something else.
+ */
+export function roomReason(error: string): 'no space left on device' | 'disk quota exceeded' | null {
+  if (/no space left on device|ENOSPC|os error 28\b/i.test(error)) return 'no space left on device';
+  if (/disk quota exceeded|EDQUOT|os error 122\b/i.test(error)) return 'disk quota exceeded';
+  return null;
+}
+
+/** What to do when `at` on `node` has no room left. */
+export function roomAdvice(node: string, at: string, reason: NonNullable<ReturnType<typeof roomReason>>): string {
+  const onNode = (cmd: string): string => (node.startsWith('local:') ? cmd : `ssh ${node} ${cmd}`);
+  const room = reason === 'disk quota exceeded' ? `free space within your quota (${onNode('quota -s')}) or have it raised` : `free space there (${onNode(`df -h ${at}`)})`;
+  return `${room} or push elsewhere (--dest '~/x'), then push again; --verbose lists the files`;
+}
+
 /** What to do about a refusal of `reason` at `denied` on `node`. */
 export function refusalAdvice(node: string, denied: string, reason: NonNullable<ReturnType<typeof refusalReason>>): string {
   if (reason === 'read-only file system') return `the filesystem there is mounted read-only: push elsewhere (--dest '~/x') or remount it writable on ${node}`;

@@ -1,7 +1,7 @@
 // A remote's permission errors said once: the path, the node, what to do.
 
 import { describe, expect, it } from 'vitest';
-import { deniedPath, explainRemoteError, isPermissionFailure, refusalReason } from '../src/remote-errors.js';
+import { deniedPath, explainRemoteError, isPermissionFailure, refusalReason, roomAdvice, roomReason } from '../src/remote-errors.js';
 
 describe('permission errors on the remote', () => {
   it("names the agent's state directory and says how to give it back", () => {
@@ -33,5 +33,15 @@ describe('permission errors on the remote', () => {
     expect(said).toMatch(/^dev: read-only file system on \/mnt\/ro\/a; the filesystem there is mounted read-only/);
     expect(refusalReason('open: Read-only file system (os error 30)')).toBe('read-only file system');
     expect(refusalReason('cannot create temp file: Permission denied (os error 13)')).toBe('permission denied');
+  });
+
+  it('tells a full disk and a full quota from other failures, in both the native and the Node spelling', () => {
+    expect(roomReason('write: No space left on device (os error 28)')).toBe('no space left on device');
+    expect(roomReason('ENOSPC: no space left on device, write')).toBe('no space left on device');
+    expect(roomReason('EDQUOT: disk quota exceeded, write')).toBe('disk quota exceeded');
+    expect(roomReason('cannot create temp file: Permission denied (os error 13)')).toBeNull();
+    expect(roomReason('write: os error 280')).toBeNull();
+    expect(roomAdvice('dev', '~/sky_workdir', 'no space left on device')).toMatch(/^free space there \(ssh dev df -h ~\/sky_workdir\)/);
+    expect(roomAdvice('local:/tmp/n', '/tmp/n/w', 'no space left on device')).toMatch(/^free space there \(df -h \/tmp\/n\/w\)/);
   });
 });

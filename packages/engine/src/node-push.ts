@@ -41,7 +41,8 @@ export async function pushToNode(o: NodePush): Promise<PushStats> {
   const { prepared, remoteState, deleteMode, relay } = o;
   // The node shows up at once, before its plan is made (a relayed worker waits for the head's first).
   if (!o.dryRun) o.emit({ type: 'progress', bytesLiteral: 0, bytesPlanned: 0, bytesWire: 0, filesSent: 0, filesTotal: 0 });
-  const plan = new NodePlan(o);
+  // An agent that knows keep entries is told what the source could not read, so `--delete` leaves it.
+  const plan = new NodePlan({ ...o, keepUnreadable: deleteMode === 'mirror' && !!o.agentHello.capabilities?.includes('keep') });
   // A worker takes its literal chunks from the head's relay when there are enough of them to matter: deciding
   // that needs the whole plan first. Otherwise data mode streams entries as they are made; need mode and dry runs
   // make the whole plan first.
@@ -111,8 +112,9 @@ function settleCounts(stats: PushStats, plan: NodePlan, prepared: Prepared): voi
   stats.filesChanged = plan.filesChanged;
   stats.chunksReused = plan.chunksReused;
   stats.chunksLiteral = plan.chunksLiteral;
-  for (const p of prepared.recipes.unreadable) stats.failed.push({ path: displayPath(p), error: 'unreadable' });
-  stats.warnings.push(...prepared.recipes.warnings);
+  for (const unreadable of [prepared.unreadable, prepared.recipes.unreadable]) {
+    for (const [p, error] of unreadable) stats.failed.push({ path: displayPath(p), error, inSource: true });
+  }
 }
 
 /** What the agent answered, and what the data pump did, into the node's statistics. */

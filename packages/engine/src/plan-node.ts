@@ -36,6 +36,11 @@ export interface NodePlanInput {
   /** The node was left at the tree the scan ran against. */
   inBase: boolean;
   deleteMode: DeleteMode;
+  /**
+   * Tell the agent what the source has but could not read (keep entries), so that `--delete` removes nothing
+   * there: rsync, too, deletes nothing after a read error.
+   */
+  keepUnreadable?: boolean;
   emit: (e: PushEvent) => void;
 }
 
@@ -137,6 +142,9 @@ export class NodePlan {
         pending.push({ path: e.path, make: this.fixed({ kind: 'delete', path: e.path, forgetOnly: deleteMode === 'none' }, 'deleted', e.kind, false) });
         if (deleteMode !== 'none') this.filesDeleted++;
       } else if (e.kind === 'dir') {
+        // A directory the scan could not list is left as the remote has it: given its mode (often none at all),
+        // the remote could no longer be looked into, by the agent or by jobs.
+        if (this.o.prepared.unreadable.has(e.path)) continue;
         pending.push({ path: e.path, make: this.fixed({ kind: 'dir', path: e.path, mode: e.mode }, c.status, 'dir', false) });
       } else if (e.kind === 'symlink') {
         pending.push({ path: e.path, make: this.fixed({ kind: 'symlink', path: e.path, target: e.target! }, c.status, 'symlink', true) });
@@ -150,6 +158,9 @@ export class NodePlan {
       if (!e) continue;
       if (e.kind === 'symlink') pending.push({ path: p, make: this.fixed({ kind: 'symlink', path: p, target: e.target! }, 'drifted', 'symlink', true) });
       else if (e.kind === 'file') pending.push({ path: p, size: e.size, make: this.planned(e, 'drifted', null, undefined) });
+    }
+    if (this.o.keepUnreadable) {
+      for (const p of this.o.prepared.unreadable.keys()) pending.push({ path: p, make: async () => ({ entry: { kind: 'keep', path: p }, literals: [] }) });
     }
     return pending;
   }
@@ -172,7 +183,7 @@ export class NodePlan {
     return async (): Promise<Made | null> => {
       const r = await this.recipeOf(e.path);
       this.bytesPlanned -= e.size;
-      if (!r) return null;
+      if (!r) return this.o.keepUnreadable ? { entry: { kind: 'keep', path: e.path }, literals: [] } : null;
       const prev = prevRecipe && !this.drift.has(e.path) && this.baseValid ? prevRecipe : null;
       // Same content, same metadata (a racy re-check, or only ctime moved): nothing to send.
       if (prev?.digest.equals(r.digest) && prevKind === 'file') {

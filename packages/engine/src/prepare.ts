@@ -18,6 +18,11 @@ export interface Prepared {
   base: Tree | null;
   /** New recipes of the changed files, cut in travel order while the first ones are already being sent. */
   recipes: RecipeQueue;
+  /**
+   * What the scan found but could not examine (a directory it could not list, an entry it could not stat), with
+   * why. The source has them: the remote keeps what stands there, also under `--delete`.
+   */
+  unreadable: Map<string, string>;
   files: number;
   bytes: number;
   scanMs: number;
@@ -66,19 +71,17 @@ async function scanSource(source: string, base: Tree | null, native: NativeAddon
   return { scanned: await native.scan(source, base), watch, reason };
 }
 
-export async function prepareDir(
-  source: string,
-  base: Tree | null,
-  native: NativeAddon,
-  warn: (m: string) => void,
-  warnLater: (m: string) => void,
-  saved: SavedWatch | null,
-): Promise<Prepared> {
+export async function prepareDir(source: string, base: Tree | null, native: NativeAddon, warn: (m: string) => void, saved: SavedWatch | null): Promise<Prepared> {
   const tScan = performance.now();
   const { scanned, watch, reason } = await scanSource(source, base, native, saved);
   const scanMs = performance.now() - tScan;
   if (watch) watch.recheck = scanned.warnings.map((w) => w.path);
-  for (const w of scanned.warnings) warn(`${displayPath(w.path) || '.'}: ${w.message}`);
+  // What could not be read is a failure of each node's push (listed with the others, exit 3), not a warning.
+  const unreadable = new Map<string, string>();
+  for (const w of scanned.warnings) {
+    if (w.kind === 'unreadable') unreadable.set(w.path, w.message);
+    else warn(`${displayPath(w.path) || '.'}: ${w.message}`);
+  }
   const tree = scanned.tree;
   // Files whose content must be chunked: new or changed locally. Chunked once, whatever the number of nodes.
   const changed: ToChunk[] = [];
@@ -86,12 +89,13 @@ export async function prepareDir(
     if (c.status === 'deleted' || c.entry.kind !== 'file') continue;
     changed.push({ path: c.entry.path, size: c.entry.size, hint: c.prevRecipe?.chunks ?? null });
   }
-  const recipes = new RecipeQueue(source, travelOrder(changed), native, tree, warnLater);
+  const recipes = new RecipeQueue(source, travelOrder(changed), native, tree);
   return {
     tree,
     changes: scanned.changes,
     base,
     recipes,
+    unreadable,
     files: scanned.stats.files + scanned.stats.symlinks,
     bytes: scanned.stats.bytes,
     scanMs,
@@ -103,7 +107,7 @@ export async function prepareDir(
 }
 
 /** A single file as a tree of one entry named `name`; it is chunked only when its size, mtime or mode moved. */
-export async function prepareFile(source: string, name: string, base: Tree | null, native: NativeAddon, warn: (m: string) => void): Promise<Prepared> {
+export async function prepareFile(source: string, name: string, base: Tree | null, native: NativeAddon): Promise<Prepared> {
   const tScan = performance.now();
   const st = await fsp.stat(source, { bigint: true });
   const entry = {
@@ -125,7 +129,7 @@ export async function prepareFile(source: string, name: string, base: Tree | nul
     prev.mtimeSec === entry.mtimeSec &&
     prev.mtimeNsec === entry.mtimeNsec;
   const tree = native.Tree.empty(native.defaultChunkParams());
-  const results = new Map<string, Recipe | null>();
+  const results = new Map<string, Recipe | string>();
   let chunks: Buffer | undefined = same ? prevRecipe.chunks : undefined;
   if (!same) {
     const [o] = await native.chunkFiles(path.dirname(source), [path.basename(source)], null, prevRecipe ? [prevRecipe.chunks] : null);
@@ -133,13 +137,24 @@ export async function prepareFile(source: string, name: string, base: Tree | nul
       chunks = o.recipe.chunks;
       results.set(name, o.recipe);
     } else {
-      results.set(name, null);
-      warn(`${source}: ${o?.error ?? 'changed while it was read'}; skipped, the remote keeps its copy`);
+      results.set(name, o?.error ? `cannot read it: ${o.error}` : 'changed while it was read');
     }
   }
   tree.update([{ ...entry, observedMtimeNs: '0', ino: '0', ...(chunks ? { chunks } : {}) }], []);
-  const unreadable = results.get(name) === null;
+  const unreadable = typeof results.get(name) === 'string';
   const changes: Change[] = same || unreadable ? [] : [{ status: prev ? 'modified' : 'added', entry, prevKind: prev?.kind, ...(prevRecipe ? { prevRecipe } : {}) }];
   const recipes = RecipeQueue.settled(native, tree, results);
-  return { tree, changes, base, recipes, files: 1, bytes: entry.size, scanMs: performance.now() - tScan, scan: 'full', scanDirs: 0, watch: null };
+  return {
+    tree,
+    changes,
+    base,
+    recipes,
+    unreadable: new Map(),
+    files: 1,
+    bytes: entry.size,
+    scanMs: performance.now() - tScan,
+    scan: 'full',
+    scanDirs: 0,
+    watch: null,
+  };
 }

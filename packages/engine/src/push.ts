@@ -133,12 +133,8 @@ async function pushOver(opts: MultiPushOptions, sessions: NodeSessions): Promise
   trace('saved trees loaded');
   const baseState = states[baseIndex];
   const base = baseState?.tree ?? null;
-  // Warnings found while chunking arrive after the nodes have started: each node's stats get them at its end.
-  const warnLater = (m: string): void => emit({ type: 'warning', message: m }, undefined);
   const prepared: Prepared =
-    fileName === null
-      ? await prepareDir(source, base, native, warnings.warn, warnLater, base ? baseState!.watch : null)
-      : await prepareFile(source, fileName, base, native, warnings.warn);
+    fileName === null ? await prepareDir(source, base, native, warnings.warn, base ? baseState!.watch : null) : await prepareFile(source, fileName, base, native);
   trace('source scanned');
   // Say what the scan found only when some node can take it: an unreachable host gets its one line alone.
   const reached = await Promise.allSettled(nodes.map((n) => n.remote));

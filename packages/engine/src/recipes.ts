@@ -3,7 +3,6 @@
 // 1 GB workdir otherwise leaves the link idle for seconds while every file is chunked first).
 
 import type { NativeAddon, Tree } from '@skysync/chunking';
-import { displayPath } from '@skysync/protocol';
 
 export type Recipe = { chunks: Buffer; digest: Buffer };
 
@@ -22,9 +21,8 @@ const BATCH_FILES = 1024;
 export class RecipeQueue {
   private readonly results = new Map<string, Recipe | null>();
   private readonly batchOf = new Map<string, Promise<void>>();
-  /** Files that could not be read (or changed while read); the remote keeps its copy. */
-  readonly unreadable = new Set<string>();
-  readonly warnings: string[] = [];
+  /** Files that could not be read (or changed while read), with why; the remote keeps its copy. */
+  readonly unreadable = new Map<string, string>();
   /** Settles when every batch has been cut (never rejects: a failed batch marks its files unreadable). */
   readonly all: Promise<void>;
 
@@ -33,7 +31,6 @@ export class RecipeQueue {
     files: ToChunk[],
     private readonly native: NativeAddon,
     private readonly tree: Tree,
-    private readonly onWarning: (message: string) => void,
   ) {
     let chain: Promise<void> = Promise.resolve();
     let batch: ToChunk[] = [];
@@ -59,13 +56,13 @@ export class RecipeQueue {
     this.all = chain;
   }
 
-  /** A queue whose work is already done (a single-file push chunks its one file itself). */
-  static settled(native: NativeAddon, tree: Tree, results: Map<string, Recipe | null>): RecipeQueue {
-    const q = new RecipeQueue('', [], native, tree, () => {});
+  /** A queue whose work is already done (a single-file push chunks its one file itself): a recipe, or why not. */
+  static settled(native: NativeAddon, tree: Tree, results: Map<string, Recipe | string>): RecipeQueue {
+    const q = new RecipeQueue('', [], native, tree);
     for (const [p, r] of results) {
-      q.results.set(p, r);
+      q.results.set(p, typeof r === 'string' ? null : r);
       q.batchOf.set(p, q.all);
-      if (!r) q.unreadable.add(p);
+      if (typeof r === 'string') q.unreadable.set(p, r);
     }
     return q;
   }
@@ -106,11 +103,8 @@ export class RecipeQueue {
         this.results.set(p, o.recipe);
       } else {
         this.results.set(p, null);
-        this.unreadable.add(p);
+        this.unreadable.set(p, o.error ? `cannot read it: ${o.error}` : 'changed while it was read');
         this.tree.forget(p);
-        const message = `${displayPath(p)}: ${o.error ?? 'changed while it was read'}; skipped, the remote keeps its copy`;
-        this.warnings.push(message);
-        this.onWarning(message);
       }
     });
   }

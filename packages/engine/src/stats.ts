@@ -45,7 +45,8 @@ export interface PushStats extends SyncSummary {
   generation: string | null;
   drift: string[];
   kept: string[];
-  failed: Array<{ path: string; error: string }>;
+  /** `inSource`: the file could not be read here (the node keeps what it has); otherwise the node could not place it. */
+  failed: Array<{ path: string; error: string; inSource?: true }>;
   warnings: string[];
   dryRun: boolean;
   /** `watch`: only the directories the watch service named were listed; `full`: every directory was. */

@@ -17,14 +17,7 @@ let before: Tree;
 let prepared: Prepared;
 
 async function prepare(base: Tree | null): Promise<Prepared> {
-  const p = await prepareDir(
-    dir,
-    base,
-    native,
-    () => {},
-    () => {},
-    null,
-  );
+  const p = await prepareDir(dir, base, native, () => {}, null);
   await p.recipes.all;
   return p;
 }

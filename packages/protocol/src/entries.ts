@@ -48,12 +48,23 @@ export interface DeleteEntry {
   forgetOnly: boolean;
 }
 
-export type PlanEntry = FileEntry | DirEntry | SymlinkEntry | DeleteEntry;
+/**
+ * The source has this path (a file, or a directory and all below it) but could not read it: the receiver
+ * changes nothing there, and `--delete` removes nothing at or below it (as rsync skips deletions after a read
+ * error). Sent only to agents with the `keep` capability.
+ */
+export interface KeepEntry {
+  kind: 'keep';
+  path: string;
+}
+
+export type PlanEntry = FileEntry | DirEntry | SymlinkEntry | DeleteEntry | KeepEntry;
 
 const KIND_FILE = 1;
 const KIND_DIR = 2;
 const KIND_SYMLINK = 3;
 const KIND_DELETE = 4;
+const KIND_KEEP = 5;
 const OP_COPY = 1;
 const OP_CHUNKS = 2;
 
@@ -84,6 +95,9 @@ export function encodeEntry(w: ByteWriter, e: PlanEntry): void {
         .path(e.path)
         .u8(e.forgetOnly ? 1 : 0);
       break;
+    case 'keep':
+      w.u8(KIND_KEEP).path(e.path);
+      break;
   }
 }
 
@@ -112,6 +126,8 @@ export function decodeEntry(r: ByteReader): PlanEntry {
       if (forgetOnly > 1) throw new ProtocolError(`forget-only flag ${forgetOnly} (must be 0 or 1)`);
       return { kind: 'delete', path, forgetOnly: forgetOnly === 1 };
     }
+    case KIND_KEEP:
+      return { kind: 'keep', path };
     default:
       throw new ProtocolError(`unknown entry kind ${kind}`);
   }

@@ -164,6 +164,11 @@ export class Connection {
   private waiters: Array<{ resolve: (f: FrameMessage | null) => void; reject: (e: Error) => void }> = [];
   private ended = false;
   private failure: Error | null = null;
+  /**
+   * The output closed: it will never drain again. An SSH channel whose connection died keeps taking writes (and
+   * never calls them back), so a send after its close would wait forever; it fails instead.
+   */
+  private outputClosed = false;
   bytesWritten = 0;
   bytesRead = 0;
 
@@ -203,6 +208,7 @@ export class Connection {
     });
     input.on('error', (e) => this.fail(e));
     output.on('error', (e) => this.fail(e));
+    output.on('close', () => (this.outputClosed = true));
   }
 
   get preamble(): string {
@@ -243,22 +249,26 @@ export class Connection {
 
   async send(type: number, payload: Uint8Array): Promise<void> {
     if (this.failure) throw this.failure;
+    if (this.outputClosed) throw new ProtocolError(`connection closed while sending ${frameName(type)}`);
     const frame = encodeFrame(type, payload);
     this.bytesWritten += frame.length;
     // Keep several megabytes in flight: waiting for every frame to drain through a 64 KiB pipe or an SSH window
     // turns the transfer into stop-and-wait between two busy event loops.
     if (!this.output.write(frame) && this.output.writableLength > SEND_AHEAD) {
       await new Promise<void>((resolve, reject) => {
-        const onDrain = (): void => {
-          this.output.off('error', onError);
-          resolve();
-        };
-        const onError = (e: Error): void => {
+        const settle = (e?: Error): void => {
           this.output.off('drain', onDrain);
-          reject(e);
+          this.output.off('error', onError);
+          this.output.off('close', onClose);
+          if (e) reject(e);
+          else resolve();
         };
+        const onDrain = (): void => settle();
+        const onError = (e: Error): void => settle(e);
+        const onClose = (): void => settle(new ProtocolError(`connection closed while sending ${frameName(type)}`));
         this.output.once('drain', onDrain);
         this.output.once('error', onError);
+        this.output.once('close', onClose);
       });
     }
   }

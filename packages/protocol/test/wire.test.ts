@@ -1,4 +1,4 @@
-import { PassThrough } from 'node:stream';
+import { PassThrough, Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import {
   ByteReader,
@@ -37,9 +37,20 @@ const entries: PlanEntry[] = [
   { kind: 'dir', path: 'src', mode: 0o755 },
   { kind: 'symlink', path: 'link', target: '../elsewhere' },
   { kind: 'delete', path: 'gone\u00ff\u0080', forgetOnly: true },
+  { kind: 'keep', path: 'locked/secret.txt' },
 ];
 
 describe('frames', () => {
+  it('a send fails once the output has closed, also one already waiting for it to drain', async () => {
+    // As an SSH channel whose connection died: it takes writes and never calls them back.
+    const output = new Writable({ highWaterMark: 1024, write: () => {} });
+    const conn = new Connection(new PassThrough(), output);
+    const waiting = conn.send(Frame.Data, Buffer.alloc(9 << 20));
+    output.emit('close');
+    await expect(waiting).rejects.toThrow(/connection closed while sending data/);
+    await expect(conn.send(Frame.Data, Buffer.alloc(1))).rejects.toThrow(/connection closed while sending data/);
+  });
+
   it('skip what a login shell prints before the magic', () => {
     const d = new FrameDecoder();
     const wire = Buffer.concat([Buffer.from('Welcome to Ubuntu\nlast login: today\n'), MAGIC, encodeFrame(Frame.Hello, Buffer.from('{}'))]);

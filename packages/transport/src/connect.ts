@@ -232,11 +232,31 @@ export async function run(client: Client, command: string, input?: Buffer[]): Pr
   let stderr = '';
   ch.on('data', (d: Buffer) => (stdout += d.toString('utf8')));
   ch.stderr.on('data', (d: Buffer) => (stderr += d.toString('utf8')));
-  const done = new Promise<number | null>((resolve) => ch.on('exit', (code: number | null) => resolve(code)).on('close', () => resolve(null)));
+  let closed = false;
+  const done = new Promise<number | null>((resolve) =>
+    ch
+      .on('exit', (code: number | null) => resolve(code))
+      .on('close', () => {
+        closed = true;
+        resolve(null);
+      }),
+  );
   for (const b of input ?? []) {
-    if (!ch.write(b)) await new Promise((r) => ch.once('drain', r));
+    if (closed) break;
+    // A channel that closes (the connection died) never drains: its close ends the wait too.
+    if (!ch.write(b)) {
+      await new Promise<void>((resolve) => {
+        const go = (): void => {
+          ch.off('drain', go);
+          ch.off('close', go);
+          resolve();
+        };
+        ch.once('drain', go);
+        ch.once('close', go);
+      });
+    }
   }
-  ch.end();
+  if (!closed) ch.end();
   const code = await done;
   return { code, stdout, stderr };
 }

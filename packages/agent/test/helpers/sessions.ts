@@ -101,7 +101,8 @@ export function recordSessions(chunker: Chunker, zstd: ZstdBinding | null, rng: 
   const initialData = dataFrames([...literals(small), ...literals(big)], compression, zstd);
   const initial = [hello, ...push('~/dest', dataPlan, base, initialData), empty(Frame.End)];
 
-  // An edit in place (the head of the old recipe copied), a copy of another file, a deletion, in need mode.
+  // An edit in place (the head of the old recipe copied), a copy of another file, a deletion, a path the source
+  // could not read, in need mode, with --delete.
   const edited = content('src/a.txt', Buffer.concat([small.bytes, text(rng, 20_000)]));
   let same = 0;
   while (same * 36 < small.recipe.chunks.length - 36 && edited.recipe.chunks.compare(small.recipe.chunks, same * 36, same * 36 + 36, same * 36, same * 36 + 36) === 0) same++;
@@ -109,6 +110,8 @@ export function recordSessions(chunker: Chunker, zstd: ZstdBinding | null, rng: 
   const bigChunks = big.recipe.chunks.length / 36;
   const updateEntries: PlanEntry[] = [
     { kind: 'delete', path: 'empty', forgetOnly: false },
+    // What the source could not read: --delete leaves it.
+    { kind: 'keep', path: 'link' },
     { kind: 'dir', path: 'src', mode: 0o700 },
     fileEntry(edited, [...(same ? [{ op: 'copy' as const, from: null, start: 0, count: same }] : []), { op: 'chunks', chunks: edited.recipe.chunks.subarray(same * 36) }]),
     fileEntry(moved, [{ op: 'copy', from: 'src/big.bin', start: 0, count: bigChunks }]),
