@@ -408,7 +408,7 @@ export class GcsObjectStore implements ObjectStore {
   }
 
   async readGrant(key: string, options: GrantOptions = {}): Promise<ReadGrant> {
-    const info = await this.head(key);
+    const info = options.known ?? (await this.head(key));
     if (!info) throw new StoreError('missing-object', `${this.context(key).where}: no such object to grant a read of`);
     const expiresIn = options.expiresInSeconds ?? 3600;
     const base = { uri: this.context(key).where, size: info.size, etag: info.etag, versionHeader: 'x-goog-generation' as const };

@@ -23,6 +23,7 @@ import { type ErrorContext, StoreError, networkCode, storeError } from './errors
 import { type ReadGrant, bareEtag } from './grant.js';
 import type { GrantOptions, ListOptions, ObjectInfo, ObjectPart, ObjectStore, PutOptions, PutResult } from './object-store.js';
 import { type UploadPart, planS3Parts, readPieces, totalSize } from './parts.js';
+import { PROBE_KEY, type UrlShape, learnShape, presignGet, sameUrl } from './presign.js';
 import { type StoreUri, formatStoreUri } from './uri.js';
 import { mapLimit } from './util.js';
 
@@ -284,11 +285,34 @@ export class S3ObjectStore implements ObjectStore {
     }
   }
 
+  /** The URL shape this store's presigned URLs have, when presign.ts makes the same URLs as the SDK (else null). */
+  private shape: Promise<UrlShape | null> | undefined;
+
+  private urlShape(): Promise<UrlShape | null> {
+    this.shape ??= (async () => {
+      const now = new Date();
+      const sdk = await getSignedUrl(this.client, new GetObjectCommand({ Bucket: this.uri.bucket, Key: PROBE_KEY }), { expiresIn: 3600, signingDate: now });
+      const shape = learnShape(sdk, PROBE_KEY);
+      return shape && sameUrl(sdk, presignGet(shape, await this.client.config.credentials(), PROBE_KEY, 3600, now)) ? shape : null;
+    })().catch(() => null);
+    return this.shape;
+  }
+
   async readGrant(key: string, options: GrantOptions = {}): Promise<ReadGrant> {
-    const info = await this.head(key);
+    const info = options.known ?? (await this.head(key));
     if (!info) throw new StoreError('missing-object', `${this.context(key).where}: no such object to grant a read of`);
     const expiresIn = options.expiresInSeconds ?? 3600;
-    const url = await this.call('grant', key, () => getSignedUrl(this.client, new GetObjectCommand({ Bucket: this.uri.bucket, Key: key }), { expiresIn }));
-    return { uri: this.context(key).where, url, headers: {}, expiresAtMs: Date.now() + expiresIn * 1000, size: info.size, etag: info.etag, versionHeader: 'etag' };
+    const shape = await this.urlShape();
+    let url: string;
+    let expiresAtMs = Date.now() + expiresIn * 1000;
+    if (shape) {
+      const credentials = await this.call('grant', key, () => this.client.config.credentials());
+      url = presignGet(shape, credentials, key, expiresIn, new Date());
+      // Temporary credentials end the URL's life with theirs.
+      if (credentials.expiration) expiresAtMs = Math.min(expiresAtMs, credentials.expiration.getTime());
+    } else {
+      url = await this.call('grant', key, () => getSignedUrl(this.client, new GetObjectCommand({ Bucket: this.uri.bucket, Key: key }), { expiresIn }));
+    }
+    return { uri: this.context(key).where, url, headers: {}, expiresAtMs, size: info.size, etag: info.etag, versionHeader: 'etag' };
   }
 }

@@ -2,15 +2,15 @@
 // client, then fetched by every node itself, each from the store, with grants from this client (never its
 // credentials). What each node did goes into its mount report: a push-shaped summary and the bucket's own counts.
 
-import type { DeleteMode } from '@skysync/protocol';
+import { type DeleteMode, trace } from '@skysync/protocol';
 import type { FileMount } from '@skysync/task';
 import type { PushStats } from '../stats.js';
 import type { Session } from '../session.js';
 import { GrantMaker } from './grants.js';
 import { type BucketListing, listMount, openStoreFor } from './listing.js';
-import { type BucketStats, fetchOnNode } from './node-fetch.js';
+import { type BucketProgressEvent, type BucketStats, fetchOnNode } from './node-fetch.js';
 
-export type { BucketStats } from './node-fetch.js';
+export type { BucketProgressEvent, BucketStats } from './node-fetch.js';
 
 export type BucketMount = Extract<FileMount, { kind: 'uri' }>;
 
@@ -27,7 +27,10 @@ export async function prepareBucketMount(m: BucketMount): Promise<PreparedBucket
   const { parseStoreUri } = await import('@skysync/store');
   try {
     const store = await openStoreFor(parseStoreUri(m.uri));
-    return { listing: await listMount(store), grants: new GrantMaker(store) };
+    trace(`bucket ${m.key}: store opened`);
+    const listing = await listMount(store);
+    trace(`bucket ${m.key}: listing started`);
+    return { listing, grants: new GrantMaker(store) };
   } catch (e) {
     throw new Error(`${m.key}: ${(e as Error).message}`);
   }
@@ -38,8 +41,16 @@ export interface BucketNodeResult {
   bucket: BucketStats;
 }
 
-export async function fetchBucketMount(session: Session, dest: string, p: PreparedBucket, deleteMode: DeleteMode, dryRun: boolean): Promise<BucketNodeResult> {
-  const r = await fetchOnNode({ session, dest, listing: p.listing, grants: p.grants, deleteMode, dryRun });
+export async function fetchBucketMount(
+  session: Session,
+  dest: string,
+  p: PreparedBucket,
+  deleteMode: DeleteMode,
+  dryRun: boolean,
+  onProgress?: (e: BucketProgressEvent) => void,
+): Promise<BucketNodeResult> {
+  const r = await fetchOnNode({ session, dest, listing: p.listing, grants: p.grants, deleteMode, dryRun, ...(onProgress ? { onProgress } : {}) });
+  const all = await p.listing.complete();
   // The bytes went from the store to the node: none crossed this client's link, hence no literal or wire bytes.
   const stats: PushStats = {
     filesScanned: r.stats.objectsListed,
@@ -50,7 +61,7 @@ export async function fetchBucketMount(session: Session, dest: string, p: Prepar
     chunksReused: 0,
     durationMs: r.durationMs,
     transport: 'bucket',
-    bytesTotal: p.listing.objects.reduce((a, o) => a + o.info.size, 0),
+    bytesTotal: all.reduce((a, o) => a + o.info.size, 0),
     chunksLiteral: 0,
     scanMs: 0,
     generation: null,
