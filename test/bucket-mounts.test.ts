@@ -152,6 +152,10 @@ describe.skipIf(!!skip)('cloud URI file_mounts', () => {
       stats = mountsOf(again.stdout);
       expect(stats.get('~/mnt/data')).toMatchObject({ fetched: 0, skipped: 4, bytesFetched: 0 });
       expect(stats.get('~/mnt/m.bin')).toMatchObject({ fetched: 0, skipped: 1 });
+      // Without --json: a line per mount of what the node did.
+      const said = skysync(['push', `local:${home}`, file]);
+      expect(said.code).toBe(0);
+      expect(said.stderr).toContain(`file_mounts.~/mnt/data -> ~/mnt/data: 4 objects listed, 0 fetched (0 B from ${bucketUri(store, 'data')}), 4 unchanged, 0 deleted (`);
 
       // Same size, new bytes: fetched (`aws s3 sync` keeps the stale file). A job changes c.txt and adds a file;
       // then b.txt and c.txt leave the bucket: b.txt goes, the job's c.txt and its own file stay.

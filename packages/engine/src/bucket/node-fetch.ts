@@ -55,6 +55,8 @@ export interface BucketStats {
   bytesFetched: number;
   deleted: number;
   refused: number;
+  /** Objects that could not be fetched or placed (refused keys not counted): listed in the mount's `failed`. */
+  failed: number;
   /** Gone from the bucket, left in place by --no-delete. */
   stale: number;
 }
@@ -206,6 +208,9 @@ export async function fetchOnNode(req: NodeFetchRequest): Promise<NodeFetchResul
   progress.bytesFetched = done.bytesFetched;
   progress.failed = done.failed.length;
   report();
+  // A path this side could not grant is also the node's "no read grant came": said once, as this side knows it.
+  const ungranted = new Set(failed.map((f) => f.path));
+  const allFailed = [...done.failed.filter((f) => !ungranted.has(f.path)), ...failed];
   return {
     stats: {
       source,
@@ -215,10 +220,11 @@ export async function fetchOnNode(req: NodeFetchRequest): Promise<NodeFetchResul
       bytesFetched: done.bytesFetched,
       deleted: done.deleted,
       refused,
+      failed: allFailed.length - refused,
       stale: done.stale,
     },
     kept: done.kept,
-    failed: [...done.failed.filter((f) => !failed.some((g) => g.path === f.path)), ...failed],
+    failed: allFailed,
     durationMs: Date.now() - t0,
   };
 }

@@ -9,7 +9,7 @@ import { NodeSessions } from '../node-sessions.js';
 import { pushMany } from '../push.js';
 import { pushWithRsync } from '../rsync.js';
 import type { PushEvent, PushStats } from '../stats.js';
-import { type BucketMount, type BucketStats, type PreparedBucket, fetchBucketMount, prepareBucketMount } from '../bucket/mount.js';
+import { type BucketMount, type BucketProgressEvent, type BucketStats, type PreparedBucket, fetchBucketMount, prepareBucketMount } from '../bucket/mount.js';
 import type { FileMount } from '@skysync/task';
 import type { UploadStats } from '../storage/upload.js';
 import { linkMount, mountPlacements, placedAt, type LocalMount, type Placement } from './mounts.js';
@@ -211,7 +211,13 @@ class TaskSync {
       [...where].map(async ([i, placement]) => {
         const dest = placedAt(m.remote, placement);
         try {
-          const r = await fetchBucketMount(sessions[i]!, dest, prepared, req.deleteMode, req.dryRun);
+          const onProgress = (e: BucketProgressEvent): void =>
+            req.onEvent(
+              { type: 'bucket', objectsDone: e.fetched, objectsTotal: e.objectsWanted, bytesDone: e.bytesFetched, bytesTotal: e.bytesWanted, failed: e.failed, settled: e.settled },
+              i,
+              m.key,
+            );
+          const r = await fetchBucketMount(sessions[i]!, dest, prepared, req.deleteMode, req.dryRun, onProgress);
           reports[i]!.mounts.push({ key: m.key, remote: m.remote, placedAt: dest, stats: r.stats, bucket: r.bucket });
           if (placement === 'link' && !req.dryRun) reports[i]!.error = await linkMount(req.nodes[i]!, m);
         } catch (e) {
