@@ -233,7 +233,9 @@ describe.skipIf(!!skip)('cloud URI file_mounts', () => {
       fs.writeFileSync(path.join(src, 'sub/keep.tmp'), 'kept by a negation\n');
       fs.writeFileSync(path.join(src, 'sub/logs/l.txt'), 'ignored directory\n');
       const file = path.join(work, `copy-${store}.yaml`);
-      fs.writeFileSync(file, ['file_mounts:', '  ~/ds:', `    name: ${bucket}`, `    source: ${src}`, `    store: ${store}`, '    mode: COPY', 'run: "true"', ''].join('\n'));
+      // SkyPilot's persistent (default true) is kept with the bucket skysync created: `storage ls` says it.
+      const persistent = store === 'gcs' ? ['    persistent: false'] : [];
+      fs.writeFileSync(file, ['file_mounts:', '  ~/ds:', `    name: ${bucket}`, `    source: ${src}`, `    store: ${store}`, '    mode: COPY', ...persistent, 'run: "true"', ''].join('\n'));
       const home = path.join(work, `home-copy-${store}`);
       const first = skysync(['push', `local:${home}`, file, '--json']);
       expect(first.stderr).toBe('');
@@ -246,6 +248,8 @@ describe.skipIf(!!skip)('cloud URI file_mounts', () => {
       expect(listed.sort()).toEqual(['.gitignore', 'a.txt', 'sub/.gitignore', 'sub/keep.tmp']);
       expect(fs.readFileSync(path.join(home, 'ds/sub/keep.tmp'), 'utf8')).toBe('kept by a negation\n');
       expect(fs.existsSync(path.join(home, 'ds/x.tmp'))).toBe(false);
+      const created = JSON.parse(skysync(['storage', 'ls', '--json']).stdout) as Array<{ uri: string; persistent: boolean }>;
+      expect(created.find((b) => b.uri.endsWith(`://${bucket}`))).toMatchObject({ persistent: store !== 'gcs' });
 
       const again = skysync(['push', `local:${home}`, file, '--json']);
       expect(again.code).toBe(0);

@@ -21,7 +21,7 @@ export interface StorageMountSpec {
   sources: string[];
   /** `s3`, `gcs`, ... as the task wrote it (lower case); null: `defaultStore`. */
   store: string | null;
-  /** SkyPilot's default is true; the task parser does not carry it yet, so callers pass it in the options. */
+  /** SkyPilot's default is true (absent here: the options', else true). */
   persistent?: boolean;
 }
 
