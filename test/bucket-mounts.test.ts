@@ -235,7 +235,10 @@ describe.skipIf(!!skip)('cloud URI file_mounts', () => {
       const file = path.join(work, `copy-${store}.yaml`);
       // SkyPilot's persistent (default true) is kept with the bucket skysync created: `storage ls` says it.
       const persistent = store === 'gcs' ? ['    persistent: false'] : [];
-      fs.writeFileSync(file, ['file_mounts:', '  ~/ds:', `    name: ${bucket}`, `    source: ${src}`, `    store: ${store}`, '    mode: COPY', ...persistent, 'run: "true"', ''].join('\n'));
+      fs.writeFileSync(
+        file,
+        ['file_mounts:', '  ~/ds:', `    name: ${bucket}`, `    source: ${src}`, `    store: ${store}`, '    mode: COPY', ...persistent, 'run: "true"', ''].join('\n'),
+      );
       const home = path.join(work, `home-copy-${store}`);
       const first = skysync(['push', `local:${home}`, file, '--json']);
       expect(first.stderr).toBe('');

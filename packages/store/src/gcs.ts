@@ -14,7 +14,7 @@ import type { ReadGrant } from './grant.js';
 import type { GrantOptions, ListOptions, ObjectInfo, ObjectPart, ObjectStore, PutOptions, PutResult } from './object-store.js';
 import { MiB, type SendPiece, boundedPieces, partSize, readPieces, totalSize } from './parts.js';
 import { type StoreUri, formatStoreUri } from './uri.js';
-import { mapLimit } from './util.js';
+import { mapLimit, storeTimeoutMs } from './util.js';
 
 export interface GcsStoreOptions {
   /** A GCS-compatible endpoint (`http://127.0.0.1:4443`); default SKYSYNC_GCS_ENDPOINT, then Google's. */
@@ -88,6 +88,9 @@ export class GcsObjectStore implements ObjectStore {
       ...options.storageOptions,
       ...(this.endpoint ? { apiEndpoint: this.endpoint } : {}),
       ...(options.projectId ? { projectId: options.projectId } : {}),
+      // The SDK has no limit by default, so an endpoint that never answers hangs a launch. Its limit is on a whole
+      // request, not on idle time: five times the idle limit, so that a 16 MiB upload on a slow link still fits.
+      timeout: 5 * storeTimeoutMs(),
       // The SDK reads `maxRetries: 0` as "the default" (3): one attempt has to be said as no retries at all.
       retryOptions: (options.maxAttempts ?? 3) <= 1 ? { autoRetry: false } : { maxRetries: (options.maxAttempts ?? 3) - 1 },
     });

@@ -59,17 +59,22 @@ const AGENTS = {
 };
 const REDIRECTS = 5;
 
-function get(url: URL, headers: Record<string, string>, signal: AbortSignal | undefined): Promise<http.IncomingMessage> {
+/** A read with no byte either way for this long is given up (a store that accepts and never answers). */
+const IDLE_MS = 60_000;
+
+function get(url: URL, headers: Record<string, string>, signal: AbortSignal | undefined, idleMs: number): Promise<http.IncomingMessage> {
   const agent = AGENTS[url.protocol as keyof typeof AGENTS];
   if (!agent) return Promise.reject(new Error(`unsupported protocol ${url.protocol}`));
   const lib = url.protocol === 'https:' ? https : http;
   return new Promise((resolve, reject) => {
     const req = lib.get(url, { agent, headers, ...(signal ? { signal } : {}) }, resolve);
     req.on('error', reject);
+    // Idle time on the socket, while waiting for the answer and while reading its body alike.
+    req.setTimeout(idleMs, () => req.destroy(Object.assign(new Error(`no data for ${idleMs / 1000} s`), { code: 'ETIMEDOUT' })));
   });
 }
 
-async function request(grant: ReadGrant, range: FetchRange | undefined, signal: AbortSignal | undefined): Promise<http.IncomingMessage> {
+async function request(grant: ReadGrant, range: FetchRange | undefined, signal: AbortSignal | undefined, idleMs: number): Promise<http.IncomingMessage> {
   if (Date.now() >= grant.expiresAtMs) throw new GrantError('expired', `${describe(grant, range)}: the read grant expired; the client has to issue a new one`);
   const headers: Record<string, string> = { ...grant.headers };
   if (range) headers.range = `bytes=${range.start}-${range.end - 1}`;
@@ -77,7 +82,7 @@ async function request(grant: ReadGrant, range: FetchRange | undefined, signal: 
   let response: http.IncomingMessage;
   for (let hops = 0; ; hops++) {
     try {
-      response = await get(url, headers, signal);
+      response = await get(url, headers, signal, idleMs);
     } catch (error) {
       if ((error as Error).name === 'AbortError') throw error;
       const cause = (error as NodeJS.ErrnoException).code ?? (error as Error).message;
@@ -124,6 +129,8 @@ function check(grant: ReadGrant, response: http.IncomingMessage, range: FetchRan
 export interface FetchOptions {
   range?: FetchRange;
   signal?: AbortSignal;
+  /** Give up after this long without a byte (default 60 s). */
+  idleMs?: number;
 }
 
 /**
@@ -132,7 +139,7 @@ export interface FetchOptions {
  * chunk, so a changed object is refused before anything is written.
  */
 export async function streamObject(grant: ReadGrant, onChunk: (chunk: Uint8Array) => void | Promise<void>, options: FetchOptions = {}): Promise<number> {
-  const response = await request(grant, options.range, options.signal);
+  const response = await request(grant, options.range, options.signal, options.idleMs ?? IDLE_MS);
   let expected: number;
   try {
     expected = check(grant, response, options.range);

@@ -25,7 +25,7 @@ import type { GrantOptions, ListOptions, ObjectInfo, ObjectPart, ObjectStore, Pu
 import { type UploadPart, planS3Parts, readPieces, totalSize } from './parts.js';
 import { PROBE_KEY, type UrlShape, learnShape, presignGet, sameUrl } from './presign.js';
 import { type StoreUri, formatStoreUri } from './uri.js';
-import { mapLimit } from './util.js';
+import { mapLimit, storeTimeoutMs } from './util.js';
 
 export interface S3StoreOptions {
   /** An S3-compatible endpoint; default AWS_ENDPOINT_URL_S3, then AWS_ENDPOINT_URL, then AWS itself. */
@@ -79,6 +79,8 @@ export class S3ObjectStore implements ObjectStore {
       forcePathStyle: options.forcePathStyle ?? this.endpoint !== undefined,
       ...(this.endpoint ? { endpoint: this.endpoint } : {}),
       ...(options.credentials ? { credentials: options.credentials } : {}),
+      // The SDK waits forever for an endpoint that accepts and never answers; an idle socket is an error here.
+      requestHandler: { connectionTimeout: storeTimeoutMs(), socketTimeout: storeTimeoutMs() },
     });
   }
 

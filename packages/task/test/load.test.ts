@@ -141,8 +141,28 @@ describe('valid fixtures', () => {
         mode: 'MOUNT_CACHED',
         persistent: true,
       },
-      { kind: 'storage', key: 'file_mounts./public', dest: '/public', remote: '/public', name: null, sources: ['gs://public-bucket'], store: null, mode: 'MOUNT', persistent: true },
-      { kind: 'storage', key: 'file_mounts./subset', dest: '/subset', remote: '/subset', name: null, sources: ['r2://my-r2-bucket/subset/2024'], store: null, mode: 'COPY', persistent: true },
+      {
+        kind: 'storage',
+        key: 'file_mounts./public',
+        dest: '/public',
+        remote: '/public',
+        name: null,
+        sources: ['gs://public-bucket'],
+        store: null,
+        mode: 'MOUNT',
+        persistent: true,
+      },
+      {
+        kind: 'storage',
+        key: 'file_mounts./subset',
+        dest: '/subset',
+        remote: '/subset',
+        name: null,
+        sources: ['r2://my-r2-bucket/subset/2024'],
+        store: null,
+        mode: 'COPY',
+        persistent: true,
+      },
     ]);
     // SkyPilot's rclone tuning block is accepted and reported as unused.
     expect(t.ignoredKeys).toEqual(['file_mounts./checkpoints.config']);

@@ -36,6 +36,8 @@ export interface FetchJob {
 export interface FetchEvents {
   placed(path: string, record: PlacedObject, bytes: number): void;
   failed(path: string, error: string, job: FetchJob): void;
+  /** True: take no more jobs (those under way finish). */
+  stopped?(): boolean;
 }
 
 /** Runs `work` with at most `n` calls in flight. */
@@ -69,6 +71,7 @@ export async function fetchAll(guard: RootGuard, jobs: AsyncIterable<FetchJob> |
   // Workers share one iterator; an async generator answers concurrent next() calls in order.
   const worker = async (): Promise<void> => {
     for (;;) {
+      if (events.stopped?.()) return;
       const next = await source.next();
       if (next.done) return;
       const job = next.value;

@@ -26,26 +26,115 @@ import { acquireLock } from '../lock.js';
 import { manifestPath } from '../manifest.js';
 import { type FetchEvents, type FetchJob, fetchAll, guardPath } from './fetch.js';
 import { ListingSorter } from './keys.js';
-import { type BucketState, loadBucketState, saveBucketState, standsAsPlaced } from './state.js';
+import { type BucketState, type MountKind, loadBucketState, saveBucketState, standsAsPlaced } from './state.js';
 
 export async function serveBucket(conn: Connection, begin: BucketBegin, ctx: AgentContext): Promise<void> {
   const dest = resolveRemotePath(ctx.home, begin.dest);
   const stateBase = manifestPath(ctx.home, dest).replace(/\.manifest$/, '');
+  const stateFile = `${stateBase}.bucket`;
   const lock = await acquireLock(`${stateBase}.lock`, dest);
   try {
+    const kind = begin.file ? 'object' : 'prefix';
+    const last = await loadBucketState(stateFile, ctx.log);
+    trace('agent: bucket state loaded');
+    const state = await makeWay(dest, begin.dest, kind, last, begin.dryRun);
     const dir = begin.file ? path.dirname(dest) : dest;
-    await fsp.mkdir(dir, { recursive: true });
+    await makeDir(dir, begin.file ? null : begin.dest, begin.dest);
     const root = await fsp.realpath(dir);
-    if (!(await fsp.stat(root)).isDirectory()) throw new ProtocolError(`${dir} is not a directory on the remote`);
+    if (!(await fsp.stat(root)).isDirectory()) throw new Error(notADirectory(begin.file ? null : begin.dest, begin.dest));
     const guard = new RootGuard(root);
     try {
       if (lock.tookOver) sweepDeadLeftovers(guard, { recursive: !begin.file, onError: (rel, e) => ctx.log(`could not remove ${rel}: ${e.message}`) });
-      await new BucketFetch(conn, begin, ctx, guard, `${stateBase}.bucket`, begin.file ? path.basename(dest) : null).run(begin.file ? path.join(root, path.basename(dest)) : root);
+      const fetch = new BucketFetch(conn, begin, guard, stateFile, state, kind, begin.file ? path.basename(dest) : null);
+      await fetch.run(begin.file ? path.join(root, path.basename(dest)) : root);
     } finally {
       guard.close();
     }
   } finally {
     await lock.release();
+  }
+}
+
+function notADirectory(dest: string | null, shown: string): string {
+  return dest !== null
+    ? `${dest} is a file on the node, not a directory; remove it or mount the bucket elsewhere`
+    : `a parent directory of ${shown} is a file on the node; remove it or mount elsewhere`;
+}
+
+/** Makes `dir` and its parents; `dest`: the destination itself when `dir` is it (a prefix mount), for messages. */
+async function makeDir(dir: string, dest: string | null, shown: string): Promise<void> {
+  try {
+    await fsp.mkdir(dir, { recursive: true });
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST' || code === 'ENOTDIR') throw new Error(notADirectory(code === 'EEXIST' ? dest : null, shown));
+    throw e;
+  }
+}
+
+/**
+ * The destination as this kind of mount needs it, when an earlier fetch placed the other kind there (the URI's
+ * path was an object and is a prefix now, or the other way): what that fetch placed and still stands as placed is
+ * removed first. Anything else in the way (a file or directory skysync did not place, or one a job changed) is an
+ * error, and nothing is touched. Returns the placed objects to compare with (none after a change of kind).
+ */
+async function makeWay(dest: string, shown: string, kind: 'object' | 'prefix', last: { objects: BucketState; kind: MountKind }, dryRun: boolean): Promise<BucketState> {
+  const changed = last.kind !== null && last.kind !== kind;
+  const st = await fsp.lstat(dest).catch(() => undefined);
+  const blocked = (kind === 'prefix' && st && !st.isDirectory() && !st.isSymbolicLink()) || (kind === 'object' && st?.isDirectory());
+  // A dry run changes nothing, so it cannot show what would come after clearing the way: it says so.
+  if (blocked && dryRun && changed)
+    throw new Error(
+      `${shown}: what an earlier fetch placed there is to be replaced (the bucket has ${kind === 'object' ? 'an object' : 'a directory'} there now); run without --dry-run`,
+    );
+  if (kind === 'prefix' && st && !st.isDirectory() && !st.isSymbolicLink()) {
+    const placed = last.kind === 'object' ? last.objects.get(path.basename(dest)) : undefined;
+    if (!placed || !standsAsPlaced(st, placed)) throw new Error(notADirectory(shown, shown));
+    await fsp.unlink(dest);
+  } else if (kind === 'object' && st?.isDirectory()) {
+    if (last.kind === 'prefix') removePlaced(dest, last.objects);
+    try {
+      if (dryRun) throw new Error('a dry run removes nothing');
+      await fsp.rmdir(dest);
+    } catch {
+      throw new Error(`${shown} is a directory on the node${last.kind === 'prefix' ? ' holding files skysync did not place' : ''}; move it away or mount the object elsewhere`);
+    }
+  }
+  return changed ? new Map() : last.objects;
+}
+
+/** Removes the files of `objects` below `dir` that still stand as placed, and the directories that leaves empty. */
+function removePlaced(dir: string, objects: BucketState): void {
+  const guard = new RootGuard(dir);
+  try {
+    const emptied = new Set<string>();
+    for (const [p, placed] of objects) {
+      try {
+        if (!standsAsPlaced(guard.lstat(guardPath(p)), placed)) continue;
+        guard.unlink(guardPath(p));
+        emptied.add(parentOf(p));
+      } catch {
+        // A parent that is a symlink or a file now: not ours to touch.
+      }
+    }
+    removeEmptyDirs(guard, emptied);
+  } finally {
+    guard.close();
+  }
+}
+
+/** Directories a deletion emptied, up to the guard's root (one still holding anything stays). */
+function removeEmptyDirs(guard: RootGuard, dirs: Set<string>): void {
+  const deepestFirst = [...dirs].sort((a, b) => b.length - a.length);
+  for (let d of deepestFirst) {
+    while (d !== '') {
+      try {
+        guard.rmdir(guardPath(d));
+      } catch {
+        break;
+      }
+      d = parentOf(d);
+    }
   }
 }
 
@@ -69,6 +158,11 @@ class JobQueue implements AsyncIterable<FetchJob> {
     for (const w of this.waiting.splice(0)) w({ value: undefined, done: true });
   }
 
+  /** The jobs no worker took (fetching stopped early). */
+  drain(): FetchJob[] {
+    return this.items.splice(0);
+  }
+
   [Symbol.asyncIterator](): AsyncIterator<FetchJob> {
     return {
       next: () => {
@@ -88,7 +182,6 @@ function inTheWay(error: string): boolean {
 
 class BucketFetch {
   private readonly done: BucketDone = { fetched: 0, skipped: 0, bytesFetched: 0, deleted: 0, kept: [], failed: [], stale: 0 };
-  private state: BucketState = new Map();
   private readonly sorter = new ListingSorter();
   /** Paths asked for whose grants have not come yet. */
   private readonly wanted = new Set<string>();
@@ -100,16 +193,18 @@ class BucketFetch {
   constructor(
     private readonly conn: Connection,
     private readonly begin: BucketBegin,
-    private readonly ctx: AgentContext,
     private readonly guard: RootGuard,
     private readonly stateFile: string,
+    private readonly state: BucketState,
+    private readonly kind: 'object' | 'prefix',
     /** An object mount: the one object's name in its directory. */
     private readonly onlyName: string | null,
   ) {}
 
+  /** Why fetching stopped before the end (a full disk): every object after is not tried. */
+  private stoppedBy: string | null = null;
+
   async run(shownDest: string): Promise<void> {
-    this.state = await loadBucketState(this.stateFile, this.ctx.log);
-    trace('agent: bucket state loaded');
     const events: FetchEvents = {
       placed: (p, record, bytes) => {
         this.state.set(p, record);
@@ -119,7 +214,10 @@ class BucketFetch {
       failed: (p, error, job) => {
         if (inTheWay(error)) this.blocked.push(job);
         else this.fail(p, error);
+        // A full disk fails every object after this one too: stop, and say it once per object, unfetched.
+        if (/\b(ENOSPC|EDQUOT)\b/.test(error)) this.stoppedBy ??= error.match(/\b(ENOSPC|EDQUOT)\b/)![1]!;
       },
+      stopped: () => this.stoppedBy !== null,
     };
     const fetching = this.begin.dryRun ? Promise.resolve() : fetchAll(this.guard, this.jobs, events);
     const progress = this.begin.progress && !this.begin.dryRun ? setInterval(() => void this.sendProgress(), PROGRESS_MS) : null;
@@ -132,6 +230,7 @@ class BucketFetch {
         await fetching;
       }
       trace('agent: bucket fetched');
+      for (const job of this.jobs.drain()) this.fail(job.path, `not fetched: the disk filled up (${this.stoppedBy})`);
       // The client could not grant these (gone from the bucket meanwhile, say): they stay as they are.
       for (const p of this.wanted) this.fail(p, 'no read grant came for it');
       // A refused key keeps whatever an earlier fetch placed under its name: the bucket still has it.
@@ -146,7 +245,7 @@ class BucketFetch {
       if (progress) clearInterval(progress);
       // What was placed is recorded even when the fetch failed part way (a full disk, a lost connection): the next
       // fetch skips it and may delete it, as for any placed file.
-      if (!this.begin.dryRun) await saveBucketState(this.stateFile, this.state);
+      if (!this.begin.dryRun) await saveBucketState(this.stateFile, this.state, this.kind);
       trace('agent: bucket state saved');
     }
     await this.conn.sendJson(Frame.Done, this.done);
@@ -267,21 +366,6 @@ class BucketFetch {
         this.fail(p, `could not remove it: ${(e as Error).message}`);
       }
     }
-    this.removeEmptyDirs(removedDirs);
-  }
-
-  /** Directories a deletion emptied, up to the destination (one a job still uses is not empty and stays). */
-  private removeEmptyDirs(dirs: Set<string>): void {
-    const deepestFirst = [...dirs].sort((a, b) => b.length - a.length);
-    for (let d of deepestFirst) {
-      while (d !== '') {
-        try {
-          this.guard.rmdir(guardPath(d));
-        } catch {
-          break;
-        }
-        d = parentOf(d);
-      }
-    }
+    removeEmptyDirs(this.guard, removedDirs);
   }
 }

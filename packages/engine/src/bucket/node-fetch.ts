@@ -19,7 +19,7 @@ import {
 } from '@skysync/protocol';
 import { type Session, nextFrame } from '../session.js';
 import type { GrantMaker } from './grants.js';
-import type { BucketListing } from './listing.js';
+import type { BucketListing, ListedObject } from './listing.js';
 
 /** Batches stay far below the protocol's 16 MiB frame limit, whatever the keys' lengths. */
 const BATCH_BYTES = 4 * 1024 * 1024;
@@ -141,29 +141,35 @@ export async function fetchOnNode(req: NodeFetchRequest): Promise<NodeFetchResul
   // frame) before it deletes anything, and is what this fetch reports.
   let listingError: unknown = null;
   const sending = (async () => {
-    try {
-      let sent = false;
-      for await (const page of listing.pages()) {
-        listed += page.length;
-        const objects = page.map((o) => ({ path: o.path, size: o.info.size, version: o.info.etag }));
-        // Every page but the last says more: the end is known only when the listing is.
-        await sendBatches(
-          session,
-          Frame.BucketObjects,
-          objects,
-          (o) => o.path.length * 6 + 64,
-          (batch, more) => ({ objects: batch, more }) satisfies BucketObjects,
-          true,
-        );
-        sent = true;
+    const pages = listing.pages()[Symbol.asyncIterator]();
+    for (;;) {
+      let page: IteratorResult<ListedObject[]>;
+      try {
+        page = await pages.next();
+      } catch (e) {
+        listingError = e;
+        await session.conn.sendJson(Frame.Error, { message: `the listing of ${source} failed`, code: 'listing' }).catch(() => {});
+        return;
       }
-      await session.conn.sendJson(Frame.BucketObjects, { objects: [], more: false } satisfies BucketObjects);
-      if (!sent) trace(`bucket ${source}: empty listing sent`);
-      trace(`bucket ${source}: listing sent (${listed})`);
-    } catch (e) {
-      listingError = e;
-      await session.conn.sendJson(Frame.Error, { message: `the listing of ${source} failed`, code: 'listing' }).catch(() => {});
+      const objects = (page.done ? [] : page.value).map((o) => ({ path: o.path, size: o.info.size, version: o.info.etag }));
+      listed += objects.length;
+      // Every page but the last says more: the end is known only when the listing is. A write that fails (the
+      // agent ended the operation) is said by the agent's own error, read below.
+      const more = !page.done;
+      const sent = await sendBatches(
+        session,
+        Frame.BucketObjects,
+        objects,
+        (o) => o.path.length * 6 + 64,
+        (batch, m) => ({ objects: batch, more: m }) satisfies BucketObjects,
+        more,
+      ).then(
+        () => true,
+        () => false,
+      );
+      if (!sent || page.done) break;
     }
+    trace(`bucket ${source}: listing sent (${listed})`);
   })();
 
   const failed: FileFailure[] = [];

@@ -219,7 +219,8 @@ class TaskSync {
             );
           const r = await fetchBucketMount(sessions[i]!, dest, prepared, req.deleteMode, req.dryRun, onProgress);
           reports[i]!.mounts.push({ key: m.key, remote: m.remote, placedAt: dest, stats: r.stats, bucket: r.bucket });
-          if (placement === 'link' && !req.dryRun) reports[i]!.error = await linkMount(req.nodes[i]!, m);
+          if (r.error) reports[i]!.error = `${m.key}: ${r.error}`;
+          else if (placement === 'link' && !req.dryRun) reports[i]!.error = await linkMount(req.nodes[i]!, m);
         } catch (e) {
           reports[i]!.error = `${m.key}: ${(e as Error).message}`;
         }
