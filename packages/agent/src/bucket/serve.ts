@@ -224,6 +224,10 @@ class BucketFetch {
     try {
       try {
         await this.frames(shownDest);
+      } catch (e) {
+        // The operation is over (the client's error, a bad frame): what is under way finishes, nothing new starts.
+        this.jobs.drain();
+        throw e;
       } finally {
         // Whatever ended the frames (the last grant, a broken connection), the workers finish what they hold.
         this.jobs.close();

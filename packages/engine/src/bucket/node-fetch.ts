@@ -205,7 +205,9 @@ export async function fetchOnNode(req: NodeFetchRequest): Promise<NodeFetchResul
       }
     }
   } catch (e) {
-    await sending;
+    // Not waiting for the listing to end: the node is done with this operation (its error says why, or the
+    // listing's own failure, which ended it).
+    sending.catch(() => {});
     throw listingError ?? e;
   }
   await sending;
