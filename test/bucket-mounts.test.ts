@@ -152,6 +152,10 @@ describe.skipIf(!!skip)('cloud URI file_mounts', () => {
       stats = mountsOf(again.stdout);
       expect(stats.get('~/mnt/data')).toMatchObject({ fetched: 0, skipped: 4, bytesFetched: 0 });
       expect(stats.get('~/mnt/m.bin')).toMatchObject({ fetched: 0, skipped: 1 });
+      // Without --json: a line per mount of what the node did.
+      const said = skysync(['push', `local:${home}`, file]);
+      expect(said.code).toBe(0);
+      expect(said.stderr).toContain(`file_mounts.~/mnt/data -> ~/mnt/data: 4 objects listed, 0 fetched (0 B from ${bucketUri(store, 'data')}), 4 unchanged, 0 deleted (`);
 
       // Same size, new bytes: fetched (`aws s3 sync` keeps the stale file). A job changes c.txt and adds a file;
       // then b.txt and c.txt leave the bucket: b.txt goes, the job's c.txt and its own file stay.
@@ -229,7 +233,12 @@ describe.skipIf(!!skip)('cloud URI file_mounts', () => {
       fs.writeFileSync(path.join(src, 'sub/keep.tmp'), 'kept by a negation\n');
       fs.writeFileSync(path.join(src, 'sub/logs/l.txt'), 'ignored directory\n');
       const file = path.join(work, `copy-${store}.yaml`);
-      fs.writeFileSync(file, ['file_mounts:', '  ~/ds:', `    name: ${bucket}`, `    source: ${src}`, `    store: ${store}`, '    mode: COPY', 'run: "true"', ''].join('\n'));
+      // SkyPilot's persistent (default true) is kept with the bucket skysync created: `storage ls` says it.
+      const persistent = store === 'gcs' ? ['    persistent: false'] : [];
+      fs.writeFileSync(
+        file,
+        ['file_mounts:', '  ~/ds:', `    name: ${bucket}`, `    source: ${src}`, `    store: ${store}`, '    mode: COPY', ...persistent, 'run: "true"', ''].join('\n'),
+      );
       const home = path.join(work, `home-copy-${store}`);
       const first = skysync(['push', `local:${home}`, file, '--json']);
       expect(first.stderr).toBe('');
@@ -242,6 +251,8 @@ describe.skipIf(!!skip)('cloud URI file_mounts', () => {
       expect(listed.sort()).toEqual(['.gitignore', 'a.txt', 'sub/.gitignore', 'sub/keep.tmp']);
       expect(fs.readFileSync(path.join(home, 'ds/sub/keep.tmp'), 'utf8')).toBe('kept by a negation\n');
       expect(fs.existsSync(path.join(home, 'ds/x.tmp'))).toBe(false);
+      const created = JSON.parse(skysync(['storage', 'ls', '--json']).stdout) as Array<{ uri: string; persistent: boolean }>;
+      expect(created.find((b) => b.uri.endsWith(`://${bucket}`))).toMatchObject({ persistent: store !== 'gcs' });
 
       const again = skysync(['push', `local:${home}`, file, '--json']);
       expect(again.code).toBe(0);

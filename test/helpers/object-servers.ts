@@ -123,12 +123,17 @@ async function stopProcess(child: ChildProcess): Promise<void> {
   clearTimeout(timer);
 }
 
-export async function startS3Server(): Promise<S3Server> {
+/**
+ * `checkCredentialsAfter`: moto answers this many requests whatever their credentials (to set buckets up), then
+ * checks every request's access key against its IAM users: a client with any other key is refused (HTTP 403).
+ */
+export async function startS3Server(options: { checkCredentialsAfter?: number } = {}): Promise<S3Server> {
   const port = await freePort();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'skysync-moto-'));
   const recordingFile = path.join(dir, 'recording.jsonl');
   // Nothing from the caller's AWS setup may leak into the server (it accepts any credentials anyway).
-  const env = { PATH: process.env.PATH, HOME: dir, MOTO_RECORDER_FILEPATH: recordingFile };
+  const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: dir, MOTO_RECORDER_FILEPATH: recordingFile };
+  if (options.checkCredentialsAfter !== undefined) env.INITIAL_NO_AUTH_ACTION_COUNT = String(options.checkCredentialsAfter);
   const { child, log } = startProcess(motoBinary(), ['-H', '127.0.0.1', '-p', String(port)], env);
   const endpoint = `http://127.0.0.1:${port}`;
   await waitForHttp(`${endpoint}/moto-api/`, child, log);

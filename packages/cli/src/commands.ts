@@ -7,6 +7,7 @@ import path from 'node:path';
 import type { Command } from 'commander';
 import type { NativeAddon } from '@skysync/chunking';
 import {
+  type BucketStats,
   checkSource,
   nodeAddress,
   resolveNodes,
@@ -28,7 +29,7 @@ import type { Task } from '@skysync/task';
 import type { Target } from '@skysync/transport';
 import { barrier } from './fuse-commands.js';
 import { EXIT, UsageError } from './exit-codes.js';
-import { compactLine, plural, summaryLines } from './output.js';
+import { bucketLine, compactLine, plural, summaryLines } from './output.js';
 import { sayOnce } from './notes.js';
 import { showBoard, stderrBoard } from './progress.js';
 import { startDetachedCommand } from './jobs-commands.js';
@@ -132,6 +133,10 @@ function progressReporter(nodes: Target[], flags: SyncFlags, print: (l: string) 
       print(`${what}: scanned ${plural(e.files, 'file')}; ${plural(e.changes, 'entry', 'entries')} changed`);
     } else if (e.type === 'progress' && node !== undefined) {
       board.bytes(`${node} ${what}`, labelOf(node, what), e.bytesLiteral, e.bytesPlanned);
+    } else if (e.type === 'bucket' && node !== undefined && e.objectsTotal > 0) {
+      // While the bucket is still being listed the totals grow: "+" says so.
+      const noun = `objects${e.settled ? '' : '+'}`;
+      board.bytes(`${node} ${what}`, labelOf(node, what), e.bytesDone, e.bytesTotal, { done: e.objectsDone, total: e.objectsTotal, noun });
     }
   };
   return {
@@ -172,9 +177,9 @@ function reportSync(reports: NodeReport[], flags: SyncFlags, print: (l: string) 
   const many = reports.length > 1;
   for (const r of reports) {
     const who = many ? `${r.node}: ` : '';
-    const parts: Array<{ label: string; s: PushStats; at: string }> = [
+    const parts: Array<{ label: string; s: PushStats; at: string; bucket?: BucketStats }> = [
       ...(r.workdir ? [{ label: 'workdir', s: r.workdir, at: flags.dest }] : []),
-      ...r.mounts.filter((m) => !m.fuse).map((m) => ({ label: `${m.key} -> ${m.placedAt}`, s: m.stats, at: m.placedAt })),
+      ...r.mounts.filter((m) => !m.fuse).map((m) => ({ label: `${m.key} -> ${m.placedAt}`, s: m.stats, at: m.placedAt, ...(m.bucket ? { bucket: m.bucket } : {}) })),
     ];
     if (!flags.json && !flags.quiet) {
       for (const m of r.mounts) if (m.fuse) print(`${who}${m.key}: ${m.fuse.source} ${m.fuse.how === 'kept' ? 'still mounted' : m.fuse.how} at ${m.placedAt} (${m.fuse.mode})`);
@@ -189,10 +194,10 @@ function reportSync(reports: NodeReport[], flags: SyncFlags, print: (l: string) 
     }
     if (r.error) print(`${who}error: ${explainRemoteError(r.node, r.error)}`);
     if (flags.json || flags.quiet) continue;
-    if (!many && parts.length === 1 && !compact) {
+    if (!many && parts.length === 1 && !compact && !parts[0]!.bucket) {
       for (const l of summaryLines(parts[0]!.s)) print(l);
     } else {
-      for (const { label, s } of parts) print(`${who}${compactLine(label, s)}`);
+      for (const { label, s, bucket } of parts) print(`${who}${bucket ? bucketLine(label, s, bucket) : compactLine(label, s)}`);
     }
   }
 }

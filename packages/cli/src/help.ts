@@ -21,6 +21,7 @@ const ENV_HELP: Record<string, string> = {
   SKYSYNC_AGENT_IDLE_TIMEOUT: 'seconds an agent may leave our bytes unread before the command gives up (default 600; 0: never)',
   SKYSYNC_STATE_DIR: "skysync's local state (default ~/.cache/skysync)",
   SKYSYNC_GCS_ENDPOINT: "a GCS-compatible endpoint instead of Google's (AWS_ENDPOINT_URL does it for S3)",
+  SKYSYNC_STORE_TIMEOUT: 'seconds a request to S3 or GCS may go without an answer before it is retried or fails (default 60)',
   SKYSYNC_TRACE: "1: each phase's timings on stderr",
 };
 
@@ -33,6 +34,8 @@ const SYNCING = [
   'SKYSYNC_RELAY',
   'SKYSYNC_RELAY_ADDRESSES',
   'SKYSYNC_STATE_DIR',
+  'SKYSYNC_GCS_ENDPOINT',
+  'SKYSYNC_STORE_TIMEOUT',
   'SKYSYNC_TRACE',
 ];
 
@@ -47,7 +50,7 @@ const COMMAND_ENV: Record<string, string[]> = {
   logs: CONNECTING,
   cancel: CONNECTING,
   'storage ls': ['SKYSYNC_STATE_DIR'],
-  'storage delete': ['SKYSYNC_STATE_DIR', 'SKYSYNC_GCS_ENDPOINT'],
+  'storage delete': ['SKYSYNC_STATE_DIR', 'SKYSYNC_GCS_ENDPOINT', 'SKYSYNC_STORE_TIMEOUT'],
 };
 
 const EXIT_OK = '0 success';

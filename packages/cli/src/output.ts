@@ -1,4 +1,4 @@
-import type { SyncSummary } from '@skysync/engine';
+import type { BucketStats, SyncSummary } from '@skysync/engine';
 
 // Human output: progress on a TTY (stderr), plain lines otherwise, and a closing summary like rsync's --stats.
 
@@ -74,4 +74,14 @@ export function compactLine(label: string, s: Summarized & { bytesRelay?: number
 
 function secs(s: SyncSummary): string {
   return (s.durationMs / 1000).toFixed(2);
+}
+
+/** One line for a bucket mount on a node: what the node fetched from the store itself (nothing crossed this link). */
+export function bucketLine(label: string, s: Summarized, b: BucketStats): string {
+  const dry = !!s.dryRun;
+  const extra = [b.failed && !dry ? `${b.failed} failed` : '', b.refused ? `${b.refused} refused` : '', b.stale ? `${b.stale} left (--no-delete)` : ''].filter(Boolean);
+  return (
+    `${label}: ${dry ? 'dry run, ' : ''}${plural(b.objectsListed, 'object')} listed, ${b.fetched} ${dry ? 'would be fetched' : 'fetched'} ` +
+    `(${formatBytes(b.bytesFetched)} from ${b.source}), ${b.skipped} unchanged, ${b.deleted} deleted${extra.length ? `, ${extra.join(', ')}` : ''} (${secs(s)} s)`
+  );
 }

@@ -24,8 +24,10 @@ interface Row {
   status: string;
   done: number;
   total: number;
-  /** The first byte count, and when: the rate is measured from there. */
-  start: { at: number; done: number } | null;
+  /** Items beside the bytes (a bucket's objects), when the row counts them. */
+  items: { done: number; total: number; noun: string } | null;
+  /** The first byte (and item) count, and when: the rates are measured from there. */
+  start: { at: number; done: number; items: number } | null;
   /** A log line is written only for a row that moved since the last one. */
   logged: number;
 }
@@ -79,13 +81,15 @@ export class ProgressBoard {
     this.tick();
   }
 
-  bytes(key: string, label: string, done: number, total: number): void {
+  /** Byte progress; `items`: a count shown beside it ("12 / 3004 objects"). */
+  bytes(key: string, label: string, done: number, total: number, items?: { done: number; total: number; noun: string }): void {
     const r = this.row(key, label);
     const now = this.now();
-    r.start ??= { at: now, done };
+    r.start ??= { at: now, done, items: items?.done ?? 0 };
     r.done = done;
     r.total = Math.max(total, done);
     r.status = '';
+    if (items) r.items = items;
     this.tick();
   }
 
@@ -108,15 +112,19 @@ export class ProgressBoard {
     const pct = r.total ? Math.min(100, Math.floor((r.done / r.total) * 100)) : 100;
     const secs = r.start ? (this.now() - r.start.at) / 1000 : 0;
     const rate = secs > 0.2 ? (r.done - r.start!.done) / secs : 0;
-    const eta = rate > 0 ? formatDuration((r.total - r.done) / rate) : '--:--';
+    // Many small items (a bucket's objects) take longer than their bytes say: the slower of the two estimates.
+    const itemRate = r.items && secs > 0.2 ? (r.items.done - r.start!.items) / secs : 0;
+    const left = Math.max(rate > 0 ? (r.total - r.done) / rate : 0, itemRate > 0 ? (r.items!.total - r.items!.done) / itemRate : 0);
+    const eta = rate > 0 ? formatDuration(left) : '--:--';
     const rateText = rate > 0 ? `${formatBytes(rate)}/s` : '-';
-    return `${r.label}  ${formatBytes(r.done)} / ${formatBytes(r.total)}  ${String(pct).padStart(3)}%  ${rateText}  ETA ${eta}`;
+    const items = r.items ? `  ${r.items.done} / ${r.items.total} ${r.items.noun}` : '';
+    return `${r.label}  ${formatBytes(r.done)} / ${formatBytes(r.total)}  ${String(pct).padStart(3)}%  ${rateText}  ETA ${eta}${items}`;
   }
 
   private row(key: string, label: string): Row {
     let r = this.rows.get(key);
     if (!r) {
-      r = { label, status: '', done: 0, total: 0, start: null, logged: -1 };
+      r = { label, status: '', done: 0, total: 0, items: null, start: null, logged: -1 };
       this.rows.set(key, r);
     }
     return r;

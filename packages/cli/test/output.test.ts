@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { compactLine, plural, speedup, summaryLines, type Summarized } from '../src/output.js';
+import { bucketLine, compactLine, plural, speedup, summaryLines, type Summarized } from '../src/output.js';
 import { sayOnce } from '../src/notes.js';
 
 const base: Summarized = {
@@ -50,6 +50,19 @@ describe('summary', () => {
 
   it('every summary line fits 80 columns for ordinary sizes', () => {
     for (const l of summaryLines({ ...base, filesChanged: 1, chunksReused: 9, bytesWire: 1000, failed: [] })) expect(l.length).toBeLessThanOrEqual(80);
+  });
+});
+
+describe('bucket mounts', () => {
+  const bucket = { source: 's3://b/data', objectsListed: 3004, fetched: 2, skipped: 2998, bytesFetched: 3 << 20, deleted: 1, refused: 0, failed: 0, stale: 0 };
+  it('say what the node fetched from the store, not literal or wire bytes (none crossed this link)', () => {
+    expect(bucketLine('file_mounts.~/data -> ~/data', { ...base, transport: 'bucket' }, bucket)).toBe(
+      'file_mounts.~/data -> ~/data: 3004 objects listed, 2 fetched (3.00 MiB from s3://b/data), 2998 unchanged, 1 deleted (1.23 s)',
+    );
+    expect(bucketLine('m', { ...base, dryRun: true }, { ...bucket, failed: 1, refused: 2, stale: 3 })).toBe(
+      'm: dry run, 3004 objects listed, 2 would be fetched (3.00 MiB from s3://b/data), 2998 unchanged, 1 deleted, 2 refused, 3 left (--no-delete) (1.23 s)',
+    );
+    expect(bucketLine('m', base, { ...bucket, objectsListed: 1, failed: 1 })).toMatch(/^m: 1 object listed, .*, 1 failed \(/);
   });
 });
 

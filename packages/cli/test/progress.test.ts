@@ -53,6 +53,18 @@ describe('progress board', () => {
     expect(renderScreen(out.text, 80).lines).toEqual(['warning: something to say while the board is up']);
   });
 
+  it("counts a bucket's objects beside its bytes, and the ETA waits for the objects when they are the slower part", () => {
+    const clock = fakeClock();
+    const out = sink(120);
+    const board = new ProgressBoard(out, 'tty', { now: clock.now, redrawMs: 0 });
+    const MiB = 1 << 20;
+    board.bytes('0 m', 'file_mounts.~/data', 0, 100 * MiB, { done: 0, total: 1000, noun: 'objects+' });
+    clock.advance(1000);
+    // 90% of the bytes in 1 s (one large object), 10 of 1000 objects: 99 s of objects left, not 0.1 s of bytes.
+    board.bytes('0 m', 'file_mounts.~/data', 90 * MiB, 100 * MiB, { done: 10, total: 1000, noun: 'objects' });
+    expect(renderScreen(out.text, 120).lines).toEqual(['file_mounts.~/data  90.0 MiB / 100.0 MiB   90%  90.0 MiB/s  ETA 1:39  10 / 1000 objects']);
+  });
+
   it('redraws fewer rows without leaving the old ones behind', () => {
     const clock = fakeClock();
     const out = sink(80);

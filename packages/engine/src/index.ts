@@ -13,6 +13,7 @@ export { openSession, type Session } from './session.js';
 export { askWatch, stopWatch, watchPersistSeconds, watchSocketPath, watchStatus, type WatchAnswer } from './watch.js';
 export { checkHostKnown, resolveNodes, nodeAddress, taskNodes, type NodeSelection, type TargetOptions } from './cluster/nodes.js';
 export { syncNodes, type SyncRequest, type SyncSource, type NodeReport, type MountReport, type LocalMount } from './cluster/sync-task.js';
+export type { BucketStats } from './bucket/mount.js';
 export { taskSources, type TaskSources } from './cluster/sources.js';
 export { runOnNodes, pipeLines, nodeEnv, skypilotEnv, taskId, type RunRequest, type JobIdentity } from './cluster/run-nodes.js';
 export { compressLevel } from '@skysync/transfer';

@@ -1,6 +1,6 @@
 // Opening a protocol session with an agent: magic, hello both ways, version check.
 
-import { Connection, Frame, type Begin, type Compression, type Hello, checkHello, makeHello, ProtocolError } from '@skysync/protocol';
+import { Connection, Frame, type Begin, type Compression, type FrameMessage, type Hello, checkHello, makeHello, ProtocolError, remoteError } from '@skysync/protocol';
 import type { AgentChannel, Target } from '@skysync/transport';
 
 export const CLIENT_VERSION = '0.1.0';
@@ -61,13 +61,29 @@ export async function openSession(target: Target, compression: Compression[], be
   };
 }
 
+/** The next frame, whatever its type; the agent's error frame, or its early exit, as a readable error. */
+export async function nextFrame(s: Session, what: string): Promise<FrameMessage> {
+  try {
+    const f = await s.conn.next();
+    if (!f) throw new ProtocolError('connection closed');
+    if (f.type === Frame.Error) throw remoteError(f.payload);
+    return f;
+  } catch (e) {
+    throw agentFailure(s, what, e as Error);
+  }
+}
+
+function agentFailure(s: Session, what: string, e: Error): ProtocolError {
+  const said = s.channel.stderr().trim().split('\n').slice(-3).join(' | ');
+  const msg = e.message;
+  return new ProtocolError(`${what}: ${msg}${said && !msg.includes(said) ? ` (agent said: ${said})` : ''}`);
+}
+
 /** Waits for the next frame of `type`, turning an early exit of the agent into a readable error. */
 export async function expectFrame(s: Session, type: number, what: string, onNotice?: (payload: Buffer) => void) {
   try {
     return await s.conn.expect(type, onNotice);
   } catch (e) {
-    const said = s.channel.stderr().trim().split('\n').slice(-3).join(' | ');
-    const msg = (e as Error).message;
-    throw new ProtocolError(`${what}: ${msg}${said && !msg.includes(said) ? ` (agent said: ${said})` : ''}`);
+    throw agentFailure(s, what, e as Error);
   }
 }

@@ -10,6 +10,9 @@ export type PushEvent =
    * an upper bound: a file counts its size until its chunks are planned).
    */
   | { type: 'progress'; bytesLiteral: number; bytesPlanned: number; bytesWire: number; filesSent: number; filesTotal: number }
+  /** A bucket mount on one node (at most every few hundred ms): objects and bytes the node fetched of those it
+   * asked for so far (the totals grow while the bucket is still being listed, until `settled`). */
+  | { type: 'bucket'; objectsDone: number; objectsTotal: number; bytesDone: number; bytesTotal: number; failed: number; settled: boolean }
   | { type: 'warning'; message: string }
   /** A node's agent waits (for another push to the same destination): a line for the user, once. */
   | { type: 'notice'; message: string }

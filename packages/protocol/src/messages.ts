@@ -134,6 +134,8 @@ const bucketBegin = object({
   file: optional(boolean()),
   deleteMode,
   dryRun: boolean(),
+  /** Send `bucket-progress` frames while fetching. */
+  progress: optional(boolean()),
 });
 export type BucketBegin = Infer<typeof bucketBegin>;
 
@@ -246,6 +248,8 @@ export const BucketWant = message(
     fetch: array(string()),
     /** Keys that cannot be files here, each with why; never written. */
     refused: array(fileFailure),
+    /** More wants follow (the listing has not ended, or objects of it are not settled yet). */
+    more: boolean(),
   }),
 );
 export type BucketWant = Infer<typeof BucketWant>;
@@ -272,6 +276,10 @@ export const BucketGrants = message(
   }),
 );
 export type BucketGrants = Infer<typeof BucketGrants>;
+
+/** While objects come down, when the begin asked: totals so far on this node. */
+export const BucketProgress = message('bucket progress', object({ fetched: count(), bytesFetched: count(), failed: count() }));
+export type BucketProgress = Infer<typeof BucketProgress>;
 
 export const BucketDone = message(
   'done',

@@ -43,6 +43,8 @@ export enum Frame {
   BucketGrants = 19,
   /** Agent, only to a client whose begin asked (`notices`): a line for the user while it waits (JSON `notice`). */
   Notice = 20,
+  /** Agent, bucket fetch, when the begin asked (`progress`): objects and bytes fetched so far (JSON `bucket progress`). */
+  BucketProgress = 21,
 }
 
 const FRAME_NAMES: Record<number, string> = {
@@ -66,6 +68,7 @@ const FRAME_NAMES: Record<number, string> = {
   18: 'bucket-want',
   19: 'bucket-grants',
   20: 'notice',
+  21: 'bucket-progress',
 };
 
 export function frameName(t: number): string {

@@ -38,6 +38,8 @@ export function networkCode(error: unknown): string | undefined {
   for (let depth = 0; depth < 5 && current && typeof current === 'object'; depth++) {
     const code = (current as { code?: unknown }).code;
     if (typeof code === 'string' && NETWORK_CODES.has(code)) return code;
+    // The AWS SDK's idle-socket timeout has a name and no code; gaxios's (node-fetch) a type.
+    if ((current as { name?: unknown }).name === 'TimeoutError' || (current as { type?: unknown }).type === 'request-timeout') return 'ETIMEDOUT';
     const errors = (current as { errors?: unknown }).errors;
     if (Array.isArray(errors) && errors.length > 0) current = errors[0];
     else current = (current as { cause?: unknown }).cause;

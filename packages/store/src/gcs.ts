@@ -9,12 +9,13 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { PassThrough } from 'node:stream';
 import { type File, Storage, type StorageOptions } from '@google-cloud/storage';
+import { gcsEndpoint } from './endpoints.js';
 import { type ErrorContext, StoreError, networkCode, storeError } from './errors.js';
 import type { ReadGrant } from './grant.js';
 import type { GrantOptions, ListOptions, ObjectInfo, ObjectPart, ObjectStore, PutOptions, PutResult } from './object-store.js';
 import { MiB, type SendPiece, boundedPieces, partSize, readPieces, totalSize } from './parts.js';
 import { type StoreUri, formatStoreUri } from './uri.js';
-import { mapLimit } from './util.js';
+import { mapLimit, storeTimeoutMs } from './util.js';
 
 export interface GcsStoreOptions {
   /** A GCS-compatible endpoint (`http://127.0.0.1:4443`); default SKYSYNC_GCS_ENDPOINT, then Google's. */
@@ -41,9 +42,7 @@ const MAX_PIECES = 128;
 const COMPOSE_LIMIT = 32;
 const PIECES_KEY = 'skysync-pieces';
 
-export function gcsEndpoint(options: GcsStoreOptions = {}): string | undefined {
-  return options.apiEndpoint ?? process.env.SKYSYNC_GCS_ENDPOINT ?? undefined;
-}
+export { gcsEndpoint };
 
 interface Piece {
   /** Name under the pieces prefix. */
@@ -88,6 +87,9 @@ export class GcsObjectStore implements ObjectStore {
       ...options.storageOptions,
       ...(this.endpoint ? { apiEndpoint: this.endpoint } : {}),
       ...(options.projectId ? { projectId: options.projectId } : {}),
+      // The SDK has no limit by default, so an endpoint that never answers hangs a launch. Its limit is on a whole
+      // request, not on idle time: five times the idle limit, so that a 16 MiB upload on a slow link still fits.
+      timeout: 5 * storeTimeoutMs(),
       // The SDK reads `maxRetries: 0` as "the default" (3): one attempt has to be said as no retries at all.
       retryOptions: (options.maxAttempts ?? 3) <= 1 ? { autoRetry: false } : { maxRetries: (options.maxAttempts ?? 3) - 1 },
     });
@@ -408,7 +410,7 @@ export class GcsObjectStore implements ObjectStore {
   }
 
   async readGrant(key: string, options: GrantOptions = {}): Promise<ReadGrant> {
-    const info = await this.head(key);
+    const info = options.known ?? (await this.head(key));
     if (!info) throw new StoreError('missing-object', `${this.context(key).where}: no such object to grant a read of`);
     const expiresIn = options.expiresInSeconds ?? 3600;
     const base = { uri: this.context(key).where, size: info.size, etag: info.etag, versionHeader: 'x-goog-generation' as const };
@@ -435,4 +437,9 @@ export class GcsObjectStore implements ObjectStore {
     const expiry = (client as { credentials?: { expiry_date?: number | null } }).credentials?.expiry_date;
     return { token, expiresAtMs: expiry ?? Date.now() + 30 * 60 * 1000 };
   }
+}
+
+/** A short-lived OAuth access token from the client's credentials (about an hour), for a node's FUSE mount. */
+export function gcsAccessToken(uri: StoreUri, options: GcsStoreOptions = {}): Promise<{ token: string; expiresAtMs: number }> {
+  return new GcsObjectStore(uri, options).accessToken();
 }

@@ -51,6 +51,12 @@ export interface ListOptions {
 export interface GrantOptions {
   /** How long the grant stays usable (default 3600 s; S3 allows at most 7 days). */
   expiresInSeconds?: number;
+  /**
+   * The object as a listing just saw it: the grant is made for that size and version without asking the store
+   * again (a request per object would cost a fetch of many small objects more than the objects themselves). A
+   * node that then finds another version fails that object (`changed`) instead of writing it.
+   */
+  known?: ObjectInfo;
 }
 
 /**

@@ -19,12 +19,15 @@ import {
   UploadPartCopyCommand,
 } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
+import { GetSessionTokenCommand, STSClient } from '@aws-sdk/client-sts';
+import { s3Endpoint } from './endpoints.js';
 import { type ErrorContext, StoreError, networkCode, storeError } from './errors.js';
 import { type ReadGrant, bareEtag } from './grant.js';
 import type { GrantOptions, ListOptions, ObjectInfo, ObjectPart, ObjectStore, PutOptions, PutResult } from './object-store.js';
 import { type UploadPart, planS3Parts, readPieces, totalSize } from './parts.js';
+import { PROBE_KEY, type UrlShape, learnShape, presignGet, sameUrl } from './presign.js';
 import { type StoreUri, formatStoreUri } from './uri.js';
-import { mapLimit } from './util.js';
+import { mapLimit, storeTimeoutMs } from './util.js';
 
 export interface S3StoreOptions {
   /** An S3-compatible endpoint; default AWS_ENDPOINT_URL_S3, then AWS_ENDPOINT_URL, then AWS itself. */
@@ -43,9 +46,7 @@ export interface S3StoreOptions {
   reservedPrefix?: string;
 }
 
-export function s3Endpoint(options: S3StoreOptions = {}): string | undefined {
-  return options.endpoint ?? process.env.AWS_ENDPOINT_URL_S3 ?? process.env.AWS_ENDPOINT_URL ?? undefined;
-}
+export { s3Endpoint };
 
 interface SdkError {
   name?: string;
@@ -78,6 +79,8 @@ export class S3ObjectStore implements ObjectStore {
       forcePathStyle: options.forcePathStyle ?? this.endpoint !== undefined,
       ...(this.endpoint ? { endpoint: this.endpoint } : {}),
       ...(options.credentials ? { credentials: options.credentials } : {}),
+      // The SDK waits forever for an endpoint that accepts and never answers; an idle socket is an error here.
+      requestHandler: { connectionTimeout: storeTimeoutMs(), socketTimeout: storeTimeoutMs() },
     });
   }
 
@@ -284,11 +287,82 @@ export class S3ObjectStore implements ObjectStore {
     }
   }
 
+  /** The URL shape this store's presigned URLs have, when presign.ts makes the same URLs as the SDK (else null). */
+  private shape: Promise<UrlShape | null> | undefined;
+
+  private urlShape(): Promise<UrlShape | null> {
+    this.shape ??= (async () => {
+      const now = new Date();
+      const sdk = await getSignedUrl(this.client, new GetObjectCommand({ Bucket: this.uri.bucket, Key: PROBE_KEY }), { expiresIn: 3600, signingDate: now });
+      const shape = learnShape(sdk, PROBE_KEY);
+      return shape && sameUrl(sdk, presignGet(shape, await this.client.config.credentials(), PROBE_KEY, 3600, now)) ? shape : null;
+    })().catch(() => null);
+    return this.shape;
+  }
+
   async readGrant(key: string, options: GrantOptions = {}): Promise<ReadGrant> {
-    const info = await this.head(key);
+    const info = options.known ?? (await this.head(key));
     if (!info) throw new StoreError('missing-object', `${this.context(key).where}: no such object to grant a read of`);
     const expiresIn = options.expiresInSeconds ?? 3600;
-    const url = await this.call('grant', key, () => getSignedUrl(this.client, new GetObjectCommand({ Bucket: this.uri.bucket, Key: key }), { expiresIn }));
-    return { uri: this.context(key).where, url, headers: {}, expiresAtMs: Date.now() + expiresIn * 1000, size: info.size, etag: info.etag, versionHeader: 'etag' };
+    const shape = await this.urlShape();
+    let url: string;
+    let expiresAtMs = Date.now() + expiresIn * 1000;
+    if (shape) {
+      const credentials = await this.call('grant', key, () => this.client.config.credentials());
+      url = presignGet(shape, credentials, key, expiresIn, new Date());
+      // Temporary credentials end the URL's life with theirs.
+      if (credentials.expiration) expiresAtMs = Math.min(expiresAtMs, credentials.expiration.getTime());
+    } else {
+      url = await this.call('grant', key, () => getSignedUrl(this.client, new GetObjectCommand({ Bucket: this.uri.bucket, Key: key }), { expiresIn }));
+    }
+    return { uri: this.context(key).where, url, headers: {}, expiresAtMs, size: info.size, etag: info.etag, versionHeader: 'etag' };
+  }
+}
+
+export interface S3TemporaryCredentials {
+  accessKeyId: string;
+  secretAccessKey: string;
+  sessionToken: string;
+  /** null: the provider gave no expiry. */
+  expiresAtMs: number | null;
+}
+
+function defaultRegion(options: S3StoreOptions): string {
+  return options.region ?? process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION ?? 'us-east-1';
+}
+
+/**
+ * Short-lived credentials for a node that writes to a bucket through a FUSE mount (Storage MOUNT and MOUNT_CACHED):
+ * the client's own when they are already temporary (SSO, an assumed role), else an STS session token made from
+ * them (GetSessionToken, `durationSeconds`, default 12 h). Never the user's long-lived keys.
+ */
+export async function s3TemporaryCredentials(s3: S3StoreOptions = {}, durationSeconds = 12 * 3600): Promise<S3TemporaryCredentials> {
+  const client = new S3Client({ region: defaultRegion(s3), ...(s3.credentials ? { credentials: s3.credentials } : {}) });
+  let own: Awaited<ReturnType<typeof client.config.credentials>>;
+  try {
+    own = await client.config.credentials();
+  } catch (e) {
+    throw new StoreError('denied', `no AWS credentials to make a mount's temporary ones from (${(e as Error).message}); configure them as for the aws CLI`);
+  } finally {
+    client.destroy();
+  }
+  if (own.sessionToken) {
+    return { accessKeyId: own.accessKeyId, secretAccessKey: own.secretAccessKey, sessionToken: own.sessionToken, expiresAtMs: own.expiration?.getTime() ?? null };
+  }
+  const endpoint = process.env.AWS_ENDPOINT_URL_STS ?? s3Endpoint(s3);
+  const sts = new STSClient({ region: defaultRegion(s3), credentials: own, ...(endpoint ? { endpoint } : {}) });
+  try {
+    const r = await sts.send(new GetSessionTokenCommand({ DurationSeconds: durationSeconds }));
+    const c = r.Credentials;
+    if (!c?.AccessKeyId || !c.SecretAccessKey || !c.SessionToken) throw new Error('STS returned no credentials');
+    return { accessKeyId: c.AccessKeyId, secretAccessKey: c.SecretAccessKey, sessionToken: c.SessionToken, expiresAtMs: c.Expiration?.getTime() ?? null };
+  } catch (e) {
+    if (e instanceof StoreError) throw e;
+    throw new StoreError(
+      'denied',
+      `could not get temporary AWS credentials for the mount (sts GetSessionToken: ${(e as Error).message}); give temporary credentials (a role or SSO), or set SKYSYNC_MOUNT_CREDENTIALS=node when the nodes have their own`,
+    );
+  } finally {
+    sts.destroy();
   }
 }

@@ -7,6 +7,7 @@ import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import net from 'node:net';
 import { type ReadGrant, fetchObject } from '@skysync/store';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Scheme, freshStore, gcsStore, objectServers, randomBytes, s3Store, skipReason } from './helpers/servers.js';
@@ -141,6 +142,27 @@ describe.skipIf(skipReason)('grant request shape', () => {
       expect(seen.slice(seenBefore).map((headers) => [headers.authorization, headers.range])).toEqual([['Bearer test-token', 'bytes=1-3']]);
     } finally {
       await new Promise((resolve) => front.close(resolve));
+    }
+  });
+});
+
+describe('a store that accepts and never answers', () => {
+  it('is given up after the idle limit, as unreachable (which the node tries again), not waited on forever', async () => {
+    const held: net.Socket[] = [];
+    const silent = net.createServer((socket) => {
+      held.push(socket);
+      socket.resume();
+    });
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    try {
+      const url = `http://127.0.0.1:${(silent.address() as net.AddressInfo).port}/b/k`;
+      const grant: ReadGrant = { uri: 's3://b/k', url, headers: {}, expiresAtMs: Date.now() + 60_000, size: 5, etag: 'e', versionHeader: 'etag' };
+      const started = Date.now();
+      await expect(fetchObject(grant, { idleMs: 300 })).rejects.toMatchObject({ kind: 'unreachable', message: 's3://b/k: the store does not answer (ETIMEDOUT)' });
+      expect(Date.now() - started).toBeLessThan(10_000);
+    } finally {
+      for (const s of held) s.destroy();
+      await new Promise((resolve) => silent.close(resolve));
     }
   });
 });

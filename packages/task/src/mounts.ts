@@ -17,6 +17,9 @@ export type FileMount =
       sources: string[];
       store: string | null;
       mode: 'MOUNT' | 'COPY' | 'MOUNT_CACHED';
+      /** SkyPilot's default true; false: a bucket skysync creates for this mount may be deleted with it
+       * (`skysync storage delete`); a bucket it did not create never is. */
+      persistent: boolean;
     };
 
 /** URI schemes SkyPilot can fetch onto the nodes for a plain file mount ("https" means Azure Blob). */
@@ -125,11 +128,13 @@ function storageStore(ctx: MountContext, key: string, node: StorageNode): string
   return s;
 }
 
-function checkPersistent(ctx: MountContext, key: string, node: StorageNode): void {
+function storagePersistent(ctx: MountContext, key: string, node: StorageNode): boolean {
   const persistent = storageField(node, 'persistent');
-  if (persistent && (persistent.kind !== 'scalar' || typeof persistent.value !== 'boolean')) {
+  if (!persistent) return true;
+  if (persistent.kind !== 'scalar' || typeof persistent.value !== 'boolean') {
     fail(ctx.file, `${key}.persistent`, `expected true or false, got ${describe(persistent)}`, 'write persistent: true or persistent: false');
   }
+  return persistent.value;
 }
 
 function storageName(ctx: MountContext, key: string, node: StorageNode): string | null {
@@ -200,7 +205,7 @@ function storageMount(ctx: MountContext, key: string, dest: string, remote: stri
   checkStorageFields(ctx, key, node);
   const mode = storageMode(ctx, key, node);
   const store = storageStore(ctx, key, node);
-  checkPersistent(ctx, key, node);
+  const persistent = storagePersistent(ctx, key, node);
   const name = storageName(ctx, key, node);
   const { sources, localSourced } = storageSources(ctx, key, dest, node, mode);
   if (name === null && sources.length === 0) {
@@ -212,7 +217,7 @@ function storageMount(ctx: MountContext, key: string, dest: string, remote: stri
   if (!localSourced && sources.length > 0 && name !== null) {
     fail(ctx.file, `${key}.name`, 'name must not be set when source is a bucket URI (the URI names the bucket)', 'remove name');
   }
-  return { kind: 'storage', key, dest, remote, name, sources, store, mode };
+  return { kind: 'storage', key, dest, remote, name, sources, store, mode, persistent };
 }
 
 export function readFileMounts(node: YNode | undefined, ctx: MountContext): FileMount[] {

@@ -151,7 +151,9 @@ describe('reading YAML like PyYAML', () => {
   it('y and n stay strings (PyYAML), yes is a boolean (YAML 1.1)', () => {
     expect(parseTask('run: y\n', 't.yaml').run).toBe('y');
     const t = parseTask('file_mounts:\n  /o:\n    name: b\n    persistent: yes\n', 't.yaml', { cwd: sb.root });
-    expect(t.fileMounts[0]).toMatchObject({ kind: 'storage', name: 'b' });
+    expect(t.fileMounts[0]).toMatchObject({ kind: 'storage', name: 'b', persistent: true });
+    const off = parseTask('file_mounts:\n  /o:\n    name: b\n    persistent: off\n', 't.yaml', { cwd: sb.root });
+    expect(off.fileMounts[0]).toMatchObject({ kind: 'storage', persistent: false });
   });
 
   it('a float form PyYAML reads as a string is a valid name', () => {

@@ -64,6 +64,7 @@ describe('valid fixtures', () => {
       sources: [],
       store: null,
       mode: 'MOUNT',
+      persistent: true,
     });
     expect(mount(t, '/another-dir2')).toMatchObject({ kind: 'storage', name: 'skypilot-temp-gcs-test-2', sources: [path.join(sb.home, 'tmp-workdir')] });
     expect(mount(t, '/checkpoint/13b')).toEqual({
@@ -117,7 +118,7 @@ describe('valid fixtures', () => {
   it('storage objects: MOUNT, COPY with a local list, MOUNT_CACHED, bucket URIs; store and mode case-insensitive', async () => {
     const t = await loadTask(fixture('storage.yaml'), { cwd: sb.root });
     expect(t.fileMounts).toEqual([
-      { kind: 'storage', key: 'file_mounts./outputs', dest: '/outputs', remote: '/outputs', name: 'my-sky-outputs', sources: [], store: 's3', mode: 'MOUNT' },
+      { kind: 'storage', key: 'file_mounts./outputs', dest: '/outputs', remote: '/outputs', name: 'my-sky-outputs', sources: [], store: 's3', mode: 'MOUNT', persistent: true },
       {
         kind: 'storage',
         key: 'file_mounts./inputs',
@@ -127,6 +128,7 @@ describe('valid fixtures', () => {
         sources: [path.join(sb.root, 'data'), path.join(sb.root, 'file.txt')],
         store: 'gcs',
         mode: 'COPY',
+        persistent: false,
       },
       {
         kind: 'storage',
@@ -137,9 +139,30 @@ describe('valid fixtures', () => {
         sources: [path.join(sb.root, 'ckpt')],
         store: 'azure',
         mode: 'MOUNT_CACHED',
+        persistent: true,
       },
-      { kind: 'storage', key: 'file_mounts./public', dest: '/public', remote: '/public', name: null, sources: ['gs://public-bucket'], store: null, mode: 'MOUNT' },
-      { kind: 'storage', key: 'file_mounts./subset', dest: '/subset', remote: '/subset', name: null, sources: ['r2://my-r2-bucket/subset/2024'], store: null, mode: 'COPY' },
+      {
+        kind: 'storage',
+        key: 'file_mounts./public',
+        dest: '/public',
+        remote: '/public',
+        name: null,
+        sources: ['gs://public-bucket'],
+        store: null,
+        mode: 'MOUNT',
+        persistent: true,
+      },
+      {
+        kind: 'storage',
+        key: 'file_mounts./subset',
+        dest: '/subset',
+        remote: '/subset',
+        name: null,
+        sources: ['r2://my-r2-bucket/subset/2024'],
+        store: null,
+        mode: 'COPY',
+        persistent: true,
+      },
     ]);
     // SkyPilot's rclone tuning block is accepted and reported as unused.
     expect(t.ignoredKeys).toEqual(['file_mounts./checkpoints.config']);

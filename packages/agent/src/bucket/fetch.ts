@@ -7,18 +7,25 @@ import fs from 'node:fs';
 import { promisify } from 'node:util';
 import { type RootGuard, tempName } from '@skysync/apply';
 import { parentOf } from '@skysync/protocol';
-import { type ReadGrant, streamObject } from '@skysync/store';
+import { GrantError, type ReadGrant, streamObject } from '@skysync/store';
 import type { PlacedObject } from './state.js';
 
 const MiB = 1024 * 1024;
-/** Objects above this come down as parallel ranges of RANGE bytes. */
-const RANGED_ABOVE = 32 * MiB;
-const RANGE = 16 * MiB;
+/**
+ * Objects above this come down as parallel ranges of at most this size, of equal sizes. Large ranges: a request
+ * costs a store (moto above all, which reads the whole object for every range) more than its bytes do, and 16
+ * reads in flight keep a node's link full all the same.
+ */
+const RANGE = 64 * MiB;
 const OBJECTS_AT_ONCE = 16;
 /** Reads in flight across all objects (a range or a whole small object each). */
 const READS_AT_ONCE = 16;
+/** Bytes of a response gathered before they are written (one writev). */
+const WRITE_GROUP = 1024 * 1024;
+/** Tries of one read whose connection broke or whose store was busy. */
+const ATTEMPTS = 4;
 
-const write = promisify(fs.write);
+const writev = promisify(fs.writev);
 
 export interface FetchJob {
   /** The object's path under the destination (UTF-8, for records and messages). */
@@ -28,7 +35,9 @@ export interface FetchJob {
 
 export interface FetchEvents {
   placed(path: string, record: PlacedObject, bytes: number): void;
-  failed(path: string, error: string): void;
+  failed(path: string, error: string, job: FetchJob): void;
+  /** True: take no more jobs (those under way finish). */
+  stopped?(): boolean;
 }
 
 /** Runs `work` with at most `n` calls in flight. */
@@ -52,28 +61,109 @@ export function guardPath(p: string): string {
   return Buffer.from(p, 'utf8').toString('latin1');
 }
 
-export async function fetchAll(guard: RootGuard, jobs: FetchJob[], events: FetchEvents): Promise<void> {
+/**
+ * Fetches the jobs as they come (`jobs` yields them batch by batch while the client still signs the later ones),
+ * OBJECTS_AT_ONCE at a time.
+ */
+export async function fetchAll(guard: RootGuard, jobs: AsyncIterable<FetchJob> | Iterable<FetchJob>, events: FetchEvents): Promise<void> {
   const read = limiter(READS_AT_ONCE);
-  let next = 0;
+  const source = Symbol.asyncIterator in jobs ? jobs[Symbol.asyncIterator]() : (jobs as Iterable<FetchJob>)[Symbol.iterator]();
+  // Workers share one iterator; an async generator answers concurrent next() calls in order.
   const worker = async (): Promise<void> => {
-    while (next < jobs.length) {
-      const job = jobs[next++]!;
+    for (;;) {
+      if (events.stopped?.()) return;
+      const next = await source.next();
+      if (next.done) return;
+      const job = next.value;
       try {
         const { record, bytes } = await fetchOne(guard, job, read);
         events.placed(job.path, record, bytes);
       } catch (e) {
-        events.failed(job.path, (e as Error).message);
+        events.failed(job.path, (e as Error).message, job);
       }
     }
   };
-  await Promise.all(Array.from({ length: Math.min(OBJECTS_AT_ONCE, jobs.length) }, worker));
+  // A bad grant batch ends the fetch, but only once the objects under way are placed or failed: nothing is left
+  // writing after the guard closes.
+  const ended = await Promise.allSettled(Array.from({ length: OBJECTS_AT_ONCE }, worker));
+  for (const e of ended) if (e.status === 'rejected') throw e.reason;
 }
 
 function ranges(size: number): Array<{ start: number; end: number } | undefined> {
-  if (size <= RANGED_ABOVE) return [undefined];
+  if (size <= RANGE) return [undefined];
+  const n = Math.ceil(size / RANGE);
   const out: Array<{ start: number; end: number }> = [];
-  for (let start = 0; start < size; start += RANGE) out.push({ start, end: Math.min(size, start + RANGE) });
+  for (let i = 0; i < n; i++) out.push({ start: Math.floor((size * i) / n), end: Math.floor((size * (i + 1)) / n) });
   return out;
+}
+
+/** Failures that may pass: the read is tried again from the first byte not yet written. */
+const PASSING = new Set(['unreachable', 'busy', 'short']);
+
+/**
+ * One range (or the whole object) into `fd` at its offsets. The response's chunks are written in groups of about
+ * WRITE_GROUP bytes with one writev each (no copy into a buffer of ours). A broken connection or a busy store is
+ * tried again up to ATTEMPTS times, from the first byte not yet written; anything else (a changed object, a full
+ * disk) fails at once.
+ */
+async function fetchRange(job: FetchJob, fd: number, range: { start: number; end: number } | undefined, read: ReturnType<typeof limiter>): Promise<number> {
+  const start = range?.start ?? 0;
+  const end = range?.end ?? job.grant.size;
+  let written = start;
+  for (let attempt = 1; ; attempt++) {
+    let group: Uint8Array[] = [];
+    let groupBytes = 0;
+    const flush = async (): Promise<void> => {
+      if (!groupBytes) return;
+      const bufs = group;
+      const n = groupBytes;
+      group = [];
+      groupBytes = 0;
+      await writevAll(fd, bufs, n, written);
+      written += n;
+    };
+    try {
+      const resume = written > start || range !== undefined;
+      await read(async () => {
+        await streamObject(
+          job.grant,
+          async (chunk) => {
+            group.push(chunk);
+            groupBytes += chunk.length;
+            if (groupBytes >= WRITE_GROUP) await flush();
+          },
+          resume ? { range: { start: written, end } } : {},
+        );
+        await flush();
+      });
+      return end - start;
+    } catch (e) {
+      if (!(e instanceof GrantError) || !PASSING.has(e.kind) || attempt >= ATTEMPTS) throw e;
+      await new Promise((resolve) => setTimeout(resolve, 200 * 4 ** (attempt - 1)));
+    }
+  }
+}
+
+/** Writes all of `bufs` (`n` bytes) at `position`, going on after a partial write. */
+async function writevAll(fd: number, bufs: Uint8Array[], n: number, position: number): Promise<void> {
+  let done = 0;
+  while (done < n) {
+    let rest = bufs;
+    if (done > 0) {
+      // Rare (a partial write): skip what went out.
+      let skip = done;
+      rest = [];
+      for (const b of bufs) {
+        if (skip >= b.length) {
+          skip -= b.length;
+          continue;
+        }
+        rest.push(skip ? b.subarray(skip) : b);
+        skip = 0;
+      }
+    }
+    done += (await writev(fd, rest, position + done)).bytesWritten;
+  }
 }
 
 async function fetchOne(guard: RootGuard, job: FetchJob, read: ReturnType<typeof limiter>): Promise<{ record: PlacedObject; bytes: number }> {
@@ -86,24 +176,10 @@ async function fetchOne(guard: RootGuard, job: FetchJob, read: ReturnType<typeof
   let closed = false;
   let renamed = false;
   try {
-    const counts = await Promise.all(
-      ranges(job.grant.size).map((range) =>
-        read(async () => {
-          let position = range?.start ?? 0;
-          return streamObject(
-            job.grant,
-            async (chunk) => {
-              const at = position;
-              position += chunk.length;
-              await write(fd, chunk, 0, chunk.length, at);
-            },
-            range ? { range } : {},
-          );
-        }),
-      ),
-    );
+    const counts = await Promise.all(ranges(job.grant.size).map((range) => fetchRange(job, fd, range, read)));
     const bytes = counts.reduce((a, b) => a + b, 0);
-    if (fs.fstatSync(fd).size !== job.grant.size) throw new Error(`fetched ${fs.fstatSync(fd).size} bytes, the object has ${job.grant.size}`);
+    const size = fs.fstatSync(fd).size;
+    if (size !== job.grant.size) throw new Error(`fetched ${size} bytes, the object has ${job.grant.size}`);
     fs.fchmodSync(fd, 0o644);
     closed = true;
     fs.closeSync(fd);

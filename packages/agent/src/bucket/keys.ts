@@ -28,27 +28,86 @@ export interface SortedListing {
 }
 
 /**
- * Splits a listing into the objects that can be placed and the refused keys. Keys ending in `/` are the
- * "folder" markers consoles and tools create: they hold no file and are left out without a word.
+ * Compares paths as the stores order keys: by UTF-8 bytes, which is code point order. JavaScript compares UTF-16
+ * code units, which puts characters above U+FFFF (surrogate pairs) below U+E000..U+FFFF: moved above here.
  */
-export function sortListing(objects: BucketObject[]): SortedListing {
-  const placeable = new Map<string, BucketObject>();
-  const refused: FileFailure[] = [];
-  for (const o of objects) {
-    if (o.path === '' || o.path.endsWith('/')) continue;
+export function compareKeys(a: string, b: string): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    const x = a.charCodeAt(i);
+    const y = b.charCodeAt(i);
+    if (x !== y) return codePointRank(x) - codePointRank(y);
+  }
+  return a.length - b.length;
+}
+
+function codePointRank(unit: number): number {
+  return unit >= 0xe000 ? unit - 0x800 : unit >= 0xd800 ? unit + 0x2000 : unit;
+}
+
+/**
+ * Sorts a listing as it arrives, batch by batch, into objects that can be placed and refused keys. Keys ending in
+ * `/` are the "folder" markers consoles and tools create: they hold no file and are left out without a word. A
+ * key that is also the prefix of others (`a` beside `a/b`) is refused, `a/b` placed; so an object is settled only
+ * once no later key can be below it: in the stores' key order, every key below `a/` sorts before `a0`, so `a` is
+ * settled once the listing has passed `a0`. A listing out of that order (a server that does not sort) settles
+ * nothing before its end.
+ */
+export class ListingSorter {
+  private readonly seen = new Set<string>();
+  private readonly dirs = new Set<string>();
+  /** Placeable objects a later key may still turn into a directory. */
+  private readonly pending = new Map<string, BucketObject>();
+  private refused: FileFailure[] = [];
+  private last: string | null = null;
+  private ordered = true;
+
+  /** Every path seen (placed, refused or skipped): what the bucket still has, for deletions. */
+  get listed(): ReadonlySet<string> {
+    return this.seen;
+  }
+
+  add(o: BucketObject): void {
+    if (this.last !== null && compareKeys(o.path, this.last) < 0) this.ordered = false;
+    if (this.ordered) this.last = o.path;
+    if (o.path === '' || o.path.endsWith('/')) return;
     const problem = keyProblem(o.path);
-    if (problem) refused.push({ path: o.path, error: `refused: ${problem}` });
-    else if (placeable.has(o.path)) refused.push({ path: o.path, error: 'refused: listed twice' });
-    else placeable.set(o.path, o);
+    if (problem) {
+      this.refused.push({ path: o.path, error: `refused: ${problem}` });
+      this.seen.add(o.path);
+      return;
+    }
+    if (this.seen.has(o.path)) {
+      this.refused.push({ path: o.path, error: 'refused: listed twice' });
+      return;
+    }
+    this.seen.add(o.path);
+    for (let i = o.path.indexOf('/'); i >= 0; i = o.path.indexOf('/', i + 1)) this.dirs.add(o.path.slice(0, i));
+    this.pending.set(o.path, o);
   }
-  // A file cannot also be a directory: `a` beside `a/b` is refused, `a/b` is placed.
-  const dirs = new Set<string>();
-  for (const p of placeable.keys()) {
-    for (let i = p.indexOf('/'); i >= 0; i = p.indexOf('/', i + 1)) dirs.add(p.slice(0, i));
+
+  /** What is known now: objects to place and keys refused since the last call. `end`: the listing is complete. */
+  settle(end: boolean): SortedListing {
+    const placeable = new Map<string, BucketObject>();
+    const passed = (p: string): boolean => end || (this.ordered && this.last !== null && compareKeys(this.last, `${p}0`) >= 0);
+    for (const [p, o] of this.pending) {
+      if (this.dirs.has(p)) {
+        this.refused.push({ path: p, error: 'refused: the key is both an object and a prefix of other objects' });
+        this.pending.delete(p);
+      } else if (passed(p)) {
+        placeable.set(p, o);
+        this.pending.delete(p);
+      }
+    }
+    const refused = this.refused;
+    this.refused = [];
+    return { placeable, refused };
   }
-  for (const p of dirs) {
-    if (!placeable.delete(p)) continue;
-    refused.push({ path: p, error: 'refused: the key is both an object and a prefix of other objects' });
-  }
-  return { placeable, refused };
+}
+
+/** The whole listing at once (ListingSorter in one batch). */
+export function sortListing(objects: BucketObject[]): SortedListing {
+  const sorter = new ListingSorter();
+  for (const o of objects) sorter.add(o);
+  return sorter.settle(true);
 }

@@ -17,35 +17,41 @@ export interface PlacedObject {
 
 export type BucketState = Map<string, PlacedObject>;
 
+/**
+ * What the destination was the last time: one object's file (`object`: the one path is its name in its directory)
+ * or a directory of objects (`prefix`: paths below it). Null: not recorded (files written before it was).
+ */
+export type MountKind = 'object' | 'prefix' | null;
+
 const FORMAT = 1;
 
-export async function loadBucketState(file: string, log: (m: string) => void): Promise<BucketState> {
+export async function loadBucketState(file: string, log: (m: string) => void): Promise<{ objects: BucketState; kind: MountKind }> {
   let text: string;
   try {
     text = await fsp.readFile(file, 'utf8');
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return new Map();
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { objects: new Map(), kind: null };
     throw e;
   }
   try {
-    const parsed = JSON.parse(text) as { format?: number; objects?: Record<string, PlacedObject> };
+    const parsed = JSON.parse(text) as { format?: number; kind?: unknown; objects?: Record<string, PlacedObject> };
     if (parsed.format !== FORMAT || typeof parsed.objects !== 'object' || !parsed.objects) throw new Error('unknown format');
-    const state: BucketState = new Map();
+    const objects: BucketState = new Map();
     for (const [p, r] of Object.entries(parsed.objects)) {
-      if (typeof r?.size === 'number' && typeof r.version === 'string' && typeof r.mtimeMs === 'number' && typeof r.ino === 'number') state.set(p, r);
+      if (typeof r?.size === 'number' && typeof r.version === 'string' && typeof r.mtimeMs === 'number' && typeof r.ino === 'number') objects.set(p, r);
     }
-    return state;
+    return { objects, kind: parsed.kind === 'object' || parsed.kind === 'prefix' ? parsed.kind : null };
   } catch (e) {
     // A damaged record costs a full fetch (and no deletion), never a wrong skip.
     log(`${file}: ignored (${(e as Error).message}); every object is fetched again`);
-    return new Map();
+    return { objects: new Map(), kind: null };
   }
 }
 
-export async function saveBucketState(file: string, state: BucketState): Promise<void> {
+export async function saveBucketState(file: string, state: BucketState, kind: Exclude<MountKind, null>): Promise<void> {
   await fsp.mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
   const tmp = `${file}.${randomBytes(6).toString('hex')}.tmp`;
-  await fsp.writeFile(tmp, JSON.stringify({ format: FORMAT, objects: Object.fromEntries(state) }), { mode: 0o600 });
+  await fsp.writeFile(tmp, JSON.stringify({ format: FORMAT, kind, objects: Object.fromEntries(state) }), { mode: 0o600 });
   await fsp.rename(tmp, file);
 }
 

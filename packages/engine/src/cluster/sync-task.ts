@@ -9,7 +9,7 @@ import { NodeSessions } from '../node-sessions.js';
 import { pushMany } from '../push.js';
 import { pushWithRsync } from '../rsync.js';
 import type { PushEvent, PushStats } from '../stats.js';
-import { type BucketMount, type BucketStats, fetchBucketMount, prepareBucketMount } from '../bucket/mount.js';
+import { type BucketMount, type BucketProgressEvent, type BucketStats, type PreparedBucket, fetchBucketMount, prepareBucketMount } from '../bucket/mount.js';
 import type { FileMount } from '@skysync/task';
 import type { UploadStats } from '../storage/upload.js';
 import { linkMount, mountPlacements, placedAt, type LocalMount, type Placement } from './mounts.js';
@@ -80,6 +80,8 @@ class TaskSync {
   private readonly viaAgent: boolean;
   /** Where each local mount goes, by node: asked as soon as the node's session is open. */
   private readonly placements: Array<Promise<Map<string, Placement>>>;
+  /** Bucket mounts' listings, started at once: they take the store's time, not the nodes'. */
+  private readonly listings = new Map<string, Promise<PreparedBucket>>();
 
   constructor(private readonly req: SyncRequest) {
     this.reports = req.nodes.map((t) => ({ node: t.spec, workdir: null, mounts: [], error: null, viaRsync: null }));
@@ -88,6 +90,12 @@ class TaskSync {
     const mounts = req.sources.flatMap((s) => (s.kind === 'workdir' ? [] : [s.mount]));
     this.placements = req.nodes.map(async (t, i) => ((await this.sessions.settled(i)) && mounts.length ? mountPlacements(t, mounts) : new Map()));
     this.placements.forEach((p) => p.catch(() => {}));
+    for (const s of req.sources) {
+      if (s.kind !== 'bucket mount') continue;
+      const listing = prepareBucketMount(s.mount);
+      listing.catch(() => {});
+      this.listings.set(s.mount.key, listing);
+    }
   }
 
   async run(): Promise<void> {
@@ -196,9 +204,9 @@ class TaskSync {
     await this.sessions.all();
     for (const r of reports) if (r.viaRsync && !r.error) r.error = `${m.key}: a bucket mount needs the skysync agent on ${r.node} (${r.viaRsync})`;
     if (!(await this.live()).length) return;
-    let prepared: Awaited<ReturnType<typeof prepareBucketMount>>;
+    let prepared: PreparedBucket;
     try {
-      prepared = await prepareBucketMount(m);
+      prepared = await (this.listings.get(m.key) ?? prepareBucketMount(m));
     } catch (e) {
       for (const i of await this.live()) reports[i]!.error = (e as Error).message;
       return;
@@ -209,9 +217,16 @@ class TaskSync {
       [...where].map(async ([i, placement]) => {
         const dest = placedAt(m.remote, placement);
         try {
-          const r = await fetchBucketMount(sessions[i]!, dest, prepared, req.deleteMode, req.dryRun);
+          const onProgress = (e: BucketProgressEvent): void =>
+            req.onEvent(
+              { type: 'bucket', objectsDone: e.fetched, objectsTotal: e.objectsWanted, bytesDone: e.bytesFetched, bytesTotal: e.bytesWanted, failed: e.failed, settled: e.settled },
+              i,
+              m.key,
+            );
+          const r = await fetchBucketMount(sessions[i]!, dest, prepared, req.deleteMode, req.dryRun, onProgress);
           reports[i]!.mounts.push({ key: m.key, remote: m.remote, placedAt: dest, stats: r.stats, bucket: r.bucket });
-          if (placement === 'link' && !req.dryRun) reports[i]!.error = await linkMount(req.nodes[i]!, m);
+          if (r.error) reports[i]!.error = `${m.key}: ${r.error}`;
+          else if (placement === 'link' && !req.dryRun) reports[i]!.error = await linkMount(req.nodes[i]!, m);
         } catch (e) {
           reports[i]!.error = `${m.key}: ${(e as Error).message}`;
         }

@@ -20,7 +20,8 @@ function uriText(u: StoreUri): string {
 }
 
 export async function fuseSpec(t: FuseTarget): Promise<FuseMountSpec> {
-  const cloud = await import('@skysync/store/cloud');
+  // One SDK at a time, and only for credentials: the endpoints come without either.
+  const cloud = await import('@skysync/store/open');
   const nodeIdentity = process.env.SKYSYNC_MOUNT_CREDENTIALS === 'node';
   const remotePath = `${t.uri.bucket}${t.uri.prefix ? `/${t.uri.prefix.replace(/\/+$/, '')}` : ''}`;
   const base = { key: t.key, path: t.path, source: uriText(t.uri), mode: t.mode, remotePath };

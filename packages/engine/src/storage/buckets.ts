@@ -2,7 +2,7 @@
 // A bucket skysync did not create is never deleted, whatever it holds.
 
 import { type ObjectStore, StoreError, parseStoreUri } from '@skysync/store';
-import type { CloudOptions } from '@skysync/store/cloud';
+import type { CloudOptions } from '@skysync/store/open';
 import { RESERVED_PREFIX } from './manifest.js';
 import { type CreatedBucket, createdBuckets, forgetCreatedBucket } from './state.js';
 import { StorageError } from './copy.js';
@@ -46,7 +46,7 @@ export interface DeleteResult {
 /** Deletes a bucket skysync created, with every object in it, and drops it from the record. */
 export async function deleteCreatedBucket(name: string, options: { cloud?: CloudOptions; openStore?: (uri: string) => ObjectStore } = {}): Promise<DeleteResult> {
   const bucket = await findCreatedBucket(name);
-  const store = options.openStore ? options.openStore(bucket.uri) : (await import('@skysync/store/cloud')).openObjectStore(parseStoreUri(bucket.uri), options.cloud);
+  const store = options.openStore ? options.openStore(bucket.uri) : await (await import('@skysync/store/open')).openObjectStore(parseStoreUri(bucket.uri), options.cloud);
   try {
     await store.checkBucket();
   } catch (error) {

@@ -7,7 +7,7 @@ import path from 'node:path';
 import fsp from 'node:fs/promises';
 import type { NativeAddon } from '@skysync/chunking';
 import { type ObjectStore, StoreError, type StoreScheme, StoreUriError, formatStoreUri, parseStoreUri } from '@skysync/store';
-import type { CloudOptions } from '@skysync/store/cloud';
+import type { CloudOptions } from '@skysync/store/open';
 import { markCreated } from './manifest.js';
 import { recordCreatedBucket } from './state.js';
 import { type UploadStats, emptyUploadStats, uploadDir } from './upload.js';
@@ -21,7 +21,7 @@ export interface StorageMountSpec {
   sources: string[];
   /** `s3`, `gcs`, ... as the task wrote it (lower case); null: `defaultStore`. */
   store: string | null;
-  /** SkyPilot's default is true; the task parser does not carry it yet, so callers pass it in the options. */
+  /** SkyPilot's default is true (absent here: the options', else true). */
   persistent?: boolean;
 }
 
@@ -86,7 +86,7 @@ export async function uploadStorage(mount: StorageMountSpec, options: UploadStor
     if (error instanceof StoreUriError) throw new StorageError(`${mount.key}.name: ${error.message}`);
     throw error;
   }
-  const store = options.openStore ? options.openStore(uriText) : (await import('@skysync/store/cloud')).openObjectStore(parseStoreUri(uriText), options.cloud);
+  const store = options.openStore ? options.openStore(uriText) : await (await import('@skysync/store/open')).openObjectStore(parseStoreUri(uriText), options.cloud);
   const stats = { ...emptyUploadStats(), bucketCreated: false };
   const units = await sourceDirs(mount);
   let bucketReady: Promise<void> | null = null;
@@ -129,7 +129,7 @@ export async function bucketForMount(mount: StorageMountSpec, options: Omit<Uplo
     if (error instanceof StoreUriError) throw new StorageError(`${mount.key}.name: ${error.message}`);
     throw error;
   }
-  const store = options.openStore ? options.openStore(uriText) : (await import('@skysync/store/cloud')).openObjectStore(parseStoreUri(uriText), options.cloud);
+  const store = options.openStore ? options.openStore(uriText) : await (await import('@skysync/store/open')).openObjectStore(parseStoreUri(uriText), options.cloud);
   try {
     await ensure(store, mount, options as UploadStorageOptions, { bucketCreated: false }, uriText);
   } catch (error) {
